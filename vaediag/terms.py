@@ -1,0 +1,330 @@
+"""THE tag vocabulary: canonical terms, the tags the training core writes, aliases for foreign logs.
+
+Every tag string the trainer writes is built here and nowhere else; the reader maps any tag (ours,
+Lightning's, AntixK/PyTorch-VAE's, a user's) to a canonical ``(term, split)`` through :func:`resolve`.
+
+Conventions
+-----------
+* Canonical terms are lower-case identifiers (``kl``, ``recon``, ``psnr`` ...). A loss term's weighted
+  contribution (weight x raw value) is the term with ``_weighted`` appended (``kl_weighted``).
+* ``recon`` is the pixel reconstruction loss (our centre-weighted L1; foreign MSE, L1, BCE, NLL).
+* Splits are ``train``, ``val`` or ``other``. A tag with no split marker is ``train`` when it names a
+  loss or metric (Lightning's ``training_step`` logs ``loss``, ``KLD`` unprefixed) and ``other`` for
+  bookkeeping terms (``lr``, ``epoch``, ``kl_weight``, ...).
+* Sign rules: some lineages log the KL with a flipped sign (AntixK's VanillaVAE logs ``KLD`` = -KL).
+  Terms in :data:`NONNEGATIVE_TERMS` are negated by the reader when a series is <= 0 throughout.
+* The frame's ``epoch`` is the 0-based epoch index (Lightning's convention). The seed's "after epoch
+  10" means 10 completed epochs, i.e. the val point with epoch index 9.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from vaediag.errors import InputError, TagsError
+
+__all__ = [
+    "SPLITS",
+    "LOSS_TERMS",
+    "WEIGHTED_TERMS",
+    "METRIC_TERMS",
+    "BOOKKEEPING_TERMS",
+    "CANONICAL_TERMS",
+    "NONNEGATIVE_TERMS",
+    "TERM_INFO",
+    "tag",
+    "weighted",
+    "TRAIN_STEP_TAGS",
+    "VAL_EPOCH_TAGS",
+    "CONTROL_TAGS",
+    "EPOCH_TAG",
+    "TRAINER_SCALAR_TAGS",
+    "RECON_GRID_TAG",
+    "KL_PER_DIM_HIST_TAG",
+    "BACKBONE_TEXT_TAG",
+    "TagMap",
+    "resolve",
+    "load_tag_map",
+]
+
+SPLITS = ("train", "val", "other")
+
+# Loss terms the training core computes; each is logged raw and weighted.
+LOSS_TERMS = ("recon", "perceptual", "ssim_loss", "edge", "kl")
+WEIGHTED_TERMS = tuple(f"{t}_weighted" for t in LOSS_TERMS)
+
+# Per-epoch quality metrics (val split).
+METRIC_TERMS = (
+    "psnr",
+    "psnr_grey",
+    "psnr_colour",
+    "ssim",
+    "ssim_grey",
+    "ssim_colour",
+    "sharpness",
+    "active_units",
+    "kl_dim_mean",
+    "kl_dim_median",
+    "kl_dim_max",
+    "kl_dim_min",
+)
+
+# Terms that describe the optimisation rather than the model's quality.
+BOOKKEEPING_TERMS = ("kl_weight", "lr", "epoch", "control_seq", "ae_mode", "hp_metric")
+
+CANONICAL_TERMS = ("loss",) + LOSS_TERMS + WEIGHTED_TERMS + METRIC_TERMS + BOOKKEEPING_TERMS
+
+# A KL divergence is >= 0: a series that is <= 0 throughout was logged with a flipped sign.
+NONNEGATIVE_TERMS = frozenset({"kl", "kl_weighted"})
+
+
+@dataclass(frozen=True)
+class TermInfo:
+    """What a canonical term means and how to show it."""
+
+    label: str
+    unit: str = ""
+    higher_is_better: bool | None = None
+
+
+TERM_INFO: dict[str, TermInfo] = {
+    "loss": TermInfo("total loss", higher_is_better=False),
+    "recon": TermInfo("reconstruction loss", higher_is_better=False),
+    "perceptual": TermInfo("perceptual distance", higher_is_better=False),
+    "ssim_loss": TermInfo("SSIM loss (1 - SSIM)", higher_is_better=False),
+    "edge": TermInfo("edge loss", higher_is_better=False),
+    "kl": TermInfo("KL divergence", "nats", higher_is_better=None),
+    "psnr": TermInfo("PSNR", "dB", True),
+    "psnr_grey": TermInfo("PSNR (grey images)", "dB", True),
+    "psnr_colour": TermInfo("PSNR (colour images)", "dB", True),
+    "ssim": TermInfo("SSIM", "", True),
+    "ssim_grey": TermInfo("SSIM (grey images)", "", True),
+    "ssim_colour": TermInfo("SSIM (colour images)", "", True),
+    "sharpness": TermInfo("sharpness ratio (recon / input gradient energy)", "", True),
+    "active_units": TermInfo("active latent units", "dims", True),
+    "kl_dim_mean": TermInfo("KL per latent dim, mean", "nats"),
+    "kl_dim_median": TermInfo("KL per latent dim, median", "nats"),
+    "kl_dim_max": TermInfo("KL per latent dim, max", "nats"),
+    "kl_dim_min": TermInfo("KL per latent dim, min", "nats"),
+    "kl_weight": TermInfo("KL weight (beta)"),
+    "lr": TermInfo("learning rate"),
+    "epoch": TermInfo("epoch"),
+    "control_seq": TermInfo("applied control.json seq"),
+    "ae_mode": TermInfo("autoencoder mode (1 = z = mu, KL weight 0)"),
+    "hp_metric": TermInfo("Lightning hp_metric placeholder"),
+}
+for _t in LOSS_TERMS:
+    TERM_INFO[f"{_t}_weighted"] = TermInfo(f"{TERM_INFO[_t].label}, weighted", higher_is_better=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# The tags the training core writes. `split/name`, built here only.
+
+
+def tag(split: str, term: str) -> str:
+    """The trainer's tag for ``term`` on ``split``: ``tag("val", "psnr") == "val/psnr"``."""
+    if split not in ("train", "val"):
+        raise ValueError(f"unknown split {split!r} (choose train, val)")
+    if term not in CANONICAL_TERMS:
+        raise ValueError(f"unknown term {term!r}")
+    return f"{split}/{term}"
+
+
+def weighted(term: str) -> str:
+    """The weighted variant of a loss term: ``weighted("kl") == "kl_weighted"``."""
+    if term not in LOSS_TERMS:
+        raise ValueError(f"{term!r} is not a loss term (choose {', '.join(LOSS_TERMS)})")
+    return f"{term}_weighted"
+
+
+EPOCH_TAG = "epoch"  # logged with every train step and every val point, like Lightning
+RECON_GRID_TAG = "val/recon_grid"  # image: inputs (top row) over reconstructions (bottom row)
+KL_PER_DIM_HIST_TAG = "val/kl_per_dim"  # histogram of KL per latent dim
+BACKBONE_TEXT_TAG = "meta/perceptual_backbone"  # text: which perceptual backbone ran
+
+TRAIN_STEP_TAGS: tuple[str, ...] = tuple(
+    tag("train", t) for t in ("loss",) + LOSS_TERMS + WEIGHTED_TERMS + ("kl_weight", "lr")
+)
+VAL_EPOCH_TAGS: tuple[str, ...] = tuple(
+    tag("val", t) for t in ("loss",) + LOSS_TERMS + WEIGHTED_TERMS + METRIC_TERMS
+)
+# Logged once per epoch on the train split: what control.json made the loop apply.
+CONTROL_TAGS: tuple[str, ...] = (tag("train", "control_seq"), tag("train", "ae_mode"))
+TRAINER_SCALAR_TAGS: tuple[str, ...] = TRAIN_STEP_TAGS + VAL_EPOCH_TAGS + CONTROL_TAGS + (EPOCH_TAG,)
+
+
+# --------------------------------------------------------------------------------------------------
+# Resolving any tag to (term, split).
+
+# Normalised base name (lower case, after split markers are stripped) -> canonical term.
+_ALIASES: dict[str, str] = {}
+
+
+def _alias(term: str, *names: str) -> None:
+    for n in names:
+        _ALIASES[n] = term
+
+
+_alias("kl", "kl", "kld", "kl_div", "kl_divergence", "kl_loss", "kld_loss", "loss/kl", "kl_term",
+       "latent_loss", "kl_raw")
+_alias("recon", "recon", "rec", "reconstruction", "reconstruction_loss", "recon_loss", "rec_loss",
+       "mse", "mse_loss", "l1", "l1_loss", "bce", "bce_loss", "nll", "nll_loss", "loss/recon",
+       "loss/rec", "loss/reconstruction", "recons_loss", "recon_raw", "l2", "l2_loss")
+_alias("perceptual", "perceptual", "perceptual_loss", "p_loss", "lpips", "lpips_loss", "vgg_loss",
+       "loss/perceptual", "loss/lpips")
+_alias("ssim_loss", "ssim_loss", "loss/ssim", "dssim")
+_alias("edge", "edge", "edge_loss", "grad_loss", "gradient_loss", "loss/edge")
+_alias("loss", "loss", "total_loss", "loss/total", "total", "train_loss_total")
+_alias("psnr", "psnr")
+_alias("ssim", "ssim")
+_alias("sharpness", "sharpness")
+_alias("active_units", "active_units", "au")
+_alias("kl_weight", "kl_weight", "kld_weight", "beta", "kl_beta", "kl_coef", "kl_coeff")
+_alias("lr", "lr", "learning_rate")
+_alias("epoch", "epoch")
+_alias("hp_metric", "hp_metric")
+for _t in CANONICAL_TERMS:
+    _ALIASES.setdefault(_t, _t)
+for _t in LOSS_TERMS:
+    _ALIASES.setdefault(f"{_t}_w", f"{_t}_weighted")
+
+# Split markers, longest first so "validation/" wins over "val".
+_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("validation/", "val"), ("validation_", "val"), ("valid/", "val"), ("valid_", "val"),
+    ("val/", "val"), ("val_", "val"), ("eval/", "val"), ("eval_", "val"),
+    ("training/", "train"), ("train/", "train"), ("train_", "train"),
+    ("test/", "other"), ("test_", "other"),
+)
+_SUFFIXES: tuple[tuple[str, str], ...] = (
+    ("/validation", "val"), ("_validation", "val"), ("/val", "val"), ("_val", "val"),
+    ("/train", "train"), ("_train", "train"),
+)
+# Lightning appends _step / _epoch for on_step and on_epoch logging of the same metric.
+_AGGREGATION_SUFFIXES = ("_step", "_epoch")
+_LR_RE = re.compile(r"^lr[-_/].+|^lr$|.*learning_rate.*")
+
+_UNSPLIT_DEFAULT_OTHER = frozenset(BOOKKEEPING_TERMS)
+
+
+@dataclass(frozen=True)
+class TagMap:
+    """User mappings from a ``--tags`` TOML file: exact tags first, then glob patterns.
+
+    File shape::
+
+        [tags]
+        "my/kl_term" = "kl"                                  # split inferred from the tag
+        "eval/kl_term" = { term = "kl", split = "val" }
+
+        [patterns]
+        "*/beta_*" = "kl_weight"
+    """
+
+    exact: tuple[tuple[str, str, str | None], ...] = ()  # (tag, term, split or None)
+    patterns: tuple[tuple[str, str, str | None], ...] = ()  # (glob, term, split or None)
+
+    def lookup(self, raw: str) -> tuple[str, str | None] | None:
+        for name, term, split in self.exact:
+            if raw == name:
+                return term, split
+        for pat, term, split in self.patterns:
+            if fnmatch.fnmatchcase(raw, pat):
+                return term, split
+        return None
+
+
+def _split_markers(name: str) -> tuple[str, str | None]:
+    low = name.lower()
+    for prefix, split in _PREFIXES:
+        if low.startswith(prefix) and len(low) > len(prefix):
+            return low[len(prefix):], split
+    for suffix, split in _SUFFIXES:
+        if low.endswith(suffix) and len(low) > len(suffix):
+            return low[: -len(suffix)], split
+    return low, None
+
+
+def _base_term(base: str) -> str | None:
+    if base in _ALIASES:
+        return _ALIASES[base]
+    for agg in _AGGREGATION_SUFFIXES:
+        if base.endswith(agg) and base[: -len(agg)] in _ALIASES:
+            return _ALIASES[base[: -len(agg)]]
+    if _LR_RE.match(base):  # Lightning's LearningRateMonitor: lr-Adam, lr-AdamW/pg1, ...
+        return "lr"
+    # "loss/kl", "losses/kl_loss": the last path component names the term.
+    if "/" in base:
+        return _base_term(base.rsplit("/", 1)[1])
+    return None
+
+
+@lru_cache(maxsize=65536)
+def resolve(raw: str, tag_map: TagMap | None = None) -> tuple[str | None, str]:
+    """Map a logged tag to ``(canonical term or None, split)``.
+
+    >>> resolve("val_KLD")
+    ('kl', 'val')
+    >>> resolve("lr-Adam")
+    ('lr', 'other')
+    >>> resolve("train/recon_weighted")
+    ('recon_weighted', 'train')
+    """
+    if tag_map is not None:
+        hit = tag_map.lookup(raw)
+        if hit is not None:
+            term, split = hit
+            if split is None:
+                split = _split_markers(raw)[1] or ("other" if term in _UNSPLIT_DEFAULT_OTHER else "train")
+            return term, split
+    base, split = _split_markers(raw)
+    term = _base_term(base)
+    if term is None:
+        # A tag like "loss_val/kl": split marker in the middle. Try each path component for a split.
+        return None, split or "other"
+    if split is None:
+        split = "other" if term in _UNSPLIT_DEFAULT_OTHER else "train"
+    return term, split
+
+
+def load_tag_map(path: str | Path) -> TagMap:
+    """Read a ``--tags`` TOML file (shape in :class:`TagMap`). Raises TagsError with the key at fault."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"tags file {str(p)!r} does not exist; pass a TOML file with a [tags] table")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise TagsError(f"tags file {p}: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read tags file {p}: {exc}") from None
+    unknown = set(data) - {"tags", "patterns"}
+    if unknown:
+        raise TagsError(f"tags file {p}: unknown table(s) {sorted(unknown)} (choose tags, patterns)")
+
+    def entry(section: str, key: str, value: object) -> tuple[str, str | None]:
+        if isinstance(value, str):
+            term, split = value, None
+        elif isinstance(value, dict) and "term" in value and set(value) <= {"term", "split"}:
+            term, split = value["term"], value.get("split")
+        else:
+            raise TagsError(
+                f"tags file {p}: [{section}] {key!r} must be a term name or {{term = ..., split = ...}}"
+            )
+        if term not in CANONICAL_TERMS:
+            raise TagsError(
+                f"tags file {p}: [{section}] {key!r} maps to unknown term {term!r} "
+                f"(choose {', '.join(CANONICAL_TERMS)})"
+            )
+        if split is not None and split not in SPLITS:
+            raise TagsError(
+                f"tags file {p}: [{section}] {key!r} has unknown split {split!r} (choose {', '.join(SPLITS)})"
+            )
+        return term, split
+
+    exact = tuple((k, *entry("tags", k, v)) for k, v in data.get("tags", {}).items())
+    patterns = tuple((k, *entry("patterns", k, v)) for k, v in data.get("patterns", {}).items())
+    return TagMap(exact=exact, patterns=patterns)

@@ -1,0 +1,118 @@
+"""The control file: how the watchdog tells a running training loop to change kl_weight or mode.
+
+``control.json`` in the run directory (ARCHITECTURE)::
+
+    {"seq": 3, "kl_weight": 1e-07, "mode": "vae", "reason": "...", "issued_at": "2026-11-24T02:00:00+00:00"}
+
+The writer writes a temporary file in the same directory, fsyncs it and renames it over the target, so a
+reader sees either the old file or the new one, never half of one. The reader validates every field and
+raises :class:`ControlFileError` for anything malformed; the training loop reports that and carries on
+with its current settings. A loop applies each ``seq`` once (it remembers the last seq it applied).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from vaediag.errors import ControlFileError
+
+__all__ = ["CONTROL_FILENAME", "MODES", "Control", "read_control", "write_control", "now_iso"]
+
+CONTROL_FILENAME = "control.json"
+MODES = ("vae", "ae")
+_FIELDS = ("seq", "kl_weight", "mode", "reason", "issued_at")
+
+
+def now_iso() -> str:
+    """Current UTC time as ISO 8601 with offset, seconds precision."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Control:
+    """One control decision. ``kl_weight`` is the weight to use from the next epoch on."""
+
+    seq: int
+    kl_weight: float
+    mode: str = "vae"
+    reason: str = ""
+    issued_at: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seq, bool) or not isinstance(self.seq, int) or self.seq < 0:
+            raise ControlFileError(f"control seq must be a non-negative integer, got {self.seq!r}")
+        if isinstance(self.kl_weight, bool) or not isinstance(self.kl_weight, (int, float)):
+            raise ControlFileError(f"control kl_weight must be a number, got {self.kl_weight!r}")
+        if not math.isfinite(self.kl_weight) or self.kl_weight < 0:
+            raise ControlFileError(f"control kl_weight must be finite and >= 0, got {self.kl_weight!r}")
+        if self.mode not in MODES:
+            raise ControlFileError(f"control mode {self.mode!r} is unknown (choose {', '.join(MODES)})")
+        if not isinstance(self.reason, str) or not isinstance(self.issued_at, str):
+            raise ControlFileError("control reason and issued_at must be strings")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=False)
+
+
+def read_control(path: str | os.PathLike[str]) -> Control | None:
+    """Read ``control.json`` (or the file at ``path``); None when there is none.
+
+    Raises:
+        ControlFileError: the file exists but is not a complete, valid control object.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / CONTROL_FILENAME
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ControlFileError(f"cannot read {p}: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ControlFileError(f"{p} is not valid JSON ({exc.msg} at char {exc.pos}); ignored") from None
+    if not isinstance(data, dict):
+        raise ControlFileError(f"{p} must hold a JSON object, got {type(data).__name__}; ignored")
+    unknown = sorted(set(data) - set(_FIELDS))
+    missing = [k for k in ("seq", "kl_weight") if k not in data]
+    if unknown:
+        raise ControlFileError(f"{p}: unknown key(s) {unknown} (allowed: {', '.join(_FIELDS)}); ignored")
+    if missing:
+        raise ControlFileError(f"{p}: missing key(s) {missing}; ignored")
+    return Control(**data)
+
+
+def write_control(run_dir: str | os.PathLike[str], control: Control) -> Path:
+    """Atomically write ``control`` to ``run_dir/control.json``: temp file, fsync, rename."""
+    d = Path(run_dir)
+    target = d / CONTROL_FILENAME
+    fd, tmp = tempfile.mkstemp(prefix=".control.", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(control.to_json() + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+    return target
