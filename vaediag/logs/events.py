@@ -1,0 +1,129 @@
+"""Decode Event records into scalar rows and run metadata.
+
+Scalars come in two encodings: ``Summary.Value.simple_value`` (TF1, torch's SummaryWriter, Lightning) and
+a scalar tensor (TF2 ``tf.summary.scalar``: a float or double tensor of shape ``[]``). Both become rows.
+Everything else (images, histograms, graphs) is skipped, except two kinds of metadata: the hparams plugin's
+session-start info (Lightning's ``log_hyperparams``, torch's ``add_hparams``) and text summaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ScalarRows", "EventMeta", "decode_records"]
+
+# TensorFlow DataType enum values that hold a real scalar.
+_DT_FLOAT, _DT_DOUBLE, _DT_HALF, _DT_BFLOAT16 = 1, 2, 19, 14
+_DT_STRING = 7
+_TENSOR_DTYPES = {_DT_FLOAT: "<f4", _DT_DOUBLE: "<f8", _DT_HALF: "<f2"}
+
+
+@dataclass
+class ScalarRows:
+    """Column lists of decoded scalars, in record order."""
+
+    tags: list[str] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    wall_times: list[float] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def extend(self, other: "ScalarRows") -> None:
+        self.tags.extend(other.tags)
+        self.steps.extend(other.steps)
+        self.values.extend(other.values)
+        self.wall_times.extend(other.wall_times)
+
+
+@dataclass
+class EventMeta:
+    """Run metadata found inside event files."""
+
+    hparams: dict[str, Any] = field(default_factory=dict)  # hparams plugin session-start values
+    texts: dict[str, str] = field(default_factory=dict)  # text summaries: tag -> latest text
+    undecodable: int = 0  # records whose CRC verified but whose protobuf did not parse
+
+
+def _event_cls():
+    from tensorboard.compat.proto import event_pb2
+
+    return event_pb2.Event
+
+
+def _tensor_scalar(t) -> float | None:
+    if len(t.tensor_shape.dim) != 0:
+        return None
+    if t.dtype == _DT_FLOAT and len(t.float_val) == 1:
+        return float(t.float_val[0])
+    if t.dtype == _DT_DOUBLE and len(t.double_val) == 1:
+        return float(t.double_val[0])
+    if t.dtype == _DT_HALF and len(t.half_val) == 1:
+        return float(np.array([t.half_val[0]], dtype=np.uint16).view(np.float16)[0])
+    fmt = _TENSOR_DTYPES.get(t.dtype)
+    if fmt is not None and len(t.tensor_content) == np.dtype(fmt).itemsize:
+        return float(np.frombuffer(t.tensor_content, dtype=fmt)[0])
+    return None
+
+
+def _hparams(content: bytes) -> dict[str, Any]:
+    from google.protobuf.json_format import MessageToDict
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    data = plugin_data_pb2.HParamsPluginData.FromString(content)
+    if not data.HasField("session_start_info"):
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in data.session_start_info.hparams.items():
+        out[key] = MessageToDict(value)
+    return out
+
+
+def decode_records(buf: bytes | memoryview, records: list[tuple[int, int]], rows: ScalarRows, meta: EventMeta) -> None:
+    """Decode ``buf[start:end]`` for each record into ``rows`` (scalars) and ``meta`` (metadata)."""
+    from google.protobuf.message import DecodeError
+
+    Event = _event_cls()
+    mv = memoryview(buf)
+    tags, steps, values, walls = rows.tags, rows.steps, rows.values, rows.wall_times
+    for start, end in records:
+        try:
+            ev = Event.FromString(mv[start:end])
+        except (DecodeError, ValueError, RuntimeError):
+            meta.undecodable += 1
+            continue
+        if not ev.HasField("summary"):
+            continue
+        for v in ev.summary.value:
+            kind = v.WhichOneof("value")
+            if kind == "simple_value":
+                tags.append(v.tag)
+                steps.append(ev.step)
+                values.append(v.simple_value)
+                walls.append(ev.wall_time)
+            elif kind == "tensor":
+                plugin = v.metadata.plugin_data.plugin_name
+                if plugin in ("scalars", ""):
+                    x = _tensor_scalar(v.tensor)
+                    if x is not None:
+                        tags.append(v.tag)
+                        steps.append(ev.step)
+                        values.append(x)
+                        walls.append(ev.wall_time)
+                elif plugin == "text" and v.tensor.dtype == _DT_STRING and v.tensor.string_val:
+                    meta.texts[v.tag] = b"\n".join(v.tensor.string_val).decode("utf-8", "replace")
+                elif plugin == "hparams":
+                    try:
+                        meta.hparams.update(_hparams(v.metadata.plugin_data.content))
+                    except (DecodeError, ValueError):
+                        meta.undecodable += 1
+            elif kind is None and v.metadata.plugin_data.plugin_name == "hparams":
+                # torch and Lightning write hparams as a value with metadata only.
+                try:
+                    meta.hparams.update(_hparams(v.metadata.plugin_data.content))
+                except (DecodeError, ValueError):
+                    meta.undecodable += 1

@@ -1,0 +1,236 @@
+"""Read event files and run metadata into a :class:`RunSet` (the tidy frame plus per-run metadata)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from vaediag.errors import CorruptLogError, InputError
+from vaediag.logs.discover import RunDir, discover
+from vaediag.logs.events import EventMeta, ScalarRows, decode_records
+from vaediag.logs.frame import RunRows, build_frame
+from vaediag.logs.records import scan
+from vaediag.terms import TagMap, load_tag_map
+
+__all__ = ["RunInfo", "RunSet", "FileStats", "load", "read_event_file", "read_run_metadata"]
+
+
+@dataclass
+class FileStats:
+    """What reading one event file found."""
+
+    path: Path
+    size: int = 0
+    records: int = 0
+    scalars: int = 0
+    bad_crc: int = 0
+    undecodable: int = 0
+    resyncs: int = 0
+    skipped_bytes: int = 0
+    truncated_bytes: int = 0
+
+
+@dataclass
+class RunInfo:
+    """Run-level metadata, kept beside the frame (ARCHITECTURE)."""
+
+    run: str
+    path: Path
+    event_files: list[Path] = field(default_factory=list)
+    n_scalars: int = 0
+    hparams: dict[str, Any] = field(default_factory=dict)  # from the hparams plugin in the event files
+    hparams_yaml: dict[str, Any] = field(default_factory=dict)  # hparams.yaml in the run dir (Lightning)
+    config: dict[str, Any] = field(default_factory=dict)  # config.json in the run dir (our trainer)
+    texts: dict[str, str] = field(default_factory=dict)  # text summaries, tag -> latest text
+    notes: list[str] = field(default_factory=list)  # facts about the data (e.g. a KL sign flip)
+    warnings: list[str] = field(default_factory=list)  # damage found while reading
+    files: list[FileStats] = field(default_factory=list)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """All known parameters, flattened to dotted keys; config.json wins over hparams.yaml over plugin."""
+        out: dict[str, Any] = {}
+        for source in (self.hparams, self.hparams_yaml, self.config):
+            out.update(_flatten(source))
+        return out
+
+    def param(self, *names: str) -> Any:
+        """The first parameter found under any of ``names`` (full dotted key, or last component)."""
+        flat = self.params
+        for name in names:
+            if name in flat:
+                return flat[name]
+        for name in names:
+            for key, value in flat.items():
+                if key.rsplit(".", 1)[-1] == name:
+                    return value
+        return None
+
+
+@dataclass
+class RunSet:
+    """The result of :func:`load`: the tidy frame, per-run metadata and load warnings."""
+
+    root: Path
+    frame: pd.DataFrame
+    runs: dict[str, RunInfo]
+    warnings: list[str] = field(default_factory=list)
+    orphans: list[Path] = field(default_factory=list)  # dirs with run metadata but no event file
+
+    def __iter__(self) -> Iterator[RunInfo]:
+        return iter(self.runs.values())
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def run_frame(self, run: str) -> pd.DataFrame:
+        """Rows of one run."""
+        return self.frame[self.frame["run"] == run]
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, dict):
+                out.update(_flatten(v, key))
+            else:
+                out[key] = v
+    return out
+
+
+def read_event_file(path: Path, rows: ScalarRows, meta: EventMeta) -> FileStats:
+    """Read one whole event file into ``rows`` and ``meta``; damage is counted in the returned stats."""
+    stats = FileStats(path=path)
+    try:
+        with open(path, "rb") as fh:
+            buf = fh.read()
+    except OSError as exc:
+        raise CorruptLogError(f"cannot read event file {path}: {exc.strerror or exc}") from None
+    stats.size = len(buf)
+    result = scan(buf)
+    before_bad = meta.undecodable
+    n_before = len(rows)
+    decode_records(buf, result.records, rows, meta)
+    stats.records = len(result.records)
+    stats.scalars = len(rows) - n_before
+    stats.bad_crc = result.bad_crc
+    stats.undecodable = meta.undecodable - before_bad
+    stats.resyncs = result.resyncs
+    stats.skipped_bytes = result.skipped_bytes
+    stats.truncated_bytes = result.tail_bytes
+    return stats
+
+
+def read_run_metadata(path: Path, info: RunInfo) -> None:
+    """Read hparams.yaml and config.json from a run directory into ``info`` (damage -> warnings)."""
+    y = path / "hparams.yaml"
+    if y.is_file():
+        try:
+            import yaml
+
+            data = yaml.safe_load(y.read_text(encoding="utf-8"))
+            info.hparams_yaml = data if isinstance(data, dict) else {}
+        except Exception as exc:  # yaml raises many types; a bad file must not stop the analysis
+            info.warnings.append(f"hparams.yaml unreadable ({type(exc).__name__}); ignored")
+    c = path / "config.json"
+    if c.is_file():
+        try:
+            data = json.loads(c.read_text(encoding="utf-8"))
+            info.config = data if isinstance(data, dict) else {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            info.warnings.append(f"config.json unreadable ({exc}); ignored")
+
+
+def _file_warnings(st: FileStats) -> list[str]:
+    name = st.path.name
+    out = []
+    if st.truncated_bytes:
+        out.append(
+            f"{name}: last record incomplete, {st.truncated_bytes} bytes ignored "
+            "(a file still being written, or a crash)"
+        )
+    if st.bad_crc:
+        out.append(f"{name}: {st.bad_crc} record(s) with a bad CRC skipped")
+    if st.resyncs:
+        out.append(f"{name}: framing lost {st.resyncs} time(s), {st.skipped_bytes} damaged bytes skipped")
+    if st.undecodable:
+        out.append(f"{name}: {st.undecodable} record(s) not decodable as events, skipped")
+    return out
+
+
+def load(
+    path: str | os.PathLike[str],
+    *,
+    tags: TagMap | str | os.PathLike[str] | None = None,
+    steps_per_epoch: int | None = None,
+    run_glob: str | None = None,
+) -> RunSet:
+    """Read every run under ``path`` into a :class:`RunSet`.
+
+    Args:
+        path: a run directory, a tree of runs, or one event file.
+        tags: extra tag mappings: a :class:`TagMap` or the path of a TOML file (see terms.TagMap).
+        steps_per_epoch: last-resort epoch alignment for runs that log no epoch.
+        run_glob: keep only runs whose id matches this glob (fnmatch).
+
+    Raises:
+        InputError: the path is missing or unreadable, or ``run_glob`` matches no run.
+        NoRunsError: no event file under the path.
+        TagsError: a malformed tags file.
+    """
+    import fnmatch
+
+    tag_map = load_tag_map(tags) if isinstance(tags, (str, os.PathLike)) else tags
+    if steps_per_epoch is not None and steps_per_epoch <= 0:
+        raise InputError(f"steps per epoch must be a positive integer, got {steps_per_epoch}")
+    root, run_dirs, orphans = discover(path)
+    if run_glob is not None:
+        selected = [r for r in run_dirs if fnmatch.fnmatchcase(r.run, run_glob)]
+        if not selected:
+            ids = ", ".join(r.run for r in run_dirs[:10])
+            raise InputError(f"--run {run_glob!r} matches no run (runs: {ids}{' …' if len(run_dirs) > 10 else ''})")
+        run_dirs = selected
+
+    infos: dict[str, RunInfo] = {}
+    run_rows: list[RunRows] = []
+    warnings: list[str] = []
+    for rd in run_dirs:
+        info, rr = _read_run(rd)
+        infos[rd.run] = info
+        run_rows.append(rr)
+    frame = build_frame(run_rows, tag_map=tag_map, steps_per_epoch=steps_per_epoch)
+    for rr in run_rows:
+        infos[rr.run].notes.extend(rr.notes)
+    for info in infos.values():
+        warnings.extend(f"{info.run}: {w}" for w in info.warnings)
+    for o in orphans:
+        rel = o.relative_to(root).as_posix() if o != root else root.name
+        warnings.append(f"{rel}: run metadata but no event file (the run died before logging?); skipped")
+    return RunSet(root=root, frame=frame, runs=infos, warnings=warnings, orphans=orphans)
+
+
+def _read_run(rd: RunDir) -> tuple[RunInfo, RunRows]:
+    info = RunInfo(run=rd.run, path=rd.path, event_files=list(rd.event_files))
+    rows = ScalarRows()
+    meta = EventMeta()
+    for f in rd.event_files:
+        try:
+            st = read_event_file(f, rows, meta)
+        except CorruptLogError as exc:
+            info.warnings.append(exc.message)
+            continue
+        info.files.append(st)
+        info.warnings.extend(_file_warnings(st))
+    info.hparams = meta.hparams
+    info.texts = meta.texts
+    info.n_scalars = len(rows)
+    read_run_metadata(rd.path, info)
+    rr = RunRows.from_lists(rd.run, rows.tags, rows.steps, rows.values, rows.wall_times)
+    return info, rr
