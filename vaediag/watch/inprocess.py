@@ -1,0 +1,110 @@
+'''In-process use: :class:`KLWatchdog` steers kl_weight from inside any training loop.
+
+The same policies and guards as ``vaediag watch``, without a supervisor or a control file: the loop asks
+the watchdog after each epoch and reads the weight back from it. Decisions go to ``watchdog.jsonl``
+when a run directory is given.
+'''
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+from vaediag.watch.journal import Journal, decision_record
+from vaediag.watch.policies import Decision, Policy, make_policy
+
+__all__ = ["KLWatchdog"]
+
+
+class KLWatchdog:
+    """A policy, its guards and a journal, for any training loop.
+
+    Args:
+        policy: ``"ladder"``, ``"controlvae"``, ``"geco"`` or a :class:`~vaediag.watch.policies.Policy`.
+        run_dir: where to append ``watchdog.jsonl`` (None: no journal).
+        **params: the policy's keyword arguments (``kl_weight``, ``target_kl``, ``target_psnr``,
+            ``min_kl_weight``, ``max_kl_weight``, ``cooldown``, ...), validated at once.
+
+    Example, a plain PyTorch loop (runs as written on random data)::
+
+        import torch
+        import torch.nn.functional as F
+        from vaediag.watch import KLWatchdog
+
+        torch.manual_seed(0)
+        data = torch.rand(256, 64)                       # your data, in [0, 1]
+        enc, dec = torch.nn.Linear(64, 2 * 8), torch.nn.Linear(8, 64)
+        opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=1e-2)
+
+        def losses(x):
+            mu, logvar = enc(x).chunk(2, dim=1)
+            z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+            recon = torch.sigmoid(dec(z))
+            mse = F.mse_loss(recon, x)
+            kl = (-0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(1)).mean()   # sum over dims, mean over batch
+            return mse, kl
+
+        watchdog = KLWatchdog("geco", kl_weight=1e-2, target_psnr=20.0, run_dir=None)  # or a run dir: journal
+        for epoch in range(5):
+            for x in data.split(32):
+                mse, kl = losses(x)
+                loss = mse + watchdog.kl_weight * kl       # the weight the watchdog decided
+                opt.zero_grad(); loss.backward(); opt.step()
+            with torch.no_grad():
+                mse, kl = losses(data)
+            psnr = -10 * torch.log10(mse).item()
+            decision = watchdog.step(epoch, {"kl": kl.item(), "recon": mse.item(), "psnr": psnr})
+            print(epoch, decision.action, decision.reason)
+            if decision.action == "stop":
+                break
+        # checkpoint it with the model: torch.save({..., "watchdog": watchdog.state_dict()}, path)
+
+    ``decision.action`` is ``keep``, ``set_kl_weight`` (``watchdog.kl_weight`` is the new value),
+    ``switch_to_ae`` (use z = mu and ``watchdog.kl_weight`` = 0 from now on; ``watchdog.mode == "ae"``)
+    or ``stop``.
+    """
+
+    def __init__(self, policy: str | Policy = "ladder", *, run_dir: str | os.PathLike[str] | None = None,
+                 **params: Any) -> None:
+        if isinstance(policy, Policy):
+            if params:
+                raise TypeError("pass policy parameters to the policy, not to KLWatchdog, when giving an instance")
+            self.policy = policy
+        else:
+            self.policy = make_policy(policy, **params)
+        self.journal = Journal(run_dir) if run_dir is not None else None
+        self.last: Decision | None = None
+
+    @property
+    def kl_weight(self) -> float:
+        """The weight to train the next epoch with (0 in autoencoder mode)."""
+        if self.policy.mode == "ae":
+            return 0.0
+        if self.policy.kl_weight is None:
+            raise ValueError("the watchdog does not know the kl_weight yet: pass kl_weight=... when creating it")
+        return self.policy.kl_weight
+
+    @property
+    def mode(self) -> str:
+        """``vae`` or ``ae`` (Option B: z = mu, no KL term)."""
+        return self.policy.mode
+
+    def step(self, epoch: int, metrics: Mapping[str, float]) -> Decision:
+        """Decide after ``epoch`` (0-based) from its validation metrics (canonical terms: kl, recon, psnr ...)."""
+        decision = self.policy.update(epoch, metrics)
+        self.last = decision
+        if self.journal is not None:
+            self.journal.append(decision_record(decision, metrics=metrics, policy=self.policy,
+                                                applied=decision.changes, via="in_process"))
+        return decision
+
+    def state_dict(self) -> dict[str, Any]:
+        """The policy's state: save it with your checkpoint, restore with :meth:`load_state_dict`."""
+        return {"policy": self.policy.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])
+
+    def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
