@@ -46,6 +46,7 @@ __all__ = [
     "RECON_GRID_TAG",
     "KL_PER_DIM_HIST_TAG",
     "BACKBONE_TEXT_TAG",
+    "RESUME_TEXT_TAG",
     "TagMap",
     "resolve",
     "load_tag_map",
@@ -145,6 +146,7 @@ EPOCH_TAG = "epoch"  # logged with every train step and every val point, like Li
 RECON_GRID_TAG = "val/recon_grid"  # image: inputs (top row) over reconstructions (bottom row)
 KL_PER_DIM_HIST_TAG = "val/kl_per_dim"  # histogram of KL per latent dim
 BACKBONE_TEXT_TAG = "meta/perceptual_backbone"  # text: which perceptual backbone ran
+RESUME_TEXT_TAG = "meta/resume"  # text: a resume and the config values the command line overrode
 
 TRAIN_STEP_TAGS: tuple[str, ...] = tuple(
     tag("train", t) for t in ("loss",) + LOSS_TERMS + WEIGHTED_TERMS + ("kl_weight", "lr")
