@@ -1,0 +1,250 @@
+"""The training configuration: one dataclass, every field defaulted and explained.
+
+The whole config travels with the run: ``config.json`` and a Lightning-style ``hparams.yaml`` in the run
+directory, and the same dict inside every checkpoint. Loading a dict with a key this dataclass does not
+know fails with the key's name, so a typo in a saved config never silently trains with a default.
+
+The command line is generated from the fields (``kl_weight`` -> ``--kl-weight``), so the help text of a
+flag is the comment of its field and the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from vaediag.errors import ConfigError, InputError
+
+from train._io import atomic_write
+
+__all__ = [
+    "TrainConfig",
+    "PERCEPTUAL_LAYERS",
+    "ARCHITECTURE_FIELDS",
+    "config_from_dict",
+    "load_config_file",
+    "save_run_config",
+    "parse_layers",
+]
+
+# Layer names of the VGG16 trunk whose activations the perceptual distance compares (LPIPS's choice).
+PERCEPTUAL_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
+
+# Fields that fix the shapes of the model's weights: a resumed run cannot change them.
+ARCHITECTURE_FIELDS = ("image_size", "channels", "latent_dim", "base_channels")
+
+_DEVICES = ("auto", "cpu", "cuda")
+_SCHEDULES = ("constant", "cosine")
+
+
+def _f(default: Any, help: str, *, cli: bool = True) -> Any:
+    """A field with its comment; the comment is also the ``--flag``'s help text."""
+    return field(default=default, metadata={"help": help, "cli": cli})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Defaults are the seed's final recipe."""
+
+    # --- data --------------------------------------------------------------------------------------
+    train_npy: str = _f("data/train.npy", "training images, .npy: (N,H,W), (N,H,W,C) or (N,C,H,W), uint8 or float in [0,1]")
+    val_npy: str = _f("data/val.npy", "validation images, same layout rules; must match the training images' shape")
+    image_size: int = _f(0, "side length the model trains at (power of 2, 32..256); 0 = the data's own size; "
+                            "data of another size is resized on load")
+    channels: int = _f(0, "image channels (1 or 3); filled in from the data", cli=False)
+
+    # --- model -------------------------------------------------------------------------------------
+    latent_dim: int = _f(256, "latent dimensions (1..2048)")
+    base_channels: int = _f(32, "channels of the first conv stage; doubles per stage up to 8x")
+    ae: bool = _f(False, "Option B of the seed: a plain autoencoder (z = mu, KL weight 0)")
+
+    # --- loss weights (the seed's final recipe) ----------------------------------------------------
+    kl_weight: float = _f(1e-7, "weight of the KL term (beta)")
+    kl_warmup_steps: int = _f(0, "ramp the KL weight linearly from 0 over this many steps (0 = off)")
+    w_l1: float = _f(1.0, "weight of the centre-weighted L1 reconstruction term")
+    w_perceptual: float = _f(1.2, "weight of the VGG16 perceptual distance")
+    w_ssim: float = _f(0.5, "weight of the SSIM loss (1 - SSIM)")
+    w_edge: float = _f(0.1, "weight of the edge loss |grad recon - grad x|")
+    center_weight: float = _f(3.0, "L1 weight at the image centre relative to the corners (1 = plain L1)")
+
+    # --- perceptual backbone -----------------------------------------------------------------------
+    perceptual_weights: str = _f("auto", "VGG16 weights: auto (the trunk shipped in the stlpips-pytorch wheel), "
+                                         "PATH (a torchvision-format VGG16 state dict) or none (term off)")
+    perceptual_layers: str = _f(",".join(PERCEPTUAL_LAYERS), "comma-separated VGG16 layers to compare "
+                                "(" + ", ".join(PERCEPTUAL_LAYERS) + ") or 'all'")
+    perceptual_backbone: str = _f("", "which backbone ran; filled in at start", cli=False)
+
+    # --- optimisation ------------------------------------------------------------------------------
+    epochs: int = _f(100, "epochs to train (a resumed run continues up to this many)")
+    batch_size: int = _f(32, "images per step per process")
+    lr: float = _f(2e-4, "peak learning rate (Adam)")
+    lr_schedule: str = _f("cosine", "learning-rate schedule after warm-up: constant or cosine (decays to min_lr)")
+    warmup_steps: int = _f(100, "linear learning-rate warm-up steps")
+    min_lr: float = _f(2e-5, "learning rate at the end of the cosine schedule")
+    weight_decay: float = _f(0.0, "Adam weight decay")
+    grad_clip: float = _f(1.0, "clip the gradient norm to this value (0 = off)")
+    seed: int = _f(0, "random seed for weights, sampling and batch order")
+
+    # --- logging and checkpoints -------------------------------------------------------------------
+    logdir: str = _f("logs/ear_teacher", "project directory; runs go to LOGDIR/NAME/version_N")
+    name: str = _f("ear_vae", "run name inside the project directory")
+    checkpoint_dir: str = _f("checkpoints", "checkpoints go to CHECKPOINT_DIR/<project>/NAME/version_N/last.pt")
+    log_every: int = _f(1, "log the train scalars every N steps (1 = every step)")
+    grid_images: int = _f(8, "validation images shown in the reconstruction grid")
+    resume: str = _f("", "checkpoint to resume: same run directory, same step counter")
+    device: str = _f("auto", "auto (CUDA when present), cpu or cuda")
+    quiet: bool = _f(False, "no progress bar; one line per epoch")
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # --------------------------------------------------------------------------------------------
+    @property
+    def project(self) -> str:
+        """The project directory's name (``logs/ear_teacher`` -> ``ear_teacher``)."""
+        return Path(self.logdir).name or "default"
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return parse_layers(self.perceptual_layers)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return replace(self, **changes)
+
+
+def parse_layers(spec: str) -> tuple[str, ...]:
+    """``"relu1_2,relu3_3"`` -> ``("relu1_2", "relu3_3")`` in trunk order; ``"all"`` -> every layer."""
+    names = [s.strip() for s in str(spec).split(",") if s.strip()]
+    if names == ["all"]:
+        return PERCEPTUAL_LAYERS
+    bad = [n for n in names if n not in PERCEPTUAL_LAYERS]
+    if bad or not names:
+        raise ConfigError(
+            f"perceptual_layers {spec!r}: unknown layer(s) {bad or '(none given)'} "
+            f"(choose from {', '.join(PERCEPTUAL_LAYERS)} or 'all')"
+        )
+    return tuple(n for n in PERCEPTUAL_LAYERS if n in names)
+
+
+def _validate(cfg: TrainConfig) -> None:
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        kind = _field_type(f.name)
+        if kind is bool:
+            need(isinstance(value, bool), f"{f.name} must be true or false, got {value!r}")
+        elif kind is int:
+            need(isinstance(value, int) and not isinstance(value, bool), f"{f.name} must be an integer, got {value!r}")
+        elif kind is float:
+            need(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                 f"{f.name} must be a finite number, got {value!r}")
+        elif kind is str:
+            need(isinstance(value, str), f"{f.name} must be a string, got {value!r}")
+
+    size = cfg.image_size
+    need(size == 0 or (32 <= size <= 256 and size & (size - 1) == 0),
+         f"image_size {size} is not supported (choose 0 = the data's size, or 32, 64, 128, 256)")
+    need(cfg.channels in (0, 1, 3), f"channels {cfg.channels} is not supported (choose 1 or 3)")
+    need(1 <= cfg.latent_dim <= 2048, f"latent_dim {cfg.latent_dim} is out of range (choose 1..2048)")
+    need(4 <= cfg.base_channels <= 256, f"base_channels {cfg.base_channels} is out of range (choose 4..256)")
+    for name in ("kl_weight", "w_l1", "w_perceptual", "w_ssim", "w_edge", "weight_decay", "grad_clip", "min_lr"):
+        need(getattr(cfg, name) >= 0, f"{name} must be >= 0, got {getattr(cfg, name)!r}")
+    need(cfg.center_weight > 0, f"center_weight must be > 0, got {cfg.center_weight!r}")
+    need(cfg.lr > 0, f"lr must be > 0, got {cfg.lr!r}")
+    need(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
+    need(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
+    for name in ("warmup_steps", "kl_warmup_steps", "grid_images"):
+        need(getattr(cfg, name) >= 0, f"{name} must be >= 0, got {getattr(cfg, name)}")
+    need(cfg.log_every >= 1, f"log_every must be >= 1, got {cfg.log_every}")
+    need(cfg.lr_schedule in _SCHEDULES,
+         f"lr_schedule {cfg.lr_schedule!r} is unknown (choose {', '.join(_SCHEDULES)})")
+    need(cfg.device in _DEVICES, f"device {cfg.device!r} is unknown (choose {', '.join(_DEVICES)})")
+    need(bool(cfg.perceptual_weights), "perceptual_weights is empty (choose auto, none or a PATH)")
+    need(bool(cfg.name) and "/" not in cfg.name and cfg.name not in (".", ".."),
+         f"name {cfg.name!r} must be a plain directory name")
+    parse_layers(cfg.perceptual_layers)
+
+
+_TYPES: dict[str, type] = {}
+
+
+def _field_type(name: str) -> type:
+    # Annotations are strings under `from __future__ import annotations`; the defaults carry the type.
+    if not _TYPES:
+        for f in fields(TrainConfig):
+            _TYPES[f.name] = type(f.default) if f.default is not MISSING else str
+    return _TYPES[name]
+
+
+def config_from_dict(data: Mapping[str, Any], *, source: str = "config") -> TrainConfig:
+    """Build a config from a dict; an unknown key raises ConfigError naming it."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source} must be a mapping of field names to values, got {type(data).__name__}")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(repr(k) for k in unknown)} "
+                          f"(valid keys are the TrainConfig fields, e.g. kl_weight, latent_dim)")
+    values = dict(data)
+    for k, v in values.items():  # JSON/YAML give ints for floats written as 1 or 0
+        if _field_type(k) is float and isinstance(v, int) and not isinstance(v, bool):
+            values[k] = float(v)
+    return TrainConfig(**values)
+
+
+def load_config_file(path: str | os.PathLike[str]) -> TrainConfig:
+    """Read a ``config.json`` or ``hparams.yaml`` written by a run (or by hand)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"config file {str(p)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read config file {p}: {exc}") from None
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # json or yaml syntax: one line with the parser's message
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"config file {p} is not valid {'YAML' if p.suffix in ('.yaml', '.yml') else 'JSON'}: {msg}") from None
+    return config_from_dict(data or {}, source=f"config file {p}")
+
+
+
+def save_run_config(cfg: TrainConfig, run_dir: str | os.PathLike[str]) -> None:
+    """Write ``config.json`` and ``hparams.yaml`` into the run directory, atomically.
+
+    A resumed run whose config changed keeps the earlier files as ``config.before_resume_K.json`` /
+    ``hparams.before_resume_K.yaml`` (nothing is overwritten in place without a copy).
+    """
+    import yaml
+
+    d = Path(run_dir)
+    data = cfg.to_dict()
+    new_json = json.dumps(data, indent=2) + "\n"
+    cfg_path, hp_path = d / "config.json", d / "hparams.yaml"
+    if cfg_path.exists():
+        if cfg_path.read_text(encoding="utf-8") == new_json:
+            return
+        k = 1
+        while (d / f"config.before_resume_{k}.json").exists():
+            k += 1
+        os.replace(cfg_path, d / f"config.before_resume_{k}.json")
+        if hp_path.exists():
+            os.replace(hp_path, d / f"hparams.before_resume_{k}.yaml")
+    atomic_write(cfg_path, new_json)
+    atomic_write(hp_path, yaml.safe_dump(data, sort_keys=False))
