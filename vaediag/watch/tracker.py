@@ -1,0 +1,144 @@
+"""Turn a stream of tidy rows (from :class:`vaediag.logs.Tail`) into completed epochs and their metrics.
+
+The supervisor feeds each poll's rows to an :class:`EpochTracker` and asks it which epochs are complete.
+Epoch ``e`` is complete when
+
+1. any row of a later epoch has arrived (the run has moved on), or
+2. its validation point has arrived and the next poll brought nothing more for ``e`` (the val scalars of
+   one epoch are written together at its end, so one quiet poll means they are all in), or
+3. the run has ended (:meth:`EpochTracker.ready` with ``final=True``).
+
+An epoch with train rows only (a foreign run without validation) completes by rule 1 or 3 only, since a
+quiet poll in the middle of a slow epoch says nothing.
+
+Metrics of an epoch, by canonical term: the val value (the last one logged in that epoch) where the run
+logs val; else the mean of that epoch's train values for loss and metric terms; bookkeeping terms
+(``kl_weight``, ``lr``, ``control_seq``, ``ae_mode``) are the last value logged in the epoch, from any
+split, since they describe what the loop trained that epoch with.
+
+Rows without an aligned epoch (a run with no ``epoch`` tag) are placed by counting: the n-th val point of a
+tag is epoch n, counted across polls (the tail only sees one poll at a time).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from vaediag.terms import BOOKKEEPING_TERMS
+
+__all__ = ["EpochTracker", "EpochMetrics"]
+
+_LAST_VALUE_TERMS = frozenset(BOOKKEEPING_TERMS) - {"epoch", "hp_metric"}
+
+
+@dataclass
+class _Epoch:
+    val: dict[str, tuple[int, float]] = field(default_factory=dict)  # term -> (step, value), latest step
+    train_sum: dict[str, float] = field(default_factory=dict)
+    train_n: dict[str, int] = field(default_factory=dict)
+    last: dict[str, tuple[int, float]] = field(default_factory=dict)  # bookkeeping terms, latest step
+    quiet_polls: int = 0
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """One completed epoch: its 0-based index and its metrics by canonical term."""
+
+    epoch: int
+    metrics: dict[str, float]
+
+
+class EpochTracker:
+    """Accumulate rows per epoch; report each epoch once, when it is complete."""
+
+    def __init__(self) -> None:
+        self._epochs: dict[int, _Epoch] = {}
+        self._done_upto = -1  # every epoch <= this has been reported
+        self._max_epoch = -1
+        self._val_count: dict[str, int] = {}  # tag -> val points seen, for runs without an epoch tag
+        self.has_epoch_tag = False
+        self.rows_seen = 0
+
+    @property
+    def last_reported(self) -> int:
+        return self._done_upto
+
+    def feed(self, frame: pd.DataFrame) -> None:
+        """Add one poll's rows (the tidy frame's columns)."""
+        for ep in self._epochs.values():
+            ep.quiet_polls += 1
+        if frame is None or not len(frame):
+            return
+        self.rows_seen += len(frame)
+        f = frame[frame["term"].notna()]
+        if not len(f):
+            return
+        if (f["term"] == "epoch").any():
+            self.has_epoch_tag = True
+        f = f[f["term"] != "epoch"]
+        terms = f["term"].astype(str).to_numpy()
+        splits = f["split"].astype(str).to_numpy()
+        tags = f["tag"].astype(str).to_numpy()
+        steps = f["step"].to_numpy(dtype=np.int64)
+        values = f["value"].to_numpy(dtype=np.float64)
+        epochs = f["epoch"].to_numpy(dtype=np.float64)
+        order = np.argsort(steps, kind="stable")
+        for i in order:
+            e = epochs[i]
+            if not math.isfinite(e):
+                if splits[i] != "val" or self.has_epoch_tag:
+                    continue  # a train row we cannot place
+                e = self._val_count.get(tags[i], 0)
+                self._val_count[tags[i]] = e + 1
+            e = int(e)
+            if e <= self._done_upto:
+                continue  # a late or repeated row of an epoch already decided (e.g. a resumed run)
+            ep = self._epochs.setdefault(e, _Epoch())
+            ep.quiet_polls = 0
+            self._max_epoch = max(self._max_epoch, e)
+            term, split, step, v = terms[i], splits[i], int(steps[i]), float(values[i])
+            if term in _LAST_VALUE_TERMS:
+                if term not in ep.last or step >= ep.last[term][0]:
+                    ep.last[term] = (step, v)
+            elif split == "val":
+                if term not in ep.val or step >= ep.val[term][0]:
+                    ep.val[term] = (step, v)
+            elif split == "train":
+                ep.train_sum[term] = ep.train_sum.get(term, 0.0) + v
+                ep.train_n[term] = ep.train_n.get(term, 0) + 1
+
+    def ready(self, *, final: bool = False) -> list[EpochMetrics]:
+        """Epochs that became complete since the last call, in order (see the module docstring)."""
+        out = []
+        for e in sorted(self._epochs):
+            ep = self._epochs[e]
+            complete = final or e < self._max_epoch or (ep.val and ep.quiet_polls >= 1)
+            if not complete:
+                break  # epochs complete in order
+            out.append(EpochMetrics(e, self._metrics(ep)))
+            self._done_upto = e
+            del self._epochs[e]
+        return out
+
+    @staticmethod
+    def _metrics(ep: _Epoch) -> dict[str, float]:
+        m = {t: ep.train_sum[t] / ep.train_n[t] for t in ep.train_sum}
+        m.update({t: _decimal(v) for t, (_, v) in ep.val.items()})
+        m.update({t: _decimal(v) for t, (_, v) in ep.last.items()})
+        return m
+
+
+def _decimal(v: float) -> float:
+    """A value stored as float32 (``simple_value``) back to the decimal it was logged as.
+
+    1e-2 logged as float32 reads back as 0.009999999776; a decision made from it should say 1e-3, not
+    0.0009999999776, on its command line and in control.json. Values that are not float32-exact are kept.
+    """
+    f = np.float32(v)
+    if not math.isfinite(v) or float(f) != v:
+        return v
+    return float(np.format_float_scientific(f, unique=True))  # shortest digits that give this float32
