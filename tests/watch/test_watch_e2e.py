@@ -1,0 +1,62 @@
+"""End to end: the real training core (`python -m train`) under `vaediag watch`, started at a kl_weight the
+policy finds too high. The journal must hold the decision and the logs must show the new kl_weight from the
+epoch where the loop applied it (its logged control_seq), and the old one before."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import vaediag
+from vaediag.watch.journal import read_journal
+
+pytestmark = pytest.mark.slow
+PY = sys.executable
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # 2 shared cores
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    subprocess.run([PY, "-m", "train.data", "build-demo", "--out", str(d), "--n-train", "32", "--n-val", "16",
+                    "--size", "32"], check=True, capture_output=True, env=ENV, timeout=120)
+    return d
+
+
+def train_cmd(data, *extra: str) -> list[str]:
+    return [PY, "-m", "train", "--train-npy", str(data / "train.npy"), "--val-npy", str(data / "val.npy"),
+            "--latent-dim", "8", "--base-channels", "8", "--batch-size", "16", "--perceptual-weights", "none",
+            "--warmup-steps", "0", "--logdir", "logs/e2e", "--quiet", *extra]
+
+
+def test_real_trainer_under_watch_applies_decision(tmp_path, tiny_data):
+    # KL of this tiny model is around 1 nat: a target of 0.01 makes 1e-2 "too high" after epoch 1.
+    r = subprocess.run(
+        [PY, "-m", "vaediag.cli", "watch", "--no-live", "--poll", "0.1", "--param", "reduce_at=1",
+         "--target-kl", "0.01", "--", *train_cmd(tiny_data, "--epochs", "4", "--kl-weight", "1e-2")],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=170)
+    assert r.returncode == 0, r.stdout + r.stderr
+    run_dir = tmp_path / "logs" / "e2e" / "ear_vae" / "version_0"
+    recs = read_journal(run_dir)
+    assert recs[0]["event"] == "start" and recs[0]["found_by"] == "VAEDIAG_RUN_DIR_FILE"
+    ds = [x for x in recs if x["event"] == "decision"]
+    assert [d["epoch"] for d in ds] == [0, 1, 2, 3]
+    d = ds[0]
+    assert (d["action"], d["kl_weight"], d["applied"], d["via"], d["seq"]) == ("set_kl_weight", 1e-3, True, "control", 1)
+    assert d["reason"].startswith("kl = ") and "> 0.01 after epoch 1: kl_weight 0.01 -> 0.001" in d["reason"]
+    assert recs[-1]["event"] == "exit" and recs[-1]["code"] == 0
+
+    f = vaediag.load(run_dir).frame
+    def by_epoch(term):
+        s = f[(f["term"] == term) & (f["split"] == "train")]
+        return s.groupby("epoch")["value"].agg(["min", "max"])
+    seq, w = by_epoch("control_seq"), by_epoch("kl_weight")
+    applied_at = int(seq.index[seq["max"] == 1].min())
+    assert applied_at in (1, 2)  # the next epoch start after the decision (2 when epoch 2 had begun)
+    for epoch, row in w.iterrows():
+        expected = 1e-3 if epoch >= applied_at else 1e-2
+        assert row["min"] == pytest.approx(expected, rel=1e-6) and row["max"] == pytest.approx(expected, rel=1e-6)
+    assert "control: applied seq 1" in (run_dir / "train_output.log").read_text()
