@@ -1,0 +1,67 @@
+"""Diagnosis: rules over the tidy frame -> findings -> recommendations (what an expert would say).
+
+Public API (stable; the report and the watchdog build on it)::
+
+    from vaediag.diagnose import diagnose, diagnose_run, epoch_table, penalty_table, load_rules
+    diags = diagnose(vaediag.load("logs/ear_teacher"), rules=None, kl_weight=None, baseline=None)
+    d = diags[0]
+    d.run, d.epochs, d.metrics              # latest value per canonical term
+    d.penalty.arithmetic                    # ["Effective KL penalty = 0.00001 × 1,535 = 0.015", ...]
+    d.penalty.table                         # per-epoch penalty (penalty_table)
+    [f.id for f in d.findings]              # "kl_too_high", "milestone_10.kl", ...
+    [r.action for r in d.recommendations]   # "reduce_kl_weight", ...
+    d.to_dict()                             # one entry of `vaediag check --json`
+
+Families, one module each, every rule a pure function ``check_x(table_or_frame, *, run, <thresholds>)``
+with its thresholds from ``vaediag/rules/default.toml``: :mod:`.penalty` (``penalty_share``,
+``kl_too_high``), :mod:`.collapse` (``kl_collapse``), :mod:`.health` (``no_scalars``, ``nonfinite``,
+``too_short``, ``lr_vanished``, ``val_recon_divergence``, ``converged``, ``blurry``,
+``kl_sign_convention``, ``log_warning``, ``missing_terms``), :mod:`.checklist` (``milestone_<N>``,
+``success``). The recommendation ladder lives in :mod:`vaediag.recommend`.
+"""
+
+from __future__ import annotations
+
+from vaediag.diagnose.engine import diagnose, diagnose_run, find_run
+from vaediag.diagnose.model import (
+    ACTION_IDS,
+    RULE_IDS,
+    SEVERITIES,
+    STATUSES,
+    Finding,
+    Penalty,
+    Recommendation,
+    RunDiagnosis,
+    jsonable,
+    worst_severity,
+)
+from vaediag.diagnose.penalty import compute_penalty, penalty_table, resolve_kl_weight
+from vaediag.diagnose.rulesfile import DEFAULT_RULES_PATH, Criterion, Milestone, Rules, load_rules
+from vaediag.diagnose.tables import completed_epochs, epoch_table, latest_metrics
+
+__all__ = [
+    "diagnose",
+    "diagnose_run",
+    "find_run",
+    "epoch_table",
+    "completed_epochs",
+    "latest_metrics",
+    "penalty_table",
+    "compute_penalty",
+    "resolve_kl_weight",
+    "load_rules",
+    "Rules",
+    "Milestone",
+    "Criterion",
+    "DEFAULT_RULES_PATH",
+    "Finding",
+    "Recommendation",
+    "Penalty",
+    "RunDiagnosis",
+    "RULE_IDS",
+    "ACTION_IDS",
+    "SEVERITIES",
+    "STATUSES",
+    "jsonable",
+    "worst_severity",
+]

@@ -1,0 +1,191 @@
+"""The seed's monitoring checklist and success criteria, judged from data (``vaediag/rules/default.toml``).
+
+Rule ids: ``milestone_<epoch>`` (``milestone_10``, ``milestone_30``, ``milestone_60`` by default) and
+``success``; one finding per criterion, keyed by the criterion id (``milestone_10.kl``).
+
+Statuses: ``pass`` and ``fail``; ``pending`` when the run has not reached the milestone's epoch (or, for
+success, an unmet criterion before ``judge_after`` epochs); ``n/a`` when the criterion cannot be judged
+(term not logged, no ``--baseline`` for a comparison). Pending and n/a findings have severity ``info``
+and never fail a check.
+
+A milestone "after epoch N" is judged on the logs' epoch index N - 1, with the latest value logged at or
+before it. Comparisons with a baseline use the baseline's value at the same epoch (its last epoch when
+it is shorter).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from vaediag.diagnose.health import plateau
+from vaediag.diagnose.model import Finding
+from vaediag.diagnose.numbers import fmt_kl, fmt_pct, fmt_sig, human_epoch
+from vaediag.diagnose.rulesfile import Criterion, Milestone
+from vaediag.diagnose.tables import value_at
+from vaediag.terms import TERM_INFO
+
+__all__ = ["check_milestones", "check_success", "evaluate"]
+
+_SHORT = {"kl": "KL", "psnr": "PSNR", "psnr_grey": "PSNR grey", "psnr_colour": "PSNR colour", "ssim": "SSIM",
+          "recon": "recon", "perceptual": "perceptual", "sharpness": "sharpness ratio"}
+
+
+def _name(term: str | None) -> str:
+    if term is None:
+        return "?"
+    return _SHORT.get(term, TERM_INFO[term].label if term in TERM_INFO else term)
+
+
+def _show(term: str | None, v: float) -> str:
+    if term in ("kl",):
+        return fmt_kl(v)
+    if term and term.startswith("psnr"):
+        return f"{v:.1f} dB" if math.isfinite(v) else str(v)
+    return fmt_sig(v, 3)
+
+
+def _target(c: Criterion) -> str:
+    if c.min is not None and c.max is not None:
+        return f"{_show(c.term, c.min)}-{_show(c.term, c.max)}"
+    if c.max is not None:
+        return f"< {_show(c.term, c.max)}"
+    if c.min is not None:
+        return f"> {_show(c.term, c.min)}"
+    return ""
+
+
+def evaluate(
+    c: Criterion,
+    table: pd.DataFrame,
+    *,
+    at: int,
+    baseline: pd.DataFrame | None = None,
+    baseline_run: str | None = None,
+    converged: dict | None = None,
+) -> tuple[str, float | None, float | tuple[float, float] | None, str]:
+    """Judge one criterion at epoch index ``at``: ``(status, value, threshold, message)``.
+
+    ``status`` is pass, fail or n/a (pending is decided by the caller, which knows the epoch count).
+    """
+    if c.kind == "converged":
+        p = plateau(table, upto=at, **(converged or {"window": 10, "min_delta": 0.01}))
+        if p is None:
+            return "n/a", None, None, "not enough reconstruction history to judge convergence"
+        ok = p["converged"]
+        return (
+            "pass" if ok else "fail",
+            p["improvement"],
+            (converged or {}).get("min_delta"),
+            f"reconstruction improved {fmt_pct(max(p['improvement'], 0.0), 2)} over the last "
+            f"{(converged or {}).get('window', 10)} epochs ({'converged' if ok else 'still improving'})",
+        )
+    term = c.term
+    assert term is not None
+    got = value_at(table, term, at)
+    if got is None:
+        return "n/a", None, c.threshold, f"{_name(term)} not logged by {human_epoch(at)}: cannot judge"
+    v, _ = got
+    if not math.isfinite(v):
+        return "fail", v, c.threshold, f"{_name(term)} = {v} (not finite)"
+    if c.kind == "bounds":
+        if c.min is not None and c.max is not None:  # a band ("KL 100-300") includes its ends
+            ok = c.min <= v <= c.max
+        else:  # one side ("KL < 500", "PSNR > 28 dB") is strict, as the seed writes it
+            ok = (c.min is None or v > c.min) and (c.max is None or v < c.max)
+        return "pass" if ok else "fail", v, c.threshold, f"{_name(term)} = {_show(term, v)} (target {_target(c)})"
+    if c.kind == "stable":
+        s = table[term].loc[:at].dropna() if term in table else pd.Series(dtype=float)
+        s = s[np.isfinite(s)]
+        w = int(c.window or 2)
+        if len(s) < w:
+            return "n/a", None, c.tolerance, f"{_name(term)} logged on {len(s)} epochs: needs {w} to judge stability"
+        last = s.iloc[-w:]
+        mean = float(last.mean())
+        spread = float(last.max() - last.min()) / abs(mean) if mean else math.inf
+        ok = spread <= float(c.tolerance or 0.0)
+        return ("pass" if ok else "fail", spread, c.tolerance,
+                f"{_name(term)} varied {fmt_pct(spread)} over the last {w} epochs "
+                f"({_show(term, float(last.min()))}-{_show(term, float(last.max()))}; at most {fmt_pct(c.tolerance or 0.0)})")
+    if c.kind == "baseline":
+        if baseline is None:
+            return "n/a", v, None, (f"{_name(term)} = {_show(term, v)}; no baseline run to compare with "
+                                    "(pass --baseline RUN)")
+        if baseline_run is not None and baseline is table:
+            return "n/a", v, None, f"{_name(term)} = {_show(term, v)}; this run is the baseline"
+        b = value_at(baseline, term, at)
+        if b is None:
+            return "n/a", v, None, f"{_name(term)} = {_show(term, v)}; the baseline {baseline_run or ''} does not log it"
+        bv, be = b
+        higher = TERM_INFO[term].higher_is_better if term in TERM_INFO else None
+        if higher is None:
+            return "n/a", v, bv, f"{_name(term)} has no better direction to compare"
+        ok = v > bv if higher else v < bv
+        when = human_epoch(be) if be == at else f"its last {human_epoch(be)}"
+        return ("pass" if ok else "fail", v, bv,
+                f"{_name(term)} = {_show(term, v)} vs {_show(term, bv)} in baseline {baseline_run or ''} at {when} "
+                f"({'better' if ok else 'not better'})")
+    raise ValueError(f"unknown criterion kind {c.kind!r}")  # pragma: no cover - validated by the loader
+
+
+def _finding(rule: str, c: Criterion, run: str, status: str, epoch: int | None, value, threshold, message: str,
+             ) -> Finding:
+    severity = {"pass": "pass", "fail": "fail"}.get(status, "info")
+    return Finding(rule, severity, run, message, epoch=epoch, term=c.term or ("recon" if c.kind == "converged" else None),
+                   value=value, threshold=threshold, key=c.id, status=status, label=c.label)
+
+
+def check_milestones(
+    table: pd.DataFrame,
+    *,
+    run: str,
+    epochs: int,
+    milestones: Sequence[Milestone],
+    baseline: pd.DataFrame | None = None,
+    baseline_run: str | None = None,
+    converged: dict | None = None,
+) -> list[Finding]:
+    """``milestone_<N>``: each criterion of each milestone; pending where the run has fewer than N epochs."""
+    out = []
+    for m in milestones:
+        at = m.epoch - 1
+        for c in m.criteria:
+            if epochs < m.epoch:
+                msg = f"{m.title.lower()}: pending (the run has {epochs} of {m.epoch} epochs)"
+                out.append(_finding(m.rule, c, run, "pending", at, None, c.threshold, msg))
+                continue
+            status, value, threshold, detail = evaluate(c, table, at=at, baseline=baseline,
+                                                        baseline_run=baseline_run, converged=converged)
+            out.append(_finding(m.rule, c, run, status, at, value, threshold,
+                                f"{m.title.lower()}: {detail}: {status}"))
+    return out
+
+
+def check_success(
+    table: pd.DataFrame,
+    *,
+    run: str,
+    epochs: int,
+    criteria: Sequence[Criterion],
+    judge_after: int,
+    baseline: pd.DataFrame | None = None,
+    baseline_run: str | None = None,
+    converged: dict | None = None,
+) -> list[Finding]:
+    """``success``: each criterion on the latest completed epoch; unmet before ``judge_after`` is pending."""
+    out = []
+    at = epochs - 1
+    for c in criteria:
+        if epochs == 0:
+            out.append(_finding("success", c, run, "pending", None, None, c.threshold, "success: no completed epoch yet"))
+            continue
+        status, value, threshold, detail = evaluate(c, table, at=at, baseline=baseline, baseline_run=baseline_run,
+                                                    converged=converged)
+        if status == "fail" and epochs < judge_after:
+            status = "pending"
+            detail += f"; not met yet, judged from {human_epoch(judge_after - 1)}"
+        out.append(_finding("success", c, run, status, at, value, threshold, f"success at {human_epoch(at)}: {detail}: {status}"))
+    return out

@@ -1,0 +1,108 @@
+"""Posterior collapse (``kl_collapse``): the KL per latent dimension near 0, few active units.
+
+A collapsed posterior matches the prior, so the decoder ignores z and the model reconstructs an average.
+The KL usually starts low, rises in the first epochs as the encoder learns, and may then be pushed back
+down by the penalty; the rule therefore judges only from ``after`` completed epochs on.
+
+Evidence, strongest first: the logged KL per dimension (``kl_dim_mean``) or the KL divided by the latent
+size; the fraction of active units (``active_units`` / latent size: dims with Var_x(mu_d) > 0.01); the
+total KL when the latent size is unknown.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from vaediag.diagnose.model import Finding
+from vaediag.diagnose.numbers import fmt_kl, fmt_pct, fmt_sig, human_epoch
+
+__all__ = ["check_kl_collapse"]
+
+
+def _latest(table: pd.DataFrame, column: str, last: int) -> tuple[float, int] | None:
+    if column not in table:
+        return None
+    s = table[column].loc[: last].dropna()
+    return (float(s.iloc[-1]), int(s.index[-1])) if len(s) else None
+
+
+def check_kl_collapse(
+    table: pd.DataFrame,
+    *,
+    run: str,
+    epochs: int,
+    latent_dim: int | None,
+    after: int,
+    kl_per_dim_max: float,
+    active_fraction_min: float,
+    kl_total_max: float,
+    autoencoder: bool = False,
+) -> list[Finding]:
+    """``kl_collapse``: fail when the posterior has collapsed at the latest completed epoch, else pass.
+
+    Args:
+        table: the run's epoch table.
+        epochs: completed epochs.
+        latent_dim: latent size, or None.
+        after: judge from this many completed epochs on.
+        kl_per_dim_max: KL per dimension (nats) at or below this is collapse.
+        active_fraction_min: active units / latent size below this is collapse.
+        kl_total_max: total KL at or below this is collapse when the latent size is unknown.
+        autoencoder: an autoencoder has no posterior to collapse: nothing is reported.
+    """
+    if autoencoder or epochs < after or epochs == 0:
+        return []
+    last = epochs - 1
+    kl = _latest(table, "kl", last)
+    per_dim = _latest(table, "kl_dim_mean", last)
+    per_dim_source = "logged KL per dim"
+    if per_dim is None and kl is not None and latent_dim:
+        per_dim = (kl[0] / latent_dim, kl[1])
+        per_dim_source = f"KL / {latent_dim} dims"
+    active = _latest(table, "active_units", last)
+    if per_dim is None and active is None and kl is None:
+        return []
+
+    reasons, facts = [], []
+    epoch = last
+    value: float | None = None
+    threshold: float | None = None
+    term = "kl"
+    if per_dim is not None and math.isfinite(per_dim[0]):
+        facts.append(f"KL per dim {fmt_sig(per_dim[0], 2)} nats ({per_dim_source})")
+        epoch, value, threshold, term = per_dim[1], per_dim[0], kl_per_dim_max, "kl_dim_mean"
+        if per_dim[0] <= kl_per_dim_max:
+            reasons.append(f"KL per dim {fmt_sig(per_dim[0], 2)} <= {fmt_sig(kl_per_dim_max, 2)} nats")
+    elif kl is not None and math.isfinite(kl[0]):
+        facts.append(f"KL {fmt_kl(kl[0])} nats (latent size unknown)")
+        epoch, value, threshold = kl[1], kl[0], kl_total_max
+        if kl[0] <= kl_total_max:
+            reasons.append(f"total KL {fmt_kl(kl[0])} <= {fmt_sig(kl_total_max, 2)} nats")
+    if active is not None and math.isfinite(active[0]):
+        if latent_dim:
+            frac = active[0] / latent_dim
+            facts.append(f"{active[0]:.0f}/{latent_dim} active units ({fmt_pct(frac)})")
+            if frac < active_fraction_min:
+                reasons.append(f"only {active[0]:.0f} of {latent_dim} latent units active ({fmt_pct(frac)} < "
+                               f"{fmt_pct(active_fraction_min)})")
+                if value is None or not reasons[:-1]:
+                    epoch, value, threshold, term = active[1], frac, active_fraction_min, "active_units"
+        else:
+            facts.append(f"{active[0]:.0f} active units")
+            if active[0] == 0:
+                reasons.append("no active latent unit")
+                epoch, value, threshold, term = active[1], 0.0, active_fraction_min, "active_units"
+    if not facts:
+        return []
+    if reasons:
+        peak = ""
+        if "kl" in table:
+            s = table["kl"].loc[: last].dropna()
+            if len(s) and kl is not None and float(s.max()) > 10 * max(kl[0], 1e-12):
+                peak = f"; the KL fell from {fmt_kl(float(s.max()))} at {human_epoch(int(s.idxmax()))}"
+        msg = f"posterior collapse at {human_epoch(epoch)}: " + "; ".join(reasons) + peak
+        return [Finding("kl_collapse", "fail", run, msg, epoch=epoch, term=term, value=value, threshold=threshold)]
+    return [Finding("kl_collapse", "pass", run, f"no posterior collapse at {human_epoch(epoch)}: " + ", ".join(facts),
+                    epoch=epoch, term=term, value=value, threshold=threshold)]

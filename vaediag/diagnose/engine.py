@@ -1,0 +1,189 @@
+"""Run every rule family over each run of a RunSet and attach the recommendations.
+
+    >>> import vaediag
+    >>> from vaediag.diagnose import diagnose
+    >>> for d in diagnose(vaediag.load("logs/ear_teacher"), baseline="ear_vae/version_1"):  # doctest: +SKIP
+    ...     print(d.run, d.severity, [r.action for r in d.recommendations])
+
+The order of findings is the order of the families: log health, KL penalty and level, collapse,
+training dynamics, sharpness, then the checklist (milestones, success).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import pandas as pd
+
+from vaediag.diagnose import checklist, collapse, health, penalty
+from vaediag.diagnose.model import Finding, Penalty, RunDiagnosis
+from vaediag.diagnose.rulesfile import Rules, load_rules
+from vaediag.diagnose.tables import _tables, completed_epochs, latest_metrics
+from vaediag.errors import UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vaediag.logs import RunInfo, RunSet
+
+__all__ = ["diagnose", "diagnose_run", "find_run"]
+
+
+def find_run(runset: "RunSet", spec: str) -> str:
+    """The id of the one run that ``spec`` names: its exact id, a unique id suffix (``version_1``), or
+    a glob matching exactly one run.
+
+    Raises:
+        UsageError: no run or several runs match (the message lists them).
+    """
+    runs = list(runset.runs)
+    if spec in runset.runs:
+        return spec
+    s = spec.strip("/")
+    hits = [r for r in runs if r == s or r.endswith("/" + s)]
+    if not hits:
+        hits = [r for r in runs if fnmatch.fnmatchcase(r, spec)]
+    if len(hits) == 1:
+        return hits[0]
+    shown = ", ".join(runs[:8]) + (" …" if len(runs) > 8 else "")
+    if not hits:
+        raise UsageError(f"--baseline {spec!r} matches no run (runs: {shown}); give a run id or a run directory")
+    raise UsageError(f"--baseline {spec!r} matches {len(hits)} runs ({', '.join(hits[:5])}); give one run id")
+
+
+def _split_runs(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    if len(frame) == 0:
+        return {}
+    return {str(run): rf for run, rf in frame.groupby("run", observed=True, sort=False)}
+
+
+def diagnose_run(
+    frame: pd.DataFrame,
+    *,
+    run: str | None = None,
+    info: "RunInfo | None" = None,
+    rules: Rules | None = None,
+    kl_weight: float | None = None,
+    baseline: pd.DataFrame | None = None,
+    baseline_run: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> RunDiagnosis:
+    """Diagnose one run from its rows of the tidy frame (what the watchdog calls on a tailed frame).
+
+    Args:
+        frame: the run's rows (may be empty).
+        run: its id (default: ``info.run``, else the frame's run).
+        info: the reader's metadata (params, config, notes, warnings), when there is one.
+        rules: thresholds (default: :func:`load_rules`).
+        kl_weight: ``--kl-weight``, used when the run neither logs nor configures one.
+        baseline: the baseline run's epoch table (:func:`epoch_table`) for comparative checks.
+        baseline_run: the baseline's id (for messages; the run itself is not compared with itself).
+        params, config: override ``info.params`` / ``info.config``.
+    """
+    rules = rules or load_rules()
+    if run is None:
+        run = info.run if info is not None else (str(frame["run"].iloc[0]) if len(frame) else "run")
+    if params is None:
+        params = info.params if info is not None else {}
+    if config is None:
+        config = info.config if info is not None else {}
+
+    table, present = _tables(frame)
+    epochs = completed_epochs(frame)
+    metrics = latest_metrics(table, present, epochs=epochs)
+    ae = penalty.is_autoencoder(table, params) or config.get("ae") is True
+    findings: list[Finding] = []
+
+    findings += health.check_no_scalars(frame, run=run, n_scalars=info.n_scalars if info is not None else None)
+    findings += health.check_log_warnings(info.warnings if info is not None else [], run=run)
+    findings += health.check_kl_sign_convention(info.notes if info is not None else [], run=run)
+    if findings and findings[0].rule == "no_scalars":
+        pen = Penalty(kl_weight=None, kl_weight_source=None, latent_dim=penalty.resolve_latent_dim(params),
+                      table=penalty.penalty_table(table), note="no scalars: nothing to compute")
+        d = RunDiagnosis(run=run, epochs=epochs, metrics=metrics, penalty=pen, findings=findings,
+                         recommendations=[], table=table, info=info)
+        d.recommendations = _recommend(d, rules, config, params)
+        return d
+
+    pen = penalty.compute_penalty(table, params=params, config=config, override=kl_weight, frame=frame, epochs=epochs)
+    findings += health.check_missing_terms(table, run=run)
+    findings += health.check_nonfinite(frame, run=run)
+    findings += health.check_too_short(epochs, run=run, **rules.section("too_short"))
+    findings += penalty.check_kl_too_high(table, run=run, epochs=epochs, autoencoder=ae, **rules.section("kl"))
+    findings += penalty.check_penalty_share(pen, run=run, **rules.section("penalty"))
+    findings += collapse.check_kl_collapse(table, run=run, epochs=epochs, latent_dim=pen.latent_dim, autoencoder=ae,
+                                           **rules.section("collapse"))
+    findings += health.check_val_recon_divergence(table, run=run, **rules.section("divergence"))
+    findings += health.check_lr_vanished(table, run=run, **rules.section("lr"))
+    conv = rules.section("converged")
+    findings += health.check_converged(table, run=run, epochs=epochs, **conv)
+    findings += health.check_blurry(table, run=run, epochs=epochs, **rules.section("blurry"))
+    if baseline_run is not None and baseline_run == run:
+        baseline = table  # the baseline is not compared with itself
+    findings += checklist.check_milestones(table, run=run, epochs=epochs, milestones=rules.milestones,
+                                           baseline=baseline, baseline_run=baseline_run, converged=conv)
+    findings += checklist.check_success(table, run=run, epochs=epochs, criteria=rules.success,
+                                        judge_after=rules.success_judge_after, baseline=baseline,
+                                        baseline_run=baseline_run, converged=conv)
+    d = RunDiagnosis(run=run, epochs=epochs, metrics=metrics, penalty=pen, findings=findings, recommendations=[],
+                     table=table, info=info)
+    d.recommendations = _recommend(d, rules, config, params)
+    return d
+
+
+def _recommend(d: RunDiagnosis, rules: Rules, config: Mapping[str, Any], params: Mapping[str, Any]):
+    from vaediag.recommend import recommend
+
+    return recommend(d, rules=rules, config=config, params=params)
+
+
+def diagnose(
+    runset: "RunSet",
+    *,
+    rules: Rules | str | os.PathLike[str] | None = None,
+    kl_weight: float | None = None,
+    baseline: "str | RunSet | None" = None,
+) -> list[RunDiagnosis]:
+    """Diagnose every run of a :class:`~vaediag.logs.RunSet`, in run-id order.
+
+    Args:
+        runset: what :func:`vaediag.load` returned.
+        rules: a :class:`Rules`, the path of a rules TOML file, or None for the defaults.
+        kl_weight: ``--kl-weight``: the KL weight of runs that neither log nor configure one.
+        baseline: the run the comparative checks compare with: a run id of ``runset`` (see
+            :func:`find_run`), or a separately loaded one-run RunSet.
+
+    Raises:
+        UsageError: the baseline matches no run or several; ``kl_weight`` is negative or not finite.
+        RulesError, InputError: a bad rules file.
+    """
+    if not isinstance(rules, Rules):
+        rules = load_rules(rules)
+    if kl_weight is not None:
+        kl_weight = float(kl_weight)
+        if not (kl_weight >= 0 and kl_weight != float("inf")):
+            raise UsageError(f"--kl-weight must be a finite number >= 0, got {kl_weight!r}")
+    runs = _split_runs(runset.frame)
+    base_table = None
+    base_run = None
+    if isinstance(baseline, str):
+        base_run = find_run(runset, baseline)
+        base_table = _tables(runs.get(base_run, runset.frame.iloc[:0]))[0]
+    elif baseline is not None:
+        if len(baseline.runs) != 1:
+            ids = ", ".join(list(baseline.runs)[:5])
+            raise UsageError(f"the baseline path holds {len(baseline.runs)} runs ({ids}); give one run directory")
+        (only,) = baseline.runs
+        base_run = f"{Path(str(baseline.root)).name}:{only}" if only in runset.runs else only
+        base_table = _tables(baseline.frame)[0]
+
+    empty = runset.frame.iloc[:0]
+    out = []
+    for run_id, info in runset.runs.items():
+        out.append(
+            diagnose_run(runs.get(run_id, empty), run=run_id, info=info, rules=rules, kl_weight=kl_weight,
+                         baseline=base_table, baseline_run=base_run)
+        )
+    return out
