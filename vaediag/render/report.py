@@ -1,0 +1,1187 @@
+"""The markdown run-comparison report (``vaediag report``): one document a team reads instead of TensorBoard.
+
+Sections, in order: summary (the best run, by how much, why, what next), runs (configuration and final
+metrics), evolution across runs (the seed's "Run 1 ... Run 2 ... Run 3"), curves (PNG plots), milestones
+(pass / fail / pending), expected vs actual (targets from a TOML file, improvement over a baseline),
+findings and recommendations (the same rules as ``vaediag check``), watchdog decisions (runs with a
+``watchdog.jsonl``), notes.
+
+Rendering computes no diagnosis: every number about penalties, milestones, findings and recommendations
+comes from :func:`vaediag.diagnose.diagnose` (one source of math); this module only picks, orders, formats
+and escapes. Runs are numbered R1, R2 ... in the order they started (first logged wall time), which is the
+order a person ran them in.
+
+Determinism: the same logs give the same markdown bytes, apart from the one line that starts with
+:data:`GENERATED_PREFIX`, and the same PNG bytes (no metadata, fixed style; see :mod:`.plots`).
+
+    >>> from vaediag.render.report import write_report                  # doctest: +SKIP
+    >>> write_report(runset, diagnoses, "reports/demo.md", title="Demo") # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+from vaediag.errors import InputError, RulesError, UsageError
+from vaediag.render.markdown import MISSING, escape, link_path, table
+from vaediag.terms import CANONICAL_TERMS, TERM_INFO
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from vaediag.diagnose.model import Finding, RunDiagnosis
+    from vaediag.logs import RunSet
+
+__all__ = [
+    "GENERATED_PREFIX",
+    "DEFAULT_TARGETS_PATH",
+    "DIRECTIONS",
+    "Target",
+    "load_targets",
+    "Report",
+    "build_report",
+    "write_report",
+    "check_destination",
+    "files_dir_for",
+    "run_order",
+    "diagnose_runs",
+]
+
+# The one line that differs between two reports of the same logs (time and sources); tests skip it.
+GENERATED_PREFIX = "_Generated "
+DEFAULT_TARGETS_PATH = Path(__file__).resolve().parent.parent / "rules" / "targets.toml"
+DIRECTIONS = ("lower", "higher", "range")
+_TARGET_KEYS = {"term", "split", "min", "max", "direction", "label"}
+
+# Best-run criteria, in order of preference: the first one any run logs decides.
+# (column of the epoch table, label, higher is better)
+_CRITERIA = (
+    ("val_psnr", "final validation PSNR", True),
+    ("val_recon", "final validation reconstruction loss", False),
+    ("train_recon", "final training reconstruction loss", False),
+)
+# Final-metric columns of the run table: (term, header).
+_METRIC_COLUMNS = (("kl", "KL"), ("perceptual", "Perceptual"), ("psnr", "PSNR (dB)"), ("ssim", "SSIM"),
+                   ("recon", "Recon"))
+_LOSS_WEIGHT_ORDER = ("recon", "perceptual", "ssim_loss", "edge")
+_STATUS_MARK = {"pass": "✅ pass", "fail": "❌ fail", "pending": "⏳ pending", "n/a": "n/a"}
+_SEVERITY_MARK = {"fail": "❌ fail", "warn": "⚠️ warn", "info": "ℹ️ info", "pass": "✅ pass"}
+# Rules whose findings the milestone section shows; the findings section leaves them out.
+_CHECKLIST_RULES = ("success",)
+# How many trailing epochs the evolution section summarises as a range (the seed's "KL: 160-180").
+_LATE_WINDOW = 10
+
+
+# --------------------------------------------------------------------------------------------------
+# Targets ("expected vs actual")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One expected result: a canonical term's final value and the range it should land in."""
+
+    name: str
+    term: str
+    low: float | None
+    high: float | None
+    direction: str
+    label: str
+    split: str = "val"
+
+    def judge(self, value: float | None) -> str:
+        """``met``, ``low``, ``high`` or ``missing``."""
+        if value is None or not math.isfinite(value):
+            return "missing"
+        if self.direction in ("higher", "range") and self.low is not None and value < self.low:
+            return "low"
+        if self.direction in ("lower", "range") and self.high is not None and value > self.high:
+            return "high"
+        return "met"
+
+    @property
+    def unit(self) -> str:
+        info = TERM_INFO.get(self.term)
+        return info.unit if info else ""
+
+    def describe(self) -> str:
+        """The target as the seed writes it: ``100-500``, ``30-35 dB``."""
+        from vaediag.diagnose.numbers import fmt_value
+
+        lo = fmt_value(self.low, self.term) if self.low is not None else None
+        hi = fmt_value(self.high, self.term) if self.high is not None else None
+        unit = f" {self.unit}" if self.unit == "dB" else ""
+        if lo and hi:
+            return f"{lo}-{hi}{unit}"
+        return f"≥ {lo}{unit}" if lo else f"≤ {hi}{unit}"
+
+
+def _default_direction(term: str) -> str:
+    info = TERM_INFO.get(term)
+    if info is None or info.higher_is_better is None:
+        return "range"
+    return "higher" if info.higher_is_better else "lower"
+
+
+def load_targets(path: str | os.PathLike[str] | None = None) -> tuple[Target, ...]:
+    """Read a targets TOML file (the default: ``vaediag/rules/targets.toml``, whose comments give the shape).
+
+    Raises:
+        InputError: the file does not exist or cannot be read.
+        RulesError: malformed TOML (with its line), an unknown key, term, split or direction, or bounds
+            that are not numbers or are in the wrong order (each naming the target and key).
+    """
+    p = DEFAULT_TARGETS_PATH if path is None else Path(path)
+    where = "default targets.toml" if path is None else f"targets file {p}"
+    if not p.is_file():
+        raise InputError(f"targets file {str(p)!r} does not exist; pass a TOML file with [targets.NAME] tables")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {where}: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RulesError(f"{where}: {exc}") from None
+    unknown = sorted(set(data) - {"targets"})
+    if unknown:
+        raise RulesError(f"{where}: unknown table(s) {unknown} (only [targets.NAME] tables are allowed)")
+    tables = data.get("targets", {})
+    if not isinstance(tables, dict) or not tables:
+        raise RulesError(f"{where}: no [targets.NAME] tables")
+    out = []
+    for name, spec in tables.items():
+        if not isinstance(spec, dict):
+            raise RulesError(f"{where}: targets.{name} must be a table with term, min and/or max")
+        bad = sorted(set(spec) - _TARGET_KEYS)
+        if bad:
+            raise RulesError(
+                f"{where}: targets.{name} has unknown key(s) {bad} (choose {', '.join(sorted(_TARGET_KEYS))})"
+            )
+        term = spec.get("term", name)
+        if term not in CANONICAL_TERMS:
+            raise RulesError(f"{where}: targets.{name}.term {term!r} is not a canonical term "
+                             f"(e.g. kl, recon, perceptual, psnr, ssim)")
+        split = spec.get("split", "val")
+        if split not in ("val", "train"):
+            raise RulesError(f"{where}: targets.{name}.split {split!r} is unknown (choose val, train)")
+        bounds = {}
+        for key in ("min", "max"):
+            v = spec.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                raise RulesError(f"{where}: targets.{name}.{key} must be a number, got {v!r}")
+            bounds[key] = None if v is None else float(v)
+        if bounds["min"] is None and bounds["max"] is None:
+            raise RulesError(f"{where}: targets.{name} needs min, max or both")
+        if bounds["min"] is not None and bounds["max"] is not None and bounds["min"] > bounds["max"]:
+            raise RulesError(f"{where}: targets.{name}: min {bounds['min']:g} is above max {bounds['max']:g}")
+        direction = spec.get("direction", _default_direction(term))
+        if direction not in DIRECTIONS:
+            raise RulesError(f"{where}: targets.{name}.direction {direction!r} is unknown "
+                             f"(choose {', '.join(DIRECTIONS)})")
+        label = spec.get("label", TERM_INFO[term].label if term in TERM_INFO else term)
+        if not isinstance(label, str):
+            raise RulesError(f"{where}: targets.{name}.label must be a string")
+        out.append(Target(name=str(name), term=term, low=bounds["min"], high=bounds["max"],
+                          direction=direction, label=label, split=split))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------------
+# The per-run view: what the renderer needs, picked from one RunDiagnosis (no math of its own).
+
+
+@dataclass
+class _Run:
+    run: str
+    number: int
+    diag: "RunDiagnosis"
+    info: Any  # RunInfo or None
+    start: float | None  # first wall time, for the order
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    journal_error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"R{self.number}"
+
+    @property
+    def name(self) -> str:
+        """R-number and escaped run id, for prose."""
+        return f"{self.label} ({escape(self.run)})"
+
+    @property
+    def table(self) -> "pd.DataFrame":
+        import pandas as pd
+
+        return self.diag.table if self.diag.table is not None else pd.DataFrame()
+
+    @property
+    def epochs(self) -> int:
+        return int(self.diag.epochs)
+
+    def final(self, column: str) -> float | None:
+        """Value of an epoch-table column at the latest completed epoch that logged it."""
+        t = self.table
+        if column not in t:
+            return None
+        s = t[column]
+        if self.epochs:
+            s = s[s.index < self.epochs]
+        s = s.dropna()
+        return float(s.iloc[-1]) if len(s) else None
+
+    def metric(self, term: str, split: str = "val") -> float | None:
+        """Final value of ``term``: on ``split`` where logged, else the val-preferred latest metric."""
+        v = self.final(f"{split}_{term}")
+        if v is None and split == "val":
+            m = self.diag.metrics.get(term)
+            v = float(m) if m is not None else None
+        return v
+
+    def late_range(self, column: str) -> tuple[float, float, int] | None:
+        """(min, max, epochs) of a column over the last few completed epochs."""
+        t = self.table
+        if column not in t:
+            return None
+        s = t[column]
+        if self.epochs:
+            s = s[s.index < self.epochs]
+        s = s.dropna().iloc[-_LATE_WINDOW:]
+        s = s[s.map(math.isfinite)]
+        if not len(s):
+            return None
+        return float(s.min()), float(s.max()), len(s)
+
+
+def run_order(runset: "RunSet") -> list[str]:
+    """Run ids in the order they started (first logged wall time), runs without scalars last, by id."""
+    f = runset.frame
+    starts: dict[str, float] = {}
+    if len(f):
+        first = f.groupby(f["run"].astype(str), sort=True)["wall_time"].min()
+        starts = {str(k): float(v) for k, v in first.items() if math.isfinite(v)}
+    return sorted(runset.runs, key=lambda r: (r not in starts, starts.get(r, 0.0), r))
+
+
+def diagnose_runs(
+    runset: "RunSet",
+    *,
+    rules: Any = None,
+    kl_weight: float | None = None,
+    baseline: str | None = None,
+) -> list["RunDiagnosis"]:
+    """Diagnose every run for a report, with the same rules as ``vaediag check``.
+
+    With ``baseline`` this is :func:`vaediag.diagnose.diagnose` with that baseline. Without one, the
+    comparative checks of the checklist ("reconstruction better than previous run") compare each run with
+    the run that started just before it (:func:`run_order`), which is what "previous run" means in a
+    series of runs; the first run has nothing to compare with (n/a).
+
+    Raises:
+        UsageError: a bad ``kl_weight`` or ``baseline``; RulesError / InputError: a bad rules file.
+    """
+    from vaediag.diagnose import diagnose, diagnose_run, load_rules
+    from vaediag.diagnose.rulesfile import Rules
+
+    if baseline is not None or len(runset.runs) < 2:
+        return diagnose(runset, rules=rules, kl_weight=kl_weight, baseline=baseline)
+    if kl_weight is not None and not (math.isfinite(kl_weight) and kl_weight >= 0):
+        raise UsageError(f"--kl-weight must be a finite number >= 0, got {kl_weight!r}")
+    rules = rules if isinstance(rules, Rules) else load_rules(rules)
+    out: dict[str, "RunDiagnosis"] = {}
+    prev: "RunDiagnosis | None" = None
+    for run in run_order(runset):
+        d = diagnose_run(runset.run_frame(run), run=run, info=runset.runs[run], rules=rules, kl_weight=kl_weight,
+                         baseline=prev.table if prev is not None else None,
+                         baseline_run=prev.run if prev is not None else None)
+        out[run] = d
+        if d.epochs > 0:  # a dead run is nobody's "previous run"
+            prev = d
+    return [out[r] for r in runset.runs]
+
+
+def _journal_path(info: Any) -> Path | None:
+    if info is None or getattr(info, "path", None) is None:
+        return None
+    p = Path(info.path) / "watchdog.jsonl"
+    return p if p.is_file() else None
+
+
+def _read_decisions(path: Path) -> list[dict[str, Any]]:
+    from vaediag.watch.journal import read_journal
+
+    return [r for r in read_journal(path) if r.get("event") == "decision"]
+
+
+def _views(runset: "RunSet", diagnoses: Sequence["RunDiagnosis"]) -> list[_Run]:
+    by_run = {d.run: d for d in diagnoses}
+    missing = [r for r in runset.runs if r not in by_run]
+    if missing:
+        raise UsageError(f"no diagnosis for run(s) {', '.join(missing[:5])}: pass diagnose(runset) for the same runset")
+    f = runset.frame
+    starts = {}
+    if len(f):
+        starts = {str(k): float(v) for k, v in f.groupby(f["run"].astype(str))["wall_time"].min().items()}
+    views = []
+    for i, run in enumerate(run_order(runset), start=1):
+        d = by_run[run]
+        info = runset.runs.get(run)
+        v = _Run(run=run, number=i, diag=d, info=info, start=starts.get(run))
+        jp = _journal_path(info)
+        if jp is not None:
+            try:
+                v.decisions = _read_decisions(jp)
+            except InputError as exc:  # a damaged journal must not cost the whole report
+                v.journal_error = exc.message
+        views.append(v)
+    return views
+
+
+# --------------------------------------------------------------------------------------------------
+# Formatting helpers (numbers come from vaediag.diagnose.numbers: the same text as `vaediag check`)
+
+
+def _val(x: float | None, term: str | None = None) -> str:
+    from vaediag.diagnose.numbers import fmt_value
+
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return MISSING
+    return fmt_value(x, term)
+
+
+def _unit(term: str) -> str:
+    u = TERM_INFO[term].unit if term in TERM_INFO else ""
+    return f" {u}" if u == "dB" else ""
+
+
+def _weight(w: float | None) -> str:
+    from vaediag.diagnose.numbers import fmt_weight, round_sig
+
+    if w is None or (isinstance(w, float) and math.isnan(w)):
+        return MISSING
+    # A weight logged as float32 reads back as 9.999999747e-06: 6 significant figures give 0.00001 again.
+    return fmt_weight(round_sig(float(w), 6))
+
+
+def _pct(x: float | None) -> str:
+    from vaediag.diagnose.numbers import fmt_pct, fmt_sig
+
+    if x is None or not math.isfinite(x):
+        return MISSING
+    # Tiny shares (0.0009 %) matter here: they are the point of the seed's fix, so keep 2 significant figures.
+    return fmt_pct(x, 1) if x >= 0.001 else f"{fmt_sig(100 * x, 2)}%"
+
+
+def _factor(a: float, b: float) -> str:
+    """``a`` relative to ``b`` as "N× lower/higher"."""
+    from vaediag.diagnose.numbers import fmt_sig
+
+    if a == b:
+        return "unchanged"
+    if a <= 0 or b <= 0:
+        return f"{'up' if a > b else 'down'} from {fmt_sig(b, 3)}"
+    r = a / b
+    return f"{fmt_sig(r, 2)}× higher" if r > 1 else f"{fmt_sig(1 / r, 2)}× lower"
+
+
+def _change(term: str, base: float | None, value: float | None) -> str:
+    """How ``value`` compares with ``base``, in the metric's own terms (dB, points, factors)."""
+    from vaediag.diagnose.numbers import fmt_sig
+
+    if base is None or value is None or not (math.isfinite(base) and math.isfinite(value)):
+        return MISSING
+    if term.startswith("psnr"):
+        d = value - base
+        return f"{'+' if d >= 0 else '−'}{fmt_sig(abs(d), 3) if abs(d) >= 0.1 else f'{abs(d):.2f}'} dB"
+    if term.startswith("ssim") and term != "ssim_loss":
+        d = value - base
+        rel = f" ({'+' if d >= 0 else '−'}{fmt_sig(abs(d) / base * 100, 2)}%)" if base else ""
+        return f"{'+' if d >= 0 else '−'}{fmt_sig(abs(d), 2)}{rel}"
+    return _factor(value, base)
+
+
+def _judgement(target: Target, value: float | None) -> str:
+    verdict = target.judge(value)
+    if verdict == "met":
+        return "✅ met"
+    if verdict == "missing":
+        return "not logged"
+    return f"❌ {'too low' if verdict == 'low' else 'too high'}"
+
+
+def _run_cell(v: _Run) -> str:
+    return f"{v.label}: {escape(v.run)}"
+
+
+def _config(v: _Run) -> dict[str, str]:
+    """Configuration cells of the run table (kl_weight, latent dim, mode, loss weights)."""
+    from vaediag.diagnose.penalty import is_autoencoder, resolve_loss_weights
+
+    params = v.info.params if v.info is not None else {}
+    pen = v.diag.penalty
+    w = _weight(pen.kl_weight)
+    t = v.table
+    if "kl_weight" in t:
+        s = t["kl_weight"].dropna()
+        if len(s) and float(s.iloc[0]) != float(s.iloc[-1]):
+            w = f"{_weight(float(s.iloc[0]))} → {_weight(float(s.iloc[-1]))}"
+    source = pen.kl_weight_source or ""
+    src = ("logged" if source.startswith("logged") else "config" if source.startswith(("config", "run params"))
+           else "config (AE)" if source.startswith("autoencoder") else "--kl-weight" if source.startswith("--kl")
+           else "inferred from loss" if source.startswith("inferred") else "unknown")
+    weights = resolve_loss_weights(params) or {}
+    wtext = " / ".join(_num_plain(weights.get(k)) for k in _LOSS_WEIGHT_ORDER) if weights else MISSING
+    return {
+        "kl_weight": w,
+        "source": src if pen.kl_weight is not None else "unknown",
+        "latent": str(pen.latent_dim) if pen.latent_dim else MISSING,
+        "mode": "AE (z = mu)" if is_autoencoder(t, params) else "VAE",
+        "weights": wtext,
+    }
+
+
+def _num_plain(x: float | None) -> str:
+    from vaediag.diagnose.numbers import fmt_loss_weight
+
+    return MISSING if x is None else fmt_loss_weight(x)
+
+
+def _penalty_latest(v: _Run, key: str) -> float | None:
+    x = v.diag.penalty.latest.get(key) if v.diag.penalty.latest else None
+    return float(x) if x is not None and isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Sections
+
+
+def _best(views: Sequence[_Run]) -> tuple[list[_Run], str | None, str | None, bool]:
+    """(runs ranked best first, criterion column, criterion label, higher is better)."""
+    for column, label, higher in _CRITERIA:
+        scored = [(v.final(column), v) for v in views if v.epochs > 0]
+        scored = [(x, v) for x, v in scored if x is not None and math.isfinite(x)]
+        if scored:
+            # Ties go to the earlier run (stable sort on R-number), so the order never depends on floats alone.
+            scored.sort(key=lambda p: (-p[0] if higher else p[0], p[1].number))
+            return [v for _, v in scored], column, label, higher
+    return [], None, None, True
+
+
+def _delta_text(column: str, best: float, other: float, higher: bool) -> str:
+    from vaediag.diagnose.numbers import fmt_sig
+
+    term = column.split("_", 1)[1]
+    if term == "psnr":
+        return f"{fmt_sig(best - other, 3)} dB {'higher' if best >= other else 'lower'}"
+    return _factor(best, other)
+
+
+def _differences(a: _Run, b: _Run) -> list[str]:
+    """Configuration differences of ``a`` against ``b``, as short phrases with both values."""
+    ca, cb = _config(a), _config(b)
+    out = []
+    wa, wb = a.diag.penalty.kl_weight, b.diag.penalty.kl_weight
+    if wa is not None and wb is not None and wa != wb:
+        rel = f", {_factor(wa, wb)}" if wa > 0 and wb > 0 else ""
+        out.append(f"kl_weight {_weight(wa)} vs {_weight(wb)}{rel}")
+    for key, what in (("mode", "mode"), ("latent", "latent dim")):
+        if ca[key] != cb[key] and MISSING not in (ca[key], cb[key]):
+            out.append(f"{what} {ca[key]} vs {cb[key]}")
+    from vaediag.diagnose.penalty import resolve_loss_weights
+
+    pa = resolve_loss_weights(a.info.params if a.info else {}) or {}
+    pb = resolve_loss_weights(b.info.params if b.info else {}) or {}
+    names = {"recon": "L1", "perceptual": "perceptual", "ssim_loss": "SSIM", "edge": "edge"}
+    for k in _LOSS_WEIGHT_ORDER:
+        if k in pa and k in pb and pa[k] != pb[k]:
+            out.append(f"{names[k]} weight {_num_plain(pa[k])} vs {_num_plain(pb[k])}")
+    return out
+
+
+def _section_summary(views: Sequence[_Run], baseline: _Run | None, targets: Sequence[Target]) -> list[str]:
+    from vaediag.diagnose.numbers import fmt_value
+
+    lines = ["## Summary", ""]
+    comparable = [v for v in views if v.epochs > 0]
+    if not comparable:
+        lines += ["No run has a completed epoch with loss terms or metrics, so there is nothing to compare. "
+                  "See the notes at the end for what each run holds.", ""]
+        return lines
+    ranked, column, label, higher = _best(comparable)
+    if not ranked:
+        lines += [f"No run logs PSNR or a reconstruction loss, so no run can be ranked. "
+                  f"{len(comparable)} run(s) have completed epochs; their findings are below.", ""]
+        return lines
+    best = ranked[0]
+    term = column.split("_", 1)[1]
+    value = best.final(column)
+    s = (f"**Best run: {best.label}** ({escape(best.run)}), ranked by {label} (the first of PSNR, validation "
+         f"reconstruction, training reconstruction that the runs log): "
+         f"**{fmt_value(value, term)}{_unit(term)}** after {best.epochs} epoch{'s' if best.epochs != 1 else ''}")
+    if len(ranked) > 1:
+        second = ranked[1]
+        s += (f", {_delta_text(column, value, second.final(column), higher)} than the runner-up "
+              f"{second.label} ({fmt_value(second.final(column), term)}{_unit(term)})")
+    if baseline is not None and baseline is not best and baseline.final(column) is not None and (
+        len(ranked) < 2 or baseline is not ranked[1]
+    ):
+        s += (f" and {_delta_text(column, value, baseline.final(column), higher)} than the baseline "
+              f"{baseline.label} ({fmt_value(baseline.final(column), term)}{_unit(term)})")
+    s += "."
+    unranked = [v for v in comparable if v not in ranked]
+    if unranked:
+        s += f" {len(unranked)} run(s) do not log this and are not ranked: {', '.join(v.label for v in unranked)}."
+    if term == "recon":
+        s += " (Reconstruction losses compare only between runs with the same loss and data.)"
+    lines += [s, ""]
+
+    # Why: what differs from the runner-up (or baseline), and where the KL penalty stands.
+    other = ranked[1] if len(ranked) > 1 else (baseline if baseline is not None and baseline is not best else None)
+    why = []
+    share = _penalty_latest(best, "share")
+    if share is not None:
+        p = f"its KL penalty (kl_weight × KL) is {_pct(share)} of the training loss"
+        if other is not None and _penalty_latest(other, "share") is not None:
+            p += f" against {_pct(_penalty_latest(other, 'share'))} in {other.label}"
+        why.append(p)
+    if other is not None:
+        diffs = _differences(best, other)
+        if diffs:
+            why.append(f"its configuration differs from {other.label} in: " + "; ".join(diffs))
+        else:
+            why.append(f"the logs record no configuration difference from {other.label}")
+    met = [t for t in targets if t.judge(best.metric(t.term, t.split)) == "met"]
+    logged = [t for t in targets if t.judge(best.metric(t.term, t.split)) != "missing"]
+    if logged:
+        missed = [t.label for t in logged if t not in met]
+        why.append(f"it meets {len(met)} of {len(logged)} logged targets"
+                   + (f" (missed: {', '.join(escape(m) for m in missed)})" if missed else ""))
+    if why:
+        lines += ["Why: " + "; ".join(why) + ".", ""]
+
+    # What next: the best run's most urgent recommendation (the same ladder as `vaediag check`).
+    if best.diag.recommendations:
+        r = best.diag.recommendations[0]
+        nxt = f"**Next:** `{r.action}` for {best.label}: {_sentence(escape(r.reason))}"
+        lines += [nxt, ""]
+        if r.command:
+            lines += _code(r.command, "bash") + [""]
+    failing = [v for v in comparable if v.diag.failed and v is not best]
+    if failing:
+        lines += [f"Runs with failed checks: {', '.join(v.label for v in failing)} (details under Findings).", ""]
+    return lines
+
+
+def _code(text: str, lang: str = "") -> list[str]:
+    """A fenced code block; the fence is longer than any backtick run inside, so nothing escapes it."""
+    longest = 0
+    run = 0
+    for ch in text:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * max(3, longest + 1)
+    return [f"{fence}{lang}", *text.splitlines(), fence]
+
+
+def _section_runs(views: Sequence[_Run]) -> list[str]:
+    lines = ["## Runs", ""]
+    comparable = [v for v in views if v.epochs > 0]
+    if not comparable:
+        return lines + ["No run has a completed epoch.", ""]
+    lines += ["Configuration (from the run's config.json or hparams, or the logged kl_weight). "
+              "Loss weights are the training core's reconstruction terms: L1 / perceptual / SSIM / edge.", ""]
+    rows = []
+    for v in comparable:
+        c = _config(v)
+        rows.append([v.label, escape(v.run), str(v.epochs), c["kl_weight"], c["source"], c["latent"], c["mode"],
+                     c["weights"]])
+    lines += [table(["#", "Run", "Epochs", "kl_weight", "kl_weight from", "Latent dim", "Mode",
+                     "Loss weights"], rows, align="llrrlrll"), ""]
+    lines += ["Final metrics at the last completed epoch (validation where logged, else training). "
+              "KL penalty = kl_weight × KL, as a share of the total training loss and relative to the "
+              "reconstruction loss.", ""]
+    rows = []
+    for v in comparable:
+        cells = [v.label]
+        for term, _ in _METRIC_COLUMNS:
+            cells.append(_val(v.metric(term), term))
+        cells += [_pct(_penalty_latest(v, "share")), _pct(_penalty_latest(v, "ratio"))]
+        rows.append(cells)
+    header = ["#"] + [h for _, h in _METRIC_COLUMNS] + ["KL penalty, % of loss", "KL penalty / recon"]
+    lines += [table(header, rows, align="l" + "r" * (len(header) - 1)), ""]
+    return lines
+
+
+def _is_checklist(f: "Finding") -> bool:
+    return f.rule.startswith("milestone_") or f.rule in _CHECKLIST_RULES
+
+
+def _verdict(v: _Run) -> tuple[str, str | None]:
+    """(label, why) from the run's findings: the worst severity names it; the explanation prefers a
+    diagnosis (KL too high, penalty, blur ...) over a checklist line, and counts unmet success criteria."""
+    d = v.diag
+    succ = [f for f in d.findings if f.rule == "success"]
+    judged = [f for f in succ if f.status in ("pass", "fail")]
+    if judged and all(f.status == "pass" for f in judged):
+        return "meets the success criteria", None
+    why = []
+    failed = [f for f in judged if f.status == "fail"]
+    if failed:
+        why.append(f"misses {len(failed)} of {len(judged)} success criteria")
+    for sev in ("fail", "warn"):
+        main = [f for f in d.findings if f.severity == sev and not _is_checklist(f)]
+        if main:
+            why.append(main[0].message)
+            break
+    if not why:
+        other = [f for f in d.findings if f.severity == "fail"]
+        if other:
+            why.append(other[0].message)
+    text = "; ".join(why) or None
+    if d.severity == "fail":
+        return "failing", text
+    if d.severity == "warn":
+        return "needs attention", text
+    if any(f.status == "pending" for f in d.findings):
+        return "on track so far (later milestones pending)", text
+    return "no problems found", text
+
+
+def _sentence(text: str) -> str:
+    """``text`` ending with a full stop (finding messages and reasons come without one)."""
+    t = text.rstrip()
+    return t if t.endswith((".", "!", "?", ")")) and not t.endswith("e.g.)") else t + "."
+
+
+def _section_evolution(views: Sequence[_Run]) -> list[str]:
+    from vaediag.diagnose.numbers import fmt_value
+
+    lines = ["## Evolution across runs", ""]
+    comparable = [v for v in views if v.epochs > 0]
+    if not comparable:
+        return lines + ["No run has a completed epoch.", ""]
+    lines += [f"In the order the runs started. Ranges are over the last {_LATE_WINDOW} completed epochs "
+              "(fewer for shorter runs).", ""]
+    prev: _Run | None = None
+    for v in comparable:
+        label, why = _verdict(v)
+        lines += [f"### {v.label}: {escape(v.run)} ({label})", ""]
+        items = []
+        c = _config(v)
+        items.append(f"Configuration: kl_weight {c['kl_weight']}, {c['mode']}"
+                     + (f", latent dim {c['latent']}" if c["latent"] != MISSING else "")
+                     + f"; {v.epochs} completed epoch{'s' if v.epochs != 1 else ''}")
+        for term in ("kl", "psnr", "ssim", "perceptual", "recon"):
+            rng = v.late_range(term)
+            if rng is None:
+                continue
+            lo, hi, n = rng
+            final = v.metric(term)
+            span = (fmt_value(lo, term) if fmt_value(lo, term) == fmt_value(hi, term)
+                    else f"{fmt_value(lo, term)}-{fmt_value(hi, term)}")
+            item = f"{TERM_INFO[term].label}: {span}{_unit(term)}"
+            if final is not None:
+                item += f" (final {fmt_value(final, term)}{_unit(term)})"
+            if prev is not None and prev.metric(term) is not None and final is not None:
+                item += f"; {_change(term, prev.metric(term), final)} vs {prev.label}"
+            items.append(item)
+        share = _penalty_latest(v, "share")
+        if share is not None:
+            items.append(f"KL penalty: {_pct(share)} of the training loss ({_pct(_penalty_latest(v, 'ratio'))} of "
+                         "the reconstruction loss)")
+        items.append(f"Verdict: **{label}**" + (f": {escape(why)}" if why else ""))
+        lines += [f"- {it}" for it in items] + [""]
+        prev = v
+    return lines
+
+
+def _milestone_rules(findings: Iterable["Finding"]) -> list[str]:
+    rules = {f.rule for f in findings if f.rule.startswith("milestone_") or f.rule in _CHECKLIST_RULES}
+
+    def key(r: str) -> tuple[int, int, str]:
+        tail = r.split("_", 1)[1] if r.startswith("milestone_") else ""
+        return (1 if r == "success" else 0, int(tail) if tail.isdigit() else 0, r)
+
+    return sorted(rules, key=key)
+
+
+def _rule_title(rule: str) -> str:
+    if rule == "success":
+        return "Success criteria"
+    tail = rule.split("_", 1)[1]
+    return f"After epoch {tail}" if tail.isdigit() else rule
+
+
+def _status_of(findings: Sequence["Finding"]) -> str:
+    st = [f.status or ("fail" if f.severity == "fail" else "pass") for f in findings]
+    if "fail" in st:
+        return "fail"
+    if "pending" in st:
+        return "pending"
+    if "pass" in st:
+        return "pass"
+    return "n/a"
+
+
+def _section_milestones(views: Sequence[_Run]) -> list[str]:
+    lines = ["## Milestones", ""]
+    comparable = [v for v in views if v.epochs > 0]
+    rules: list[str] = []
+    for v in comparable:
+        for r in _milestone_rules(v.diag.findings):
+            if r not in rules:
+                rules.append(r)
+    rules = _milestone_rules([f for v in comparable for f in v.diag.findings])
+    if not rules:
+        return lines + ["No milestone was judged (no run has completed epochs).", ""]
+    lines += ["The seed's monitoring checklist, judged on each run (same rules as `vaediag check`). "
+              "A milestone the run has not reached yet is pending, not failed.", ""]
+    rows = []
+    for v in comparable:
+        row = [v.label, str(v.epochs)]
+        for r in rules:
+            fs = v.diag.findings_of(r)
+            row.append(_STATUS_MARK[_status_of(fs)] if fs else MISSING)
+        rows.append(row)
+    lines += [table(["#", "Epochs"] + [_rule_title(r) for r in rules], rows, align="lr" + "c" * len(rules)), ""]
+    for v in comparable:
+        fs = [f for f in v.diag.findings if f.rule in rules]
+        if not fs:
+            continue
+        lines += [f"### Milestones of {v.label}: {escape(v.run)}", ""]
+        rows = []
+        for r in rules:
+            for f in v.diag.findings_of(r):
+                rows.append([_rule_title(r), _STATUS_MARK.get(f.status or "", f.severity), escape(f.message)])
+        lines += [table(["Milestone", "Status", "Check"], rows), ""]
+    return lines
+
+
+def _section_targets(views: Sequence[_Run], baseline: _Run | None, best: _Run | None,
+                     targets: Sequence[Target]) -> list[str]:
+    lines = ["## Expected vs actual", ""]
+    comparable = [v for v in views if v.epochs > 0]
+    if not comparable or not targets:
+        return lines + ["Nothing to compare.", ""]
+    lines += ["Targets are the seed's expected results (override with `--targets FILE`). Values are final "
+              "validation values (training where validation is not logged).", ""]
+    if best is not None:
+        show_base = baseline is not None and baseline is not best
+        header = ["Metric", "Target"]
+        if show_base:
+            header.append(f"Baseline {baseline.label}")
+        header += [f"Best {best.label}"]
+        if show_base:
+            header.append("Change vs baseline")
+        header.append("Verdict")
+        rows = []
+        for t in targets:
+            val = best.metric(t.term, t.split)
+            row = [escape(t.label), escape(t.describe())]
+            if show_base:
+                row.append(_val(baseline.metric(t.term, t.split), t.term))
+            row.append(_val(val, t.term))
+            if show_base:
+                row.append(_change(t.term, baseline.metric(t.term, t.split), val))
+            row.append(_judgement(t, val))
+            rows.append(row)
+        align = "ll" + "r" * (len(header) - 3) + "l"
+        lines += [table(header, rows, align=align), ""]
+    if len(comparable) > 1:
+        lines += ["Every run against the targets:", ""]
+        rows = []
+        for v in comparable:
+            row = [v.label]
+            met = logged = 0
+            for t in targets:
+                x = v.metric(t.term, t.split)
+                j = t.judge(x)
+                if j != "missing":
+                    logged += 1
+                    met += j == "met"
+                row.append(MISSING if j == "missing" else f"{'✅' if j == 'met' else '❌'} {_val(x, t.term)}")
+            row.append(f"{met}/{logged}" if logged else MISSING)
+            rows.append(row)
+        lines += [table(["#"] + [escape(t.label) for t in targets] + ["Targets met"], rows,
+                        align="l" + "r" * (len(targets) + 1)), ""]
+    return lines
+
+
+def _section_findings(views: Sequence[_Run]) -> list[str]:
+    lines = ["## Findings and recommendations", ""]
+    lines += ["From the same rules as `vaediag check` (milestone results are in their own section; passed "
+              "checks are counted, not listed).", ""]
+    for v in views:
+        d = v.diag
+        lines += [f"### {v.label}: {escape(v.run)}", ""]
+        if d.penalty.arithmetic:
+            ctx = d.penalty.latest.get("context") if d.penalty.latest else None
+            lines += [f"KL penalty arithmetic{' (' + escape(ctx) + ')' if ctx else ''}:", ""]
+            lines += _code("\n".join(d.penalty.arithmetic)) + [""]
+        shown = [f for f in d.findings if not _is_checklist(f) and f.severity != "pass"]
+        passed = [f for f in d.findings if not _is_checklist(f) and f.severity == "pass"]
+        if shown:
+            rows = [[_SEVERITY_MARK[f.severity], escape(f.id), _epoch_cell(f.epoch), escape(f.message)] for f in shown]
+            lines += [table(["Severity", "Rule", "Epoch", "Finding"], rows, align="llrl"), ""]
+        if passed:
+            lines += [f"Passed: {', '.join(escape(f.id) for f in passed)}.", ""]
+        if not shown and not passed:
+            lines += ["No findings.", ""]
+        if d.recommendations:
+            lines += ["Recommendations, most urgent first:", ""]
+            for i, r in enumerate(d.recommendations, start=1):
+                lines.append(f"{i}. **{escape(r.action)}**: {_sentence(escape(r.reason))}")
+                if r.command:
+                    lines += [""] + ["   " + ln for ln in _code(r.command, "bash")] + [""]
+            lines.append("")
+    return lines
+
+
+def _epoch_cell(epoch: int | None) -> str:
+    return MISSING if epoch is None else str(int(epoch) + 1)
+
+
+def _numbered_decisions(views: Sequence[_Run]) -> list[tuple[int, _Run, dict[str, Any]]]:
+    """Decisions worth showing (a change, a declined proposal, a stop), numbered D1, D2 ... report-wide."""
+    out = []
+    n = 0
+    for v in views:
+        for rec in v.decisions:
+            if rec.get("action") == "keep" and not rec.get("declined"):
+                continue
+            n += 1
+            out.append((n, v, rec))
+    return out
+
+
+def _section_watchdog(views: Sequence[_Run]) -> list[str]:
+    with_journal = [v for v in views if v.decisions or v.journal_error]
+    if not with_journal:
+        return []
+    lines = ["## Watchdog decisions", ""]
+    lines += ["What `vaediag watch` decided while the runs trained (from each run's `watchdog.jsonl`). Epochs count "
+              "completed epochs; a change applies from the next epoch. D-numbers mark the kl_weight plot.", ""]
+    numbered = _numbered_decisions(views)
+    for v in with_journal:
+        lines += [f"### {v.label}: {escape(v.run)}", ""]
+        if v.journal_error:
+            lines += [f"The journal could not be read: {escape(v.journal_error)}", ""]
+        mine = [(n, rec) for n, w, rec in numbered if w is v]
+        keeps = sum(1 for rec in v.decisions if rec.get("action") == "keep" and not rec.get("declined"))
+        if mine:
+            rows = []
+            for n, rec in mine:
+                applied = rec.get("applied")
+                via = rec.get("via")
+                status = ("applied" + (f" ({escape(via)})" if via else "")) if applied else "not applied"
+                if rec.get("declined"):
+                    status = f"declined: {escape(rec['declined'])}"
+                kw = rec.get("kl_weight")
+                rows.append([f"D{n}", _epoch_cell(rec.get("epoch")), escape(rec.get("action", "?")),
+                             _weight(kw if isinstance(kw, (int, float)) else None), escape(rec.get("mode") or MISSING),
+                             status, escape(rec.get("reason") or "")])
+            lines += [table(["#", "After epoch", "Action", "kl_weight", "Mode", "Status", "Reason"], rows,
+                            align="lrlrlll"), ""]
+        lines += [f"{keeps} epoch(s) with no change (keep) are not listed.", ""] if keeps else []
+    return lines
+
+
+def _section_notes(runset: "RunSet", views: Sequence[_Run], criterion: str | None) -> list[str]:
+    lines = ["## Notes", ""]
+    items = []
+    empty = [v for v in views if v.epochs == 0]
+    for v in empty:
+        why = next((f.message for f in v.diag.findings if f.severity in ("fail", "warn", "info")), None)
+        items.append(f"{v.label} ({escape(v.run)}) has no completed epoch and is left out of the comparison"
+                     + (f": {escape(why)}" if why else "."))
+    for v in views:
+        if v.info is not None:
+            for note in v.info.notes:
+                items.append(f"{v.label}: {escape(note)}")
+        if v.diag.penalty.note:
+            items.append(f"{v.label}: {escape(v.diag.penalty.note)}")
+    for w in runset.warnings:
+        items.append(f"Reading the logs: {escape(w)}")
+    items.append("Epochs count completed epochs, as the seed does: epoch 10 is the 10th validation point "
+                 "(index 9 in TensorBoard's 0-based epoch).")
+    items.append("Run numbers (R1, R2 ...) follow the order the runs started, by their first logged time.")
+    lines += [f"- {it}" for it in items] + [""]
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------
+# Plots
+
+
+@dataclass
+class Report:
+    """A rendered report: the markdown text and the plot files (relative to the files directory)."""
+
+    markdown: str
+    files: dict[str, bytes]
+    files_dir: str  # the plots folder's name, beside the markdown (NAME_files)
+
+
+def _plot_tables(views: Sequence[_Run]) -> dict[str, "pd.DataFrame"]:
+    """Per-run per-epoch tables for the plots: the epoch table plus the penalty table's columns."""
+    import pandas as pd
+
+    out = {}
+    for v in views:
+        if v.epochs == 0:
+            continue
+        t = v.table
+        t = t[t.index < v.epochs] if v.epochs else t
+        pt = v.diag.penalty.table
+        extra = pd.DataFrame(index=t.index)
+        if pt is not None and len(pt):
+            pt = pt[pt.index < v.epochs]
+            extra = pd.DataFrame({"penalty_share": pt["share"], "penalty_ratio": pt["ratio"],
+                                  "kl_weight_resolved": pt["kl_weight"]})
+        t = t.join(extra, how="outer") if len(extra.columns) else t
+        if "kl_weight" not in t and "kl_weight_resolved" in t:
+            t = t.assign(kl_weight=t["kl_weight_resolved"])
+        out[v.run] = t
+    return out
+
+
+def _legend_label(v: _Run) -> str:
+    parts = v.run.split("/")
+    short = "/".join(parts[-2:]) if len(parts) > 2 else v.run
+    if len(short) > 40:
+        short = "…" + short[-39:]
+    return f"{v.label} {short}"
+
+
+def _render_plots(views: Sequence[_Run]) -> list[tuple[str, str, str, bytes]]:
+    """(file name, title, caption, PNG bytes) for each plot, in report order."""
+    from vaediag.render import plots
+
+    tables = _plot_tables(views)
+    if not tables:
+        return []
+    order = [v.run for v in views if v.run in tables]
+    styles = plots.run_styles(order, {v.run: _legend_label(v) for v in views})
+    tables = {r: tables[r] for r in order}
+    decisions = []
+    for n, v, rec in _numbered_decisions(views):
+        kw = rec.get("kl_weight")
+        ep = rec.get("epoch")
+        if isinstance(ep, (int, float)):
+            decisions.append(plots.Decision(run=v.run, epoch=float(ep),
+                                            kl_weight=float(kw) if isinstance(kw, (int, float)) else None,
+                                            number=n, applied=bool(rec.get("applied"))))
+    specs = [
+        ("loss_terms.png", "Loss terms per epoch (raw)",
+         "Each loss term as logged, per epoch (validation where logged, else the mean over the epoch's "
+         "training steps). Log scale where values span more than 50×.",
+         lambda: plots.plot_loss_terms(tables, styles)),
+        ("loss_terms_weighted.png", "Loss terms per epoch (weighted)",
+         "What the optimiser sees: each term times its weight. A KL line far below the others means the "
+         "KL term no longer shapes training.",
+         lambda: plots.plot_loss_terms(tables, styles, weighted=True)),
+        ("quality.png", "PSNR and SSIM per epoch",
+         "Validation image quality; higher is better. Dashed: grey images, dotted: colour images, where logged.",
+         lambda: plots.plot_quality(tables, styles)),
+        ("penalty_share.png", "Effective KL penalty per epoch",
+         "kl_weight × KL as a share of the total training loss (left) and relative to the reconstruction "
+         "loss (right). The seed's bad run spent 13.5 % of its reconstruction signal here.",
+         lambda: plots.plot_penalty_share(tables, styles)),
+        ("kl_weight.png", "KL weight over time",
+         "The kl_weight in force in each epoch; triangles mark watchdog decisions (D-numbers as in the "
+         "Watchdog decisions section).",
+         lambda: plots.plot_kl_weight(tables, styles, decisions=decisions)),
+    ]
+    out = []
+    with plots.plot_style():
+        for name, title, caption, draw in specs:
+            fig, _ = draw()
+            try:
+                data = plots.png_bytes(fig)
+            finally:
+                fig.clear()  # Figure objects are not in pyplot's registry; clearing frees the artists now
+            out.append((name, title, caption, data))
+    return out
+
+
+def _section_curves(plots_out: Sequence[tuple[str, str, str, bytes]], files_dir: str) -> list[str]:
+    lines = ["## Curves", ""]
+    if not plots_out:
+        return lines + ["No run has per-epoch values to plot.", ""]
+    lines += ["Runs are aligned by epoch and keep one colour in every plot (legend: R-number and run).", ""]
+    for name, title, caption, _ in plots_out:
+        lines += [f"### {title}", "", f"![{escape(title)}]({link_path(f'{files_dir}/{name}')})", "", caption, ""]
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------
+# Assembly and writing
+
+
+def _pick_baseline(views: Sequence[_Run], baseline: str | None) -> _Run | None:
+    comparable = [v for v in views if v.epochs > 0]
+    if baseline is None:
+        return comparable[0] if comparable else None
+    for v in views:
+        if v.run == baseline:
+            return v
+    raise UsageError(f"--baseline {baseline!r} is not a run of this report (runs: "
+                     f"{', '.join(v.run for v in views[:8])}{' …' if len(views) > 8 else ''})")
+
+
+def files_dir_for(out_path: str | os.PathLike[str]) -> Path:
+    """The plots folder beside a report: ``reports/demo.md`` -> ``reports/demo_files``."""
+    p = Path(out_path)
+    return p.with_name(f"{p.stem}_files")
+
+
+def build_report(
+    runset: "RunSet",
+    diagnoses: Sequence["RunDiagnosis"],
+    *,
+    out_name: str = "report",
+    title: str | None = None,
+    baseline: str | None = None,
+    targets: Sequence[Target] | None = None,
+    sources: Sequence[str] = (),
+    generated_at: datetime | None = None,
+    plots: bool = True,
+) -> Report:
+    """Render the report in memory (nothing is written).
+
+    Args:
+        runset: the logs (:func:`vaediag.load`).
+        diagnoses: :func:`vaediag.diagnose.diagnose` of the same runset, one per run.
+        out_name: the report's file stem; plots are linked as ``<out_name>_files/<plot>.png``.
+        title: the document title (default: "VAE training report: <root folder>").
+        baseline: run id to measure improvement against (default: the earliest run with epochs).
+        targets: expected results (default: :func:`load_targets`).
+        sources: the paths the user gave, for the generated line.
+        generated_at: time for the generated line (default: now, or ``SOURCE_DATE_EPOCH`` when set).
+        plots: render the PNG plots (False: text only, no Curves images).
+
+    Raises:
+        UsageError: ``baseline`` is not one of the runs, or a run has no diagnosis.
+    """
+    targets = load_targets() if targets is None else tuple(targets)
+    views = _views(runset, diagnoses)
+    base = _pick_baseline(views, baseline)
+    ranked, criterion, _, _ = _best([v for v in views if v.epochs > 0])
+    best = ranked[0] if ranked else None
+    files_dir = f"{out_name}_files"
+    rendered = _render_plots(views) if plots else []
+
+    heading = title or f"VAE training report: {runset.root.name or runset.root}"
+    when = generated_at or _now()
+    from vaediag import __version__
+
+    src = ", ".join(f"`{s}`" if "`" not in s else escape(s) for s in sources) if sources else escape(runset.root.name)
+    n = len(views)
+    lines = [f"# {escape(heading)}", "",
+             f"{GENERATED_PREFIX}{when.strftime('%Y-%m-%d %H:%M UTC')} by vaediag {__version__} from {src}._", "",
+             f"{n} run{'s' if n != 1 else ''}: " + ", ".join(f"{v.label} {escape(v.run)}" for v in views) + ".", ""]
+    lines += _section_summary(views, base, targets)
+    lines += _section_runs(views)
+    lines += _section_evolution(views)
+    lines += _section_curves(rendered, files_dir) if plots else []
+    lines += _section_milestones(views)
+    lines += _section_targets(views, base, best, targets)
+    lines += _section_findings(views)
+    lines += _section_watchdog(views)
+    lines += _section_notes(runset, views, criterion)
+    text = "\n".join(lines).rstrip("\n") + "\n"
+    return Report(markdown=text, files={name: data for name, _, _, data in rendered}, files_dir=files_dir)
+
+
+def _now() -> datetime:
+    sde = os.environ.get("SOURCE_DATE_EPOCH")  # reproducible-builds convention: a fixed time for the stamp
+    if sde and sde.strip().isdigit():
+        return datetime.fromtimestamp(int(sde), tz=timezone.utc)
+    return datetime.now(timezone.utc)
+
+
+def check_destination(out_path: str | os.PathLike[str], *, force: bool = False) -> None:
+    """Refuse to write where a report (or its plots folder) already is, unless ``force``.
+
+    Raises:
+        UsageError: the report or its plots folder exists (and not ``force``), or a path is in the way.
+    """
+    out = Path(out_path)
+    fdir = files_dir_for(out)
+    if out.is_dir():
+        raise UsageError(f"-o {str(out)!r} is a directory; give a file name such as {str(out / 'report.md')!r}")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f"cannot write {str(out)!r}: {str(parent)!r} is a file, not a directory")
+    if fdir.exists() and not fdir.is_dir():
+        raise UsageError(f"cannot write the plots: {str(fdir)!r} exists and is not a directory")
+    if not force:
+        for p in (out, fdir):
+            if p.exists():
+                raise UsageError(f"{str(p)!r} already exists; pass --force to overwrite it or choose another -o")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_report(
+    runset: "RunSet",
+    diagnoses: Sequence["RunDiagnosis"],
+    out_path: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+    baseline: str | None = None,
+    targets: Sequence[Target] | str | os.PathLike[str] | None = None,
+    force: bool = False,
+    sources: Sequence[str] = (),
+    generated_at: datetime | None = None,
+) -> Path:
+    """Render the report and write ``out_path`` and its plots folder (``<stem>_files/``) beside it.
+
+    Checks come first (an existing report or plots folder without ``force``, a bad baseline or targets
+    file), then rendering in memory, then writing: the plots folder and the markdown are created only
+    when everything before succeeded, each file written to a temporary name and renamed. A missing
+    parent directory of ``out_path`` is created.
+
+    Returns:
+        The path of the markdown file.
+
+    Raises:
+        UsageError: the destination exists (pass ``force=True``), or ``baseline`` is not a run.
+        RulesError / InputError: a bad targets file.
+    """
+    out = Path(out_path)
+    check_destination(out, force=force)
+    if targets is not None and not isinstance(targets, (list, tuple)):
+        targets = load_targets(targets)
+    report = build_report(runset, diagnoses, out_name=out.stem, title=title, baseline=baseline,
+                          targets=targets, sources=sources, generated_at=generated_at)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fdir = files_dir_for(out)
+        if report.files:
+            fdir.mkdir(exist_ok=True)
+            for name, data in sorted(report.files.items()):
+                _atomic_write(fdir / name, data)
+        _atomic_write(out, report.markdown.encode("utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot write the report to {str(out)!r}: {exc.strerror or exc}") from None
+    return out
