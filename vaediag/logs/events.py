@@ -83,14 +83,29 @@ def _hparams(content: bytes) -> dict[str, Any]:
     return out
 
 
-def decode_records(buf: bytes | memoryview, records: list[tuple[int, int]], rows: ScalarRows, meta: EventMeta) -> None:
-    """Decode ``buf[start:end]`` for each record into ``rows`` (scalars) and ``meta`` (metadata)."""
-    from google.protobuf.message import DecodeError
+def decode_records(
+    buf: bytes | memoryview,
+    records: list[tuple[int, int]],
+    rows: ScalarRows,
+    meta: EventMeta,
+    *,
+    row_records: list[int] | None = None,
+) -> None:
+    """Decode ``buf[start:end]`` for each record into ``rows`` (scalars) and ``meta`` (metadata).
 
-    Event = _event_cls()
+    ``row_records``, when given, receives for every row the index in ``records`` of its record (the
+    fast reader merges these rows with its own in file order).
+    """
     mv = memoryview(buf)
-    tags, steps, values, walls = rows.tags, rows.steps, rows.values, rows.wall_times
-    for start, end in records:
+    steps = rows.steps
+    Event = DecodeError = None
+    for k, (start, end) in enumerate(records):
+        if _is_file_version(mv, start, end):
+            continue  # the header every file starts with: nothing to decode (and no protobuf import)
+        if Event is None:
+            from google.protobuf.message import DecodeError
+
+            Event = _event_cls()
         try:
             ev = Event.FromString(mv[start:end])
         except (DecodeError, ValueError, RuntimeError):
@@ -98,32 +113,56 @@ def decode_records(buf: bytes | memoryview, records: list[tuple[int, int]], rows
             continue
         if not ev.HasField("summary"):
             continue
-        for v in ev.summary.value:
-            kind = v.WhichOneof("value")
-            if kind == "simple_value":
-                tags.append(v.tag)
-                steps.append(ev.step)
-                values.append(v.simple_value)
-                walls.append(ev.wall_time)
-            elif kind == "tensor":
-                plugin = v.metadata.plugin_data.plugin_name
-                if plugin in ("scalars", ""):
-                    x = _tensor_scalar(v.tensor)
-                    if x is not None:
-                        tags.append(v.tag)
-                        steps.append(ev.step)
-                        values.append(x)
-                        walls.append(ev.wall_time)
-                elif plugin == "text" and v.tensor.dtype == _DT_STRING and v.tensor.string_val:
-                    meta.texts[v.tag] = b"\n".join(v.tensor.string_val).decode("utf-8", "replace")
-                elif plugin == "hparams":
-                    try:
-                        meta.hparams.update(_hparams(v.metadata.plugin_data.content))
-                    except (DecodeError, ValueError):
-                        meta.undecodable += 1
-            elif kind is None and v.metadata.plugin_data.plugin_name == "hparams":
-                # torch and Lightning write hparams as a value with metadata only.
+        n_before = len(steps)
+        _decode_values(ev, rows, meta)
+        if row_records is not None:
+            row_records.extend([k] * (len(steps) - n_before))
+
+
+_FILE_VERSION = b"brain.Event:"
+
+
+def _is_file_version(mv: memoryview, start: int, end: int) -> bool:
+    """True for an Event holding only wall_time and file_version ("brain.Event:2"), decoded by hand."""
+    n = end - start
+    if n < 11 + len(_FILE_VERSION) or n > 11 + 127:
+        return False
+    head = mv[start : start + 11 + len(_FILE_VERSION)]
+    return head[0] == 0x09 and head[9] == 0x1A and head[10] == n - 11 and head[11:] == _FILE_VERSION and all(
+        32 <= c < 127 for c in mv[start + 11 : end]
+    )
+
+
+def _decode_values(ev, rows: ScalarRows, meta: EventMeta) -> None:
+    from google.protobuf.message import DecodeError
+
+    tags, steps, values, walls = rows.tags, rows.steps, rows.values, rows.wall_times
+    for v in ev.summary.value:
+        kind = v.WhichOneof("value")
+        if kind == "simple_value":
+            tags.append(v.tag)
+            steps.append(ev.step)
+            values.append(v.simple_value)
+            walls.append(ev.wall_time)
+        elif kind == "tensor":
+            plugin = v.metadata.plugin_data.plugin_name
+            if plugin in ("scalars", ""):
+                x = _tensor_scalar(v.tensor)
+                if x is not None:
+                    tags.append(v.tag)
+                    steps.append(ev.step)
+                    values.append(x)
+                    walls.append(ev.wall_time)
+            elif plugin == "text" and v.tensor.dtype == _DT_STRING and v.tensor.string_val:
+                meta.texts[v.tag] = b"\n".join(v.tensor.string_val).decode("utf-8", "replace")
+            elif plugin == "hparams":
                 try:
                     meta.hparams.update(_hparams(v.metadata.plugin_data.content))
                 except (DecodeError, ValueError):
                     meta.undecodable += 1
+        elif kind is None and v.metadata.plugin_data.plugin_name == "hparams":
+            # torch and Lightning write hparams as a value with metadata only.
+            try:
+                meta.hparams.update(_hparams(v.metadata.plugin_data.content))
+            except (DecodeError, ValueError):
+                meta.undecodable += 1

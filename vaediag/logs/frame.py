@@ -18,7 +18,16 @@ import pandas as pd
 
 from vaediag.terms import NONNEGATIVE_TERMS, TagMap, resolve
 
-__all__ = ["COLUMNS", "RunRows", "build_frame", "empty_frame", "align_epochs"]
+__all__ = [
+    "COLUMNS",
+    "RunRows",
+    "build_frame",
+    "empty_frame",
+    "align_epochs",
+    "FrameBuilder",
+    "sort_dedup_order",
+    "flip_negative_kl",
+]
 
 COLUMNS = ("run", "tag", "term", "split", "step", "epoch", "value", "wall_time")
 
@@ -182,3 +191,196 @@ def build_frame(
     frame = pd.concat(parts, ignore_index=True)
     frame = frame.sort_values(["run", "tag", "step"], kind="stable", ignore_index=True)
     return frame
+
+
+def _min_int_dtype(n: int) -> type:
+    """The codes dtype pandas uses for ``n`` categories (so Categorical.from_codes keeps our array)."""
+    for dt in (np.int8, np.int16, np.int32):
+        if n < np.iinfo(dt).max:
+            return dt
+    return np.int64
+
+
+def sort_dedup_order(codes: np.ndarray, steps: np.ndarray, wall_times: np.ndarray) -> np.ndarray:
+    """Indices that sort rows by (code, step) keeping, per (code, step), the row of latest wall_time.
+
+    Equal to :func:`_dedup`'s choice (ties in wall_time keep the later row in file order). The common
+    case, steps strictly increasing per tag in file order, needs only a stable sort by code.
+    """
+    n = len(codes)
+    if n == 0:
+        return np.zeros(0, dtype=np.intp)
+    order = np.argsort(codes, kind="stable")
+    c, s = codes[order], steps[order]
+    if n == 1 or bool(((s[1:] > s[:-1]) | (c[1:] != c[:-1])).all()):
+        return order
+    order = np.lexsort((wall_times, steps, codes))
+    c, s = codes[order], steps[order]
+    last = np.ones(n, dtype=bool)
+    last[:-1] = (c[1:] != c[:-1]) | (s[1:] != s[:-1])
+    return order[last]
+
+
+def flip_negative_kl(values: np.ndarray, bounds: list[tuple[int, int, str]]) -> list[str]:
+    """Negate, in place, each ``values[a:b]`` that is <= 0 throughout (and < 0 somewhere); notes."""
+    notes = []
+    for a, b, name in bounds:
+        v = values[a:b]
+        fin = v[np.isfinite(v)]
+        if len(fin) and (fin <= 0).all() and (fin < 0).any():
+            np.negative(v, out=v)
+            notes.append(f"{name!r} is <= 0 throughout ({len(fin)} values): logged as -KL, sign flipped")
+    return notes
+
+
+class FrameBuilder:
+    """Assemble the tidy frame run by run, without holding the raw rows and the frame twice.
+
+    Runs must be added in sorted order of run id. Each run's rows are sorted, deduplicated, sign-fixed
+    and epoch-aligned into columns that grow in place; :meth:`finish` wraps them in a DataFrame without
+    copying. Output equals :func:`build_frame` on the same rows.
+    """
+
+    def __init__(self, tag_names: list[str], *, tag_map: TagMap | None = None, steps_per_epoch: int | None = None):
+        self._names = tag_names  # a registry's list (it may grow while runs are added)
+        self._tag_map = tag_map
+        self._spe = steps_per_epoch
+        self._runs: list[str] = []
+        self._counts: list[int] = []
+        self._used = np.zeros(0, dtype=bool)
+        self._n = 0
+        self._tag = np.zeros(0, dtype=np.int32)
+        self._step = np.zeros(0, dtype=np.int64)
+        self._epoch = np.zeros(0, dtype=np.float64)
+        self._value = np.zeros(0, dtype=np.float64)
+        self._wall = np.zeros(0, dtype=np.float64)
+
+    def _resolve(self, code: int) -> tuple[str | None, str]:
+        return resolve(self._names[code], self._tag_map)
+
+    def add(
+        self,
+        run: str,
+        codes: np.ndarray,
+        steps: np.ndarray,
+        values: np.ndarray,
+        wall_times: np.ndarray,
+        *,
+        sign=None,
+        epochs=None,
+    ) -> list[str]:
+        """Add one run's raw rows (codes index the tag names); returns notes about the run.
+
+        ``sign(bounds, values) -> notes`` and ``epochs(steps, splits, codes, names, es, ev) -> epochs``
+        replace the sign rule and the epoch alignment (the tail keeps state across polls); the
+        defaults are :func:`flip_negative_kl` and :func:`align_epochs`.
+        """
+        self._runs.append(run)
+        n_names = len(self._names)
+        if len(self._used) < n_names:
+            self._used = np.r_[self._used, np.zeros(n_names - len(self._used), dtype=bool)]
+        if len(codes) == 0:
+            self._counts.append(0)
+            return []
+        present = np.flatnonzero(np.bincount(codes, minlength=n_names))
+        self._used[present] = True
+        local = sorted(present.tolist(), key=lambda c: self._names[c])
+        lut = np.zeros(n_names, dtype=np.int32)
+        lut[local] = np.arange(len(local), dtype=np.int32)
+        lc = lut[codes]
+        order = sort_dedup_order(lc, steps, wall_times)
+        m = len(order)
+        o = self._n
+        self._grow(o + m)
+        tag_out = self._tag[o:]
+        np.take(np.asarray(local, dtype=np.int32), np.take(lc, order), out=tag_out)
+        step_out = self._step[o:]
+        np.take(steps, order, out=step_out)
+        val_out = self._value[o:]
+        np.take(values, order, out=val_out)
+        wall_out = self._wall[o:]
+        np.take(wall_times, order, out=wall_out)
+        del order
+
+        # Rows are now grouped by tag, in the order of ``local``: segment bounds per tag.
+        counts = np.bincount(lc, minlength=len(local))  # dedup may shrink a tag's count; recount
+        counts = np.bincount(np.take(lut, tag_out), minlength=len(local)) if m != len(lc) else counts
+        bounds = np.r_[0, np.cumsum(counts)]
+        resolved = [self._resolve(c) for c in local]
+        sign_bounds = [
+            (int(bounds[i]), int(bounds[i + 1]), self._names[c])
+            for i, c in enumerate(local)
+            if resolved[i][0] in NONNEGATIVE_TERMS
+        ]
+        notes = (sign or flip_negative_kl)(val_out, sign_bounds)
+
+        epoch_idx = [i for i in range(len(local)) if resolved[i][0] == "epoch"]
+        if epoch_idx:
+            es = np.concatenate([step_out[bounds[i] : bounds[i + 1]] for i in epoch_idx])
+            ev = np.concatenate([val_out[bounds[i] : bounds[i + 1]] for i in epoch_idx])
+            ew = np.concatenate([wall_out[bounds[i] : bounds[i + 1]] for i in epoch_idx])
+            eo = np.lexsort((ew, es))
+            es, ev = es[eo], ev[eo]
+            last = np.ones(len(es), dtype=bool)
+            last[:-1] = es[1:] != es[:-1]
+            es, ev = es[last], ev[last]
+        else:
+            es, ev = np.array([], dtype=np.int64), np.array([], dtype=np.float64)
+        split_of_local = np.asarray([r[1] for r in resolved], dtype=object)
+        local_codes = np.repeat(np.arange(len(local)), counts)
+        if epochs is None:
+            self._epoch[o:] = align_epochs(
+                step_out, split_of_local[local_codes], local_codes, es, ev, steps_per_epoch=self._spe
+            )
+        else:
+            names = [self._names[c] for c in local]
+            self._epoch[o:] = epochs(step_out, split_of_local[local_codes], local_codes, names, es, ev)
+        self._n = o + m
+        self._counts.append(m)
+        return notes
+
+    def _grow(self, size: int) -> None:
+        # ndarray.resize reallocates in place (mremap for large blocks): no second copy of the columns.
+        for a in (self._tag, self._step, self._epoch, self._value, self._wall):
+            a.resize(size, refcheck=False)
+
+    def finish(self, *, all_runs: list[str] | None = None) -> pd.DataFrame:
+        """The frame (sorted by run, tag, step). ``all_runs``: every run id, with or without rows."""
+        self._grow(self._n)
+        if self._n == 0:
+            return empty_frame()
+        n_names = len(self._names)
+        used = np.flatnonzero(np.r_[self._used, np.zeros(max(0, n_names - len(self._used)), dtype=bool)])
+        tag_cats = sorted(self._names[c] for c in used)
+        rank = {t: i for i, t in enumerate(tag_cats)}
+        lut = np.zeros(n_names, dtype=_min_int_dtype(len(tag_cats)))
+        for c in used.tolist():
+            lut[c] = rank[self._names[c]]
+        tag_codes = lut[self._tag]
+        self._tag = np.zeros(0, dtype=np.int32)
+        resolved = [resolve(t, self._tag_map) for t in tag_cats]
+        term_cats = sorted({term for term, _ in resolved if term is not None})
+        term_rank = {t: i for i, t in enumerate(term_cats)}
+        term_lut = np.asarray([term_rank[t] if t is not None else -1 for t, _ in resolved], dtype=_min_int_dtype(len(term_cats)))
+        split_cats = ["train", "val", "other"]
+        split_lut = np.asarray([split_cats.index(s) for _, s in resolved], dtype=np.int8)
+        run_cats = sorted(all_runs if all_runs is not None else self._runs)
+        run_rank = {r: i for i, r in enumerate(run_cats)}
+        run_codes = np.repeat(
+            np.asarray([run_rank[r] for r in self._runs], dtype=_min_int_dtype(len(run_cats))),
+            self._counts,
+        )
+        frame = pd.DataFrame(
+            {
+                "run": pd.Categorical.from_codes(run_codes, categories=run_cats),
+                "tag": pd.Categorical.from_codes(tag_codes, categories=tag_cats),
+                "term": pd.Categorical.from_codes(term_lut[tag_codes], categories=term_cats),
+                "split": pd.Categorical.from_codes(split_lut[tag_codes], categories=split_cats),
+                "step": self._step,
+                "epoch": self._epoch,
+                "value": self._value,
+                "wall_time": self._wall,
+            },
+            copy=False,
+        )
+        return frame

@@ -1,9 +1,21 @@
 """Tail a run's event files: each :meth:`Tail.poll` returns only the rows from newly appended bytes.
 
-The watchdog polls a run while it trains. Each poll stats the run's event files (noticing new ones), reads
-from each file's last offset to its end, keeps an incomplete last record for the next poll, and returns
-the decoded rows as a tidy frame. The cost is proportional to the new bytes (plus one directory listing
-and one stat per file). Epochs are aligned with the run's ``epoch`` tag as seen so far.
+The watchdog polls a run while it trains. Each poll lists the run's event files (noticing new ones),
+reads each from where it stopped to its current end (:class:`stream.FileCursor`: a record cut short
+at poll time is completed on a later poll and never read twice; damage is skipped and counted, and the
+bytes held back stay bounded), and returns the decoded rows as a tidy frame. The cost is proportional to
+the new bytes, plus one directory listing and one ``fstat`` per file (``bytes_read`` counts the bytes).
+
+State kept across polls, so that consecutive polls agree with each other:
+
+* the KL sign decision per tag: made on the first poll where the tag has a non-zero finite value
+  (negated when its values are <= 0), then applied to every later poll; a later value that
+  contradicts it adds a note instead of flipping the decision;
+* the epoch points seen so far (the run's ``epoch`` tag), and, for runs without one, the number of val
+  points per tag (the n-th val point is epoch n), then ``steps_per_epoch``.
+
+Rows are deduplicated within a poll (a resumed run re-logging a step in a new file yields that row
+again in a later poll; callers that keep history keep the latest).
 """
 
 from __future__ import annotations
@@ -15,21 +27,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vaediag.logs.decode import TagRegistry
 from vaediag.logs.discover import _ADD_HPARAMS_DIR, is_event_file
-from vaediag.logs.events import EventMeta, ScalarRows, decode_records
-from vaediag.logs.frame import RunRows, build_frame, empty_frame
-from vaediag.logs.records import scan
-from vaediag.terms import TagMap, resolve
+from vaediag.logs.events import EventMeta
+from vaediag.logs.frame import FrameBuilder, empty_frame
+from vaediag.logs.stream import FileCursor, Rows
+from vaediag.terms import TagMap
 
 __all__ = ["Tail"]
-
-
-@dataclass
-class _FileState:
-    path: Path
-    offset: int = 0  # bytes consumed (complete records or damage)
-    pending: bytes = b""  # an incomplete record kept for the next poll
-    bad_crc: int = 0
 
 
 @dataclass
@@ -37,24 +42,45 @@ class Tail:
     """Incremental reader of one run directory (its own event files, ``tf/`` and add_hparams children).
 
     Args:
-        run_dir: the run directory to follow.
+        run_dir: the run directory to follow (it may not exist yet).
         run: the run id for the ``run`` column (default: the directory name).
         tags: extra tag mappings.
+        steps_per_epoch: last-resort epoch alignment, as in :func:`vaediag.load`.
     """
 
     run_dir: Path
     run: str | None = None
     tags: TagMap | None = None
+    steps_per_epoch: int | None = None
     meta: EventMeta = field(default_factory=EventMeta)
-    _files: dict[Path, _FileState] = field(default_factory=dict)
-    _epoch_steps: list[int] = field(default_factory=list)
-    _epoch_values: list[float] = field(default_factory=list)
-    bytes_read: int = 0  # total new bytes read so far (for tests and benchmarks)
+    notes: list[str] = field(default_factory=list)  # sign decisions and their contradictions
+    warnings: list[str] = field(default_factory=list)  # files that could not be read
+    _files: dict[Path, FileCursor] = field(default_factory=dict, repr=False)
+    _reg: TagRegistry = field(default_factory=TagRegistry, repr=False)
+    _sign: dict[str, bool] = field(default_factory=dict, repr=False)
+    _contradicted: set = field(default_factory=set, repr=False)
+    _epoch_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    _epoch_values: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64), repr=False)
+    _val_seen: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
         if self.run is None:
             self.run = self.run_dir.name
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read from all event files so far."""
+        return sum(c.bytes_read for c in self._files.values())
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes held back for the next poll (incomplete records; at most 11 per file in damage)."""
+        return sum(c.pending_bytes for c in self._files.values())
+
+    @property
+    def bad_crc(self) -> int:
+        return sum(c.bad_crc for c in self._files.values())
 
     def event_files(self) -> list[Path]:
         """The run's event files right now."""
@@ -66,55 +92,80 @@ class Tail:
                 dirnames[:] = []
                 continue
             out.extend(Path(dirpath) / f for f in filenames if is_event_file(f))
-        return sorted(out)
+        return sorted(out, key=lambda f: (f.name, str(f)))
 
     def poll(self) -> pd.DataFrame:
         """Rows decoded from bytes appended since the last poll (a tidy frame, maybe empty)."""
-        rows = ScalarRows()
+        parts: list[Rows] = []
         for path in self.event_files():
-            st = self._files.get(path)
-            if st is None:
-                st = self._files[path] = _FileState(path)
+            cur = self._files.get(path)
+            if cur is None:
+                cur = self._files[path] = FileCursor(path)
             try:
-                size = path.stat().st_size
-            except FileNotFoundError:
+                rows = cur.read(self._reg, self.meta)
+            except OSError as exc:  # deleted or unreadable between listing and reading: try next poll
+                msg = f"{path.name}: cannot read ({exc.strerror or exc})"
+                if msg not in self.warnings:
+                    self.warnings.append(msg)
                 continue
-            if size <= st.offset:
-                continue
-            try:
-                with open(path, "rb") as fh:
-                    fh.seek(st.offset)
-                    new = fh.read(size - st.offset)
-            except OSError:
-                continue
-            self.bytes_read += len(new)
-            buf = st.pending + new
-            result = scan(buf)
-            decode_records(buf, result.records, rows, self.meta)
-            st.bad_crc += result.bad_crc
-            st.pending = bytes(buf[result.consumed :])
-            st.offset += len(new)
-        if not len(rows):
+            if len(rows):
+                parts.append(rows)
+        if not parts:
             return empty_frame()
-        rr = RunRows.from_lists(str(self.run), rows.tags, rows.steps, rows.values, rows.wall_times)
-        self._remember_epochs(rr)
-        frame = build_frame([rr], tag_map=self.tags)
-        if len(self._epoch_steps):
-            # Align against every epoch point seen so far, not only those in this poll.
-            es = np.asarray(self._epoch_steps, dtype=np.int64)
-            ev = np.asarray(self._epoch_values, dtype=np.float64)
-            idx = np.searchsorted(es, frame["step"].to_numpy(), side="right") - 1
-            idx[idx < 0] = 0
-            frame["epoch"] = ev[idx]
-        return frame
+        rows = Rows.concat(parts)
+        builder = FrameBuilder(self._reg.names, tag_map=self.tags, steps_per_epoch=self.steps_per_epoch)
+        self.notes.extend(
+            builder.add(
+                str(self.run), rows.codes, rows.steps, rows.values, rows.wall_times, sign=self._sign_rule, epochs=self._align
+            )
+        )
+        return builder.finish()
 
-    def _remember_epochs(self, rr: RunRows) -> None:
-        epoch_codes = [c for c, t in enumerate(rr.tag_names) if resolve(t, self.tags)[0] == "epoch"]
-        if not epoch_codes:
-            return
-        sel = np.isin(rr.tag_codes, epoch_codes)
-        merged = dict(zip(self._epoch_steps, self._epoch_values))
-        merged.update(zip(rr.steps[sel].tolist(), rr.values[sel].tolist()))
-        keys = sorted(merged)
-        self._epoch_steps = keys
-        self._epoch_values = [merged[k] for k in keys]
+    def _sign_rule(self, values: np.ndarray, bounds: list[tuple[int, int, str]]) -> list[str]:
+        notes = []
+        for a, b, name in bounds:
+            v = values[a:b]
+            fin = v[np.isfinite(v)]
+            decided = self._sign.get(name)
+            if decided is None:
+                if not (fin != 0).any():
+                    continue  # nothing to decide on yet
+                decided = self._sign[name] = bool((fin <= 0).all())
+                if decided:
+                    notes.append(f"{name!r} is <= 0 ({len(fin)} values so far): logged as -KL, sign flipped")
+            elif decided and (fin > 0).any() and name not in self._contradicted:
+                self._contradicted.add(name)
+                notes.append(f"{name!r} was read as -KL but now has positive values; sign kept flipped")
+            if decided:
+                np.negative(v, out=v)
+        return notes
+
+    def _align(self, steps, splits, codes, names, es, ev) -> np.ndarray:
+        if len(es):
+            merged = dict(zip(self._epoch_steps.tolist(), self._epoch_values.tolist()))
+            merged.update(zip(es.tolist(), ev.tolist()))
+            keys = sorted(merged)
+            self._epoch_steps = np.asarray(keys, dtype=np.int64)
+            self._epoch_values = np.asarray([merged[k] for k in keys], dtype=np.float64)
+        out = np.full(len(steps), np.nan)
+        if len(self._epoch_steps):
+            idx = np.searchsorted(self._epoch_steps, steps, side="right") - 1
+            idx[idx < 0] = 0
+            return self._epoch_values[idx]
+        is_val = splits == "val"
+        if is_val.any():
+            # The n-th val point of a tag (counting earlier polls) is epoch n; rows are sorted by tag, step.
+            vcodes = codes[is_val]
+            starts = np.r_[0, np.flatnonzero(vcodes[1:] != vcodes[:-1]) + 1]
+            counts = np.diff(np.r_[starts, len(vcodes)])
+            offset = np.zeros(len(starts), dtype=np.int64)
+            for i, st in enumerate(starts.tolist()):
+                name = names[int(vcodes[st])]
+                offset[i] = self._val_seen.get(name, 0)
+                self._val_seen[name] = int(offset[i] + counts[i])
+            rank = np.arange(len(vcodes)) - np.repeat(starts, counts) + np.repeat(offset, counts)
+            out[is_val] = rank
+        if self.steps_per_epoch:
+            rest = ~is_val
+            out[rest] = steps[rest] // self.steps_per_epoch
+        return out

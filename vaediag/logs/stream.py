@@ -1,0 +1,127 @@
+"""Read an event file incrementally: chunks for a whole file, only the new bytes for a growing one.
+
+A :class:`FileCursor` remembers where it stopped (the absolute offset of the first byte it still needs,
+the few bytes it carries, the framing state). :meth:`FileCursor.read` reads up to the file's current
+end in chunks, frames the records (:mod:`scanner`), decodes them (:mod:`decode`) and returns the rows.
+Memory stays bounded: a chunk, plus an incomplete record (never read before the file holds all of it
+when tailing; never read at all past the end of the file when loading), plus 11 bytes while the framing
+is lost in damage.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vaediag.logs.decode import Decoded, TagRegistry, decode_buffer
+from vaediag.logs.events import EventMeta
+from vaediag.logs.scanner import PAD, Scanner
+
+__all__ = ["CHUNK_BYTES", "FileCursor", "Rows"]
+
+CHUNK_BYTES = 16 << 20
+
+
+@dataclass
+class Rows:
+    """Scalar rows as numpy columns; ``codes`` index a :class:`TagRegistry`."""
+
+    codes: np.ndarray
+    steps: np.ndarray
+    values: np.ndarray
+    wall_times: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: list[Decoded] | list["Rows"]) -> "Rows":
+        if not parts:
+            return cls(
+                np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.float64)
+            )
+        if len(parts) == 1:
+            p = parts[0]
+            return cls(p.codes, p.steps, p.values, p.wall_times)
+        return cls(
+            np.concatenate([p.codes for p in parts]),
+            np.concatenate([p.steps for p in parts]),
+            np.concatenate([p.values for p in parts]),
+            np.concatenate([p.wall_times for p in parts]),
+        )
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+@dataclass
+class FileCursor:
+    """Where reading one event file stopped, and what reading it found so far."""
+
+    path: Path
+    offset: int = 0  # absolute offset of the next byte to read from the file
+    records: int = 0
+    bad_crc: int = 0
+    fast: int = 0
+    bytes_read: int = 0
+    size: int = 0
+    _carry: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8), repr=False)
+    _carry_base: int = 0  # absolute offset of _carry[0]
+    _need_end: int | None = None  # absolute end of the incomplete record being carried
+    _scanner: Scanner = field(default_factory=Scanner, repr=False)
+
+    @property
+    def resyncs(self) -> int:
+        return self._scanner.resyncs
+
+    @property
+    def skipped_bytes(self) -> int:
+        return self._scanner.skipped_bytes
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes held back for the next read (an incomplete record, or up to 11 bytes of damage)."""
+        return len(self._carry)
+
+    def truncated_bytes(self) -> int:
+        """Bytes at the end of the file that are not (yet) a complete record."""
+        return self._scanner.tail_bytes(self._carry_base, self.size)
+
+    def read(self, reg: TagRegistry, meta: EventMeta, *, chunk: int = CHUNK_BYTES) -> Rows:
+        """Rows from the bytes appended since the last call (all of them on the first call).
+
+        Raises:
+            OSError: the file cannot be opened or read.
+        """
+        parts: list[Decoded] = []
+        with open(self.path, "rb", buffering=0) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            self.size = max(self.size, size)
+            if size < self.offset:  # the file was replaced or truncated: nothing sensible to add
+                return Rows.concat([])
+            fh.seek(self.offset)
+            while self.offset < size:
+                if self._need_end is not None and self._need_end > size:
+                    break  # the carried record is not complete in the file yet (or never will be)
+                have = len(self._carry)
+                want = min(size - self.offset, max(chunk, (self._need_end or 0) - self.offset))
+                buf = np.empty(have + want + PAD, dtype=np.uint8)
+                buf[:have] = self._carry
+                got = fh.readinto(memoryview(buf)[have : have + want])
+                if not got:
+                    break
+                n = have + got
+                buf[n : n + PAD] = 0
+                self.offset += got
+                self.bytes_read += got
+                framing = self._scanner.scan(buf, self._carry_base, n)
+                dec = decode_buffer(buf, framing.starts, framing.lengths, reg, meta)
+                self.records += dec.records
+                self.bad_crc += dec.bad_crc
+                self.fast += dec.fast
+                if len(dec.steps):
+                    parts.append(dec)
+                self._carry = buf[framing.consumed : n].copy()
+                self._carry_base += framing.consumed
+                self._need_end = framing.need_end
+        return Rows.concat(parts)
