@@ -69,6 +69,9 @@ def evaluate(
 ) -> tuple[str, float | None, float | tuple[float, float] | None, str]:
     """Judge one criterion at epoch index ``at``: ``(status, value, threshold, message)``.
 
+    ``value`` is the number judged against ``threshold``: the term's value for bounds and baseline
+    criteria, the relative spread for ``stable``, the relative improvement for ``converged``.
+
     ``status`` is pass, fail or n/a (pending is decided by the caller, which knows the epoch count).
     """
     if c.kind == "converged":
@@ -131,11 +134,22 @@ def evaluate(
     raise ValueError(f"unknown criterion kind {c.kind!r}")  # pragma: no cover - validated by the loader
 
 
+def _value_text(c: Criterion, value: float | None) -> str | None:
+    if value is None:
+        return None
+    if c.kind == "stable":
+        return f"{fmt_pct(value)} spread"
+    if c.kind == "converged":
+        return f"{fmt_pct(value, 2)} better"
+    return _show(c.term, value)
+
+
 def _finding(rule: str, c: Criterion, run: str, status: str, epoch: int | None, value, threshold, message: str,
              ) -> Finding:
     severity = {"pass": "pass", "fail": "fail"}.get(status, "info")
     return Finding(rule, severity, run, message, epoch=epoch, term=c.term or ("recon" if c.kind == "converged" else None),
-                   value=value, threshold=threshold, key=c.id, status=status, label=c.label)
+                   value=value, threshold=threshold, key=c.id, status=status, label=c.label,
+                   value_text=_value_text(c, value))
 
 
 def check_milestones(

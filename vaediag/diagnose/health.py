@@ -179,7 +179,7 @@ def check_converged(table: pd.DataFrame, *, run: str, epochs: int, window: int, 
     split = p["column"].split("_")[0]
     if not p["converged"]:
         return []
-    msg = (f"converged: {split} reconstruction improved {fmt_pct(max(p['improvement'], 0.0), 2)} over the last "
+    msg = (f"{split} reconstruction improved {fmt_pct(max(p['improvement'], 0.0), 2)} over the last "
            f"{window} epochs (best {fmt_sig(p['now'])} vs {fmt_sig(p['before'])} before; under {fmt_pct(min_delta)}) "
            f"at {human_epoch(p['epoch'])}")
     return [Finding("converged", "info", run, msg, epoch=p["epoch"], term="recon", value=p["improvement"],
@@ -205,7 +205,7 @@ def check_blurry(table: pd.DataFrame, *, run: str, epochs: int, min_sharpness: f
         return [Finding("blurry", "pass", run, f"sharpness ratio {fmt_sig(v, 2)} at {human_epoch(e)} (at least "
                         f"{fmt_sig(min_sharpness, 2)}){extra}", epoch=e, term="sharpness", value=v,
                         threshold=min_sharpness)]
-    msg = (f"blurry: sharpness ratio {fmt_sig(v, 2)} at {human_epoch(e)} (reconstructions keep "
+    msg = (f"sharpness ratio {fmt_sig(v, 2)} at {human_epoch(e)} (reconstructions keep "
            f"{fmt_pct(v, 0)} of the input's gradient energy; below {fmt_sig(min_sharpness, 2)}){extra}")
     return [Finding("blurry", "warn", run, msg, epoch=e, term="sharpness", value=v, threshold=min_sharpness)]
 

@@ -128,6 +128,7 @@ class Finding:
             ``recon_vs_baseline`` ...). ``id`` is ``rule`` or ``rule.key``.
         status: checklist findings only: ``pass``, ``fail``, ``pending`` or ``n/a``.
         label: checklist findings only: the criterion as the checklist words it ("KL loss < 500").
+        value_text: the value as the checklist shows it ("1,660", "23.9 dB", "12% spread"), or None.
     """
 
     rule: str
@@ -141,6 +142,7 @@ class Finding:
     key: str | None = None
     status: str | None = None
     label: str | None = None
+    value_text: str | None = None
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
@@ -161,6 +163,7 @@ class Finding:
                 "severity": self.severity,
                 "status": self.status,
                 "label": self.label,
+                "value_text": self.value_text,
                 "run": self.run,
                 "epoch": self.epoch,
                 "term": self.term,

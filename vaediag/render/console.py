@@ -1,0 +1,167 @@
+"""The rich console view of ``vaediag check``: one block per run.
+
+Each block: a header (run, completed epochs, overall verdict, latest metrics), the penalty arithmetic as
+the seed writes it, the checklist table (milestones and success, pass / fail / pending / n/a), the other
+findings, and the recommendations with their plan arithmetic and next command. A closing line counts the
+verdicts, and the reader's warnings (skipped folders, damaged files) follow.
+
+    >>> import io                                                         # doctest: +SKIP
+    >>> from rich.console import Console                                  # doctest: +SKIP
+    >>> render_check(diags, console=Console(file=io.StringIO(), width=100))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+from rich import box
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from vaediag.diagnose.numbers import fmt_value, human_epoch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vaediag.diagnose.model import Finding, Recommendation, RunDiagnosis
+
+__all__ = ["render_check", "render_run", "HEADER_TERMS", "VERDICT"]
+
+# Metrics shown in a run's header, in this order, when logged.
+HEADER_TERMS = ("kl", "recon", "perceptual", "ssim_loss", "edge", "loss", "psnr", "psnr_grey", "psnr_colour",
+                "ssim", "sharpness", "active_units", "kl_weight", "lr")
+_HEADER_NAMES = {"kl": "KL", "recon": "recon", "perceptual": "perceptual", "ssim_loss": "SSIM loss", "edge": "edge",
+                 "loss": "total", "psnr": "PSNR", "psnr_grey": "PSNR grey", "psnr_colour": "PSNR colour",
+                 "ssim": "SSIM", "sharpness": "sharpness", "active_units": "active units",
+                 "kl_weight": "kl_weight", "lr": "lr"}
+_UNITS = {"psnr": " dB", "psnr_grey": " dB", "psnr_colour": " dB"}
+
+# Severity -> (verdict word, mark, style).
+VERDICT = {
+    "fail": ("FAIL", "✗", "bold red"),
+    "warn": ("WARN", "!", "yellow"),
+    "info": ("OK", "i", "cyan"),
+    "pass": ("PASS", "✓", "green"),
+}
+_STATUS_STYLE = {"pass": "green", "fail": "bold red", "pending": "yellow", "n/a": "dim"}
+_CHECKLIST = ("success",)
+
+
+def _is_checklist(f: "Finding") -> bool:
+    return f.rule.startswith("milestone_") or f.rule in _CHECKLIST
+
+
+def _header(d: "RunDiagnosis") -> Group:
+    word, _, style = VERDICT[d.severity]
+    title = Text.assemble((d.run, "bold"), f"  ·  {d.epochs} completed epoch{'s' if d.epochs != 1 else ''}  ·  ",
+                          (word, style))
+    parts = []
+    for term in HEADER_TERMS:
+        if term in d.metrics:
+            parts.append(f"{_HEADER_NAMES[term]} {fmt_value(d.metrics[term], term)}{_UNITS.get(term, '')}")
+    lines: list = [title]
+    if parts:
+        at = f"latest ({human_epoch(d.epochs - 1)})" if d.epochs else "latest"
+        lines.append(Text(f"{at}: " + " · ".join(parts), style="dim" if not d.epochs else ""))
+    return Group(*lines)
+
+
+def _penalty(d: "RunDiagnosis") -> Group | None:
+    p = d.penalty
+    if not p.arithmetic and not p.note:
+        return None
+    lines: list = []
+    context = p.latest.get("context") if p.latest else None
+    lines.append(Text.assemble(("KL penalty", "bold"), f" ({context})" if context else ""))
+    for line in p.arithmetic:
+        lines.append(Text("  " + line))
+    if p.note and p.kl_weight is None:
+        lines.append(Text("  " + p.note, style="yellow"))
+    return Group(*lines)
+
+
+def _checklist(findings: Sequence["Finding"]) -> Table | None:
+    rows = [f for f in findings if _is_checklist(f)]
+    if not rows:
+        return None
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=False, title=None)
+    t.add_column("Checklist", no_wrap=True)
+    t.add_column("Criterion")
+    t.add_column("Value", justify="right", no_wrap=True)
+    t.add_column("Status", no_wrap=True)
+    last_group = None
+    for f in rows:
+        group = "Success" if f.rule == "success" else f"After {human_epoch(f.epoch)}"
+        status = f.status or f.severity
+        t.add_row(group if group != last_group else "", escape(f.label or f.key or f.rule),
+                  escape(f.value_text or ("" if f.value is None else fmt_value(f.value, f.term))),
+                  Text(status.upper() if status in ("pass", "fail") else status, style=_STATUS_STYLE.get(status, "")))
+        last_group = group
+    return t
+
+
+def _findings(findings: Iterable["Finding"]) -> Group | None:
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column()
+    n = 0
+    for f in findings:
+        if _is_checklist(f):
+            continue
+        _, mark, style = VERDICT[f.severity]
+        grid.add_row(Text(f"  {mark}", style=style), Text.assemble((f.rule, "bold"), f": {f.message}"))
+        n += 1
+    if not n:
+        return None
+    return Group(Text("Findings", style="bold"), grid)
+
+
+def _print_recommendations(recs: Sequence["Recommendation"], *, console: Console) -> None:
+    console.print(Text("Next steps", style="bold"))
+    for i, r in enumerate(recs, 1):
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True)
+        grid.add_column()
+        grid.add_row(Text(f"  {i}."), Text.assemble((r.action, "bold magenta"), f": {r.reason}"))
+        for line in r.params.get("plan") or []:
+            grid.add_row("", Text(line))
+        console.print(grid)
+        if r.command:
+            # soft_wrap: the terminal wraps a long command, so a copy and paste gets it in one piece
+            console.print(Text.assemble("     $ ", (r.command, "bold")), soft_wrap=True)
+
+
+def render_run(d: "RunDiagnosis", *, console: Console) -> None:
+    """Print one run's block (header, penalty, checklist, findings, next steps)."""
+    console.rule(style="dim")
+    console.print(_header(d))
+    for part in (_penalty(d), _checklist(d.findings), _findings(d.findings)):
+        if part is not None:
+            console.print()
+            console.print(part)
+    if d.recommendations:
+        console.print()
+        _print_recommendations(d.recommendations, console=console)
+
+
+def render_check(
+    diagnoses: Sequence["RunDiagnosis"],
+    *,
+    console: Console,
+    warnings: Sequence[str] = (),
+) -> None:
+    """Print every run's block, a summary line and the reader's warnings."""
+    for d in diagnoses:
+        render_run(d, console=console)
+    console.rule(style="dim")
+    counts: dict[str, int] = {}
+    for d in diagnoses:
+        counts[d.severity] = counts.get(d.severity, 0) + 1
+    parts = [f"{counts[s]} {VERDICT[s][0].lower() if s != 'info' else 'ok'}" for s in ("fail", "warn", "info", "pass")
+             if counts.get(s)]
+    n = len(diagnoses)
+    console.print(Text(f"{n} run{'s' if n != 1 else ''} checked: " + ", ".join(parts), style="bold"))
+    if warnings:
+        console.print(Text("Warnings", style="bold yellow"))
+        for w in warnings:
+            console.print(Text(f"  ! {w}", style="yellow"))
