@@ -284,12 +284,35 @@ def resolve(raw: str, tag_map: TagMap | None = None) -> tuple[str | None, str]:
             return term, split
     base, split = _split_markers(raw)
     term = _base_term(base)
+    if split is None and "/" in base:
+        # A split marker in the middle ("loss_val/kl", "vae/val/kl"): the first path component that
+        # carries one decides.
+        for part in base.split("/")[:-1]:
+            split = _component_split(part)
+            if split is not None:
+                break
     if term is None:
-        # A tag like "loss_val/kl": split marker in the middle. Try each path component for a split.
         return None, split or "other"
     if split is None:
         split = "other" if term in _UNSPLIT_DEFAULT_OTHER else "train"
     return term, split
+
+
+_COMPONENT_SPLITS = {"val": "val", "valid": "val", "validation": "val", "eval": "val", "train": "train",
+                     "training": "train", "test": "other"}
+
+
+def _component_split(part: str) -> str | None:
+    if part in _COMPONENT_SPLITS:
+        return _COMPONENT_SPLITS[part]
+    for sep in ("_", "-"):
+        head, _, tail = part.rpartition(sep)
+        if head and tail in _COMPONENT_SPLITS:
+            return _COMPONENT_SPLITS[tail]
+        head, _, tail = part.partition(sep)
+        if tail and head in _COMPONENT_SPLITS:
+            return _COMPONENT_SPLITS[head]
+    return None
 
 
 def load_tag_map(path: str | Path) -> TagMap:
