@@ -51,14 +51,21 @@ SEED_RUNS = {
 }
 
 
-def write_seed_run(run_dir: Path, spec: dict, *, grey_colour: bool = True) -> Path:
-    """One run with every tag our trainer writes (train per step, val per epoch) as a real event file."""
+def write_seed_run(run_dir: Path, spec: dict, *, grey_colour: bool = True, kl_weights: list[float] | None = None,
+                   curves: dict | None = None) -> Path:
+    """One run with every tag our trainer writes (train per step, val per epoch) as a real event file.
+
+    ``kl_weights`` (one per epoch) overrides the config's constant weight, as a supervised run logs it;
+    ``curves`` overrides the computed per-epoch curves (same keys).
+    """
     n = spec["epochs"]
     cfg = spec["config"]
     weights = {"recon": cfg["w_l1"], "perceptual": cfg["w_perceptual"], "ssim_loss": cfg["w_ssim"],
                "edge": cfg["w_edge"], "kl": cfg["kl_weight"]}
-    curves = {k: _curve(*spec[k][:2], n, rate=spec[k][2], wiggle=spec[k][3])
-              for k in ("kl", "recon", "perceptual", "psnr", "ssim", "sharpness")}
+    kl_weights = kl_weights or [cfg["kl_weight"]] * n
+    curves = dict(curves) if curves else {
+        k: _curve(*spec[k][:2], n, rate=spec[k][2], wiggle=spec[k][3])
+        for k in ("kl", "recon", "perceptual", "psnr", "ssim", "sharpness")}
     curves["ssim_loss"] = [1.0 - s for s in curves["ssim"]]
     curves["edge"] = [0.5 * r for r in curves["recon"]]
     series: dict[str, list] = {}
@@ -67,6 +74,7 @@ def write_seed_run(run_dir: Path, spec: dict, *, grey_colour: bool = True) -> Pa
         series.setdefault(t, []).append((step, v))
 
     for e in range(n):
+        weights["kl"] = kl_weights[e]
         for k in range(STEPS_PER_EPOCH):
             step = e * STEPS_PER_EPOCH + k
             total = 0.0
@@ -76,7 +84,7 @@ def write_seed_run(run_dir: Path, spec: dict, *, grey_colour: bool = True) -> Pa
                 put(tag("train", f"{term}_weighted"), step, weights[term] * raw)
                 total += weights[term] * raw
             put(tag("train", "loss"), step, total)
-            put(tag("train", "kl_weight"), step, cfg["kl_weight"])
+            put(tag("train", "kl_weight"), step, kl_weights[e])
             put(tag("train", "lr"), step, 2e-4)
         step = (e + 1) * STEPS_PER_EPOCH - 1
         total = 0.0
@@ -103,4 +111,88 @@ def seed_tree(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("seed") / "ear_teacher"
     for i, spec in enumerate(SEED_RUNS.values()):
         write_seed_run(root / "ear_vae" / f"version_{i}", spec)
+    return root
+
+
+def write_supervised_run(run_dir: Path, *, epochs: int = 40, start_kl_weight: float = 1e-5) -> Path:
+    """A run under the watchdog: the real ladder policy decides after every epoch from the run's own val
+    metrics, each decision goes to a real ``watchdog.jsonl`` (the watchdog's Journal), and a change shows
+    in the logged kl_weight from the next epoch, as the training loop applies control.json."""
+    from vaediag.watch.journal import Journal, decision_record
+    from vaediag.watch.policies import LadderPolicy
+
+    policy = LadderPolicy(kl_weight=start_kl_weight)
+    # KL sits at ~1,550 under the first weight; once the weight drops it relaxes towards ~300.
+    kl, recon, psnr, sharp = [], [], [], []
+    kl_weights = []
+    current = start_kl_weight
+    changed_at = None
+    seq = 0
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with Journal(run_dir / "watchdog.jsonl") as journal:
+        for e in range(epochs):
+            kl_weights.append(current)
+            if changed_at is None:
+                kl.append(1500.0 + 40.0 * math.sin(e))
+            else:
+                kl.append(300.0 + 1200.0 * math.exp(-(e - changed_at) / 3.0))
+            recon.append(0.04 + 0.2 * math.exp(-e / 6.0))
+            psnr.append(32.0 - 12.0 * math.exp(-e / 6.0))
+            sharp.append(0.9 - 0.5 * math.exp(-e / 6.0))
+            d = policy.update(e, {"kl": kl[-1], "recon": recon[-1], "psnr": psnr[-1], "sharpness": sharp[-1]})
+            if d.changes:
+                seq += 1
+                current = d.kl_weight
+                changed_at = e + 1
+            rec = decision_record(d, metrics={"kl": kl[-1], "psnr": psnr[-1]}, policy=policy, applied=d.changes,
+                                  seq=seq if d.changes else None, via="control" if d.changes else None)
+            journal.append(rec)
+    spec = dict(epochs=epochs, t0=1.73e9, config=dict(SEED_RUNS["run3"]["config"], kl_weight=start_kl_weight,
+                                                     epochs=epochs))
+    curves = {"kl": kl, "recon": recon, "perceptual": [0.2 + 2 * r for r in recon], "psnr": psnr,
+              "ssim": [0.87 - 0.4 * math.exp(-e / 6.0) for e in range(epochs)], "sharpness": sharp}
+    return write_seed_run(run_dir, spec, kl_weights=kl_weights, curves=curves)
+
+
+def run_cli(*argv: str) -> int:
+    """``vaediag`` in-process (the CLI boundary: exit code, messages on stderr), restoring sys.argv."""
+    import sys
+
+    from vaediag.cli import main
+
+    saved = sys.argv[:]
+    try:
+        return main(list(argv))
+    finally:
+        sys.argv = saved
+
+
+@pytest.fixture(scope="session")
+def seed_report(seed_tree, tmp_path_factory) -> Path:
+    """`vaediag report` over the seed's three runs, written once for the tests that read it."""
+    out = tmp_path_factory.mktemp("seed_report") / "reports" / "seed.md"
+    assert run_cli("report", str(seed_tree), "-o", str(out), "--title", "Seed runs") == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def watch_tree(tmp_path_factory) -> Path:
+    """One run trained under the watchdog (ladder policy) with its watchdog.jsonl."""
+    root = tmp_path_factory.mktemp("watched") / "ear_teacher"
+    write_supervised_run(root / "ear_vae" / "version_0")
+    return root
+
+
+# Run directory names with every character that can break a markdown table or format a line.
+SPECIAL_NAMES = ("a|b*c*", "x_[y](z)`q`<b>&amp;~~s~~$m$")
+
+
+@pytest.fixture(scope="session")
+def special_tree(tmp_path_factory) -> Path:
+    """Two short runs whose directory names are full of markdown syntax."""
+    root = tmp_path_factory.mktemp("special") / "odd project"
+    for i, name in enumerate(SPECIAL_NAMES):
+        spec = dict(SEED_RUNS["run3"], epochs=4, t0=1.7e9 + i * 1e5)
+        spec["config"] = dict(spec["config"], kl_weight=1e-5 * (i + 1))
+        write_seed_run(root / name, spec, grey_colour=False)
     return root

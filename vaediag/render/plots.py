@@ -320,6 +320,14 @@ def plot_kl_weight(
             values.append(y)
     if values and (np.concatenate(values) > 0).any():
         ax.set_yscale("log")  # weights span decades (1e-2 ... 1e-7); zeros drop out and stay in the tables
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+
+        pos = np.concatenate(values)
+        pos = pos[pos > 0]
+        plain = FuncFormatter(lambda v, _pos: f"{v:g}")
+        ax.yaxis.set_major_formatter(plain)
+        # Within one decade only minor ticks fall inside the axis: label them too, plainly.
+        ax.yaxis.set_minor_formatter(plain if pos.max() / pos.min() < 10 else NullFormatter())
     marked = 0
     for d in decisions:
         if d.run not in styles:
@@ -342,8 +350,8 @@ def plot_kl_weight(
         marked += 1
     ax.set_ylabel("kl_weight (beta)")
     if marked:
-        ax.set_title("Triangles: watchdog decisions, numbered as in the report (hollow = not applied; "
-                     "on the bottom edge: switch to autoencoder or stop)")
+        ax.set_title("Triangles: watchdog decisions, numbered as in the report (hollow: not applied; "
+                     "on the axis: autoencoder or stop)", fontsize=9)
     if not drawn:
         _no_data(ax, "kl_weight not logged")
     _finish(fig, axes, styles, [r for r in tables if r in drawn], title="KL weight over time")

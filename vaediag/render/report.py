@@ -388,6 +388,8 @@ def _factor(a: float, b: float) -> str:
     if a <= 0 or b <= 0:
         return f"{'up' if a > b else 'down'} from {fmt_sig(b, 3)}"
     r = a / b
+    if 1 / 1.5 < r < 1.5:  # small changes read better as percentages than as "1.1× higher"
+        return f"{fmt_sig(abs(r - 1) * 100, 2)}% {'higher' if r > 1 else 'lower'}"
     return f"{fmt_sig(r, 2)}× higher" if r > 1 else f"{fmt_sig(1 / r, 2)}× lower"
 
 
@@ -542,29 +544,34 @@ def _section_summary(views: Sequence[_Run], baseline: _Run | None, targets: Sequ
         s += " (Reconstruction losses compare only between runs with the same loss and data.)"
     lines += [s, ""]
 
-    # Why: what differs from the runner-up (or baseline), and where the KL penalty stands.
+    # Why: what differs from the runner-up (or the baseline), and where the KL penalty stands. This is
+    # what the logs can show; it is a difference in settings, not a proof of cause.
     other = ranked[1] if len(ranked) > 1 else (baseline if baseline is not None and baseline is not best else None)
     why = []
-    share = _penalty_latest(best, "share")
-    if share is not None:
-        p = f"its KL penalty (kl_weight × KL) is {_pct(share)} of the training loss"
-        if other is not None and _penalty_latest(other, "share") is not None:
-            p += f" against {_pct(_penalty_latest(other, 'share'))} in {other.label}"
-        why.append(p)
     if other is not None:
         diffs = _differences(best, other)
         if diffs:
-            why.append(f"its configuration differs from {other.label} in: " + "; ".join(diffs))
+            why.append(f"What sets it apart from {other.label}: " + "; ".join(diffs) + ".")
         else:
-            why.append(f"the logs record no configuration difference from {other.label}")
+            why.append(f"The logs record no configuration difference from {other.label}.")
+        fa, fb = best.run.split("/", 1)[0], other.run.split("/", 1)[0]
+        if "/" in best.run and "/" in other.run and fa != fb:
+            why.append(f"{best.label} and {other.label} come from different folders ({escape(fa)}, {escape(fb)}), "
+                       "so the gap may come from different data or code rather than settings.")
+    share = _penalty_latest(best, "share")
+    if share is not None:
+        p = f"Its KL penalty (kl_weight × KL) is {_pct(share)} of the training loss"
+        if other is not None and _penalty_latest(other, "share") is not None:
+            p += f" ({other.label}: {_pct(_penalty_latest(other, 'share'))})"
+        why.append(p + ".")
     met = [t for t in targets if t.judge(best.metric(t.term, t.split)) == "met"]
     logged = [t for t in targets if t.judge(best.metric(t.term, t.split)) != "missing"]
     if logged:
         missed = [t.label for t in logged if t not in met]
-        why.append(f"it meets {len(met)} of {len(logged)} logged targets"
-                   + (f" (missed: {', '.join(escape(m) for m in missed)})" if missed else ""))
+        why.append(f"It meets {len(met)} of the {len(logged)} targets its logs can be judged on"
+                   + (f" (missed: {', '.join(escape(m) for m in missed)})." if missed else "."))
     if why:
-        lines += ["Why: " + "; ".join(why) + ".", ""]
+        lines += [" ".join(why), ""]
 
     # What next: the best run's most urgent recommendation (the same ladder as `vaediag check`).
     if best.diag.recommendations:
@@ -629,8 +636,13 @@ def _verdict(v: _Run) -> tuple[str, str | None]:
     d = v.diag
     succ = [f for f in d.findings if f.rule == "success"]
     judged = [f for f in succ if f.status in ("pass", "fail")]
-    if judged and all(f.status == "pass" for f in judged):
-        return "meets the success criteria", None
+    # Success only when every criterion was judged and passed (a criterion whose term is not logged, n/a,
+    # or not due yet, pending, leaves the question open) and no diagnosis outside the checklist fails.
+    # The end state outranks an intermediate milestone missed on the way, which is still named.
+    main_fails = [f for f in d.findings if f.severity == "fail" and not _is_checklist(f)]
+    if succ and all(f.status == "pass" for f in succ) and not main_fails:
+        missed = [f for f in d.findings if f.rule.startswith("milestone_") and f.status == "fail"]
+        return "meets the success criteria", (f"on the way it missed {missed[0].message}" if missed else None)
     why = []
     failed = [f for f in judged if f.status == "fail"]
     if failed:
@@ -651,6 +663,9 @@ def _verdict(v: _Run) -> tuple[str, str | None]:
         return "needs attention", text
     if any(f.status == "pending" for f in d.findings):
         return "on track so far (later milestones pending)", text
+    unjudged = [f for f in succ if f.status == "n/a"]
+    if unjudged:
+        return "no problems found", f"{len(unjudged)} of {len(succ)} success criteria cannot be judged (not logged)"
     return "no problems found", text
 
 
@@ -759,7 +774,9 @@ def _section_milestones(views: Sequence[_Run]) -> list[str]:
         rows = []
         for r in rules:
             for f in v.diag.findings_of(r):
-                rows.append([_rule_title(r), _STATUS_MARK.get(f.status or "", f.severity), escape(f.message)])
+                row = [_rule_title(r), _STATUS_MARK.get(f.status or "", f.severity), escape(f.message)]
+                if row not in rows:  # every criterion of an unreached milestone says the same "pending"
+                    rows.append(row)
         lines += [table(["Milestone", "Status", "Check"], rows), ""]
     return lines
 
@@ -905,7 +922,7 @@ def _section_notes(runset: "RunSet", views: Sequence[_Run], criterion: str | Non
         if v.info is not None:
             for note in v.info.notes:
                 items.append(f"{v.label}: {escape(note)}")
-        if v.diag.penalty.note:
+        if v.diag.penalty.note and v.epochs > 0:
             items.append(f"{v.label}: {escape(v.diag.penalty.note)}")
     for w in runset.warnings:
         items.append(f"Reading the logs: {escape(w)}")
