@@ -1,6 +1,8 @@
 """End to end: the real training core (`python -m train`) under `vaediag watch`, started at a kl_weight the
-policy finds too high. The journal must hold the decision and the logs must show the new kl_weight from the
-epoch where the loop applied it (its logged control_seq), and the old one before."""
+policy finds too high. The journal must hold the decision, the loop must apply it at the first epoch start
+after control.json was written (checked against the file's mtime and the wall times of the logged
+control_seq, so the test does not depend on how fast epochs are), and the logs must show the new kl_weight
+from that epoch on and the old one before."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # 2 shared
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     d = tmp_path_factory.mktemp("data")
-    subprocess.run([PY, "-m", "train.data", "build-demo", "--out", str(d), "--n-train", "32", "--n-val", "16",
+    subprocess.run([PY, "-m", "train.data", "build-demo", "--out", str(d), "--n-train", "96", "--n-val", "16",
                     "--size", "32"], check=True, capture_output=True, env=ENV, timeout=120)
     return d
 
@@ -52,11 +54,35 @@ def test_real_trainer_under_watch_applies_decision(tmp_path, tiny_data):
     f = vaediag.load(run_dir).frame
     def by_epoch(term):
         s = f[(f["term"] == term) & (f["split"] == "train")]
-        return s.groupby("epoch")["value"].agg(["min", "max"])
+        return s.groupby("epoch").agg(min=("value", "min"), max=("value", "max"), t=("wall_time", "min"))
     seq, w = by_epoch("control_seq"), by_epoch("kl_weight")
     applied_at = int(seq.index[seq["max"] == 1].min())
-    assert applied_at in (1, 2)  # the next epoch start after the decision (2 when epoch 2 had begun)
+    assert applied_at >= 1
+    written = (run_dir / "control.json").stat().st_mtime
+    # Applied at the first epoch start after the write: the previous epoch started before it.
+    assert seq.loc[applied_at - 1, "t"] < written <= seq.loc[applied_at, "t"] + 0.01
     for epoch, row in w.iterrows():
         expected = 1e-3 if epoch >= applied_at else 1e-2
         assert row["min"] == pytest.approx(expected, rel=1e-6) and row["max"] == pytest.approx(expected, rel=1e-6)
     assert "control: applied seq 1" in (run_dir / "train_output.log").read_text()
+
+
+def test_real_trainer_restart_mode_resumes_with_new_weight(tmp_path, tiny_data):
+    r = subprocess.run(
+        [PY, "-m", "vaediag.cli", "watch", "--restart", "--no-live", "--poll", "0.1", "--param", "reduce_at=1",
+         "--target-kl", "0.01", "--", *train_cmd(tiny_data, "--epochs", "3", "--kl-weight", "1e-2")],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=170)
+    assert r.returncode == 0, r.stdout + r.stderr
+    run_dir = tmp_path / "logs" / "e2e" / "ear_vae" / "version_0"
+    recs = read_journal(run_dir)
+    (restart,) = [x for x in recs if x["event"] == "restart"]
+    ckpt = tmp_path / "checkpoints" / "e2e" / "ear_vae" / "version_0" / "last.pt"
+    assert restart["checkpoint"] == str(ckpt.resolve()) and restart["old_code"] == 130
+    cmd = restart["command"]
+    assert cmd[cmd.index("--kl-weight") + 1] == "0.001" and cmd[cmd.index("--resume") + 1] == str(ckpt.resolve())
+    out = (run_dir / "train_output.log").read_text()
+    assert "overrides: kl_weight 0.01 -> 0.001" in out and "done: 3 epochs" in out
+    f = vaediag.load(run_dir).frame
+    w = f[(f["term"] == "kl_weight") & (f["split"] == "train")]
+    assert w["value"].iloc[-1] == pytest.approx(1e-3)  # the resumed run trains at the new weight
+    assert sorted(f[(f["term"] == "psnr") & (f["split"] == "val")]["epoch"].astype(int)) == [0, 1, 2]

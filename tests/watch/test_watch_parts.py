@@ -104,8 +104,7 @@ def test_tracker_completes_epochs_by_later_rows_and_quiet_polls(tmp_path):
     tr.feed(tail.poll())
     (em,) = tr.ready()
     assert em.epoch == 1 and em.metrics["kl"] == pytest.approx(6.0) and em.metrics["kl_weight"] == 1e-3
-    assert [e.epoch for e in tr.ready(final=True)] == [2]
-    assert tr.ready(final=True) == []
+    assert tr.ready(final=True) == []  # epoch 2 has train rows only, in a run that logs val: cut short
 
 
 def test_tracker_counts_val_points_without_epoch_tag(tmp_path):

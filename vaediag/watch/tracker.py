@@ -6,7 +6,8 @@ Epoch ``e`` is complete when
 1. any row of a later epoch has arrived (the run has moved on), or
 2. its validation point has arrived and the next poll brought nothing more for ``e`` (the val scalars of
    one epoch are written together at its end, so one quiet poll means they are all in), or
-3. the run has ended (:meth:`EpochTracker.ready` with ``final=True``).
+3. the run has ended (:meth:`EpochTracker.ready` with ``final=True``); an epoch cut short by the end
+   (no val point in a run that logs val) is dropped then, not judged on half an epoch of train rows.
 
 An epoch with train rows only (a foreign run without validation) completes by rule 1 or 3 only, since a
 quiet poll in the middle of a slow epoch says nothing.
@@ -61,6 +62,7 @@ class EpochTracker:
         self._max_epoch = -1
         self._val_count: dict[str, int] = {}  # tag -> val points seen, for runs without an epoch tag
         self.has_epoch_tag = False
+        self.has_val = False
         self.rows_seen = 0
 
     @property
@@ -105,6 +107,7 @@ class EpochTracker:
                 if term not in ep.last or step >= ep.last[term][0]:
                     ep.last[term] = (step, v)
             elif split == "val":
+                self.has_val = True
                 if term not in ep.val or step >= ep.val[term][0]:
                     ep.val[term] = (step, v)
             elif split == "train":
@@ -119,6 +122,9 @@ class EpochTracker:
             complete = final or e < self._max_epoch or (ep.val and ep.quiet_polls >= 1)
             if not complete:
                 break  # epochs complete in order
+            if final and e == self._max_epoch and self.has_val and not ep.val:
+                del self._epochs[e]  # cut short: its val point never came
+                continue
             out.append(EpochMetrics(e, self._metrics(ep)))
             self._done_upto = e
             del self._epochs[e]
