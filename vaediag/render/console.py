@@ -68,7 +68,7 @@ def _header(d: "RunDiagnosis") -> Group:
 
 def _penalty(d: "RunDiagnosis") -> Group | None:
     p = d.penalty
-    if not p.arithmetic and not p.note:
+    if not p.arithmetic:  # nothing logged to compute it from: the findings say why
         return None
     lines: list = []
     context = p.latest.get("context") if p.latest else None

@@ -1,0 +1,230 @@
+"""`vaediag check` end to end: exit codes, the JSON contract, errors as one line, interrupts.
+
+Through ``vaediag.cli.main([...])`` for the table of cases, and through the real console entry in a
+subprocess for the exit codes a shell sees (including 130 on a real SIGINT).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "diagnose"))  # seedruns (tests/diagnose)
+
+import seedruns  # noqa: E402
+import tbwrite  # noqa: E402
+from vaediag.cli import main  # noqa: E402
+from vaediag.diagnose import ACTION_IDS, SEVERITIES, STATUSES  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """run1, run2, run3 of the seed, a 5-epoch run (milestones pending) and a run with NaN losses."""
+    root = seedruns.write_seed(tmp_path_factory.mktemp("check"))
+    flat = {"kl": 300.0, "recon": 0.05, "perceptual": 0.2, "psnr": 31.0, "sharpness": 0.9}
+    seedruns.write_trainer_run(root / "early", epochs=5, curves={k: (lambda e, v=v: v) for k, v in flat.items()})
+    nan_curves = {k: (lambda e, v=v: v) for k, v in flat.items()}
+    nan_curves["recon"] = lambda e: 0.05 if e < 3 else math.nan
+    seedruns.write_trainer_run(root / "nan", epochs=6, curves=nan_curves)
+    return root
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main(["check", *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+# ------------------------------------------------------------------------------------------------
+# The JSON contract (ARCHITECTURE): {"runs": [{"run", "epochs", "metrics", "penalty", "findings",
+# "recommendations"}]}; NaN -> null; evidence names findings of the same run.
+
+_NUM = (int, float)
+
+
+def _num_or_none(x) -> bool:
+    return x is None or (isinstance(x, _NUM) and not isinstance(x, bool) and math.isfinite(x))
+
+
+def validate(doc) -> None:
+    assert isinstance(doc, dict) and list(doc) == ["runs"]
+    for r in doc["runs"]:
+        assert list(r) == ["run", "epochs", "metrics", "penalty", "findings", "recommendations"]
+        assert isinstance(r["run"], str) and isinstance(r["epochs"], int) and r["epochs"] >= 0
+        assert all(isinstance(k, str) and _num_or_none(v) for k, v in r["metrics"].items())
+        p = r["penalty"]
+        assert set(p) == {"kl_weight", "kl_weight_source", "latent_dim", "latest", "arithmetic", "note", "per_epoch"}
+        assert _num_or_none(p["kl_weight"]) and (p["latent_dim"] is None or isinstance(p["latent_dim"], int))
+        assert all(isinstance(x, str) for x in p["arithmetic"])
+        for row in [p["latest"]] * bool(p["latest"]) + p["per_epoch"]:
+            assert isinstance(row["epoch"], int)
+            for k in ("kl_weight", "kl", "penalty", "recon", "ratio", "recon_signal", "total", "share", "recon_to_reg",
+                      "kl_per_dim"):
+                assert _num_or_none(row[k]), (k, row[k])
+            assert row["split"] in ("train", "val")
+        ids = set()
+        for f in r["findings"]:
+            assert set(f) == {"id", "rule", "severity", "status", "label", "value_text", "run", "epoch", "term",
+                              "value", "threshold", "message"}
+            assert f["severity"] in SEVERITIES and (f["status"] is None or f["status"] in STATUSES)
+            assert f["run"] == r["run"] and isinstance(f["message"], str) and f["message"]
+            assert f["epoch"] is None or isinstance(f["epoch"], int)
+            assert _num_or_none(f["value"])
+            t = f["threshold"]
+            assert _num_or_none(t) or (isinstance(t, list) and len(t) == 2 and all(map(_num_or_none, t)))
+            assert f["id"] == f["rule"] or f["id"].startswith(f["rule"] + ".")
+            ids.add(f["id"])
+        for rec in r["recommendations"]:
+            assert list(rec) == ["action", "params", "reason", "evidence", "command"]
+            assert rec["action"] in ACTION_IDS and isinstance(rec["params"], dict) and rec["reason"]
+            assert set(rec["evidence"]) <= ids, (rec["evidence"], ids)
+            assert rec["command"] is None or rec["command"].startswith("python -m train --config ")
+
+
+def test_json_of_a_tree_validates(capsys, tree):
+    rc, out, err = _run(capsys, str(tree), "--json", "--baseline", "run2")
+    assert rc == 1  # run1 and run2 fail checks
+    doc = json.loads(out)
+    validate(doc)
+    runs = {r["run"]: r for r in doc["runs"]}
+    assert list(runs) == ["early", "nan", "run1", "run2", "run3"]
+    assert runs["run2"]["penalty"]["arithmetic"][0] == "Effective KL penalty = 0.00001 × 1,535 = 0.015"
+    assert runs["run2"]["recommendations"][0]["action"] == "reduce_kl_weight"
+    assert runs["run2"]["recommendations"][0]["params"]["kl_weight"] == pytest.approx(1e-6)
+    assert runs["nan"]["metrics"]["recon"] is None  # NaN -> null
+    assert "NaN" not in out and "Infinity" not in out
+
+
+def test_json_realworld_validates_and_warnings_go_to_stderr(capsys, realworld):
+    rc, out, err = _run(capsys, str(realworld), "--json")
+    validate(json.loads(out))
+    assert "warning: YitongTseo+prot_2_face/logs/DFCVAE/version_7: run metadata but no event file" in err
+    assert rc == 1  # a penalty share of 50 % and KL below the 100-300 band at epoch 30 are failures
+
+
+@pytest.mark.parametrize("argv, rc, expect", [
+    (["{t}/run3"], 0, "run3 · 60 completed epochs · OK"),
+    (["{t}/early"], 0, "pending"),  # milestones not reached are pending, not failed
+    (["{t}/run2"], 1, "reduce_kl_weight"),
+    (["{t}/nan"], 1, "nonfinite"),
+    # a run directory outside the checked path works as a baseline too
+    (["{t}/run3", "--baseline", "{t}/run2"], 0, "Edges sharper than previous run"),
+    (["{t}/run2", "--kl-weight", "0.5"], 1, "kl_weight 0.00001 from logged kl_weight"),  # the logged weight wins
+    (["{t}", "--run", "run3"], 0, "1 run checked"),
+    (["{t}", "--run", "run*", "--baseline", "run2"], 1, "3 runs checked: 2 fail, 1 ok"),
+])
+def test_exit_codes_and_output(capsys, tree, argv, rc, expect):
+    got, out, err = _run(capsys, *[a.format(t=tree) for a in argv])
+    assert got == rc, (out, err)
+    assert expect in " ".join(out.split())
+    assert err == ""
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("make_argv, message", [
+    (lambda t, d: [str(d / "missing")], "does not exist"),
+    (lambda t, d: [str(d)], "no TensorBoard event files under"),
+    (lambda t, d: [str(_write(d / "notes.txt", "x"))], "is not a TensorBoard event file"),
+    (lambda t, d: [str(t), "--rules", str(_write(d / "r.toml", "[penalty]\nmax_rato = 1.0\n"))],
+     "line 2: [penalty] key 'max_rato' is unknown"),
+    (lambda t, d: [str(t), "--rules", str(d / "none.toml")], "rules file"),
+    (lambda t, d: [str(t), "--baseline", "nope"], "--baseline 'nope' matches no run"),
+    (lambda t, d: [str(t), "--run", "zzz*"], "--run 'zzz*' matches no run"),
+    (lambda t, d: [str(t), "--tags", str(d / "tags.toml")], "tags file"),
+    (lambda t, d: [str(t), "--tags", str(_write(d / "tags.toml", "[tags]\n\"x\" = \"nope\"\n"))], "unknown term 'nope'"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, tree, tmp_path, make_argv, message):
+    rc, out, err = _run(capsys, *make_argv(tree, tmp_path))
+    assert rc == 2 and out == ""
+    assert err.startswith("Error: ") and err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--kl-weight", "-1"], "argument --kl-weight: must be a finite number >= 0, got '-1'"),
+    (["--kl-weight", "abc"], "must be a number like 1e-5"),
+    (["--steps-per-epoch", "0"], "argument --steps-per-epoch: must be a positive integer"),
+])
+def test_bad_options_are_usage_errors(capsys, tree, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["check", str(tree), *argv])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_broken_event_file_is_no_traceback(capsys, tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "events.out.tfevents.1.host").write_bytes(os.urandom(300))
+    rc, out, err = _run(capsys, str(tmp_path))
+    assert rc == 0 and "no_scalars" in out and "log_warning" in out and err == ""
+
+
+def test_interrupt_in_process_exits_130(capsys, tree, monkeypatch):
+    import vaediag.diagnose
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vaediag.diagnose, "diagnose", boom)
+    rc, out, err = _run(capsys, str(tree / "run3"))
+    assert rc == 130 and err == "Interrupted.\n"
+
+
+def _cli(*argv: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vaediag.cli", "check", *argv], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60, **kw)
+
+
+def test_real_cli_exit_codes(tree, tmp_path):
+    ok = _cli(str(tree / "run3"))
+    assert ok.returncode == 0 and "run3" in ok.stdout and ok.stderr == ""
+    fail = _cli(str(tree / "run2"), "--json")
+    assert fail.returncode == 1
+    validate(json.loads(fail.stdout))
+    bad = _cli(str(tmp_path / "missing"))
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.startswith("Error: path ") and "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_real_sigint_exits_130(tree, tmp_path):
+    """SIGINT while `vaediag check` waits on its rules file (a FIFO nobody writes): exit 130, no traceback."""
+    fifo = tmp_path / "rules.fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([sys.executable, "-m", "vaediag.cli", "check", str(tree / "run3"), "--rules", str(fifo)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    fd = None
+    try:
+        deadline = time.monotonic() + 30
+        while fd is None:  # opening the write end succeeds once the CLI has opened the read end
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO or time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.02)
+        time.sleep(0.1)  # let it reach read()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if fd is not None:
+            os.close(fd)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert err == "Interrupted.\n"
