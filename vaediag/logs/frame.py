@@ -249,7 +249,7 @@ class FrameBuilder:
         self._counts: list[int] = []
         self._used = np.zeros(0, dtype=bool)
         self._n = 0
-        self._tag = np.zeros(0, dtype=np.int32)
+        self._tag = np.zeros(0, dtype=np.int16)  # tag codes of the names list; int32 once it outgrows int16
         self._step = np.zeros(0, dtype=np.int64)
         self._epoch = np.zeros(0, dtype=np.float64)
         self._value = np.zeros(0, dtype=np.float64)
@@ -282,18 +282,21 @@ class FrameBuilder:
         if len(codes) == 0:
             self._counts.append(0)
             return []
+        if n_names >= np.iinfo(self._tag.dtype).max and self._tag.dtype != np.int32:
+            self._tag = self._tag.astype(np.int32)
         present = np.flatnonzero(np.bincount(codes, minlength=n_names))
         self._used[present] = True
         local = sorted(present.tolist(), key=lambda c: self._names[c])
-        lut = np.zeros(n_names, dtype=np.int32)
-        lut[local] = np.arange(len(local), dtype=np.int32)
+        # Small code dtypes: numpy's stable sort is a radix sort for 8- and 16-bit integers.
+        lut = np.zeros(n_names, dtype=_min_int_dtype(len(local)))
+        lut[local] = np.arange(len(local))
         lc = lut[codes]
         order = sort_dedup_order(lc, steps, wall_times)
         m = len(order)
         o = self._n
         self._grow(o + m)
         tag_out = self._tag[o:]
-        np.take(np.asarray(local, dtype=np.int32), np.take(lc, order), out=tag_out)
+        np.take(np.asarray(local, dtype=self._tag.dtype), np.take(lc, order), out=tag_out)
         step_out = self._step[o:]
         np.take(steps, order, out=step_out)
         val_out = self._value[o:]
@@ -326,18 +329,33 @@ class FrameBuilder:
             es, ev = es[last], ev[last]
         else:
             es, ev = np.array([], dtype=np.int64), np.array([], dtype=np.float64)
-        split_of_local = np.asarray([r[1] for r in resolved], dtype=object)
-        local_codes = np.repeat(np.arange(len(local)), counts)
-        if epochs is None:
-            self._epoch[o:] = align_epochs(
-                step_out, split_of_local[local_codes], local_codes, es, ev, steps_per_epoch=self._spe
-            )
-        else:
+        epoch_out = self._epoch[o:]
+        if epochs is not None:
+            split_of_local = np.asarray([r[1] for r in resolved], dtype=object)
+            local_codes = np.repeat(np.arange(len(local)), counts)
             names = [self._names[c] for c in local]
-            self._epoch[o:] = epochs(step_out, split_of_local[local_codes], local_codes, names, es, ev)
+            epoch_out[:] = epochs(step_out, split_of_local[local_codes], local_codes, names, es, ev)
+        else:
+            self._align(step_out, epoch_out, bounds, [r[1] for r in resolved], es, ev)
         self._n = o + m
         self._counts.append(m)
         return notes
+
+    def _align(self, steps, out, bounds, splits: list[str], es: np.ndarray, ev: np.ndarray) -> None:
+        """:func:`align_epochs` for rows grouped by tag (segment ``i`` is ``bounds[i]:bounds[i+1]``), in place."""
+        if len(es):
+            idx = np.searchsorted(es, steps, side="right")
+            idx -= 1
+            np.maximum(idx, 0, out=idx)  # before the first epoch point: that point's epoch
+            np.take(ev.astype(np.float64), idx, out=out)
+            return
+        out[:] = np.nan
+        for i, split in enumerate(splits):
+            a, b = int(bounds[i]), int(bounds[i + 1])
+            if split == "val":
+                out[a:b] = np.arange(b - a)  # the n-th val point of a tag is epoch n
+            elif self._spe:
+                out[a:b] = steps[a:b] // self._spe
 
     def _grow(self, size: int) -> None:
         # ndarray.resize reallocates in place (mremap for large blocks): no second copy of the columns.
@@ -357,7 +375,7 @@ class FrameBuilder:
         for c in used.tolist():
             lut[c] = rank[self._names[c]]
         tag_codes = lut[self._tag]
-        self._tag = np.zeros(0, dtype=np.int32)
+        self._tag = np.zeros(0, dtype=np.int16)
         resolved = [resolve(t, self._tag_map) for t in tag_cats]
         term_cats = sorted({term for term, _ in resolved if term is not None})
         term_rank = {t: i for i, t in enumerate(term_cats)}

@@ -16,7 +16,7 @@ from vaediag.logs.events import EventMeta, ScalarRows, decode_records
 from vaediag.logs.decode import TagRegistry
 from vaediag.logs.frame import FrameBuilder, RunRows, build_frame
 from vaediag.logs.records import scan
-from vaediag.logs.stream import FileCursor, Rows
+from vaediag.logs.stream import FileCursor, Rows, RowsAccumulator
 from vaediag.terms import TagMap, load_tag_map
 
 __all__ = ["ENGINES", "RunInfo", "RunSet", "FileStats", "load", "read_event_file", "read_run_metadata"]
@@ -240,12 +240,12 @@ def load(
 def _read_run_fast(rd: RunDir, reg: TagRegistry) -> tuple[RunInfo, Rows]:
     info = RunInfo(run=rd.run, path=rd.path, event_files=list(rd.event_files))
     meta = EventMeta()
-    parts: list[Rows] = []
+    acc = RowsAccumulator()
     for f in rd.event_files:
         cur = FileCursor(f)
-        before = meta.undecodable
+        before, n_before = meta.undecodable, len(acc)
         try:
-            rows = cur.read(reg, meta)
+            cur.read(reg, meta, into=acc)
         except OSError as exc:
             info.warnings.append(CorruptLogError(f"cannot read event file {f}: {exc.strerror or exc}").message)
             continue
@@ -253,7 +253,7 @@ def _read_run_fast(rd: RunDir, reg: TagRegistry) -> tuple[RunInfo, Rows]:
             path=f,
             size=cur.size,
             records=cur.records,
-            scalars=len(rows),
+            scalars=len(acc) - n_before,
             bad_crc=cur.bad_crc,
             undecodable=meta.undecodable - before,
             resyncs=cur.resyncs,
@@ -262,14 +262,30 @@ def _read_run_fast(rd: RunDir, reg: TagRegistry) -> tuple[RunInfo, Rows]:
         )
         info.files.append(st)
         info.warnings.extend(_file_warnings(st))
-        if len(rows):
-            parts.append(rows)
     info.hparams = meta.hparams
     info.texts = meta.texts
-    rows = Rows.concat(parts)
+    rows = acc.rows()
     info.n_scalars = len(rows)
     read_run_metadata(rd.path, info)
+    _release_free_memory()
     return info, rows
+
+
+def _release_free_memory() -> None:
+    """Give freed heap pages back to the OS (glibc keeps them after a chunk's temporaries are freed)."""
+    global _TRIM
+    if _TRIM is None:
+        try:
+            import ctypes
+
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM = None
 
 
 def _read_run(rd: RunDir) -> tuple[RunInfo, RunRows]:

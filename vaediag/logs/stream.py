@@ -20,9 +20,9 @@ from vaediag.logs.decode import Decoded, TagRegistry, decode_buffer
 from vaediag.logs.events import EventMeta
 from vaediag.logs.scanner import PAD, Scanner
 
-__all__ = ["CHUNK_BYTES", "FileCursor", "Rows"]
+__all__ = ["CHUNK_BYTES", "FileCursor", "Rows", "RowsAccumulator"]
 
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 8 << 20
 
 
 @dataclass
@@ -52,6 +52,36 @@ class Rows:
 
     def __len__(self) -> int:
         return len(self.steps)
+
+
+class RowsAccumulator:
+    """Rows appended chunk by chunk into columns that grow in place (no list of parts, no final copy)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._cols = [np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.float64)]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def append(self, part: Decoded | Rows) -> None:
+        m = len(part.steps)
+        if not m:
+            return
+        new = self.n + m
+        if new > len(self._cols[0]):
+            cap = max(new, int(len(self._cols[0]) * 1.25))
+            for a in self._cols:
+                a.resize(cap, refcheck=False)  # realloc: large blocks are remapped, not copied
+        for a, src in zip(self._cols, (part.codes, part.steps, part.values, part.wall_times)):
+            a[self.n : new] = src
+        self.n = new
+
+    def rows(self) -> Rows:
+        """The rows so far (the accumulator's own arrays, trimmed; do not append afterwards)."""
+        for a in self._cols:
+            a.resize(self.n, refcheck=False)
+        return Rows(*self._cols)
 
 
 @dataclass
@@ -87,18 +117,22 @@ class FileCursor:
         """Bytes at the end of the file that are not (yet) a complete record."""
         return self._scanner.tail_bytes(self._carry_base, self.size)
 
-    def read(self, reg: TagRegistry, meta: EventMeta, *, chunk: int = CHUNK_BYTES) -> Rows:
+    def read(
+        self, reg: TagRegistry, meta: EventMeta, *, chunk: int = CHUNK_BYTES, into: RowsAccumulator | None = None
+    ) -> Rows | None:
         """Rows from the bytes appended since the last call (all of them on the first call).
+
+        With ``into``, rows are appended there and None is returned.
 
         Raises:
             OSError: the file cannot be opened or read.
         """
-        parts: list[Decoded] = []
+        acc = into if into is not None else RowsAccumulator()
         with open(self.path, "rb", buffering=0) as fh:
             size = os.fstat(fh.fileno()).st_size
             self.size = max(self.size, size)
             if size < self.offset:  # the file was replaced or truncated: nothing sensible to add
-                return Rows.concat([])
+                return None if into is not None else acc.rows()
             fh.seek(self.offset)
             while self.offset < size:
                 if self._need_end is not None and self._need_end > size:
@@ -119,9 +153,10 @@ class FileCursor:
                 self.records += dec.records
                 self.bad_crc += dec.bad_crc
                 self.fast += dec.fast
-                if len(dec.steps):
-                    parts.append(dec)
+                acc.append(dec)
+                del dec
                 self._carry = buf[framing.consumed : n].copy()
                 self._carry_base += framing.consumed
                 self._need_end = framing.need_end
-        return Rows.concat(parts)
+                del buf, framing
+        return None if into is not None else acc.rows()
