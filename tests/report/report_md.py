@@ -30,7 +30,7 @@ def headings(text: str, level: int = 2) -> list[str]:
     out = []
     for i, t in enumerate(toks):
         if t.type == "heading_open" and t.tag == f"h{level}":
-            out.append(toks[i + 1].content)
+            out.append(_inline_text(toks[i + 1]))
     return out
 
 
@@ -55,7 +55,7 @@ def tables(text: str) -> list[Table]:
     in_head = False
     for i, t in enumerate(toks):
         if t.type == "heading_open":
-            heading = toks[i + 1].content
+            heading = _inline_text(toks[i + 1])
         elif t.type == "table_open":
             cur = Table(header=[], rows=[], heading=heading)
         elif t.type == "thead_open":

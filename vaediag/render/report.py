@@ -1170,6 +1170,7 @@ def write_report(
     force: bool = False,
     sources: Sequence[str] = (),
     generated_at: datetime | None = None,
+    plots: bool = True,
 ) -> Path:
     """Render the report and write ``out_path`` and its plots folder (``<stem>_files/``) beside it.
 
@@ -1177,6 +1178,9 @@ def write_report(
     file), then rendering in memory, then writing: the plots folder and the markdown are created only
     when everything before succeeded, each file written to a temporary name and renamed. A missing
     parent directory of ``out_path`` is created.
+
+    ``plots=False`` writes the text alone (no Curves section, no plots folder): quicker where no one
+    will look at the pictures.
 
     Returns:
         The path of the markdown file.
@@ -1190,7 +1194,7 @@ def write_report(
     if targets is not None and not isinstance(targets, (list, tuple)):
         targets = load_targets(targets)
     report = build_report(runset, diagnoses, out_name=out.stem, title=title, baseline=baseline,
-                          targets=targets, sources=sources, generated_at=generated_at)
+                          targets=targets, sources=sources, generated_at=generated_at, plots=plots)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         fdir = files_dir_for(out)

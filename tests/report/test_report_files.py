@@ -1,0 +1,181 @@
+"""Reports on awkward inputs: special characters in run names, the watchdog journal, the shared real logs,
+and the file handling (refusal to overwrite, --force, missing directories)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import report_md as md
+from conftest import SPECIAL_NAMES, run_cli
+from vaediag.render.report import GENERATED_PREFIX, files_dir_for
+
+
+# --------------------------------------------------------------------------------------------------
+# Special characters
+
+
+@pytest.fixture(scope="module")
+def special_report(special_tree, tmp_path_factory):
+    out = tmp_path_factory.mktemp("special_out") / "odd|name*.md"
+    assert run_cli("report", str(special_tree), "-o", str(out), "--title", "A *bold* | [title]") == 0
+    return out
+
+
+def test_special_names_do_not_break_tables_or_format(special_report):
+    text = special_report.read_text(encoding="utf-8")
+    for block in md.raw_table_blocks(text):
+        n = md.raw_cells(block[0])
+        assert all(md.raw_cells(line) == n for line in block), block
+    run_table = [t for t in md.tables(text) if t.heading == "Runs" and t.header[1] == "Run"][0]
+    # The parser reads each name back exactly as the directory is called: no cell split, no emphasis.
+    assert [r[1] for r in run_table.rows] == list(SPECIAL_NAMES)
+    html = md.rendered(md.without_generated(text, GENERATED_PREFIX))  # that line is italic on purpose
+    assert "<em>" not in html and "<s>" not in html and "<a href" not in html
+    assert "<b>" not in html and "<code>q</code>" not in html
+    assert "$m$" in md.visible_text(text)  # escaped: GitHub would otherwise render it as math
+    assert md.headings(text, 1) == ["A *bold* | [title]"]
+    assert any(h.startswith(f"R1: {SPECIAL_NAMES[0]} (") for h in md.headings(text, 3))
+    assert any(h.startswith(f"R2: {SPECIAL_NAMES[1]} (") for h in md.headings(text, 3))
+    visible = md.visible_text(text)
+    for name in SPECIAL_NAMES:
+        assert name in visible
+
+
+def test_special_output_name_links_resolve(special_report):
+    text = special_report.read_text(encoding="utf-8")
+    links = md.image_links(text)
+    assert links and all(link.startswith("odd%7Cname%2A_files/") for link in links)
+    from urllib.parse import unquote
+
+    for link in links:
+        assert (special_report.parent / unquote(link)).read_bytes().startswith(md.PNG_MAGIC)
+
+
+# --------------------------------------------------------------------------------------------------
+# Watchdog decisions
+
+
+@pytest.fixture(scope="module")
+def watch_report(watch_tree, tmp_path_factory):
+    out = tmp_path_factory.mktemp("watch_out") / "watched.md"
+    assert run_cli("report", str(watch_tree), "-o", str(out)) == 0
+    return out
+
+
+def test_watchdog_section_lists_the_journal_decisions(watch_report, watch_tree):
+    text = watch_report.read_text(encoding="utf-8")
+    assert "Watchdog decisions" in md.headings(text, 2)
+    journal = [json.loads(line) for line in (watch_tree / "ear_vae/version_0/watchdog.jsonl").read_text().splitlines()]
+    changes = [r for r in journal if r["action"] != "keep"]
+    assert [r["action"] for r in changes] == ["set_kl_weight"] and changes[0]["epoch"] == 9
+    t = [t for t in md.tables(text) if t.heading == "R1: ear_vae/version_0" and t.header[0] == "#"][0]
+    assert t.header == ["#", "After epoch", "Action", "kl_weight", "Mode", "Status", "Reason"]
+    assert t.rows == [["D1", "10", "set_kl_weight", "0.000001", "vae", "applied (control)", changes[0]["reason"]]]
+    assert f"{len(journal) - 1} epoch(s) with no change (keep) are not listed." in text
+    # The logs show the new weight from the next epoch: the run table reads it as a change.
+    cfg = [t for t in md.tables(text) if t.heading == "Runs"][0]
+    assert cfg.rows[0][3] == "0.00001 → 0.000001"
+
+
+def test_damaged_journal_is_reported_not_fatal(watch_tree, tmp_path):
+    import shutil
+
+    import vaediag
+    from vaediag.render.report import diagnose_runs, write_report
+
+    tree = tmp_path / "tree"
+    shutil.copytree(watch_tree, tree)
+    j = tree / "ear_vae/version_0/watchdog.jsonl"
+    lines = j.read_text().splitlines()
+    lines[2] = "{not json"
+    j.write_text("\n".join(lines) + "\n")
+    rs = vaediag.load(tree)
+    out = write_report(rs, diagnose_runs(rs), tmp_path / "r.md", plots=False)
+    text = out.read_text(encoding="utf-8")
+    assert "The journal could not be read:" in text and "line 3 is not JSON" in text
+    assert "## Curves" not in text and not files_dir_for(out).exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# The shared real logs (AntixK lineage, dead runs, sign flips)
+
+
+@pytest.fixture(scope="module")
+def realworld_report(realworld, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rw_out") / "realworld.md"
+    assert run_cli("report", str(realworld), "-o", str(out)) == 0
+    return out
+
+
+def test_realworld_report(realworld_report):
+    text = realworld_report.read_text(encoding="utf-8")
+    assert md.headings(text, 2) == ["Summary", "Runs", "Evolution across runs", "Curves", "Milestones",
+                                    "Expected vs actual", "Findings and recommendations", "Notes"]
+    for block in md.raw_table_blocks(text):
+        n = md.raw_cells(block[0])
+        assert all(md.raw_cells(line) == n for line in block), block
+    for link in md.image_links(text):
+        assert (realworld_report.parent / link).read_bytes().startswith(md.PNG_MAGIC)
+    summary = text.split("## Runs")[0]
+    # No PSNR in these logs: ranked by validation reconstruction, with the caveat, and a next step.
+    assert "ranked by final validation reconstruction loss" in summary
+    assert "compare only between runs with the same loss and data" in summary
+    assert "come from different folders" in summary
+    assert "**Next:** `reduce_kl_weight`" in summary
+    # Six runs have epochs; the five dead ones are explained in the notes, not compared.
+    cfg = [t for t in md.tables(text) if t.heading == "Runs"][0]
+    assert len(cfg.rows) == 6
+    notes = text.split("## Notes")[1]
+    assert notes.count("has no completed epoch and is left out of the comparison") == 5
+    assert "logged as -KL, sign flipped" in notes
+    assert "run metadata but no event file" in notes
+    # The kl_weight the AntixK configs used, recovered from the train total.
+    assert "| R7 | YitongTseo+prot_2_face/logs/VanillaVAE/version_3 | 100 | 0.00025 | inferred from loss |" in text
+
+
+# --------------------------------------------------------------------------------------------------
+# File handling
+
+
+def test_refuses_to_overwrite_then_force_works(special_tree, tmp_path, capsys):
+    out = tmp_path / "r.md"
+    out.write_text("my notes\n")
+    assert run_cli("report", str(special_tree), "-o", str(out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"Error: {str(out)!r} already exists; pass --force to overwrite it or choose another -o"]
+    assert out.read_text() == "my notes\n" and not files_dir_for(out).exists()
+
+    assert run_cli("report", str(special_tree), "-o", str(out), "--force", "--title", "again") == 0
+    assert out.read_text(encoding="utf-8").startswith("# again\n") and len(md.files_of(out)) == 5
+
+
+def test_refuses_when_only_the_plots_folder_exists(special_tree, tmp_path, capsys):
+    out = tmp_path / "r.md"
+    files_dir_for(out).mkdir()
+    (files_dir_for(out) / "mine.png").write_bytes(b"x")
+    assert run_cli("report", str(special_tree), "-o", str(out)) == 2
+    assert "r_files' already exists; pass --force" in capsys.readouterr().err
+    assert not out.exists() and (files_dir_for(out) / "mine.png").read_bytes() == b"x"
+
+
+def test_missing_output_directories_are_created(special_tree, tmp_path):
+    import vaediag
+    from vaediag.render.report import diagnose_runs, write_report
+
+    rs = vaediag.load(special_tree)
+    out = write_report(rs, diagnose_runs(rs), tmp_path / "a" / "b" / "c" / "deep.md", plots=False)
+    assert out == tmp_path / "a/b/c/deep.md" and out.read_text(encoding="utf-8").startswith("# VAE training report")
+    assert [p.name for p in out.parent.iterdir()] == ["deep.md"]  # no temporary files left behind
+
+
+def test_default_output_is_reports_name_in_a_new_folder(special_tree, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert not (tmp_path / "reports").exists()
+    assert run_cli("report", str(special_tree)) == 0
+    out = tmp_path / "reports" / "odd-project.md"
+    text = out.read_text(encoding="utf-8")
+    assert "](odd-project_files/loss_terms.png)" in text
+    assert sorted(md.files_of(out)) == ["kl_weight.png", "loss_terms.png", "loss_terms_weighted.png",
+                                        "penalty_share.png", "quality.png"]
