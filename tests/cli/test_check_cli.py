@@ -21,7 +21,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "diagnose"))  # seedruns (tests/diagnose)
 
 import seedruns  # noqa: E402
-import tbwrite  # noqa: E402
 from vaediag.cli import main  # noqa: E402
 from vaediag.diagnose import ACTION_IDS, SEVERITIES, STATUSES  # noqa: E402
 
