@@ -280,8 +280,8 @@ def _missing_terms(ctx: _Ctx) -> Recommendation | None:
     f = ctx.first("missing_terms")
     if f is None:
         return None
-    return Recommendation("check_logging", f"{f.message}; log them (the tags in vaediag.terms, or map yours with "
-                          "--tags FILE) so the penalty and collapse checks can run",
+    return Recommendation("check_logging", f"{f.message}: the penalty, collapse and checklist rules need them "
+                          "(the tags vaediag reads are in vaediag.terms)",
                           params={"missing": (f.key or "").split(",") if f.key else []}, evidence=(f.id,))
 
 

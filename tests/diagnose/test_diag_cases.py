@@ -270,3 +270,17 @@ def test_bad_kl_weight_and_baseline_raise_usage_errors(tmp_path):
 def test_seedruns_wiggle_averages_out():
     assert seedruns.approach(1.0, 0.0, n=11)(10) == pytest.approx(0.0)
     assert approach(1.0, 0.0, n=11)(0) == pytest.approx(1.0)
+
+
+def test_unaligned_steps_need_steps_per_epoch(tmp_path):
+    """A plain runs/ folder logging per step with no epoch tag: say so, then align with --steps-per-epoch."""
+    series = {"loss/kl": [(s, 100.0 + s) for s in range(50)], "loss/recon": [(s, 0.2) for s in range(50)],
+              "kl_weight": [(s, 1e-3) for s in range(50)]}
+    tbwrite.write_run(tmp_path / "runs" / "exp", series)
+    (d,) = diagnose(vaediag.load(tmp_path))
+    f = d.finding("missing_terms")
+    assert d.epochs == 0 and "not aligned to epochs" in f.message and "--steps-per-epoch N" in f.message
+    assert d.recommendations[0].action == "check_logging"
+    (d,) = diagnose(vaediag.load(tmp_path, steps_per_epoch=10))
+    assert d.epochs == 5 and d.finding("missing_terms") is None
+    assert d.penalty.latest["kl"] == pytest.approx(144.5) and d.penalty.kl_weight == pytest.approx(1e-3)

@@ -108,7 +108,7 @@ def diagnose_run(
         return d
 
     pen = penalty.compute_penalty(table, params=params, config=config, override=kl_weight, frame=frame, epochs=epochs)
-    findings += health.check_missing_terms(table, run=run)
+    findings += health.check_missing_terms(table, run=run, frame=frame)
     findings += health.check_nonfinite(frame, run=run)
     findings += health.check_too_short(epochs, run=run, **rules.section("too_short"))
     findings += penalty.check_kl_too_high(table, run=run, epochs=epochs, autoencoder=ae, **rules.section("kl"))

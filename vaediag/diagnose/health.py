@@ -226,11 +226,30 @@ def check_log_warnings(warnings: Iterable[str], *, run: str) -> list[Finding]:
     return [Finding("log_warning", "warn", run, w, key=str(i)) for i, w in enumerate(warnings)]
 
 
-def check_missing_terms(table: pd.DataFrame, *, run: str, required: Iterable[str] = REQUIRED_TERMS) -> list[Finding]:
-    """``missing_terms`` (warn): a term the diagnosis needs (KL, reconstruction) is not logged per epoch."""
+def check_missing_terms(
+    table: pd.DataFrame,
+    *,
+    run: str,
+    frame: pd.DataFrame | None = None,
+    required: Iterable[str] = REQUIRED_TERMS,
+) -> list[Finding]:
+    """``missing_terms`` (warn): a term the diagnosis needs (KL, reconstruction) has no per-epoch value.
+
+    With the run's ``frame``, a term that is logged but not aligned to epochs (no ``epoch`` tag, no val
+    split) is told apart from one that is not logged at all: the fix is ``--steps-per-epoch N``.
+    """
     missing = [t for t in required if t not in table]
     if not missing:
         return []
     names = {"kl": "the KL term", "recon": "the reconstruction loss"}
-    msg = f"{' and '.join(names.get(t, t) for t in missing)} not logged (no tag maps to {', '.join(missing)})"
+    what = " and ".join(names.get(t, t) for t in missing)
+    unaligned = []
+    if frame is not None and len(frame):
+        logged = set(map(str, frame.loc[frame["epoch"].isna(), "term"].dropna().unique()))
+        unaligned = [t for t in missing if t in logged]
+    if unaligned and len(unaligned) == len(missing):
+        msg = (f"{what} logged but not aligned to epochs (no epoch tag, no val split): "
+               "pass --steps-per-epoch N")
+    else:
+        msg = f"{what} not logged (no tag maps to {', '.join(missing)}; map yours with --tags FILE)"
     return [Finding("missing_terms", "warn", run, msg, key=",".join(missing))]
