@@ -169,7 +169,8 @@ def latest_metrics(table: pd.DataFrame, present: pd.DataFrame | None = None, *, 
     """Latest value of each canonical-term column (``<term>``, not ``val_``/``train_``).
 
     The latest epoch where the term was logged, among completed epochs (``epochs``) when it was logged
-    in one; a NaN logged there stays NaN (it is news, not a gap).
+    in one; a NaN logged there stays NaN (it is news, not a gap). Values are rounded to 7 significant
+    figures: event files hold float32, so ``23.899999618530273`` was logged as 23.9.
     """
     if present is None:
         present = table.notna()
@@ -185,7 +186,8 @@ def latest_metrics(table: pd.DataFrame, present: pd.DataFrame | None = None, *, 
         if not mask.any():
             continue
         i = np.flatnonzero(mask)[-1]
-        out[term] = float(table[term].iloc[i])
+        v = float(table[term].iloc[i])
+        out[term] = float(f"{v:.7g}") if np.isfinite(v) else v
     return out
 
 
