@@ -284,3 +284,24 @@ def test_unaligned_steps_need_steps_per_epoch(tmp_path):
     (d,) = diagnose(vaediag.load(tmp_path, steps_per_epoch=10))
     assert d.epochs == 5 and d.finding("missing_terms") is None
     assert d.penalty.latest["kl"] == pytest.approx(144.5) and d.penalty.kl_weight == pytest.approx(1e-3)
+
+
+def test_baseline_lookup(tmp_path):
+    from vaediag.diagnose import find_run
+    from vaediag.errors import UsageError
+
+    for proj in ("a", "b"):
+        for v in (0, 1):
+            write_trainer_run(tmp_path / proj / f"version_{v}", epochs=10,
+                              curves=_curves(10, recon=0.05 if proj == "a" else 0.08))
+    rs = vaediag.load(tmp_path)
+    assert find_run(rs, "a/version_1") == "a/version_1"
+    assert find_run(rs, "b/*_0") == "b/version_0"
+    with pytest.raises(UsageError, match=r"--baseline 'version_1' matches 2 runs \(a/version_1, b/version_1\)"):
+        find_run(rs, "version_1")
+    with pytest.raises(UsageError, match="the baseline path holds 2 runs"):
+        diagnose(rs, baseline=vaediag.load(tmp_path / "a"))
+    (d, *_) = diagnose(rs, baseline=vaediag.load(tmp_path / "b" / "version_0"))
+    f = d.finding("milestone_10", "recon_vs_baseline")
+    assert d.run == "a/version_0" and f.status == "pass" and f.threshold == pytest.approx(0.08)
+    assert "in baseline version_0 at epoch 10 (better)" in f.message
