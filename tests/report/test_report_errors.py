@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import report_md as md
-from conftest import run_cli
+from report_runs import run_cli
 from vaediag.errors import InputError, RulesError, UsageError
 from vaediag.render.markdown import escape, link_path, slug, table
 from vaediag.render.report import Target, check_destination, load_targets

@@ -8,7 +8,7 @@ import json
 import pytest
 
 import report_md as md
-from conftest import SPECIAL_NAMES, run_cli
+from report_runs import SPECIAL_NAMES, run_cli
 from vaediag.render.report import GENERATED_PREFIX, files_dir_for
 
 

@@ -113,7 +113,10 @@ def test_evolution_ranges_and_changes(text):
     evo = text.split("## Evolution across runs")[1].split("## Curves")[0]
     r2 = evo.split("### R2")[1].split("### R3")[0]
     assert "- KL divergence: 1,526-1,644 (final 1,537); 9.5× higher vs R1" in r2
-    assert "- PSNR: 23.8 dB (final 23.8 dB); +3.4 dB vs R1" in r2
+    assert "- PSNR: 23.8 dB; +3.4 dB vs R1" in r2
+    assert "- Reconstruction loss: 0.112-0.113 (final 0.112); 31% lower vs R1" in r2
+    r3 = evo.split("### R3")[1]
+    assert "Verdict: **meets the success criteria**: on the way it missed after epoch 30: KL = 307" in r3
     assert "Verdict: **failing**: misses 6 of 7 success criteria; KL = 1,537 at epoch 200 is above the target" in r2
 
 
@@ -153,11 +156,11 @@ def test_findings_and_recommendations_match_check(text, seed_tree):
 
 def test_deterministic_bytes(seed_tree, seed_report, tmp_path, monkeypatch):
     """Same logs -> same markdown bytes (but the generated line) and the same PNG bytes."""
-    import conftest as c
+    from report_runs import run_cli
 
     out = tmp_path / "reports" / "seed.md"
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "86400")
-    assert c.run_cli("report", str(seed_tree), "-o", str(out), "--title", "Seed runs") == 0
+    assert run_cli("report", str(seed_tree), "-o", str(out), "--title", "Seed runs") == 0
     a, b = seed_report.read_text(encoding="utf-8"), out.read_text(encoding="utf-8")
     assert "_Generated 1970-01-02 00:00 UTC" in b
     assert md.without_generated(a, GENERATED_PREFIX) == md.without_generated(b, GENERATED_PREFIX)

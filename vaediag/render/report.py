@@ -642,7 +642,11 @@ def _verdict(v: _Run) -> tuple[str, str | None]:
     main_fails = [f for f in d.findings if f.severity == "fail" and not _is_checklist(f)]
     if succ and all(f.status == "pass" for f in succ) and not main_fails:
         missed = [f for f in d.findings if f.rule.startswith("milestone_") and f.status == "fail"]
-        return "meets the success criteria", (f"on the way it missed {missed[0].message}" if missed else None)
+        note = None
+        if missed:
+            msg = missed[0].message
+            note = "on the way it missed " + (msg[: -len(": fail")] if msg.endswith(": fail") else msg)
+        return "meets the success criteria", note
     why = []
     failed = [f for f in judged if f.status == "fail"]
     if failed:
@@ -699,10 +703,11 @@ def _section_evolution(views: Sequence[_Run]) -> list[str]:
                 continue
             lo, hi, n = rng
             final = v.metric(term)
-            span = (fmt_value(lo, term) if fmt_value(lo, term) == fmt_value(hi, term)
-                    else f"{fmt_value(lo, term)}-{fmt_value(hi, term)}")
-            item = f"{TERM_INFO[term].label}: {span}{_unit(term)}"
-            if final is not None:
+            flat = fmt_value(lo, term) == fmt_value(hi, term)
+            span = fmt_value(lo, term) if flat else f"{fmt_value(lo, term)}-{fmt_value(hi, term)}"
+            name = TERM_INFO[term].label
+            item = f"{name[:1].upper()}{name[1:]}: {span}{_unit(term)}"
+            if final is not None and not (flat and fmt_value(final, term) == span):
                 item += f" (final {fmt_value(final, term)}{_unit(term)})"
             if prev is not None and prev.metric(term) is not None and final is not None:
                 item += f"; {_change(term, prev.metric(term), final)} vs {prev.label}"
