@@ -147,18 +147,25 @@ def _autoscale_y(ax, values: list[np.ndarray]) -> None:
     v = np.concatenate([a for a in values if len(a)]) if any(len(a) for a in values) else np.array([])
     v = v[np.isfinite(v)]
     if len(v) and (v > 0).all() and v.max() / v.min() > _LOG_SPAN:
+        from matplotlib.ticker import FuncFormatter
+
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _pos: f"{y:g}"))  # 0.001, not 10^-3
 
 
 def _finish(fig, axes, styles: Mapping[str, RunStyle], runs_drawn: Sequence[str], *, title: str) -> None:
     fig.suptitle(title, fontsize=11)
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
         if ax.get_visible():
             ax.set_xlabel(EPOCH_LABEL)
-            # Epochs are whole numbers: no 2.5 ticks on a three-epoch run.
-            from matplotlib.ticker import MaxNLocator
-
+            # Epochs are whole numbers: no 2.5 ticks on a three-epoch run, and a one-epoch run gets an
+            # axis a few epochs wide instead of one zoomed to 0.99-1.01.
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            lo, hi = ax.dataLim.intervalx
+            if ax.has_data() and hi - lo < 2:
+                ax.set_xlim(lo - 1, hi + 1)
     if runs_drawn:
         from matplotlib.lines import Line2D
 

@@ -507,6 +507,28 @@ def _differences(a: _Run, b: _Run) -> list[str]:
     return out
 
 
+# Parameters that name a run's training data (our trainer's train_npy; common foreign spellings).
+_DATA_PARAMS = ("train_npy", "data_path", "data_dir", "dataset", "train_path")
+
+
+def _data_caveat(a: _Run, b: _Run) -> str | None:
+    """A warning when two runs cannot be compared on equal terms: different training data where the
+    configs say so, or (configs silent) run ids from different top-level folders of a deep tree, which is
+    how separate projects sit side by side."""
+    da = a.info.param(*_DATA_PARAMS) if a.info is not None else None
+    db = b.info.param(*_DATA_PARAMS) if b.info is not None else None
+    if da is not None and db is not None:
+        if str(da) != str(db):
+            return (f"{a.label} and {b.label} were trained on different data ({escape(da)} vs {escape(db)}), "
+                    "so the gap is not the settings' alone.")
+        return None
+    pa, pb = a.run.split("/"), b.run.split("/")
+    if len(pa) >= 3 and len(pb) >= 3 and pa[0] != pb[0]:
+        return (f"{a.label} and {b.label} come from different folders ({escape(pa[0])}, {escape(pb[0])}), "
+                "so the gap may come from different data or code rather than settings.")
+    return None
+
+
 def _section_summary(views: Sequence[_Run], baseline: _Run | None, targets: Sequence[Target]) -> list[str]:
     from vaediag.diagnose.numbers import fmt_value
 
@@ -554,10 +576,9 @@ def _section_summary(views: Sequence[_Run], baseline: _Run | None, targets: Sequ
             why.append(f"What sets it apart from {other.label}: " + "; ".join(diffs) + ".")
         else:
             why.append(f"The logs record no configuration difference from {other.label}.")
-        fa, fb = best.run.split("/", 1)[0], other.run.split("/", 1)[0]
-        if "/" in best.run and "/" in other.run and fa != fb:
-            why.append(f"{best.label} and {other.label} come from different folders ({escape(fa)}, {escape(fb)}), "
-                       "so the gap may come from different data or code rather than settings.")
+        caveat = _data_caveat(best, other)
+        if caveat:
+            why.append(caveat)
     share = _penalty_latest(best, "share")
     if share is not None:
         p = f"Its KL penalty (kl_weight × KL) is {_pct(share)} of the training loss"
