@@ -107,6 +107,23 @@ def test_tracker_completes_epochs_by_later_rows_and_quiet_polls(tmp_path):
     assert tr.ready(final=True) == []  # epoch 2 has train rows only, in a run that logs val: cut short
 
 
+def test_tracker_needs_no_quiet_poll_once_it_knows_the_val_terms(tmp_path):
+    run = tmp_path / "run"
+    tail, tr = Tail(run), EpochTracker()
+    _append(run, [("epoch", 9, 0), ("val/kl", 9, 7.0), ("val/psnr", 9, 21.0)])
+    tr.feed(tail.poll())
+    assert tr.ready() == []  # first val point: is it whole? wait one poll
+    tr.feed(tail.poll())
+    assert [e.epoch for e in tr.ready()] == [0]
+    _append(run, [("epoch", 19, 1), ("val/kl", 19, 6.0)])
+    tr.feed(tail.poll())
+    assert tr.ready() == []  # val/psnr of epoch 1 still missing
+    _append(run, [("epoch", 19, 1), ("val/psnr", 19, 22.0)])
+    tr.feed(tail.poll())
+    (em,) = tr.ready()  # whole now: decided without a quiet poll
+    assert em.epoch == 1 and em.metrics["psnr"] == 22.0
+
+
 def test_tracker_counts_val_points_without_epoch_tag(tmp_path):
     run = tmp_path / "run"
     tail, tr = Tail(run), EpochTracker()

@@ -4,8 +4,9 @@ The supervisor feeds each poll's rows to an :class:`EpochTracker` and asks it wh
 Epoch ``e`` is complete when
 
 1. any row of a later epoch has arrived (the run has moved on), or
-2. its validation point has arrived and the next poll brought nothing more for ``e`` (the val scalars of
-   one epoch are written together at its end, so one quiet poll means they are all in), or
+2. its validation point has arrived whole: every val term the previous validated epoch had is there, or
+   (for the first one) the next poll brought nothing more for ``e`` (the val scalars of one epoch are
+   written together at its end, so one quiet poll means they are all in), or
 3. the run has ended (:meth:`EpochTracker.ready` with ``final=True``); an epoch cut short by the end
    (no val point in a run that logs val) is dropped then, not judged on half an epoch of train rows.
 
@@ -63,6 +64,7 @@ class EpochTracker:
         self._val_count: dict[str, int] = {}  # tag -> val points seen, for runs without an epoch tag
         self.has_epoch_tag = False
         self.has_val = False
+        self._val_terms: frozenset[str] = frozenset()  # val terms of the last validated epoch
         self.rows_seen = 0
 
     @property
@@ -119,12 +121,15 @@ class EpochTracker:
         out = []
         for e in sorted(self._epochs):
             ep = self._epochs[e]
-            complete = final or e < self._max_epoch or (ep.val and ep.quiet_polls >= 1)
+            whole = bool(ep.val) and (ep.quiet_polls >= 1 or (bool(self._val_terms) and self._val_terms <= ep.val.keys()))
+            complete = final or e < self._max_epoch or whole
             if not complete:
                 break  # epochs complete in order
             if final and e == self._max_epoch and self.has_val and not ep.val:
                 del self._epochs[e]  # cut short: its val point never came
                 continue
+            if ep.val:
+                self._val_terms = frozenset(ep.val)
             out.append(EpochMetrics(e, self._metrics(ep)))
             self._done_upto = e
             del self._epochs[e]
