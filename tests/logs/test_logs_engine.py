@@ -138,3 +138,26 @@ def test_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_epoch_lookup_equals_searchsorted(dense):
+    from vaediag.logs.frame import _last_at_or_before
+
+    rng = np.random.default_rng(int(dense))
+    hi = 10_000 if dense else 10**12
+    es = np.unique(rng.integers(0, hi, 500))
+    steps = np.sort(rng.integers(-50, hi + 50, 5000))
+    ref = np.maximum(np.searchsorted(es, steps, side="right") - 1, 0)
+    np.testing.assert_array_equal(_last_at_or_before(es, steps), ref)
+
+
+def test_tags_sharing_head_and_tail_bytes(tmp_path):
+    # Same length, same first 8 and last 8 bytes, different middles: told apart by the middle words.
+    tags = ["val/psnr_" + m + "_grey_colour" for m in ("aaaaaaaa", "aaaabaaa", "zzzzzzzz")] + ["val/psnr_grey", "val/ssim_grey"]
+    p = tmp_path / "events.out.tfevents.1.h"
+    p.write_bytes(event_bytes([scalar_event(t, i, float(i), 1.7e9) for i, t in enumerate(tags * 20)]))
+    reg = TagRegistry()
+    cur = FileCursor(p)
+    rows = cur.read(reg, EventMeta())
+    assert [reg.names[c] for c in rows.codes] == tags * 20 and cur.fast == 100

@@ -36,7 +36,22 @@ _SLOT_BITS = 16
 _K0 = np.uint64(0x9E3779B97F4A7C15)
 _K1 = np.uint64(0xC2B2AE3D27D4EB4F)
 _U8 = np.uint64(0xFF)
+_WORD_KEYS = tuple(np.uint64((0x9E3779B97F4A7C15 * (2 * j + 3)) % 2**64 | 1) for j in range(16))
 _BYTE_MASKS = np.array([(1 << (8 * i)) - 1 for i in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
+
+
+def _tag_keys(raw: bytes) -> tuple[int, int, list[int]]:
+    """The words the vectorised path reads for a tag of >= 2 bytes: head, tail and middle words.
+
+    head: the first 8 bytes of the tag (zero-padded below 8 bytes); tail: the 8 bytes that end where the
+    tag ends (for short tags these reach back into the fixed header ``2a t+9 0a t+7 0a t``); middle: the
+    8-byte words at offsets 8, 16, ... that start before ``len - 8`` (tags over 16 bytes).
+    """
+    t = len(raw)
+    head = int.from_bytes(raw[:8], "little")
+    tail = int.from_bytes((bytes([0x2A, (t + 9) & 0xFF, 0x0A, (t + 7) & 0xFF, 0x0A, t & 0xFF]) + raw)[-8:], "little")
+    mids = [int.from_bytes(raw[o : o + 8], "little") for o in range(8, t - 8, 8)]
+    return head, tail, mids
 
 
 class TagRegistry:
@@ -48,7 +63,9 @@ class TagRegistry:
         self._slots = np.full(1 << _SLOT_BITS, -1, dtype=np.int32)
         self._by_hash: dict[int, int] = {}  # every registered hash -> code (-1: not UTF-8, protobuf path)
         self._tl = np.zeros(0, dtype=np.int64)
-        self._words = np.zeros((0, 1), dtype=np.uint64)
+        self._head = np.zeros(0, dtype=np.uint64)
+        self._tail = np.zeros(0, dtype=np.uint64)
+        self._mids = np.zeros((0, 0), dtype=np.uint64)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -60,13 +77,15 @@ class TagRegistry:
             c = self.index[name] = len(self.names)
             self.names.append(name)
             raw = name.encode("utf-8")
-            words = np.frombuffer(raw + b"\0" * (-len(raw) % 8), dtype="<u8")
-            if len(words) > self._words.shape[1]:
-                self._words = np.pad(self._words, ((0, 0), (0, len(words) - self._words.shape[1])))
-            row = np.zeros((1, self._words.shape[1]), dtype=np.uint64)
-            row[0, : len(words)] = words
-            self._words = np.vstack([self._words, row])
+            head, tail, mids = _tag_keys(raw)
+            if len(mids) > self._mids.shape[1]:
+                self._mids = np.pad(self._mids, ((0, 0), (0, len(mids) - self._mids.shape[1])))
+            row = np.zeros((1, self._mids.shape[1]), dtype=np.uint64)
+            row[0, : len(mids)] = mids
+            self._mids = np.vstack([self._mids, row])
             self._tl = np.r_[self._tl, len(raw)]
+            self._head = np.r_[self._head, np.uint64(head)]
+            self._tail = np.r_[self._tail, np.uint64(tail)]
         return c
 
     def _register_bytes(self, h: int, raw: bytes) -> int:
@@ -97,32 +116,40 @@ class Decoded:
     meta_rows: ScalarRows = field(default_factory=ScalarRows)
 
 
-def _gather_tag_words(u64: np.ndarray, t0: np.ndarray, tl: np.ndarray) -> list[tuple[np.ndarray | None, np.ndarray]]:
-    """Per 8-byte word j of the tags: (indices of records whose tag has a word j, or None for all; words)."""
-    nw = (tl + 7) >> 3
-    out = []
-    maxw = int(nw.max()) if len(nw) else 0
-    for j in range(maxw):
-        sub = None if j == 0 and (nw > 0).all() else np.flatnonzero(nw > j)
-        pos = t0 + 8 * j if sub is None else t0[sub] + 8 * j
-        rest = (tl if sub is None else tl[sub]) - 8 * j
-        w = u64[pos] & _BYTE_MASKS[np.minimum(rest, 8)]
-        out.append((sub, w))
-    return out
+def _tag_codes(
+    reg: TagRegistry, buf: np.ndarray, u64: np.ndarray, t0: np.ndarray, tl: np.ndarray, e: np.ndarray
+) -> np.ndarray:
+    """Code of each record's tag (-1 where the vectorised path must not decide), checked byte for byte.
 
-
-def _tag_codes(reg: TagRegistry, buf: np.ndarray, u64: np.ndarray, t0: np.ndarray, tl: np.ndarray) -> np.ndarray:
-    """Code of each record's tag (-1 where the vectorised path must not decide), checked byte for byte."""
-    words = _gather_tag_words(u64, t0, tl)
+    A tag of ``tl >= 2`` bytes starting at ``t0`` is read as its head word (first 8 bytes, masked when
+    shorter), its tail word (the 8 bytes ending at the tag's end, ``e - 13``) and, for tags over 16
+    bytes, the middle words: together they cover every byte of the tag, and the bytes they take from
+    around a short tag are the fixed header. The words hash to a slot of a small table; every word is
+    then compared with the registered tag's, so a hash collision can only send records to protobuf.
+    """
+    head = u64[t0]
+    short = tl < 8
+    if short.any():
+        head &= _BYTE_MASKS[np.minimum(tl, 8)]
+    tail = u64[e - 13]
     h = tl.astype(np.uint64) * _K0
-    for sub, w in words:
-        if sub is None:
-            h = (h ^ w) * _K1
-        else:
-            h[sub] = (h[sub] ^ w) * _K1
+    h ^= head * _WORD_KEYS[0]
+    h ^= tail * _WORD_KEYS[1]
+    long_ = np.flatnonzero(tl > 16)
+    mids: list[tuple[np.ndarray, np.ndarray]] = []
+    if len(long_):
+        tl_l, t0_l = tl[long_], t0[long_]
+        for j in range(int((tl_l.max() - 9) // 8)):
+            sub = long_ if j == 0 else long_[tl_l > 8 * (j + 2)]
+            w = u64[t0[sub] + 8 * (j + 1)]
+            h[sub] ^= w * _WORD_KEYS[2 + j % (len(_WORD_KEYS) - 2)]
+            mids.append((sub, w))
+        del t0_l
     h ^= h >> np.uint64(31)
+    h *= _K1
+    h ^= h >> np.uint64(29)
     codes = reg._slots[(h >> np.uint64(64 - _SLOT_BITS)).astype(np.intp)]
-    ok = _verify(reg, codes, words, tl)
+    ok = _verify(reg, codes, tl, head, tail, mids)
     if not ok.all():
         bad = np.flatnonzero(~ok)
         uh, first, inv = np.unique(h[bad], return_index=True, return_inverse=True)
@@ -135,28 +162,25 @@ def _tag_codes(reg: TagRegistry, buf: np.ndarray, u64: np.ndarray, t0: np.ndarra
                 c = reg._register_bytes(hv, raw)
             mapped[k] = c
         codes[bad] = mapped[inv.reshape(-1)]
-        ok = _verify(reg, codes, words, tl)  # a 64-bit hash collision is caught here
+        ok = _verify(reg, codes, tl, head, tail, mids)  # a 64-bit hash collision is caught here
         codes[~ok] = -1
     return codes
 
 
-def _verify(reg: TagRegistry, codes: np.ndarray, words, tl: np.ndarray) -> np.ndarray:
+def _verify(reg: TagRegistry, codes: np.ndarray, tl, head, tail, mids) -> np.ndarray:
     if len(reg) == 0:
         return np.zeros(len(codes), dtype=bool)
     c = np.maximum(codes, 0)
-    ok = (codes >= 0) & (reg._tl[c] == tl)
-    ncols = reg._words.shape[1]
-    for j, (sub, w) in enumerate(words):
+    ok = codes >= 0
+    ok &= reg._tl[c] == tl
+    ok &= reg._head[c] == head
+    ok &= reg._tail[c] == tail
+    ncols = reg._mids.shape[1]
+    for j, (sub, w) in enumerate(mids):
         if j >= ncols:
-            if sub is None:
-                ok[:] = False
-            else:
-                ok[sub] = False
-            continue
-        if sub is None:
-            ok &= reg._words[c, j] == w
+            ok[sub] = False
         else:
-            ok[sub] &= reg._words[c[sub], j] == w
+            ok[sub] &= reg._mids[c[sub], j] == w
     return ok
 
 
@@ -176,9 +200,13 @@ def decode_buffer(
     u64, u32 = views(buf)
     n_rec = len(starts)
     L = lengths
-    sel = np.flatnonzero((L >= _MIN_LEN) & (L <= _MAX_LEN))
-    s = starts[sel]
-    Ls = L[sel]
+    in_range = (L >= _MIN_LEN) & (L <= _MAX_LEN)
+    if in_range.all():
+        sel = np.arange(n_rec)
+        s, Ls = starts, L
+    else:
+        sel = np.flatnonzero(in_range)
+        s, Ls = starts[sel], L[sel]
     e = s + Ls
 
     w0 = buf[s]
@@ -200,19 +228,20 @@ def decode_buffer(
         step |= ((vm >> np.uint64(8 * i)) & np.uint64(0x7F)) << np.uint64(7 * i)
     q = s + 9 + np.where(has_step, k + 1, 0)
     hw = u64[q]
-    len1 = (hw >> np.uint64(8)) & _U8
-    len2 = (hw >> np.uint64(24)) & _U8
-    tl = ((hw >> np.uint64(40)) & _U8).astype(np.int64)
+    # Summary header: 2a <t+9> 0a <t+7> 0a <t>, the three lengths one byte each (t <= 118).
+    tlu = (hw >> np.uint64(40)) & _U8
+    expect = tlu << np.uint64(40)
+    expect |= (tlu + np.uint64(9)) << np.uint64(8)
+    expect |= (tlu + np.uint64(7)) << np.uint64(24)
+    expect |= np.uint64(0x000A000A002A)
+    tl = tlu.astype(np.int64)
     tw = u64[e - 8]
     ok = (
         (w0 == 0x09)
         & (has_step & k_ok | (b9 == 0x2A))
-        & ((hw & _U8) == 0x2A)
-        & (((hw >> np.uint64(16)) & _U8) == 0x0A)
-        & (((hw >> np.uint64(32)) & _U8) == 0x0A)
-        & (len1 == len2 + np.uint64(2))
-        & (len2 == tl.astype(np.uint64) + np.uint64(7))
-        & (len1 < 128)
+        & ((hw & np.uint64(0xFFFFFFFFFFFF)) == expect)
+        & (tl <= 118)
+        & (tl >= 2)  # shorter tags: the tail word would reach into the step (protobuf path)
         & (q + 11 + tl == e)
         & (((tw >> np.uint64(24)) & _U8) == 0x15)
     )
@@ -221,7 +250,7 @@ def decode_buffer(
         s, e, Ls, k, q, tl = s[good], e[good], Ls[good], k[good], q[good], tl[good]
         wall_bits, w9, step, tw = wall_bits[good], w9[good], step[good], tw[good]
         sel = sel[good]
-    codes = _tag_codes(reg, buf, u64, q + 6, tl) if len(s) else np.zeros(0, dtype=np.int32)
+    codes = _tag_codes(reg, buf, u64, q + 6, tl, e) if len(s) else np.zeros(0, dtype=np.int32)
     known = codes >= 0
     if not known.all():
         keep = np.flatnonzero(known)
@@ -247,15 +276,22 @@ def decode_buffer(
         dval = val_bits ^ val_bits[r]
         tables = _crc.pair_tables(int(Ls.max()) - 3).reshape(-1)
         acc = crc0[g]
+        # Two-byte pieces of the differences, read through uint16 views (no shifting and masking).
+        # A piece that is zero in every record (the high bytes of nearby times, of small steps)
+        # contributes nothing: skip its lookups.
+        wall16 = dwall.view(np.uint16).reshape(-1, 4)
         base = (Ls - 3) << 16
         for i in range(4):
-            acc ^= tables[base - (2 * i << 16) + ((dwall >> np.uint64(16 * i)) & np.uint64(0xFFFF)).astype(np.int64)]
+            if wall16[:, i].any():
+                acc ^= tables[(base - (2 * i << 16)) + wall16[:, i]]
+        step16 = dstep.view(np.uint16).reshape(-1, 4)
         base = (Ls - 11) << 16
         for i in range((kmax + 2) // 2):
-            piece = ((dstep >> np.uint64(16 * i)) & np.uint64(0xFFFF)).astype(np.int64)
-            acc ^= tables[np.maximum(base - (2 * i << 16), 0) + piece]
-        acc ^= tables[(2 << 16) + (dval & np.uint64(0xFFFF)).astype(np.int64)]
-        acc ^= tables[(dval >> np.uint64(16)).astype(np.int64)]
+            if step16[:, i].any():
+                acc ^= tables[np.maximum(base - (2 * i << 16), 0) + step16[:, i]]
+        val16 = dval.astype(np.uint32).view(np.uint16).reshape(-1, 2)
+        acc ^= tables[val16[:, 0].astype(np.intp) + (2 << 16)]
+        acc ^= tables[val16[:, 1]]
         crc_ok = _crc.mask(acc) == u32[e]
     handled = np.zeros(n_rec, dtype=bool)
     handled[sel] = True  # of the layout: decoded here, or rejected for a bad CRC

@@ -233,6 +233,27 @@ def flip_negative_kl(values: np.ndarray, bounds: list[tuple[int, int, str]]) -> 
     return notes
 
 
+def _last_at_or_before(es: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Index of the last ``es`` point at or before each step (0 before the first): sorted ``es``.
+
+    Equal to ``max(searchsorted(es, steps, "right") - 1, 0)``; a lookup table over the span of ``es``
+    when that span is small (steps are dense in training logs), a binary search otherwise.
+    """
+    lo, hi = int(es[0]), int(es[-1])
+    span = hi - lo + 1
+    if span <= 8 * len(es) + (1 << 20):
+        at = np.zeros(span, dtype=np.int32 if len(es) < 2**31 else np.int64)
+        at[es - lo] = np.arange(len(es), dtype=at.dtype)
+        np.maximum.accumulate(at, out=at)
+        j = steps - lo
+        np.clip(j, 0, span - 1, out=j)
+        return at[j]
+    idx = np.searchsorted(es, steps, side="right")
+    idx -= 1
+    np.maximum(idx, 0, out=idx)
+    return idx
+
+
 class FrameBuilder:
     """Assemble the tidy frame run by run, without holding the raw rows and the frame twice.
 
@@ -241,7 +262,14 @@ class FrameBuilder:
     copying. Output equals :func:`build_frame` on the same rows.
     """
 
-    def __init__(self, tag_names: list[str], *, tag_map: TagMap | None = None, steps_per_epoch: int | None = None):
+    def __init__(
+        self,
+        tag_names: list[str],
+        *,
+        tag_map: TagMap | None = None,
+        steps_per_epoch: int | None = None,
+        capacity: int = 0,
+    ):
         self._names = tag_names  # a registry's list (it may grow while runs are added)
         self._tag_map = tag_map
         self._spe = steps_per_epoch
@@ -249,11 +277,12 @@ class FrameBuilder:
         self._counts: list[int] = []
         self._used = np.zeros(0, dtype=bool)
         self._n = 0
-        self._tag = np.zeros(0, dtype=np.int16)  # tag codes of the names list; int32 once it outgrows int16
-        self._step = np.zeros(0, dtype=np.int64)
-        self._epoch = np.zeros(0, dtype=np.float64)
-        self._value = np.zeros(0, dtype=np.float64)
-        self._wall = np.zeros(0, dtype=np.float64)
+        # Columns sized by an upper bound with np.empty: untouched pages cost no memory; finish() trims.
+        self._tag = np.empty(capacity, dtype=np.int16)  # codes of the names list; int32 if it outgrows int16
+        self._step = np.empty(capacity, dtype=np.int64)
+        self._epoch = np.empty(capacity, dtype=np.float64)
+        self._value = np.empty(capacity, dtype=np.float64)
+        self._wall = np.empty(capacity, dtype=np.float64)
 
     def _resolve(self, code: int) -> tuple[str | None, str]:
         return resolve(self._names[code], self._tag_map)
@@ -283,7 +312,7 @@ class FrameBuilder:
             self._counts.append(0)
             return []
         if n_names >= np.iinfo(self._tag.dtype).max and self._tag.dtype != np.int32:
-            self._tag = self._tag.astype(np.int32)
+            self._tag = self._tag.astype(np.int32)  # copies only the capacity's touched pages' worth
         present = np.flatnonzero(np.bincount(codes, minlength=n_names))
         self._used[present] = True
         local = sorted(present.tolist(), key=lambda c: self._names[c])
@@ -295,13 +324,13 @@ class FrameBuilder:
         m = len(order)
         o = self._n
         self._grow(o + m)
-        tag_out = self._tag[o:]
+        tag_out = self._tag[o : o + m]
         np.take(np.asarray(local, dtype=self._tag.dtype), np.take(lc, order), out=tag_out)
-        step_out = self._step[o:]
+        step_out = self._step[o : o + m]
         np.take(steps, order, out=step_out)
-        val_out = self._value[o:]
+        val_out = self._value[o : o + m]
         np.take(values, order, out=val_out)
-        wall_out = self._wall[o:]
+        wall_out = self._wall[o : o + m]
         np.take(wall_times, order, out=wall_out)
         del order
 
@@ -329,7 +358,7 @@ class FrameBuilder:
             es, ev = es[last], ev[last]
         else:
             es, ev = np.array([], dtype=np.int64), np.array([], dtype=np.float64)
-        epoch_out = self._epoch[o:]
+        epoch_out = self._epoch[o : o + m]
         if epochs is not None:
             split_of_local = np.asarray([r[1] for r in resolved], dtype=object)
             local_codes = np.repeat(np.arange(len(local)), counts)
@@ -344,10 +373,7 @@ class FrameBuilder:
     def _align(self, steps, out, bounds, splits: list[str], es: np.ndarray, ev: np.ndarray) -> None:
         """:func:`align_epochs` for rows grouped by tag (segment ``i`` is ``bounds[i]:bounds[i+1]``), in place."""
         if len(es):
-            idx = np.searchsorted(es, steps, side="right")
-            idx -= 1
-            np.maximum(idx, 0, out=idx)  # before the first epoch point: that point's epoch
-            np.take(ev.astype(np.float64), idx, out=out)
+            np.take(ev.astype(np.float64), _last_at_or_before(es, steps), out=out)
             return
         out[:] = np.nan
         for i, split in enumerate(splits):
@@ -357,14 +383,18 @@ class FrameBuilder:
             elif self._spe:
                 out[a:b] = steps[a:b] // self._spe
 
-    def _grow(self, size: int) -> None:
+    def _grow(self, size: int, *, exact: bool = False) -> None:
         # ndarray.resize reallocates in place (mremap for large blocks): no second copy of the columns.
+        if size <= len(self._step) and not exact:
+            return
+        if not exact:
+            size = max(size, int(len(self._step) * 1.5))
         for a in (self._tag, self._step, self._epoch, self._value, self._wall):
             a.resize(size, refcheck=False)
 
     def finish(self, *, all_runs: list[str] | None = None) -> pd.DataFrame:
         """The frame (sorted by run, tag, step). ``all_runs``: every run id, with or without rows."""
-        self._grow(self._n)
+        self._grow(self._n, exact=True)
         if self._n == 0:
             return empty_frame()
         n_names = len(self._names)

@@ -222,7 +222,12 @@ def load(
             infos[rr.run].notes.extend(rr.notes)
     else:
         reg = TagRegistry()
-        builder = FrameBuilder(reg.names, tag_map=tag_map, steps_per_epoch=steps_per_epoch)
+        builder = FrameBuilder(
+            reg.names,
+            tag_map=tag_map,
+            steps_per_epoch=steps_per_epoch,
+            capacity=sum(_row_bound(rd.event_files) for rd in run_dirs),
+        )
         for rd in sorted(run_dirs, key=lambda r: r.run):
             info, rows = _read_run_fast(rd, reg)
             infos[rd.run] = info
@@ -240,7 +245,7 @@ def load(
 def _read_run_fast(rd: RunDir, reg: TagRegistry) -> tuple[RunInfo, Rows]:
     info = RunInfo(run=rd.run, path=rd.path, event_files=list(rd.event_files))
     meta = EventMeta()
-    acc = RowsAccumulator()
+    acc = RowsAccumulator(_row_bound(rd.event_files))
     for f in rd.event_files:
         cur = FileCursor(f)
         before, n_before = meta.undecodable, len(acc)
@@ -269,6 +274,20 @@ def _read_run_fast(rd: RunDir, reg: TagRegistry) -> tuple[RunInfo, Rows]:
     read_run_metadata(rd.path, info)
     _release_free_memory()
     return info, rows
+
+
+_MIN_SCALAR_RECORD = 36  # 16 bytes of framing + the smallest one-scalar Event of the common layout
+
+
+def _row_bound(files: list[Path]) -> int:
+    """A capacity for a run's rows: its files' bytes over the smallest scalar record (rarely exceeded)."""
+    total = 0
+    for f in files:
+        try:
+            total += f.stat().st_size
+        except OSError:
+            pass
+    return total // _MIN_SCALAR_RECORD + 16
 
 
 def _release_free_memory() -> None:

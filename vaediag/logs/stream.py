@@ -22,7 +22,7 @@ from vaediag.logs.scanner import PAD, Scanner
 
 __all__ = ["CHUNK_BYTES", "FileCursor", "Rows", "RowsAccumulator"]
 
-CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 4 << 20
 
 
 @dataclass
@@ -57,9 +57,10 @@ class Rows:
 class RowsAccumulator:
     """Rows appended chunk by chunk into columns that grow in place (no list of parts, no final copy)."""
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int = 0) -> None:
+        # np.empty: pages of an over-estimated capacity are never touched, so they cost no memory.
         self.n = 0
-        self._cols = [np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.float64)]
+        self._cols = [np.empty(capacity, t) for t in (np.int32, np.int64, np.float64, np.float64)]
 
     def __len__(self) -> int:
         return self.n
@@ -70,7 +71,7 @@ class RowsAccumulator:
             return
         new = self.n + m
         if new > len(self._cols[0]):
-            cap = max(new, int(len(self._cols[0]) * 1.25))
+            cap = max(new, int(len(self._cols[0]) * 1.5))
             for a in self._cols:
                 a.resize(cap, refcheck=False)  # realloc: large blocks are remapped, not copied
         for a, src in zip(self._cols, (part.codes, part.steps, part.values, part.wall_times)):
@@ -99,6 +100,7 @@ class FileCursor:
     _carry_base: int = 0  # absolute offset of _carry[0]
     _need_end: int | None = None  # absolute end of the incomplete record being carried
     _scanner: Scanner = field(default_factory=Scanner, repr=False)
+    _buf: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8), repr=False)  # reused per chunk
 
     @property
     def resyncs(self) -> int:
@@ -139,7 +141,9 @@ class FileCursor:
                     break  # the carried record is not complete in the file yet (or never will be)
                 have = len(self._carry)
                 want = min(size - self.offset, max(chunk, (self._need_end or 0) - self.offset))
-                buf = np.empty(have + want + PAD, dtype=np.uint8)
+                if len(self._buf) < have + want + PAD:
+                    self._buf = np.empty(have + want + PAD, dtype=np.uint8)
+                buf = self._buf
                 buf[:have] = self._carry
                 got = fh.readinto(memoryview(buf)[have : have + want])
                 if not got:
@@ -159,4 +163,6 @@ class FileCursor:
                 self._carry_base += framing.consumed
                 self._need_end = framing.need_end
                 del buf, framing
+        if self._need_end is None or len(self._buf) > 2 * chunk:
+            self._buf = np.zeros(0, np.uint8)  # done with this file for now: free the chunk buffer
         return None if into is not None else acc.rows()
