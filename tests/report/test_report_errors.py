@@ -154,7 +154,8 @@ def test_default_targets_are_the_seeds():
         (Target("recon", "recon", 0.03, 0.05, "lower", "Recon"), 0.01, "met"),
         (Target("recon", "recon", 0.03, 0.05, "lower", "Recon"), 0.111, "high"),
         (Target("recon", "recon", 0.03, 0.05, "lower", "Recon"), None, "missing"),
-        (Target("recon", "recon", 0.03, 0.05, "lower", "Recon"), float("nan"), "missing"),
+        (Target("recon", "recon", 0.03, 0.05, "lower", "Recon"), float("nan"), "nonfinite"),
+        (Target("psnr", "psnr", 30, 35, "higher", "PSNR"), float("inf"), "nonfinite"),
     ],
 )
 def test_target_judgement(target, value, verdict):

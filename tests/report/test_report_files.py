@@ -179,3 +179,52 @@ def test_default_output_is_reports_name_in_a_new_folder(special_tree, tmp_path, 
     assert "](odd-project_files/loss_terms.png)" in text
     assert sorted(md.files_of(out)) == ["kl_weight.png", "loss_terms.png", "loss_terms_weighted.png",
                                         "penalty_share.png", "quality.png"]
+
+
+# --------------------------------------------------------------------------------------------------
+# A run that diverged, and foreign tag names mapped with --tags
+
+
+def test_diverged_run_is_not_dressed_up(tmp_path):
+    """A run whose losses went NaN shows NaN as its final values and is not ranked on stale numbers."""
+    import math
+
+    import vaediag
+    from report_runs import SEED_RUNS, _curve, write_seed_run
+    from vaediag.render.report import build_report, diagnose_runs
+
+    spec = dict(SEED_RUNS["run3"], epochs=12)
+    curves = {k: _curve(*spec[k][:2], 12, rate=spec[k][2], wiggle=spec[k][3])[:8] + [math.nan] * 4
+              for k in ("kl", "recon", "perceptual", "psnr", "ssim", "sharpness")}
+    write_seed_run(tmp_path / "diverged" / "version_0", spec, curves=curves)
+    write_seed_run(tmp_path / "healthy" / "version_0", dict(SEED_RUNS["run3"], epochs=12, t0=1.8e9))
+    rs = vaediag.load(tmp_path)
+    text = build_report(rs, diagnose_runs(rs), plots=False).markdown
+    assert "**Best run: R2** (healthy/version_0)" in text
+    assert "Not ranked because their last value is not finite (the run diverged): R1." in text
+    metrics = [t for t in md.tables(text) if t.heading == "Runs"][1]
+    assert metrics.rows[0][:6] == ["R1", "NaN", "NaN", "NaN", "NaN", "NaN"]
+    assert "- PSNR: 20.0-32.4 dB (final NaN: not finite)" in text
+    every = [t for t in md.tables(text) if t.heading == "Expected vs actual" and t.header[0] == "#"][0]
+    assert every.rows[0][3] == "❌ NaN"
+    # Thirty nonfinite findings (one per tag) read as one row naming the rest.
+    findings = [t for t in md.tables(text) if t.heading == "R1: diverged/version_0" and t.header[0] == "Severity"][0]
+    nonfinite = [r for r in findings.rows if r[1].startswith("nonfinite")]
+    assert len(nonfinite) == 1 and "more like it: " in nonfinite[0][3]
+
+
+def test_foreign_tags_mapped_with_a_tags_file(tmp_path):
+    """`--tags FILE` reaches the reader: custom tag names become KL and reconstruction in the report."""
+    import tbwrite
+
+    run = tmp_path / "runs" / "exp1"
+    series = {"mine/kl_term": [(s, 400.0 - 10 * s) for s in range(6)],
+              "mine/rec_term": [(s, 0.2 - 0.01 * s) for s in range(6)]}
+    tbwrite.write_run(run, series, epochs={s: float(s // 2) for s in range(6)})
+    tags = tmp_path / "tags.toml"
+    tags.write_text('[tags]\n"mine/kl_term" = "kl"\n"mine/rec_term" = "recon"\n')
+    out = tmp_path / "r.md"
+    assert run_cli("report", str(tmp_path / "runs"), "-o", str(out), "--tags", str(tags)) == 0
+    metrics = [t for t in md.tables(out.read_text(encoding="utf-8")) if t.heading == "Runs"][1]
+    # Epoch 3's train means: KL (360 + 350) / 2, recon (0.16 + 0.15) / 2.
+    assert metrics.rows == [["R1", "355", "—", "—", "—", "0.155", "—", "—"]]

@@ -96,9 +96,11 @@ class Target:
     split: str = "val"
 
     def judge(self, value: float | None) -> str:
-        """``met``, ``low``, ``high`` or ``missing``."""
-        if value is None or not math.isfinite(value):
+        """``met``, ``low``, ``high``, ``nonfinite`` (NaN or inf: the run diverged) or ``missing``."""
+        if value is None:
             return "missing"
+        if not math.isfinite(value):
+            return "nonfinite"
         if self.direction in ("higher", "range") and self.low is not None and value < self.low:
             return "low"
         if self.direction in ("lower", "range") and self.high is not None and value > self.high:
@@ -227,10 +229,18 @@ class _Run:
         return int(self.diag.epochs)
 
     def final(self, column: str) -> float | None:
-        """Value of an epoch-table column at the latest completed epoch that logged it."""
+        """Value of an epoch-table column at the latest completed epoch that logged it.
+
+        A run whose latest logged value of the term is not finite (it diverged) ends there: the result is
+        that NaN or inf, never an older finite value that would make a dead run look healthy.
+        """
         t = self.table
         if column not in t:
             return None
+        term = column.split("_", 1)[1] if column.startswith(("val_", "train_")) else column
+        latest = self.diag.metrics.get(term)
+        if latest is not None and not math.isfinite(latest):
+            return float(latest)
         s = t[column]
         if self.epochs:
             s = s[s.index < self.epochs]
@@ -239,6 +249,9 @@ class _Run:
 
     def metric(self, term: str, split: str = "val") -> float | None:
         """Final value of ``term``: on ``split`` where logged, else the val-preferred latest metric."""
+        latest = self.diag.metrics.get(term)
+        if latest is not None and not math.isfinite(latest):
+            return float(latest)
         v = self.final(f"{split}_{term}")
         if v is None and split == "val":
             m = self.diag.metrics.get(term)
@@ -349,10 +362,13 @@ def _views(runset: "RunSet", diagnoses: Sequence["RunDiagnosis"]) -> list[_Run]:
 
 
 def _val(x: float | None, term: str | None = None) -> str:
+    """A value for a cell: ``—`` when not logged, ``NaN``/``inf`` spelled out (a diverged run is news)."""
     from vaediag.diagnose.numbers import fmt_value
 
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+    if x is None:
         return MISSING
+    if not math.isfinite(x):
+        return "NaN" if math.isnan(x) else ("inf" if x > 0 else "-inf")
     return fmt_value(x, term)
 
 
@@ -415,6 +431,8 @@ def _judgement(target: Target, value: float | None) -> str:
         return "✅ met"
     if verdict == "missing":
         return "not logged"
+    if verdict == "nonfinite":
+        return "❌ not finite"
     return f"❌ {'too low' if verdict == 'low' else 'too high'}"
 
 
@@ -553,15 +571,20 @@ def _section_summary(views: Sequence[_Run], baseline: _Run | None, targets: Sequ
         second = ranked[1]
         s += (f", {_delta_text(column, value, second.final(column), higher)} than the runner-up "
               f"{second.label} ({fmt_value(second.final(column), term)}{_unit(term)})")
-    if baseline is not None and baseline is not best and baseline.final(column) is not None and (
+    if baseline is not None and baseline is not best and baseline in ranked and (
         len(ranked) < 2 or baseline is not ranked[1]
     ):
         s += (f" and {_delta_text(column, value, baseline.final(column), higher)} than the baseline "
               f"{baseline.label} ({fmt_value(baseline.final(column), term)}{_unit(term)})")
     s += "."
     unranked = [v for v in comparable if v not in ranked]
-    if unranked:
-        s += f" {len(unranked)} run(s) do not log this and are not ranked: {', '.join(v.label for v in unranked)}."
+    diverged = [v for v in unranked if v.final(column) is not None]
+    silent = [v for v in unranked if v.final(column) is None]
+    if diverged:
+        s += (f" Not ranked because their last value is not finite (the run diverged): "
+              f"{', '.join(v.label for v in diverged)}.")
+    if silent:
+        s += f" {len(silent)} run(s) do not log this and are not ranked: {', '.join(v.label for v in silent)}."
     if term == "recon":
         s += " (Reconstruction losses compare only between runs with the same loss and data.)"
     lines += [s, ""]
@@ -728,7 +751,9 @@ def _section_evolution(views: Sequence[_Run]) -> list[str]:
             span = fmt_value(lo, term) if flat else f"{fmt_value(lo, term)}-{fmt_value(hi, term)}"
             name = TERM_INFO[term].label
             item = f"{name[:1].upper()}{name[1:]}: {span}{_unit(term)}"
-            if final is not None and not (flat and fmt_value(final, term) == span):
+            if final is not None and not math.isfinite(final):
+                item += f" (final {_val(final, term)}: not finite)"
+            elif final is not None and not (flat and fmt_value(final, term) == span):
                 item += f" (final {fmt_value(final, term)}{_unit(term)})"
             if prev is not None and prev.metric(term) is not None and final is not None:
                 item += f"; {_change(term, prev.metric(term), final)} vs {prev.label}"
@@ -871,7 +896,8 @@ def _section_findings(views: Sequence[_Run]) -> list[str]:
         shown = [f for f in d.findings if not _is_checklist(f) and f.severity != "pass"]
         passed = [f for f in d.findings if not _is_checklist(f) and f.severity == "pass"]
         if shown:
-            rows = [[_SEVERITY_MARK[f.severity], escape(f.id), _epoch_cell(f.epoch), escape(f.message)] for f in shown]
+            rows = [[_SEVERITY_MARK[f.severity], escape(f.id), _epoch_cell(f.epoch), escape(msg)]
+                    for f, msg in _collapse(shown)]
             lines += [table(["Severity", "Rule", "Epoch", "Finding"], rows, align="llrl"), ""]
         if passed:
             lines += [f"Passed: {', '.join(escape(f.id) for f in passed)}.", ""]
@@ -885,6 +911,28 @@ def _section_findings(views: Sequence[_Run]) -> list[str]:
                     lines += [""] + ["   " + ln for ln in _code(r.command, "bash")] + [""]
             lines.append("")
     return lines
+
+
+# More findings of one rule in one run than this are shown as one row (a diverged run has a
+# ``nonfinite`` finding per tag: thirty rows that say the same thing).
+_COLLAPSE_OVER = 3
+
+
+def _collapse(findings: Sequence["Finding"]) -> list[tuple["Finding", str]]:
+    """(finding, message) rows: a rule with many findings keeps its first, naming the others by key."""
+    by_rule: dict[str, list["Finding"]] = {}
+    for f in findings:
+        by_rule.setdefault(f.rule, []).append(f)
+    out = []
+    for f in findings:
+        group = by_rule[f.rule]
+        if len(group) <= _COLLAPSE_OVER:
+            out.append((f, f.message))
+        elif f is group[0]:
+            others = [g.key or g.rule for g in group[1:]]
+            shown = ", ".join(others[:6]) + (" …" if len(others) > 6 else "")
+            out.append((f, f"{f.message} (and {len(others)} more like it: {shown})"))
+    return out
 
 
 def _epoch_cell(epoch: int | None) -> str:
