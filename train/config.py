@@ -118,6 +118,20 @@ class TrainConfig:
     def replace(self, **changes: Any) -> "TrainConfig":
         return replace(self, **changes)
 
+    def to_argv(self) -> list[str]:
+        """The ``python -m train`` flags that reproduce this config (fields left at their default are omitted)."""
+        argv: list[str] = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not f.metadata.get("cli", True) or value == f.default:
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            if isinstance(value, bool):
+                argv.append(flag if value else "--no-" + f.name.replace("_", "-"))
+            else:
+                argv += [flag, repr(value) if isinstance(value, float) else str(value)]
+        return argv
+
 
 def parse_layers(spec: str) -> tuple[str, ...]:
     """``"relu1_2,relu3_3"`` -> ``("relu1_2", "relu3_3")`` in trunk order; ``"all"`` -> every layer."""

@@ -152,7 +152,11 @@ def to_nchw(arr: np.ndarray, *, name: str = "data") -> np.ndarray:
     if h < 8:
         raise DataError(f"{name} holds {h}x{w} images; expected at least 8x8 (the model trains at 32 px or more)")
     out = np.ascontiguousarray(arr)
-    return out if out.dtype == np.uint8 else out.astype(np.float32, copy=False)
+    if out.dtype != np.uint8:
+        out = out.astype(np.float32, copy=False)
+    if not out.flags.writeable:  # a memory-mapped file that needed no transpose: bring it into memory
+        out = out.copy()
+    return out
 
 
 def grey_mask(images: np.ndarray) -> np.ndarray:

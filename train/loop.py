@@ -323,6 +323,15 @@ class StepLogger:
         self._rows.clear()
 
 
+def _add_text(writer: Any, tag: str, text: str, step: int) -> None:
+    """A text summary under exactly ``tag`` (SummaryWriter.add_text would append '/text_summary')."""
+    from torch.utils.tensorboard.summary import text as text_summary
+
+    summary = text_summary(tag, text)
+    summary.value[0].tag = tag
+    writer._get_file_writer().add_summary(summary, step, time.time())
+
+
 def make_grid(x: torch.Tensor, recon: torch.Tensor, *, pad: int = 2) -> torch.Tensor:
     """Inputs (top row) over reconstructions (bottom row) as one ``(C, H, W)`` image in [0, 1]."""
     n, c, h, w = x.shape
@@ -590,9 +599,9 @@ def _train(cfg: TrainConfig, d: _Dist, on_epoch_end: Callable[[EpochEnd], None] 
             msg += "; overrides: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
         out.info(msg)
         if writer is not None:
-            writer.add_text(terms.RESUME_TEXT_TAG, msg, state.global_step)
+            _add_text(writer, terms.RESUME_TEXT_TAG, msg, state.global_step)
     if writer is not None:
-        writer.add_text(terms.BACKBONE_TEXT_TAG, backbone.description, state.global_step)
+        _add_text(writer, terms.BACKBONE_TEXT_TAG, backbone.description, state.global_step)
     train_model: torch.nn.Module = model
     if d.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -616,7 +625,7 @@ def _train(cfg: TrainConfig, d: _Dist, on_epoch_end: Callable[[EpochEnd], None] 
             return
         payload = {"format": _CKPT_FORMAT, "config": cfg.to_dict(), "model": model.state_dict(),
                    "optimizer": optimizer.state_dict(), "state": state.to_dict(), "run_dir": str(run_dir),
-                   "rng_cpu": torch.get_rng_state(), "torch_version": torch.__version__}
+                   "rng_cpu": torch.get_rng_state(), "torch_version": str(torch.__version__)}
         if device.type == "cuda":
             payload["rng_cuda"] = torch.cuda.get_rng_state(device)
         _save_checkpoint(ckpt_path, payload)

@@ -142,7 +142,7 @@ class PerceptualDistance(nn.Module):
 
     def __init__(self, *, trunk_state: dict[str, torch.Tensor], layers: tuple[str, ...], shift_tolerant: bool,
                  heads: dict[str, torch.Tensor] | None = None, shift: torch.Tensor | None = None,
-                 scale: torch.Tensor | None = None, source: str = "") -> None:
+                 scale: torch.Tensor | None = None, source: str = "", key_prefix: str = "") -> None:
         super().__init__()
         bad = [name for name in layers if name not in PERCEPTUAL_LAYERS]
         if bad or not layers:
@@ -153,13 +153,13 @@ class PerceptualDistance(nn.Module):
         self.taps = [taps[i] for i in self.layer_ids]
         own = self.features.state_dict()
         wanted = {k: v for k, v in trunk_state.items() if k in own}
-        missing = sorted(set(own) - set(wanted), key=_natural)
+        missing = [key_prefix + k for k in sorted(set(own) - set(wanted), key=_natural)]
         if missing:
             raise InputError(f"perceptual weights {source}: not a VGG16 trunk, missing {', '.join(missing[:3])}"
-                             f"{' ...' if len(missing) > 3 else ''} (expected keys like features.0.weight)")
+                             f"{' ...' if len(missing) > 3 else ''}")
         for k, v in wanted.items():
             if v.shape != own[k].shape:
-                raise InputError(f"perceptual weights {source}: {k} has shape {tuple(v.shape)}, "
+                raise InputError(f"perceptual weights {source}: {key_prefix}{k} has shape {tuple(v.shape)}, "
                                  f"VGG16 needs {tuple(own[k].shape)}")
         self.features.load_state_dict(wanted, strict=True)
         widths = [64, 128, 256, 512, 512]
@@ -264,6 +264,7 @@ def load_perceptual(spec: str, layers: tuple[str, ...]) -> tuple[PerceptualDista
 def _from_torchvision(path: Path, layers: tuple[str, ...], layer_text: str) -> tuple[PerceptualDistance, Backbone]:
     sd = _load_state(path)
     trunk = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}
-    dist = PerceptualDistance(trunk_state=trunk, layers=layers, shift_tolerant=False, source=str(path))
+    dist = PerceptualDistance(trunk_state=trunk, layers=layers, shift_tolerant=False, source=str(path),
+                              key_prefix="features.")
     desc = f"torchvision-format VGG16 ({path}), unit channel weights (LPIPS baseline), layers {layer_text}"
     return dist, Backbone(desc, str(path.resolve()), False)
