@@ -27,7 +27,7 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from vaediag.errors import InputError, RulesError, UsageError
 from vaediag.render.markdown import MISSING, escape, link_path, table
@@ -436,10 +436,6 @@ def _judgement(target: Target, value: float | None) -> str:
     return f"❌ {'too low' if verdict == 'low' else 'too high'}"
 
 
-def _run_cell(v: _Run) -> str:
-    return f"{v.label}: {escape(v.run)}"
-
-
 def _config(v: _Run) -> dict[str, str]:
     """Configuration cells of the run table (kl_weight, latent dim, mode, loss weights)."""
     from vaediag.diagnose.penalty import is_autoencoder, resolve_loss_weights
@@ -494,7 +490,7 @@ def _best(views: Sequence[_Run]) -> tuple[list[_Run], str | None, str | None, bo
     return [], None, None, True
 
 
-def _delta_text(column: str, best: float, other: float, higher: bool) -> str:
+def _delta_text(column: str, best: float, other: float) -> str:
     from vaediag.diagnose.numbers import fmt_sig
 
     term = column.split("_", 1)[1]
@@ -569,12 +565,12 @@ def _section_summary(views: Sequence[_Run], baseline: _Run | None, targets: Sequ
          f"**{fmt_value(value, term)}{_unit(term)}** after {best.epochs} epoch{'s' if best.epochs != 1 else ''}")
     if len(ranked) > 1:
         second = ranked[1]
-        s += (f", {_delta_text(column, value, second.final(column), higher)} than the runner-up "
+        s += (f", {_delta_text(column, value, second.final(column))} than the runner-up "
               f"{second.label} ({fmt_value(second.final(column), term)}{_unit(term)})")
     if baseline is not None and baseline is not best and baseline in ranked and (
         len(ranked) < 2 or baseline is not ranked[1]
     ):
-        s += (f" and {_delta_text(column, value, baseline.final(column), higher)} than the baseline "
+        s += (f" and {_delta_text(column, value, baseline.final(column))} than the baseline "
               f"{baseline.label} ({fmt_value(baseline.final(column), term)}{_unit(term)})")
     s += "."
     unranked = [v for v in comparable if v not in ranked]
@@ -799,11 +795,6 @@ def _status_of(findings: Sequence["Finding"]) -> str:
 def _section_milestones(views: Sequence[_Run]) -> list[str]:
     lines = ["## Milestones", ""]
     comparable = [v for v in views if v.epochs > 0]
-    rules: list[str] = []
-    for v in comparable:
-        for r in _milestone_rules(v.diag.findings):
-            if r not in rules:
-                rules.append(r)
     rules = _milestone_rules([f for v in comparable for f in v.diag.findings])
     if not rules:
         return lines + ["No milestone was judged (no run has completed epochs).", ""]
@@ -984,7 +975,7 @@ def _section_watchdog(views: Sequence[_Run]) -> list[str]:
     return lines
 
 
-def _section_notes(runset: "RunSet", views: Sequence[_Run], criterion: str | None) -> list[str]:
+def _section_notes(runset: "RunSet", views: Sequence[_Run]) -> list[str]:
     lines = ["## Notes", ""]
     items = []
     empty = [v for v in views if v.epochs == 0]
@@ -1164,7 +1155,7 @@ def build_report(
     targets = load_targets() if targets is None else tuple(targets)
     views = _views(runset, diagnoses)
     base = _pick_baseline(views, baseline)
-    ranked, criterion, _, _ = _best([v for v in views if v.epochs > 0])
+    ranked, _, _, _ = _best([v for v in views if v.epochs > 0])
     best = ranked[0] if ranked else None
     files_dir = f"{out_name}_files"
     rendered = _render_plots(views) if plots else []
@@ -1186,7 +1177,7 @@ def build_report(
     lines += _section_targets(views, base, best, targets)
     lines += _section_findings(views)
     lines += _section_watchdog(views)
-    lines += _section_notes(runset, views, criterion)
+    lines += _section_notes(runset, views)
     text = "\n".join(lines).rstrip("\n") + "\n"
     return Report(markdown=text, files={name: data for name, _, _, data in rendered}, files_dir=files_dir)
 
