@@ -331,3 +331,23 @@ def test_load_state_of_other_policy_fails():
 def test_decision_rejects_unknown_action():
     with pytest.raises(UsageError, match=r"unknown decision action 'explode' \(choose keep, set_kl_weight"):
         Decision("explode", 0, 1.0)
+
+
+@pytest.mark.parametrize("name,metrics", [("ladder", {"kl": 2000.0}), ("controlvae", {"kl": 5000.0}),
+                                          ("geco", {"psnr": 15.0})])
+def test_not_applied_lets_the_policy_decide_again(name, metrics):
+    params = {"kl_weight": 1e-3, "cooldown": 3, "min_kl_weight": 1e-9}
+    if name == "ladder":
+        params.update(reduce_at=1, ae_at=50, stop_at=60)
+    p = make_policy(name, **params)
+    before = p.state_dict()
+    d0 = p.update(0, dict(metrics))
+    assert d0.changes
+    p.not_applied(d0)
+    after = p.state_dict()
+    assert {k: v for k, v in after.items() if k not in ("last_epoch", "c_ma", "recon_history")} == \
+        {k: v for k, v in before.items() if k not in ("last_epoch", "c_ma", "recon_history")}
+    d1 = p.update(1, dict(metrics))
+    assert d1.changes and d1.kl_weight == pytest.approx(d0.kl_weight, rel=0.5)  # not blocked by the cool-down
+    with pytest.raises(UsageError, match="must follow the update that decided it"):
+        p.not_applied(d0)

@@ -258,3 +258,22 @@ def test_follow_a_live_run_and_ctrl_c(tmp_path):
     finally:
         trainer.send_signal(signal.SIGINT)
         trainer.wait(timeout=20)
+
+
+def test_resumed_run_replays_its_history_without_acting_on_it(tmp_path):
+    logs = tmp_path / "logs"
+    ckpt = tmp_path / "c.pt"
+    first = subprocess.run([*FAKE, "--logdir", str(logs), "--epochs", "3", "--epoch-seconds", "0",
+                            "--checkpoint", str(ckpt)], cwd=tmp_path, capture_output=True, timeout=60)
+    assert first.returncode == 0
+    run_dir = logs / "version_0"
+    time.sleep(0.6)  # the earlier session's files are older than the watched child
+    r = watch(REDUCE_AT_1 + ["--", *FAKE, "--logdir", str(logs), "--epochs", "5", "--resume", str(ckpt),
+                             "--checkpoint", str(ckpt)], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    ds = decisions(run_dir)
+    assert [d["epoch"] for d in ds] == [0, 1, 2, 3, 4]
+    assert [bool(d.get("replayed")) for d in ds] == [True, True, False, False, False]
+    assert ds[0]["action"] == "set_kl_weight" and not ds[0]["applied"]  # history: recorded, never applied
+    # ... so the policy knows the run is still at 1e-2, and the first live epoch gets the reduction.
+    assert (ds[2]["action"], ds[2]["kl_weight"], ds[2]["applied"], ds[2]["seq"]) == ("set_kl_weight", 1e-3, True, 1)

@@ -205,6 +205,7 @@ class Policy:
         self.last_epoch: int | None = None
         self.last_change_epoch: int | None = None
         self.n_changes = 0
+        self._undo: tuple[int, dict[str, Any]] | None = None  # (epoch, state before the last change)
 
     # ---- public surface -------------------------------------------------------------------------
 
@@ -247,7 +248,11 @@ class Policy:
         self._observe(epoch, m)
         proposal, pending = self._propose(epoch, m)
         decision = self._guard(proposal)
+        self._undo = None
         if decision.declined is None:
+            if decision.changes:
+                keys = (*pending, "kl_weight", "mode", "last_change_epoch", "n_changes")
+                self._undo = (epoch, {k: getattr(self, k) for k in keys})
             self._commit(pending)
             if decision.changes:
                 self.last_change_epoch = epoch
@@ -255,6 +260,18 @@ class Policy:
                 self.kl_weight = decision.kl_weight
                 self.mode = decision.mode
         return decision
+
+    def not_applied(self, decision: Decision) -> None:
+        """Tell the policy that the change it just decided never reached the run (replayed history, a control
+        file that could not be written). It forgets the state that assumed the change (the ladder's rung,
+        ControlVAE's integral step, the cool-down), so it can decide again. Call it before the next update."""
+        if not decision.changes:
+            return
+        if self._undo is None or self._undo[0] != decision.epoch:
+            raise UsageError(f"not_applied() must follow the update that decided it (epoch {decision.epoch + 1})")
+        for k, v in self._undo[1].items():
+            setattr(self, k, v)
+        self._undo = None
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume this policy: JSON-serialisable."""

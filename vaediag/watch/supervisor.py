@@ -259,12 +259,19 @@ class _Watch:
         if backlog:
             self.tracker.feed(None)  # one quiet poll: the val points already on disk are whole
         out = []
-        for em in self.tracker.ready(final=final):
+        ready = self.tracker.ready(final=final)
+        for i, em in enumerate(ready):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", MissingMetricWarning)
                 d = self.policy.update(em.epoch, em.metrics)
             for w in caught:
                 self.note(str(w.message))
+            if backlog and i < len(ready) - 1:
+                # History: the run trained these epochs before we looked. What the policy would have done
+                # then is recorded, but it did not happen, so the policy must not believe it did.
+                self.policy.not_applied(d)
+                self.record(em, d, applied=False, replayed=True, note="replayed history")
+                continue
             out.append((em, d))
         return out
 
@@ -509,10 +516,14 @@ class Supervisor(_Watch):
                     path, how = found
                     if self.run_dir is None:
                         self.display.message(f"watch: run directory {path} (found by {how})")
+                    first = self.run_dir is None
                     self.attach(path, command=self.child.cmd, pid=self.child.proc.pid, found_by=how,
                                 restart=self.restart, output_log=str(self._out_path))
+                    # A resumed run: its earlier epochs are history, replayed through the policy, not acted on.
+                    self._backlog = first and self._has_history(self.child.started)
             if self.run_dir is not None:
-                batch = self.read_epochs(final=rc is not None)
+                batch = self.read_epochs(final=rc is not None, backlog=self._backlog)
+                self._backlog = False
                 if batch:
                     self._handle(batch, child_alive=rc is None)
                     if self._fatal is not None:
@@ -524,6 +535,18 @@ class Supervisor(_Watch):
             time.sleep(self.poll)
 
     _child_run_dir_pending = False
+    _backlog = False
+
+    def _has_history(self, started: float) -> bool:
+        """Whether the run directory held event data written before the child started (a resumed run)."""
+        assert self.tail is not None
+        for f in self.tail.event_files():
+            try:
+                if f.stat().st_mtime < started - 0.5:
+                    return True
+            except OSError:
+                pass
+        return False
 
     def _ended(self, rc: int) -> int:
         code = exit_code(rc)
@@ -565,6 +588,8 @@ class Supervisor(_Watch):
                 self._restart(d)
             else:
                 seq = self.write_control(d)
+                if seq is None:
+                    self.policy.not_applied(d)  # it may decide again next epoch
                 self.record(em, d, applied=seq is not None, via="control" if seq is not None else None, seq=seq,
                             **({} if seq is not None else {"note": "control.json could not be written"}))
 
@@ -693,12 +718,8 @@ class Follower(_Watch):
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.attach(self.follow_dir, follow=True, apply=self.apply)
-            first = self.read_epochs(backlog=True)
-            for i, (em, d) in enumerate(first):
-                if i < len(first) - 1:
-                    self.record(em, d, applied=False, replayed=True, note="replayed history")
-                else:
-                    self._live(em, d)
+            for em, d in self.read_epochs(backlog=True):  # history is recorded inside; the latest is live
+                self._live(em, d)
             last_size, last_growth = self._size(), self._clock()
             while True:
                 if self._stop_signal is not None:
@@ -731,4 +752,7 @@ class Follower(_Watch):
             self.record(em, d, applied=False, note="recommendation (pass --apply to write control.json)")
         else:
             seq = self.write_control(d)
-            self.record(em, d, applied=seq is not None, via="control" if seq is not None else None, seq=seq)
+            if seq is None:
+                self.policy.not_applied(d)
+            self.record(em, d, applied=seq is not None, via="control" if seq is not None else None, seq=seq,
+                        **({} if seq is not None else {"note": "control.json could not be written"}))
