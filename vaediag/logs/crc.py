@@ -49,30 +49,32 @@ def advance(r: np.ndarray, n: int = 1) -> np.ndarray:
     return r
 
 
-_PAIR_TABLES: list[np.ndarray] = []
-_STACKED: list[np.ndarray] = [np.zeros((0, 65536), dtype=np.uint32)]
+_PAIR_TABLES: list[np.ndarray] = [np.zeros((0, 65536), dtype=np.uint32)]  # one array, grown on demand
 
 
 def pair_tables(max_distance: int) -> np.ndarray:
     """Tables ``Q_d`` for ``d = 0 .. max_distance`` as one ``(max_distance + 1, 65536)`` uint32 array.
 
     ``Q_d[v]`` is the contribution of the two bytes ``v & 0xFF`` (first) and ``v >> 8`` (second) to the
-    CRC register of a message in which the second byte lies ``d`` bytes before the end.
+    CRC register of a message in which the second byte lies ``d`` bytes before the end. 256 KiB per
+    distance; built once, as far as the longest record seen needs.
     """
-    if not _PAIR_TABLES:
-        v = np.arange(65536, dtype=np.uint32)
-        _PAIR_TABLES.append(BYTE_TABLE[v >> np.uint32(8)] ^ advance(BYTE_TABLE[v & 0xFF]))
-    while len(_PAIR_TABLES) <= max_distance:
-        _PAIR_TABLES.append(advance(_PAIR_TABLES[-1]))
-    if len(_STACKED[0]) <= max_distance:
-        _STACKED[0] = np.stack(_PAIR_TABLES)
-    return _STACKED[0][: max_distance + 1]
+    have = _PAIR_TABLES[0]
+    if len(have) <= max_distance:
+        grown = np.empty((max_distance + 1, 65536), dtype=np.uint32)
+        grown[: len(have)] = have
+        if len(have) == 0:
+            v = np.arange(65536, dtype=np.uint32)
+            grown[0] = BYTE_TABLE[v >> np.uint32(8)] ^ advance(BYTE_TABLE[v & 0xFF])
+        for d in range(max(len(have), 1), max_distance + 1):
+            grown[d] = advance(grown[d - 1])
+        _PAIR_TABLES[0] = grown
+    return _PAIR_TABLES[0][: max_distance + 1]
 
 
 def pair_table(d: int) -> np.ndarray:
     """``Q_d`` (see :func:`pair_tables`)."""
-    pair_tables(d)
-    return _PAIR_TABLES[d]
+    return pair_tables(d)[d]
 
 
 _INIT_TERMS: dict[int, int] = {}

@@ -62,10 +62,8 @@ class TagRegistry:
         self.index: dict[str, int] = {}
         self._slots = np.full(1 << _SLOT_BITS, -1, dtype=np.int32)
         self._by_hash: dict[int, int] = {}  # every registered hash -> code (-1: not UTF-8, protobuf path)
-        self._tl = np.zeros(0, dtype=np.int64)
-        self._head = np.zeros(0, dtype=np.uint64)
-        self._tail = np.zeros(0, dtype=np.uint64)
-        self._mids = np.zeros((0, 0), dtype=np.uint64)
+        self._keys: list[tuple[int, int, int, list[int]]] = []  # (length, head, tail, middles) per code
+        self._arrays: tuple | None = None  # numpy copies of _keys, rebuilt after registrations
 
     def __len__(self) -> int:
         return len(self.names)
@@ -77,16 +75,24 @@ class TagRegistry:
             c = self.index[name] = len(self.names)
             self.names.append(name)
             raw = name.encode("utf-8")
-            head, tail, mids = _tag_keys(raw)
-            if len(mids) > self._mids.shape[1]:
-                self._mids = np.pad(self._mids, ((0, 0), (0, len(mids) - self._mids.shape[1])))
-            row = np.zeros((1, self._mids.shape[1]), dtype=np.uint64)
-            row[0, : len(mids)] = mids
-            self._mids = np.vstack([self._mids, row])
-            self._tl = np.r_[self._tl, len(raw)]
-            self._head = np.r_[self._head, np.uint64(head)]
-            self._tail = np.r_[self._tail, np.uint64(tail)]
+            self._keys.append((len(raw), *_tag_keys(raw)))
+            self._arrays = None
         return c
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(length, head, tail, middle words) of every code, as arrays."""
+        if self._arrays is None:
+            width = max((len(k[3]) for k in self._keys), default=0)
+            mids = np.zeros((len(self._keys), width), dtype=np.uint64)
+            for i, k in enumerate(self._keys):
+                mids[i, : len(k[3])] = k[3]
+            self._arrays = (
+                np.fromiter((k[0] for k in self._keys), dtype=np.int64, count=len(self._keys)),
+                np.fromiter((k[1] for k in self._keys), dtype=np.uint64, count=len(self._keys)),
+                np.fromiter((k[2] for k in self._keys), dtype=np.uint64, count=len(self._keys)),
+                mids,
+            )
+        return self._arrays
 
     def _register_bytes(self, h: int, raw: bytes) -> int:
         try:
@@ -170,17 +176,18 @@ def _tag_codes(
 def _verify(reg: TagRegistry, codes: np.ndarray, tl, head, tail, mids) -> np.ndarray:
     if len(reg) == 0:
         return np.zeros(len(codes), dtype=bool)
+    r_tl, r_head, r_tail, r_mids = reg.arrays()
     c = np.maximum(codes, 0)
     ok = codes >= 0
-    ok &= reg._tl[c] == tl
-    ok &= reg._head[c] == head
-    ok &= reg._tail[c] == tail
-    ncols = reg._mids.shape[1]
+    ok &= r_tl[c] == tl
+    ok &= r_head[c] == head
+    ok &= r_tail[c] == tail
+    ncols = r_mids.shape[1]
     for j, (sub, w) in enumerate(mids):
         if j >= ncols:
             ok[sub] = False
         else:
-            ok[sub] &= reg._mids[c[sub], j] == w
+            ok[sub] &= r_mids[c[sub], j] == w
     return ok
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -111,6 +113,8 @@ def read_event_file(path: Path, rows: ScalarRows, meta: EventMeta) -> FileStats:
     """Read one whole event file into ``rows`` and ``meta``; damage is counted in the returned stats."""
     stats = FileStats(path=path)
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block or never end
+            raise OSError(errno.EINVAL, "not a regular file")
         with open(path, "rb") as fh:
             buf = fh.read()
     except OSError as exc:
@@ -272,7 +276,8 @@ def _read_run_fast(rd: RunDir, reg: TagRegistry) -> tuple[RunInfo, Rows]:
     rows = acc.rows()
     info.n_scalars = len(rows)
     read_run_metadata(rd.path, info)
-    _release_free_memory()
+    if sum(st.size for st in info.files) > _TRIM_AFTER_BYTES:
+        _release_free_memory()
     return info, rows
 
 
@@ -305,6 +310,7 @@ def _release_free_memory() -> None:
 
 
 _TRIM = None
+_TRIM_AFTER_BYTES = 8 << 20  # small runs leave little behind; trimming after each would cost more
 
 
 def _read_run(rd: RunDir) -> tuple[RunInfo, RunRows]:

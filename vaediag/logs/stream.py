@@ -10,7 +10,9 @@ is lost in damage.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,6 +132,8 @@ class FileCursor:
             OSError: the file cannot be opened or read.
         """
         acc = into if into is not None else RowsAccumulator()
+        if not stat.S_ISREG(os.stat(self.path).st_mode):  # a FIFO or device would block or never end
+            raise OSError(errno.EINVAL, "not a regular file")
         with open(self.path, "rb", buffering=0) as fh:
             size = os.fstat(fh.fileno()).st_size
             self.size = max(self.size, size)
