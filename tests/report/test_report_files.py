@@ -77,6 +77,8 @@ def test_watchdog_section_lists_the_journal_decisions(watch_report, watch_tree):
     # The logs show the new weight from the next epoch: the run table reads it as a change.
     cfg = [t for t in md.tables(text) if t.heading == "Runs"][0]
     assert cfg.rows[0][3] == "0.00001 → 0.000001"
+    # A one-run report says so instead of ranking a single run.
+    assert "**One run: R1** (ear_vae/version_0), final validation PSNR **32.0 dB** after 40 epochs." in text
 
 
 def test_damaged_journal_is_reported_not_fatal(watch_tree, tmp_path):

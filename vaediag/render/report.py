@@ -560,9 +560,12 @@ def _section_summary(views: Sequence[_Run], baseline: _Run | None, targets: Sequ
     best = ranked[0]
     term = column.split("_", 1)[1]
     value = best.final(column)
-    s = (f"**Best run: {best.label}** ({escape(best.run)}), ranked by {label} (the first of PSNR, validation "
-         f"reconstruction, training reconstruction that the runs log): "
-         f"**{fmt_value(value, term)}{_unit(term)}** after {best.epochs} epoch{'s' if best.epochs != 1 else ''}")
+    result = f"**{fmt_value(value, term)}{_unit(term)}** after {best.epochs} epoch{'s' if best.epochs != 1 else ''}"
+    if len(comparable) == 1:
+        s = f"**One run: {best.label}** ({escape(best.run)}), {label} {result}"
+    else:
+        s = (f"**Best run: {best.label}** ({escape(best.run)}), ranked by {label} (the first of PSNR, "
+             f"validation reconstruction, training reconstruction that the runs log): {result}")
     if len(ranked) > 1:
         second = ranked[1]
         s += (f", {_delta_text(column, value, second.final(column))} than the runner-up "
