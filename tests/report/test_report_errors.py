@@ -268,3 +268,9 @@ def test_plot_functions_return_fig_and_axes_and_deterministic_png(seed_tree):
             assert hasattr(fig, "savefig") and len(np.atleast_1d(axes)) >= 1
             one, two = plots.png_bytes(fig), plots.png_bytes(fig)
             assert one == two and one.startswith(md.PNG_MAGIC) and md.png_text_chunks(one) == []
+        # The decisions are marked and numbered (D2, a switch to kl_weight 0, sits on the axis edge).
+        fig, axes = plots.plot_kl_weight(tables, styles, decisions=decisions)
+        assert [t.get_text() for t in axes[0].texts] == ["D1", "D2"]
+        assert axes[0].get_yscale() == "log"
+        # One colour per run in every plot: the kl_weight line of run "a" has run a's colour.
+        assert axes[0].lines[0].get_color() == styles["a"].colour
