@@ -86,3 +86,28 @@ def test_real_trainer_restart_mode_resumes_with_new_weight(tmp_path, tiny_data):
     w = f[(f["term"] == "kl_weight") & (f["split"] == "train")]
     assert w["value"].iloc[-1] == pytest.approx(1e-3)  # the resumed run trains at the new weight
     assert sorted(f[(f["term"] == "psnr") & (f["split"] == "val")]["epoch"].astype(int)) == [0, 1, 2]
+
+
+def test_real_trainer_sigint_to_watchdog_saves_checkpoint(tmp_path, tiny_data):
+    import signal
+    import time
+
+    p = subprocess.Popen([PY, "-m", "vaediag.cli", "watch", "--no-live", "--poll", "0.1", "--",
+                          *train_cmd(tiny_data, "--epochs", "500", "--kl-weight", "1e-2")],
+                         cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = tmp_path / "logs" / "e2e" / "ear_vae" / "version_0"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not ((run_dir / "watchdog.jsonl").is_file() and any(
+                r["event"] == "decision" for r in read_journal(run_dir))):
+            time.sleep(0.1)
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 130
+    ckpt = tmp_path / "checkpoints" / "e2e" / "ear_vae" / "version_0" / "last.pt"
+    assert ckpt.is_file()
+    recs = read_journal(run_dir)
+    assert recs[-1]["event"] == "exit" and recs[-1]["code"] == 130
+    assert "Interrupted: SIGINT" in (run_dir / "train_output.log").read_text()
