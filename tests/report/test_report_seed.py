@@ -181,3 +181,24 @@ def test_build_report_is_pure_and_repeatable(seed_tree):
     r1 = build_report(rs, diags, out_name="x", generated_at=when, plots=False)
     r2 = build_report(rs, diags, out_name="x", generated_at=when, plots=False)
     assert r1.markdown == r2.markdown and r1.files == {} and "## Curves" not in r1.markdown
+
+
+def test_explicit_baseline(seed_tree):
+    """--baseline RUN: the comparative checks and the expected-vs-actual column both use that run."""
+    import vaediag
+    from vaediag.render.report import build_report, diagnose_runs
+
+    rs = vaediag.load(seed_tree)
+    diags = diagnose_runs(rs, baseline="ear_vae/version_1")
+    text = build_report(rs, diags, baseline="ear_vae/version_1", plots=False).markdown
+    t = _table(text, "Expected vs actual", "Metric")
+    assert t.header[2] == "Baseline R2" and _row(t, "PSNR")["Change vs baseline"] == "+8.65 dB"
+    # R1 is now judged against R2 as well (the default would give it no baseline).
+    first = text.split("### Milestones of R1")[1].split("### Milestones of R2")[0]
+    assert "in baseline ear_vae/version_1 at epoch 10" in first
+    from vaediag.errors import UsageError
+
+    with pytest.raises(UsageError, match="--baseline 'version_7' matches no run"):
+        diagnose_runs(rs, baseline="version_7")
+    with pytest.raises(UsageError, match="--baseline 'version_7' is not a run of this report"):
+        build_report(rs, diags, baseline="version_7", plots=False)
