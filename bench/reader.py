@@ -43,11 +43,13 @@ def _peak_mb(who: int = resource.RUSAGE_SELF) -> float:
 def _engine_vaediag(path: str) -> dict:
     t0 = time.perf_counter()
     import vaediag
+    import vaediag.logs
 
+    t1 = time.perf_counter()
     rs = vaediag.load(path)
     f = rs.frame
     secs = time.perf_counter() - t0
-    return {"seconds": secs, "rows": len(f), "frame_mb": f.memory_usage(deep=True).sum() / 1e6}
+    return {"seconds": secs, "import_seconds": t1 - t0, "rows": len(f), "frame_mb": f.memory_usage(deep=True).sum() / 1e6}
 
 
 def _engine_tbparse(path: str) -> dict:
@@ -150,6 +152,8 @@ def _bench_tree(name: str, path: Path, engines: list[str], repeat: int) -> dict[
     for engine, r in results.items():
         ratio = f"{base['seconds'] / r['seconds']:.1f}x" if base else "-"
         extra = f"  (+ server {r['server_peak_mb']:.0f} MB)" if "server_peak_mb" in r else ""
+        if "import_seconds" in r:
+            extra += f"  (imports {r['import_seconds']:.2f} s, load {r['seconds'] - r['import_seconds']:.2f} s)"
         print(
             f"{engine:<11} {r['rows']:>10,} {r['seconds']:>9.2f} {ratio:>10} {r['process_seconds']:>10.2f} "
             f"{r['peak_mb']:>8.0f} {r['frame_mb']:>9.0f} {r['peak_mb'] / r['frame_mb']:>10.2f}{extra}"

@@ -20,7 +20,7 @@ the protobuf path; rows are kept in file order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -119,7 +119,6 @@ class Decoded:
     records: int = 0  # records whose data CRC verified
     bad_crc: int = 0
     fast: int = 0  # records decoded by the vectorised path
-    meta_rows: ScalarRows = field(default_factory=ScalarRows)
 
 
 def _tag_codes(
