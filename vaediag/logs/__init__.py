@@ -6,6 +6,21 @@
 
 Public surface: :func:`load` -> :class:`RunSet` (``frame``, ``runs``: run id -> :class:`RunInfo`,
 ``warnings``), :class:`Tail` for the watchdog, :func:`discover`.
+
+Engines (``load(..., engine=...)``), equal in output:
+
+* ``"numpy"`` (default, and what :class:`Tail` uses): files are read in 4 MiB chunks; record framing,
+  both CRCs of every record and the common scalar layout (torch/Lightning ``simple_value`` Events) are
+  handled by vectorised numpy code (``scanner``, ``crc``, ``decode``); every other record (TF2 tensor
+  scalars, hparams, text, images, damaged or unusual records) goes to TensorBoard's protobuf classes,
+  one record at a time. Columns are built in place (``frame.FrameBuilder``).
+* ``"python"``: the reference reader, one record at a time in Python (``records.scan`` + protobuf for
+  every record); kept for differential tests and the fuzzer.
+
+Modules: ``discover`` (runs and run ids), ``records`` (TFRecord framing, reference scanner), ``crc``
+(CRC-32C, vectorised), ``scanner`` (vectorised streaming framing), ``decode`` (vectorised Event
+decoding), ``events`` (protobuf decoding, metadata), ``stream`` (incremental file reading), ``frame``
+(tidy frame), ``reader`` (:func:`load`), ``tail`` (:class:`Tail`).
 """
 
 from vaediag.logs.discover import discover

@@ -26,7 +26,7 @@ import numpy as np
 
 from vaediag.logs import crc as _crc
 from vaediag.logs.events import EventMeta, ScalarRows, decode_records
-from vaediag.logs.records import FOOTER_BYTES, masked_crc
+from vaediag.logs.records import masked_crc
 
 __all__ = ["TagRegistry", "Decoded", "decode_buffer"]
 
