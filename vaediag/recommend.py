@@ -10,7 +10,8 @@ The ladder (thresholds in ``[recommend]`` of the rules file):
    steer the KL to a set point from below.
 4. KL over the target band at/after epoch 10 (``kl_too_high``), or a penalty that takes a real share of
    the reconstruction signal while the run is blurry or misses its PSNR/perceptual targets ->
-   ``reduce_kl_weight`` (divide by ``kl_reduce_factor``, 10), unless the weight is already at or below
+   ``reduce_kl_weight`` (divide by ``kl_reduce_factor``, 10, or its smallest power that brings the penalty
+   under ``[penalty] warn_ratio`` of the reconstruction loss, up to ``max_reduce_factor``), unless the weight is already at or below
    ``tiny_kl_weight``, where it changes nothing -> ``switch_to_autoencoder`` (the seed's Option B).
 5. Still blurry after ``blurry_after`` epochs with a negligible penalty -> ``switch_to_autoencoder``.
 6. An autoencoder still blurry after ``blurry_after`` epochs -> ``increase_latent_dim`` (x2, at most 2048).
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from vaediag.diagnose.model import Finding, Recommendation
 from vaediag.diagnose.numbers import (
+    fmt_pct,
     fmt_kl,
     fmt_loss_weight,
     fmt_ratio,
@@ -208,8 +210,30 @@ def _current_weights(ctx: _Ctx) -> dict[str, float] | None:
     return ws or None
 
 
+def _reduce_factor(ctx: _Ctx) -> tuple[float, str]:
+    """How far to cut: ``kl_reduce_factor``, or its smallest power that brings the penalty under
+    ``[penalty] warn_ratio`` of the reconstruction loss at the current KL (at most ``max_reduce_factor``).
+
+    A single 10x step is what the seed tried first (1e-4 -> 1e-5) and it left 13.5 % of the signal to the
+    KL; its fix was the 100x cut (1e-5 -> 1e-7) that this rule finds from the same numbers.
+    """
+    step = float(ctx.rec["kl_reduce_factor"])
+    cap = float(ctx.rec["max_reduce_factor"])
+    warn = float(ctx.rules.section("penalty")["warn_ratio"])
+    ratio = (ctx.d.penalty.latest or {}).get("ratio")
+    factor = step
+    if ratio is None or not math.isfinite(ratio) or ratio <= 0 or step <= 1:
+        return factor, ""
+    while ratio / factor > warn and factor * step <= cap * (1 + 1e-9):
+        factor *= step
+    if factor == step:
+        return factor, ""
+    return factor, (f" (the smallest power of {step:g} that brings the penalty from {fmt_pct(ratio)} to at most "
+                    f"{fmt_pct(warn)} of the reconstruction loss at the current KL)")
+
+
 def _reduce(ctx: _Ctx, why: str, evidence: list[str], *, blurry: bool) -> Recommendation:
-    factor = float(ctx.rec["kl_reduce_factor"])
+    factor, factor_why = _reduce_factor(ctx)
     w = ctx.w
     params: dict[str, Any] = {"factor": factor, "from": w}
     if w is None:
@@ -229,7 +253,7 @@ def _reduce(ctx: _Ctx, why: str, evidence: list[str], *, blurry: bool) -> Recomm
     params["plan"] = plan
     params["expected_kl"] = expected
     params["recon_to_reg"] = ratio
-    reason = f"{why}: cut kl_weight {factor:g}x, {fmt_weight(w)} → {fmt_weight(new)}"
+    reason = f"{why}: cut kl_weight {factor:g}x, {fmt_weight(w)} → {fmt_weight(new)}{factor_why}"
     source = ctx.d.penalty.kl_weight_source or ""
     if source.startswith("inferred"):
         reason += " (the current weight is inferred from the train total: loss = recon + w × KL)"

@@ -100,7 +100,7 @@ def test_json_of_a_tree_validates(capsys, tree):
     assert list(runs) == ["early", "nan", "run1", "run2", "run3"]
     assert runs["run2"]["penalty"]["arithmetic"][0] == "Effective KL penalty = 0.00001 × 1,535 = 0.015"
     assert runs["run2"]["recommendations"][0]["action"] == "reduce_kl_weight"
-    assert runs["run2"]["recommendations"][0]["params"]["kl_weight"] == pytest.approx(1e-6)
+    assert runs["run2"]["recommendations"][0]["params"]["kl_weight"] == pytest.approx(1e-7)
     assert runs["nan"]["metrics"]["recon"] is None  # NaN -> null
     assert "NaN" not in out and "Infinity" not in out
 
@@ -119,7 +119,7 @@ def test_json_realworld_validates_and_warnings_go_to_stderr(capsys, realworld):
     (["{t}/nan"], 1, "nonfinite"),
     # a run directory outside the checked path works as a baseline too
     (["{t}/run3", "--baseline", "{t}/run2"], 0, "Edges sharper than previous run"),
-    (["{t}/run2", "--kl-weight", "0.5"], 1, "kl_weight 0.00001 from logged kl_weight"),  # the logged weight wins
+    (["{t}/run2", "--kl-weight", "0.5"], 1, "kl_weight 0.00001 (logged kl_weight)"),  # the logged weight wins
     (["{t}", "--run", "run3"], 0, "1 run checked"),
     (["{t}", "--run", "run*", "--baseline", "run2"], 1, "3 runs checked: 2 fail, 1 ok"),
 ])

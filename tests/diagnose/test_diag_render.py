@@ -32,7 +32,7 @@ def test_penalty_written_as_the_seed_writes_it(run2_text):
     assert "  Effective KL penalty = 0.00001 × 1,535 = 0.015\n" in run2_text
     assert "  Reconstruction loss  = 0.111\n" in run2_text
     assert "  Ratio = 13.5% of reconstruction signal spent on regularisation" in run2_text
-    assert "KL penalty (epoch 200, train split; kl_weight 0.00001 from logged kl_weight)" in run2_text
+    assert "KL penalty (epoch 200, train split; kl_weight 0.00001 (logged kl_weight))" in run2_text
 
 
 @pytest.mark.parametrize("row", [
@@ -52,13 +52,13 @@ def test_checklist_rows(run2_text, row):
 def test_findings_and_next_steps_with_command(run2_text, seed_root):
     flat = " ".join(run2_text.split())
     assert "✗ kl_too_high: KL = 1,535 at epoch 200 is above the target 100-500" in flat
-    assert "1. reduce_kl_weight:" in flat and "0.00001 → 0.000001" in flat
+    assert "1. reduce_kl_weight:" in flat and "0.00001 → 0.0000001" in flat
     assert "Total reconstruction 1.0 + 1.2 + 0.5 + 0.1 = 2.8x" in run2_text
-    assert "Regularisation 0.000001 × ~300 = 0.0003" in run2_text
-    assert "Ratio 9,300:1 reconstruction vs regularisation" in run2_text
+    assert "Regularisation 0.0000001 × ~300 = 0.00003" in run2_text
+    assert "Ratio 93,000:1 reconstruction vs regularisation" in run2_text
     # The command is printed on one line (soft wrap) so it copies in one piece.
     cmd_line = next(line for line in run2_text.splitlines() if line.strip().startswith("$ python -m train"))
-    assert cmd_line.strip().endswith("--kl-weight 1e-06 --w-perceptual 1.2 --w-ssim 0.5 --w-edge 0.1")
+    assert cmd_line.strip().endswith("--kl-weight 1e-07 --w-perceptual 1.2 --w-ssim 0.5 --w-edge 0.1")
     assert str(seed_root / "run2" / "config.json") in cmd_line
 
 

@@ -151,7 +151,7 @@ def test_findings_and_recommendations_match_check(text, seed_tree):
     assert "Effective KL penalty = 0.00001 × " in r2
     assert "kl_too_high" in r2 and "penalty_share" in r2
     assert "1. **reduce_kl_weight**" in r2
-    assert f"python -m train --config {seed_tree}/ear_vae/version_1/config.json --kl-weight 1e-06" in r2
+    assert f"python -m train --config {seed_tree}/ear_vae/version_1/config.json --kl-weight 1e-07" in r2
 
 
 def test_deterministic_bytes(seed_tree, seed_report, tmp_path, monkeypatch):

@@ -221,7 +221,7 @@ class Penalty:
         table: :func:`vaediag.diagnose.penalty_table` (one row per epoch).
         latest: the last completed epoch's row of ``table`` with a known penalty, else the last row: ``epoch``
             (its index), the table's columns, and ``context`` ("epoch 200, train split; kl_weight 0.00001
-            from logged kl_weight").
+            (logged kl_weight))").
         arithmetic: the seed's three lines (effective penalty, reconstruction loss, ratio), ready to print.
         note: why something could not be computed (``kl_weight unknown ...``), or None.
     """

@@ -375,7 +375,7 @@ def compute_penalty(
     if w is not None and math.isfinite(latest["kl_weight"]):
         context = (
             f"{human_epoch(last_epoch)}, {latest['split']} split; kl_weight {fmt_weight(latest['kl_weight'])} "
-            f"from {source}"
+            f"({source})"
         )
     else:
         context = f"{human_epoch(last_epoch)}, {latest['split']} split; kl_weight unknown"
