@@ -639,6 +639,10 @@ def _train(cfg: TrainConfig, d: _Dist, on_epoch_end: Callable[[EpochEnd], None] 
         where = f"; checkpoint {ckpt_path}; continue with --resume {ckpt_path}" if ckpt_path else ""
         return Interrupted(f"{reason}: stopped after step {state.global_step}{where}")
 
+    if state.epoch >= cfg.epochs:
+        out.warn(f"nothing to train: the checkpoint has finished {state.epoch} epoch(s) and --epochs is "
+                 f"{cfg.epochs}; pass a larger --epochs to continue")
+
     # --- the loop -------------------------------------------------------------------------------
     with _StopOnSignal() as stop:
         for epoch in range(state.epoch, cfg.epochs):

@@ -236,3 +236,12 @@ def test_grey_single_channel_data_at_128px(tmp_path, crops):
     sc = read_events(result.run_dir)["scalars"]
     assert "val/psnr_grey" in sc and "val/psnr_colour" not in sc
     assert math.isfinite(sc["val/loss"][0][1])
+
+
+def test_resume_of_a_finished_run_says_so(tmp_path, tiny_cfg, capsys):
+    first = train(tiny_cfg)
+    capsys.readouterr()
+    again = train(resume_config(first.checkpoint))
+    assert "nothing to train: the checkpoint has finished 1 epoch(s) and --epochs is 1" in capsys.readouterr().err
+    assert again.global_step == first.global_step
+    assert steps_of(read_events(first.run_dir), "train/loss") == list(range(STEPS_PER_EPOCH))
