@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m vaediag.demo
+	$(VENV)/bin/vaediag demo
 
 # pytest exits 5 when it collects nothing: that is a failure, not a pass.
 test: $(STAMP)

@@ -39,7 +39,7 @@ from torch.utils.data import DistributedSampler
 
 from vaediag import terms
 from vaediag.errors import CheckpointError, ConfigError, ControlFileError, InputError, Interrupted
-from vaediag.watch.control import CONTROL_FILENAME, read_control
+from vaediag.watch.control import CONTROL_FILENAME, read_control, wait_for_watchdog
 
 from train._io import atomic_write
 from train.config import ARCHITECTURE_FIELDS, TrainConfig, config_from_dict, save_run_config
@@ -243,9 +243,22 @@ class _ControlReader:
     """Reads control.json at each epoch start; applies a newer seq once; reports a bad file once."""
 
     def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
         self.path = run_dir / CONTROL_FILENAME
         self._last_error: str | None = None
         self._last_ignored: int | None = None
+        self._journal: dict[str, int] = {}
+        self._timed_out = False
+
+    def await_watchdog(self, finished_epoch: int, should_stop: Callable[[], bool]) -> str | None:
+        """Under `vaediag watch`, wait for its decision about the epoch that just ended, so a change it
+        makes applies from the next epoch, not the one after; a note the first time the wait times out."""
+        why = wait_for_watchdog(self.run_dir, finished_epoch, should_stop=should_stop, _state=self._journal)
+        if why == "timeout" and not self._timed_out:
+            self._timed_out = True
+            return (f"warning: no watchdog decision about epoch {finished_epoch + 1} yet; going on "
+                    "(a later decision applies one epoch later)")
+        return None
 
     def poll(self, state: _LoopState) -> str | None:
         """Apply a new control to ``state``; return a one-line message to print, or None."""
@@ -649,6 +662,10 @@ def _train(cfg: TrainConfig, d: _Dist, on_epoch_end: Callable[[EpochEnd], None] 
             t0 = time.perf_counter()
             # control.json is read at the start of each epoch; a new seq is applied once.
             if control is not None:
+                if epoch > 0:
+                    note = control.await_watchdog(epoch - 1, lambda: stop.requested is not None)
+                    if note:
+                        out.warn(note)
                 message = control.poll(state)
                 if message:
                     (out.warn if message.startswith("warning") else out.info)(message)

@@ -8,6 +8,13 @@ The writer writes a temporary file in the same directory, fsyncs it and renames 
 reader sees either the old file or the new one, never half of one. The reader validates every field and
 raises :class:`ControlFileError` for anything malformed; the training loop reports that and carries on
 with its current settings. A loop applies each ``seq`` once (it remembers the last seq it applied).
+
+Handshake: a supervisor that starts the training process sets ``VAEDIAG_WATCHDOG_PID`` to its own pid. At
+each epoch start (after the first) such a loop calls :func:`wait_for_watchdog`, which waits until the
+watchdog has journalled its decision about the epoch that just ended (a ``decision`` line in
+``watchdog.jsonl`` with that epoch), so a change decided after epoch ``e`` applies from epoch ``e + 1``.
+The wait ends early when the watchdog process is gone, and after ``VAEDIAG_WATCHDOG_WAIT`` seconds (20) at
+most, so a dead or stuck watchdog never stalls training for long.
 """
 
 from __future__ import annotations
@@ -16,15 +23,31 @@ import json
 import math
 import os
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from vaediag.errors import ControlFileError
 
-__all__ = ["CONTROL_FILENAME", "MODES", "Control", "read_control", "write_control", "now_iso"]
+__all__ = [
+    "CONTROL_FILENAME",
+    "MODES",
+    "WATCHDOG_PID_ENV",
+    "WATCHDOG_WAIT_ENV",
+    "Control",
+    "read_control",
+    "write_control",
+    "now_iso",
+    "wait_for_watchdog",
+]
 
 CONTROL_FILENAME = "control.json"
+JOURNAL_FILENAME = "watchdog.jsonl"  # written by vaediag.watch.journal
+WATCHDOG_PID_ENV = "VAEDIAG_WATCHDOG_PID"
+WATCHDOG_WAIT_ENV = "VAEDIAG_WATCHDOG_WAIT"
+_DEFAULT_WAIT_S = 20.0
 MODES = ("vae", "ae")
 _FIELDS = ("seq", "kl_weight", "mode", "reason", "issued_at")
 
@@ -116,3 +139,72 @@ def write_control(run_dir: str | os.PathLike[str], control: Control) -> Path:
     except OSError:
         pass
     return target
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def _journal_has_decision(path: Path, epoch: int, state: dict[str, int]) -> bool:
+    """True once ``path`` holds a decision line for ``epoch`` or later; reads only new complete lines."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(state.get("offset", 0))
+            chunk = fh.read()
+    except OSError:
+        return False
+    end = chunk.rfind(b"\n") + 1  # a torn last line waits for its newline
+    state["offset"] = state.get("offset", 0) + end
+    for line in chunk[:end].splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and rec.get("event") == "decision":
+            e = rec.get("epoch")
+            if isinstance(e, int) and not isinstance(e, bool):
+                state["latest"] = max(state.get("latest", -1), e)
+    return state.get("latest", -1) >= epoch
+
+
+def wait_for_watchdog(
+    run_dir: str | os.PathLike[str],
+    epoch: int,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+    poll_s: float = 0.05,
+    _state: dict[str, int] | None = None,
+) -> str:
+    """Wait until a supervising watchdog has journalled its decision about ``epoch`` (0-based).
+
+    Does nothing unless ``VAEDIAG_WATCHDOG_PID`` is set. Returns why the wait ended: ``"unsupervised"``,
+    ``"decided"``, ``"watchdog gone"``, ``"stop requested"`` or ``"timeout"``. Pass the same ``_state``
+    dict on every call to read the journal incrementally.
+    """
+    raw = os.environ.get(WATCHDOG_PID_ENV)
+    if not raw:
+        return "unsupervised"
+    try:
+        pid = int(raw)
+        limit = float(os.environ.get(WATCHDOG_WAIT_ENV, _DEFAULT_WAIT_S))
+    except ValueError:
+        return "unsupervised"
+    state = _state if _state is not None else {}
+    path = Path(run_dir) / JOURNAL_FILENAME
+    deadline = time.monotonic() + max(0.0, limit)
+    while True:
+        if _journal_has_decision(path, epoch, state):
+            return "decided"
+        if should_stop():
+            return "stop requested"
+        if not _pid_alive(pid):
+            return "watchdog gone"
+        if time.monotonic() >= deadline:
+            return "timeout"
+        time.sleep(poll_s)

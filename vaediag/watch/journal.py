@@ -29,12 +29,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from vaediag.errors import InputError
-from vaediag.watch.control import now_iso
+from vaediag.watch.control import JOURNAL_FILENAME, now_iso
 from vaediag.watch.policies import Decision
 
 __all__ = ["JOURNAL_FILENAME", "Journal", "read_journal", "decision_record"]
-
-JOURNAL_FILENAME = "watchdog.jsonl"
 
 
 def _clean(x: Any) -> Any:

@@ -29,9 +29,11 @@ Faults: the child's exit code is the watchdog's (a signal N gives 128 + N); SIGI
 watchdog are forwarded to the child's process group and the watchdog waits for it, reads its last logs
 and exits with its code.
 
-Where a decision comes after epoch ``e``, the loop reads control.json at its next epoch start: ``e + 1``
-when the decision is written before that epoch starts, else ``e + 2``. The journal's ``seq`` and the
-run's logged ``control_seq`` tell exactly which epoch applied it.
+The child gets ``VAEDIAG_WATCHDOG_PID``: a loop that knows it (vaediag's trainer) waits at each epoch start
+until the decision about the epoch that just ended is journalled (:func:`~vaediag.watch.control.wait_for_watchdog`),
+so a change decided after epoch ``e`` applies from epoch ``e + 1``. A loop that does not wait reads
+control.json at its next epoch start, ``e + 1`` or ``e + 2`` depending on timing. The journal's ``seq``
+and the run's logged ``control_seq`` tell exactly which epoch applied it.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from vaediag.errors import CheckpointError, ControlFileError, UsageError, VaediagError
 from vaediag.logs.discover import _ADD_HPARAMS_DIR, is_event_file
-from vaediag.watch.control import Control, now_iso, read_control, write_control
+from vaediag.watch.control import WATCHDOG_PID_ENV, Control, now_iso, read_control, write_control
 from vaediag.watch.journal import Journal, decision_record
 from vaediag.watch.panel import WatchStatus
 from vaediag.watch.policies import Decision, MissingMetricWarning, Policy
@@ -417,6 +419,8 @@ class Supervisor(_Watch):
         run_dir_file = self._tmp / f"run_dir.{len(list(self._tmp.glob('run_dir.*')))}"
         env = dict(os.environ)
         env[RUN_DIR_ENV] = str(run_dir_file)
+        # The loop waits at each epoch start for our decision about the last epoch (control.py).
+        env[WATCHDOG_PID_ENV] = str(os.getpid())
         before = _event_files(self.logdir)
         out = open(self._out_path, "ab")
         try:
