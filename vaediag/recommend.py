@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from vaediag.diagnose.model import Finding, Recommendation
 from vaediag.diagnose.numbers import (
+    reduce_factor,
     fmt_pct,
     fmt_kl,
     fmt_loss_weight,
@@ -48,7 +49,12 @@ from vaediag.diagnose.numbers import (
     human_epoch,
     round_sig,
 )
-from vaediag.diagnose.penalty import KL_WEIGHT_PARAMS, LATENT_DIM_PARAMS, is_autoencoder, penalty_phrase
+from vaediag.diagnose.penalty import (
+    KL_WEIGHT_PARAMS,
+    LATENT_DIM_PARAMS,
+    is_autoencoder,
+    penalty_phrase,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from vaediag.diagnose.model import RunDiagnosis
@@ -211,21 +217,11 @@ def _current_weights(ctx: _Ctx) -> dict[str, float] | None:
 
 
 def _reduce_factor(ctx: _Ctx) -> tuple[float, str]:
-    """How far to cut: ``kl_reduce_factor``, or its smallest power that brings the penalty under
-    ``[penalty] warn_ratio`` of the reconstruction loss at the current KL (at most ``max_reduce_factor``).
-
-    A single 10x step is what the seed tried first (1e-4 -> 1e-5) and it left 13.5 % of the signal to the
-    KL; its fix was the 100x cut (1e-5 -> 1e-7) that this rule finds from the same numbers.
-    """
+    """How far to cut (:func:`~vaediag.diagnose.penalty.reduce_factor`) and the words that say why."""
     step = float(ctx.rec["kl_reduce_factor"])
-    cap = float(ctx.rec["max_reduce_factor"])
     warn = float(ctx.rules.section("penalty")["warn_ratio"])
     ratio = (ctx.d.penalty.latest or {}).get("ratio")
-    factor = step
-    if ratio is None or not math.isfinite(ratio) or ratio <= 0 or step <= 1:
-        return factor, ""
-    while ratio / factor > warn and factor * step <= cap * (1 + 1e-9):
-        factor *= step
+    factor = reduce_factor(ratio, step=step, warn_ratio=warn, cap=float(ctx.rec["max_reduce_factor"]))
     if factor == step:
         return factor, ""
     return factor, (f" (the smallest power of {step:g} that brings the penalty from {fmt_pct(ratio)} to at most "

@@ -72,11 +72,11 @@ def test_watchdog_section_lists_the_journal_decisions(watch_report, watch_tree):
     assert [r["action"] for r in changes] == ["set_kl_weight"] and changes[0]["epoch"] == 9
     t = [t for t in md.tables(text) if t.heading == "R1: ear_vae/version_0" and t.header[0] == "#"][0]
     assert t.header == ["#", "After epoch", "Action", "kl_weight", "Mode", "Status", "Reason"]
-    assert t.rows == [["D1", "10", "set_kl_weight", "0.000001", "vae", "applied (control)", changes[0]["reason"]]]
+    assert t.rows == [["D1", "10", "set_kl_weight", "0.0000001", "vae", "applied (control)", changes[0]["reason"]]]
     assert f"{len(journal) - 1} epoch(s) with no change (keep) are not listed." in text
     # The logs show the new weight from the next epoch: the run table reads it as a change.
     cfg = [t for t in md.tables(text) if t.heading == "Runs"][0]
-    assert cfg.rows[0][3] == "0.00001 → 0.000001"
+    assert cfg.rows[0][3] == "0.00001 → 0.0000001"
     # A one-run report says so instead of ranking a single run.
     assert "**One run: R1** (ear_vae/version_0), final validation PSNR **32.0 dB** after 40 epochs." in text
 

@@ -161,7 +161,8 @@ def test_journal_lines_are_complete_json_and_durable(tmp_path):
     lines = (tmp_path / "watchdog.jsonl").read_text().splitlines()
     recs = [json.loads(x) for x in lines]  # strict JSON: NaN written as a string
     assert recs[0]["metrics"]["psnr"] == "nan"
-    assert recs[0]["reason"] == "kl = 1535 > 500 after epoch 10: kl_weight 1e-05 -> 1e-06"
+    assert recs[0]["reason"] == ("kl = 1535 > 500; penalty 1e-05 x 1535 = 13.8% of recon 0.111 > 10% after epoch 10: "
+                                 "kl_weight 1e-05 -> 1e-07 (100x: the penalty to <= 1% of recon)")
     assert recs[0]["state"]["rung"] == 1 and recs[0]["params"]["target_kl"] == 500.0
     assert recs[1]["event"] == "exit"
 

@@ -40,8 +40,20 @@ def flat(n, **m):
 
 LADDER_CASES = [
     # (id, params, metric sequence, expected (epoch, action, kl_weight) of the first non-keep decision)
-    ("seed-run2: kl 1535 at 1e-5 -> /10 after epoch 10",
-     {"kl_weight": 1e-5}, flat(12, kl=1535.0, recon=0.111, psnr=23.9), (9, "set_kl_weight", 1e-6)),
+    ("seed-run2: kl 1535 at 1e-5, 13.8 % of recon -> /100 after epoch 10 (the seed's 1e-7)",
+     {"kl_weight": 1e-5}, flat(12, kl=1535.0, recon=0.111, psnr=23.9), (9, "set_kl_weight", 1e-7)),
+    ("kl over target, recon not logged: the KL rule alone cuts /10",
+     {"kl_weight": 1e-5}, flat(12, kl=1535.0, psnr=23.9), (9, "set_kl_weight", 1e-6)),
+    ("kl in band but the penalty is 20 % of recon: /100 brings it to 0.2 %",
+     {"kl_weight": 1e-4}, flat(12, kl=200.0, recon=0.1), (9, "set_kl_weight", 1e-6)),
+    ("penalty 5 % of recon (under 10 %), kl in band, sharp: nothing",
+     {"kl_weight": 1e-4}, flat(40, kl=50.0, recon=0.1, psnr=31.0, sharpness=0.95), (None, None, None)),
+    ("max_factor caps the cut of a 194 % penalty",
+     {"kl_weight": 1e-2, "reduce_at": 2, "ae_at": 4, "stop_at": 8, "max_factor": 100.0},
+     flat(3, kl=35.0, recon=0.18), (1, "set_kl_weight", 1e-4)),
+    ("max_share None: the share is not a trigger",
+     {"kl_weight": 1e-4, "max_share": None}, flat(12, kl=200.0, recon=0.1, psnr=31.0, sharpness=0.95),
+     (None, None, None)),
     ("kl under target throughout, sharp: nothing",
      {"kl_weight": 1e-5}, flat(40, kl=300.0, recon=0.05, psnr=31.0, sharpness=0.95), (None, None, None)),
     ("kl rises over target only at epoch 15: reduce then",

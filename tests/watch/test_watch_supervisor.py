@@ -64,7 +64,9 @@ def alive(pid: int) -> bool:
         return False
 
 
-REDUCE_AT_1 = ["--param", "reduce_at=1", "--target-kl", "20"]  # fake KL at 1e-2 is 31.6: reduce after epoch 1
+# Fake KL at 1e-2 is 31.6: reduce after epoch 1. These tests are about the supervisor's mechanics, so the
+# ladder cuts by a plain 10x (the penalty-share escalation has its own rows in the policy table).
+REDUCE_AT_1 = ["--param", "reduce_at=1", "--target-kl", "20", "--param", "max_factor=10"]
 
 
 def test_control_mode_decision_reaches_the_loop(tmp_path):
@@ -78,7 +80,8 @@ def test_control_mode_decision_reaches_the_loop(tmp_path):
     d = changed[0]
     assert (d["epoch"], d["action"], d["kl_weight"], d["applied"], d["via"], d["seq"]) == \
         (0, "set_kl_weight", 1e-3, True, "control", 1)
-    assert d["reason"] == "kl = 31.62 > 20 after epoch 1: kl_weight 0.01 -> 0.001"
+    assert d["reason"] == ("kl = 31.62 > 20; penalty 0.01 x 31.62 = 316.2% of recon 0.1 > 10% after epoch 1: "
+                           "kl_weight 0.01 -> 0.001")
     assert d["metrics"]["kl"] == pytest.approx(31.62, abs=0.01) and d["state"]["rung"] == 1
     ctl = json.loads((run_dir / "control.json").read_text())
     assert (ctl["seq"], ctl["kl_weight"], ctl["mode"]) == (1, 1e-3, "vae")

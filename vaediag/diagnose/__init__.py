@@ -22,22 +22,56 @@ with its thresholds from ``vaediag/rules/default.toml``: :mod:`.penalty` (``pena
 
 from __future__ import annotations
 
-from vaediag.diagnose.engine import diagnose, diagnose_run, find_run
-from vaediag.diagnose.model import (
-    ACTION_IDS,
-    RULE_IDS,
-    SEVERITIES,
-    STATUSES,
-    Finding,
-    Penalty,
-    Recommendation,
-    RunDiagnosis,
-    jsonable,
-    worst_severity,
-)
-from vaediag.diagnose.penalty import compute_penalty, penalty_table, resolve_kl_weight
-from vaediag.diagnose.rulesfile import DEFAULT_RULES_PATH, Criterion, Milestone, Rules, load_rules
-from vaediag.diagnose.tables import completed_epochs, epoch_table, latest_metrics
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vaediag.diagnose.engine import diagnose, diagnose_run, find_run
+    from vaediag.diagnose.model import (
+        ACTION_IDS,
+        RULE_IDS,
+        SEVERITIES,
+        STATUSES,
+        Finding,
+        Penalty,
+        Recommendation,
+        RunDiagnosis,
+        jsonable,
+        worst_severity,
+    )
+    from vaediag.diagnose.penalty import compute_penalty, penalty_table, resolve_kl_weight
+    from vaediag.diagnose.rulesfile import DEFAULT_RULES_PATH, Criterion, Milestone, Rules, load_rules
+    from vaediag.diagnose.tables import completed_epochs, epoch_table, latest_metrics
+
+# Submodules load on first use, so importing one light module (numbers, say) does not pull in
+# pandas and every rule family.
+_LAZY = {
+    "ACTION_IDS": "vaediag.diagnose.model",
+    "Criterion": "vaediag.diagnose.rulesfile",
+    "DEFAULT_RULES_PATH": "vaediag.diagnose.rulesfile",
+    "Finding": "vaediag.diagnose.model",
+    "Milestone": "vaediag.diagnose.rulesfile",
+    "Penalty": "vaediag.diagnose.model",
+    "RULE_IDS": "vaediag.diagnose.model",
+    "Recommendation": "vaediag.diagnose.model",
+    "Rules": "vaediag.diagnose.rulesfile",
+    "RunDiagnosis": "vaediag.diagnose.model",
+    "SEVERITIES": "vaediag.diagnose.model",
+    "STATUSES": "vaediag.diagnose.model",
+    "completed_epochs": "vaediag.diagnose.tables",
+    "compute_penalty": "vaediag.diagnose.penalty",
+    "diagnose": "vaediag.diagnose.engine",
+    "diagnose_run": "vaediag.diagnose.engine",
+    "epoch_table": "vaediag.diagnose.tables",
+    "find_run": "vaediag.diagnose.engine",
+    "jsonable": "vaediag.diagnose.model",
+    "latest_metrics": "vaediag.diagnose.tables",
+    "load_rules": "vaediag.diagnose.rulesfile",
+    "penalty_table": "vaediag.diagnose.penalty",
+    "resolve_kl_weight": "vaediag.diagnose.penalty",
+    "worst_severity": "vaediag.diagnose.model",
+}
+
 
 __all__ = [
     "diagnose",
@@ -65,3 +99,12 @@ __all__ = [
     "jsonable",
     "worst_severity",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vaediag.diagnose' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -40,6 +40,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Mapping
 
+from vaediag.diagnose.numbers import reduce_factor
 from vaediag.errors import InputError, UsageError
 
 __all__ = [
@@ -67,7 +68,10 @@ DEFAULTS: dict[str, float] = {
     "reduce_at": 10,  # the first milestone: "After Epoch 10"
     "ae_at": 30,  # "If reconstructions still blurry after 30 epochs" -> Option B
     "stop_at": 60,  # "After Epoch 60: converged, can stop training"
-    "factor": 10.0,  # each fix cut kl_weight 10x ("0.00001 (10x reduction)")
+    "factor": 10.0,  # each fix cut kl_weight 10x ("0.00001 (10x reduction)") ...
+    "max_share": 0.10,  # ... also when kl_weight x KL is over 10 % of the reconstruction loss (the seed's 13.5 %)
+    "warn_share": 0.01,  # ... by the smallest power of factor that brings that share to 1 % (vaediag check's rule)
+    "max_factor": 1000.0,
     "target_psnr": 28.0,  # epoch-30 checklist: "PSNR > 28 dB"
     "min_sharpness": 0.8,  # reconstruction keeps < 80 % of the input's gradient energy: blurry
     "min_kl_weight": 1e-8,  # the seed's "nuclear" value 0.00000001
@@ -382,7 +386,10 @@ def _as_float(v: Any) -> float:
 class LadderPolicy(Policy):
     """The seed's escalation, rung by rung.
 
-    1. After ``reduce_at`` epochs (default 10), KL over ``target_kl`` (500): kl_weight / ``factor`` (10).
+    1. After ``reduce_at`` epochs (default 10), KL over ``target_kl`` (500), or an effective penalty
+       (kl_weight x KL) over ``max_share`` (10 %) of the reconstruction loss: kl_weight / ``factor`` (10),
+       or / its smallest power that brings the penalty to ``warn_share`` (1 %) of the reconstruction loss,
+       at most ``max_factor`` (the same cut as ``vaediag check``'s reduce_kl_weight).
     2. After ``ae_at`` epochs (30), KL still over target, or still blurry (sharpness below
        ``min_sharpness`` or val PSNR below ``target_psnr``): switch to the autoencoder (Option B:
        z = mu, kl_weight 0).
@@ -393,7 +400,7 @@ class LadderPolicy(Policy):
 
     >>> p = LadderPolicy(kl_weight=1e-5)
     >>> p.update(9, {"kl": 1535.0, "recon": 0.111}).reason
-    'kl = 1535 > 500 after epoch 10: kl_weight 1e-05 -> 1e-06'
+    'kl = 1535 > 500; penalty 1e-05 x 1535 = 13.8% of recon 0.111 > 10% after epoch 10: kl_weight 1e-05 -> 1e-07 (100x: the penalty to <= 1% of recon)'
     """
 
     name = "ladder"
@@ -402,6 +409,7 @@ class LadderPolicy(Policy):
     param_types = {
         **Policy.param_types, "target_kl": float, "reduce_at": int, "ae_at": int, "stop_at": int,
         "factor": float, "target_psnr": float, "min_sharpness": float, "window": int, "min_delta": float,
+        "max_share": float, "warn_share": float, "max_factor": float,
     }
 
     def __init__(
@@ -416,6 +424,9 @@ class LadderPolicy(Policy):
         min_sharpness: float | None = DEFAULTS["min_sharpness"],
         window: int = 10,
         min_delta: float = 0.01,
+        max_share: float | None = DEFAULTS["max_share"],
+        warn_share: float = DEFAULTS["warn_share"],
+        max_factor: float = DEFAULTS["max_factor"],
         **common: Any,
     ) -> None:
         super().__init__(**common)
@@ -433,6 +444,9 @@ class LadderPolicy(Policy):
         self.min_sharpness = None if min_sharpness is None else _number("min_sharpness", min_sharpness, low=0.0)
         self.window = _number("window", window, low=1, integer=True)
         self.min_delta = _number("min_delta", min_delta, low=0.0)
+        self.max_share = None if max_share is None else _number("max_share", max_share, low=0.0, low_open=True)
+        self.warn_share = _number("warn_share", warn_share, low=0.0, low_open=True)
+        self.max_factor = _number("max_factor", max_factor, low=self.factor)
         self.rung = 0  # 0: as started, 1: kl_weight reduced, 2: autoencoder, 3: stopped
         self.recon_history: deque[float] = deque(maxlen=self.window + 1)
 
@@ -449,6 +463,13 @@ class LadderPolicy(Policy):
         if self.target_psnr is not None and "psnr" in m and m["psnr"] < self.target_psnr:
             return f"psnr = {_fmt(m['psnr'])} dB < {_fmt(self.target_psnr)} dB"
         return None
+
+    def _share(self, m: Mapping[str, float]) -> float | None:
+        """Effective penalty / reconstruction loss (the seed's 13.5 %), where both are known."""
+        recon = m.get("recon")
+        if recon is None or not recon > 0 or self.kl_weight is None:
+            return None
+        return self.kl_weight * m["kl"] / recon
 
     def _converged(self) -> str | None:
         h = self.recon_history
@@ -479,10 +500,18 @@ class LadderPolicy(Policy):
                 return (Decision("switch_to_ae", epoch, 0.0, "ae",
                                  f"{why} still after epoch {n}: switch to the autoencoder (z = mu, kl_weight 0)"),
                         {"rung": 2})
-        if n >= self.reduce_at and self.rung < 1 and over:
-            new = w / self.factor
+        share = self._share(m)
+        heavy = share is not None and self.max_share is not None and share > self.max_share
+        if n >= self.reduce_at and self.rung < 1 and (over or heavy):
+            cut = reduce_factor(share, step=self.factor, warn_ratio=self.warn_share, cap=self.max_factor)
+            new = w / cut
+            why = [kl_txt] if over else []
+            if heavy:
+                why.append(f"penalty {_fmt(w)} x {_fmt(kl)} = {share:.1%} of recon {_fmt(m['recon'])} "
+                           f"> {self.max_share:.0%}")
+            how = f" ({cut:g}x: the penalty to <= {self.warn_share:.0%} of recon)" if cut != self.factor else ""
             return (Decision("set_kl_weight", epoch, new, "vae",
-                             f"{kl_txt} after epoch {n}: kl_weight {_fmt(w)} -> {_fmt(new)}"),
+                             f"{'; '.join(why)} after epoch {n}: kl_weight {_fmt(w)} -> {_fmt(new)}{how}"),
                     {"rung": 1})
         if n >= self.stop_at:
             conv = self._converged()
