@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import struct
 import time
 from pathlib import Path
 
 import numpy as np
+
+from vaediag.logs.records import frame_record
 
 __all__ = ["TAGS", "DATA", "write_scalar_records", "make_tree", "verify_sample", "main"]
 
@@ -59,18 +60,6 @@ def _varint(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not more.any():
             break
     return out, nbytes
-
-
-def _crc_masked(data: bytes) -> int:
-    from crc32c import crc32c
-
-    c = crc32c(data)
-    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _frame(data: bytes) -> bytes:
-    header = struct.pack("<Q", len(data))
-    return header + struct.pack("<I", _crc_masked(header)) + data + struct.pack("<I", _crc_masked(data))
 
 
 def write_scalar_records(tags: list[str], steps: np.ndarray, values: np.ndarray, walls: np.ndarray) -> np.ndarray:
@@ -168,7 +157,7 @@ def _header_records(wall: float) -> bytes:
     )
     summ = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="_hparams_/session_start_info", metadata=meta)])
     evs.append(event_pb2.Event(wall_time=wall, summary=summ))
-    return b"".join(_frame(ev.SerializeToString()) for ev in evs)
+    return b"".join(frame_record(ev.SerializeToString()) for ev in evs)
 
 
 def _run_rows(run: int, n_steps: int, rng: np.random.Generator):

@@ -180,7 +180,7 @@ def run_experiment(args: argparse.Namespace) -> list[RunResult]:
                 continue
         cmd = train + ["--name", r.name, "--kl-weight", format(r.start_kl_weight, ".10g")]
         if r.kind == "watch":
-            cmd = [sys.executable, "-m", "vaediag.cli", "watch", "--no-live", "--policy", r.policy,
+            cmd = [sys.executable, "-m", "vaediag.cli", "watch", "--no-live", "--poll", "0.2", "--policy", r.policy,
                    *_policy_args(r.policy, args.epochs), "--", *cmd]
         print(f"[{i}/{len(plan)}] {r.name}: {shlex.join(cmd[:8])} ...", flush=True)
         r.exit_code, r.seconds = _run(cmd, log=out_log, env=env)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-__all__ = ["crc32c", "masked_crc", "RecordScan", "scan", "HEADER_BYTES", "FOOTER_BYTES", "CRC_ENGINE"]
+__all__ = ["crc32c", "masked_crc", "frame_record", "RecordScan", "scan", "HEADER_BYTES", "FOOTER_BYTES", "CRC_ENGINE"]
 
 HEADER_BYTES = 12  # uint64 length + uint32 length crc
 FOOTER_BYTES = 4  # uint32 data crc
@@ -65,6 +65,12 @@ def masked_crc(data: bytes | memoryview) -> int:
     """TFRecord's masked CRC: rotate right by 15 and add a constant, mod 2**32."""
     c = crc32c(data)
     return (((c >> 15) | (c << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def frame_record(data: bytes) -> bytes:
+    """``data`` framed as one TFRecord, exactly as TensorBoard's writer frames it."""
+    header = struct.pack("<Q", len(data))
+    return header + struct.pack("<I", masked_crc(header)) + data + struct.pack("<I", masked_crc(data))
 
 
 @dataclass

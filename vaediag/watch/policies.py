@@ -72,6 +72,8 @@ DEFAULTS: dict[str, float] = {
     "max_share": 0.10,  # ... also when kl_weight x KL is over 10 % of the reconstruction loss (the seed's 13.5 %)
     "warn_share": 0.01,  # ... by the smallest power of factor that brings that share to 1 % (vaediag check's rule)
     "max_factor": 1000.0,
+    "collapse_kl": 0.5,  # total KL (nats) at or below this after reduce_at: posterior collapse (vaediag check's line)
+    "collapse_factor": 100.0,  # ... the penalty has won: cut kl_weight this much (the seed's 100x step)
     "target_psnr": 28.0,  # epoch-30 checklist: "PSNR > 28 dB"
     "min_sharpness": 0.8,  # reconstruction keeps < 80 % of the input's gradient energy: blurry
     "min_kl_weight": 1e-8,  # the seed's "nuclear" value 0.00000001
@@ -389,7 +391,9 @@ class LadderPolicy(Policy):
     1. After ``reduce_at`` epochs (default 10), KL over ``target_kl`` (500), or an effective penalty
        (kl_weight x KL) over ``max_share`` (10 %) of the reconstruction loss: kl_weight / ``factor`` (10),
        or / its smallest power that brings the penalty to ``warn_share`` (1 %) of the reconstruction loss,
-       at most ``max_factor`` (the same cut as ``vaediag check``'s reduce_kl_weight).
+       at most ``max_factor`` (the same cut as ``vaediag check``'s reduce_kl_weight). A posterior that
+       collapsed onto the prior (total KL <= ``collapse_kl`` nats, or no active latent unit) means the
+       penalty has won outright: kl_weight / ``collapse_factor`` (100).
     2. After ``ae_at`` epochs (30), KL still over target, or still blurry (sharpness below
        ``min_sharpness`` or val PSNR below ``target_psnr``): switch to the autoencoder (Option B:
        z = mu, kl_weight 0).
@@ -405,11 +409,12 @@ class LadderPolicy(Policy):
 
     name = "ladder"
     requires = ("kl",)
-    optional = ("recon", "psnr", "sharpness")
+    optional = ("recon", "psnr", "sharpness", "active_units")
     param_types = {
         **Policy.param_types, "target_kl": float, "reduce_at": int, "ae_at": int, "stop_at": int,
         "factor": float, "target_psnr": float, "min_sharpness": float, "window": int, "min_delta": float,
-        "max_share": float, "warn_share": float, "max_factor": float,
+        "max_share": float, "warn_share": float, "max_factor": float, "collapse_kl": float,
+        "collapse_factor": float,
     }
 
     def __init__(
@@ -427,6 +432,8 @@ class LadderPolicy(Policy):
         max_share: float | None = DEFAULTS["max_share"],
         warn_share: float = DEFAULTS["warn_share"],
         max_factor: float = DEFAULTS["max_factor"],
+        collapse_kl: float | None = DEFAULTS["collapse_kl"],
+        collapse_factor: float = DEFAULTS["collapse_factor"],
         **common: Any,
     ) -> None:
         super().__init__(**common)
@@ -447,6 +454,8 @@ class LadderPolicy(Policy):
         self.max_share = None if max_share is None else _number("max_share", max_share, low=0.0, low_open=True)
         self.warn_share = _number("warn_share", warn_share, low=0.0, low_open=True)
         self.max_factor = _number("max_factor", max_factor, low=self.factor)
+        self.collapse_kl = None if collapse_kl is None else _number("collapse_kl", collapse_kl, low=0.0)
+        self.collapse_factor = _number("collapse_factor", collapse_factor, low=1.0, low_open=True)
         self.rung = 0  # 0: as started, 1: kl_weight reduced, 2: autoencoder, 3: stopped
         self.recon_history: deque[float] = deque(maxlen=self.window + 1)
 
@@ -462,6 +471,16 @@ class LadderPolicy(Policy):
             return f"sharpness = {_fmt(m['sharpness'])} < {_fmt(self.min_sharpness)}"
         if self.target_psnr is not None and "psnr" in m and m["psnr"] < self.target_psnr:
             return f"psnr = {_fmt(m['psnr'])} dB < {_fmt(self.target_psnr)} dB"
+        return None
+
+    def _collapsed(self, m: Mapping[str, float]) -> str | None:
+        """Why the posterior looks collapsed onto the prior, or None (only under a KL penalty)."""
+        if self.mode == "ae" or not self.kl_weight:
+            return None
+        if "active_units" in m and m["active_units"] < 1:
+            return f"kl = {_fmt(m['kl'])} nats, 0 active latent units"
+        if self.collapse_kl is not None and m["kl"] <= self.collapse_kl:
+            return f"kl = {_fmt(m['kl'])} <= {_fmt(self.collapse_kl)} nats"
         return None
 
     def _share(self, m: Mapping[str, float]) -> float | None:
@@ -500,6 +519,13 @@ class LadderPolicy(Policy):
                 return (Decision("switch_to_ae", epoch, 0.0, "ae",
                                  f"{why} still after epoch {n}: switch to the autoencoder (z = mu, kl_weight 0)"),
                         {"rung": 2})
+        collapsed = self._collapsed(m)
+        if n >= self.reduce_at and self.rung < 1 and collapsed:
+            new = w / self.collapse_factor
+            return (Decision("set_kl_weight", epoch, new, "vae",
+                             f"posterior collapse ({collapsed}) after epoch {n}: the penalty has won, "
+                             f"kl_weight {_fmt(w)} -> {_fmt(new)} ({self.collapse_factor:g}x)"),
+                    {"rung": 1})
         share = self._share(m)
         heavy = share is not None and self.max_share is not None and share > self.max_share
         if n >= self.reduce_at and self.rung < 1 and (over or heavy):
