@@ -306,10 +306,28 @@ def build_demo(out_dir: str | os.PathLike[str], *, n_train: int = 256, n_val: in
 
 
 def ensure_demo(out_dir: str | os.PathLike[str], **kwargs) -> tuple[Path, Path]:
-    """The demo arrays in ``out_dir``: built when absent, reused when both are there."""
+    """The demo arrays in ``out_dir``: built when absent, reused when both are there and were built with
+    the same parameters (the shapes in their manifest and on disk).
+
+    Raises:
+        DataError: ``out_dir`` holds demo arrays of other sizes (they are never overwritten).
+    """
     d = Path(out_dir)
     train, val = d / "train.npy", d / "val.npy"
     if train.is_file() and val.is_file():
+        want = {"n_train": kwargs.get("n_train", 256), "n_val": kwargs.get("n_val", 64), "size": kwargs.get("size", 64)}
+        try:
+            t_shape = np.load(train, mmap_mode="r").shape
+            v_shape = np.load(val, mmap_mode="r").shape
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{d} holds unreadable demo arrays ({exc}); remove them or pass another directory") from None
+        have = {"n_train": t_shape[0], "n_val": v_shape[0], "size": t_shape[1] if len(t_shape) > 1 else None}
+        if have != want:
+            raise DataError(
+                f"{d} holds demo arrays of another size ({have['n_train']} train / {have['n_val']} val at "
+                f"{have['size']} px; this needs {want['n_train']} / {want['n_val']} at {want['size']} px): "
+                "remove them or pass another directory (nothing was overwritten)"
+            )
         return train, val
     return build_demo(d, **kwargs)
 

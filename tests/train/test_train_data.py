@@ -132,8 +132,12 @@ def test_build_demo_writes_and_never_overwrites(tmp_path):
     with pytest.raises(DataError, match="already exist.*nothing was overwritten"):
         build_demo(tmp_path / "d", n_train=8, n_val=2, size=32)
     assert train.read_bytes() == before
-    assert ensure_demo(tmp_path / "d") == (train, val)
+    assert ensure_demo(tmp_path / "d", n_train=4, n_val=2, size=32) == (train, val)
     assert np.load(val).shape == (2, 32, 32, 3)
+    # Demo arrays of other sizes are neither reused silently nor overwritten.
+    with pytest.raises(DataError, match=r"4 train / 2 val at 32 px; this needs 8 / 2 at 32 px.*nothing was overwritten"):
+        ensure_demo(tmp_path / "d", n_train=8, n_val=2, size=32)
+    assert train.read_bytes() == before
 
 
 def test_build_demo_cli(tmp_path, capsys):
