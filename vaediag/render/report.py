@@ -205,7 +205,6 @@ class _Run:
     number: int
     diag: "RunDiagnosis"
     info: Any  # RunInfo or None
-    start: float | None  # first wall time, for the order
     decisions: list[dict[str, Any]] = field(default_factory=list)
     journal_error: str | None = None
 
@@ -338,15 +337,11 @@ def _views(runset: "RunSet", diagnoses: Sequence["RunDiagnosis"]) -> list[_Run]:
     missing = [r for r in runset.runs if r not in by_run]
     if missing:
         raise UsageError(f"no diagnosis for run(s) {', '.join(missing[:5])}: pass diagnose(runset) for the same runset")
-    f = runset.frame
-    starts = {}
-    if len(f):
-        starts = {str(k): float(v) for k, v in f.groupby(f["run"].astype(str))["wall_time"].min().items()}
     views = []
     for i, run in enumerate(run_order(runset), start=1):
         d = by_run[run]
         info = runset.runs.get(run)
-        v = _Run(run=run, number=i, diag=d, info=info, start=starts.get(run))
+        v = _Run(run=run, number=i, diag=d, info=info)
         jp = _journal_path(info)
         if jp is not None:
             try:
@@ -1023,7 +1018,7 @@ def _plot_tables(views: Sequence[_Run]) -> dict[str, "pd.DataFrame"]:
         if v.epochs == 0:
             continue
         t = v.table
-        t = t[t.index < v.epochs] if v.epochs else t
+        t = t[t.index < v.epochs]
         pt = v.diag.penalty.table
         extra = pd.DataFrame(index=t.index)
         if pt is not None and len(pt):
