@@ -36,7 +36,6 @@ __all__ = [
     "completed_epochs",
     "latest_metrics",
     "value_at",
-    "series",
 ]
 
 # Terms carried as state (held until changed) rather than measured per epoch.
@@ -201,10 +200,3 @@ def value_at(table: pd.DataFrame, column: str, epoch: int) -> tuple[float, int] 
         return None
     return float(s.iloc[-1]), int(s.index[-1])
 
-
-def series(table: pd.DataFrame, column: str) -> pd.Series:
-    """A column without its missing epochs (empty Series when the column is absent)."""
-    if column not in table:
-        return pd.Series([], dtype=np.float64, index=pd.Index([], dtype=np.int64, name="epoch"))
-    s = table[column]
-    return s[s.notna()]
