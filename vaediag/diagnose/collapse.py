@@ -17,15 +17,9 @@ import pandas as pd
 
 from vaediag.diagnose.model import Finding
 from vaediag.diagnose.numbers import fmt_kl, fmt_pct, fmt_sig, human_epoch
+from vaediag.diagnose.tables import value_at
 
 __all__ = ["check_kl_collapse"]
-
-
-def _latest(table: pd.DataFrame, column: str, last: int) -> tuple[float, int] | None:
-    if column not in table:
-        return None
-    s = table[column].loc[: last].dropna()
-    return (float(s.iloc[-1]), int(s.index[-1])) if len(s) else None
 
 
 def check_kl_collapse(
@@ -55,13 +49,13 @@ def check_kl_collapse(
     if autoencoder or epochs < after or epochs == 0:
         return []
     last = epochs - 1
-    kl = _latest(table, "kl", last)
-    per_dim = _latest(table, "kl_dim_mean", last)
+    kl = value_at(table, "kl", last)
+    per_dim = value_at(table, "kl_dim_mean", last)
     per_dim_source = "logged KL per dim"
     if per_dim is None and kl is not None and latent_dim:
         per_dim = (kl[0] / latent_dim, kl[1])
         per_dim_source = f"KL / {latent_dim} dims"
-    active = _latest(table, "active_units", last)
+    active = value_at(table, "active_units", last)
     if per_dim is None and active is None and kl is None:
         return []
 
