@@ -204,8 +204,11 @@ def test_real_sigint_exits_130(tree, tmp_path):
     """SIGINT while `vaediag check` waits on its rules file (a FIFO nobody writes): exit 130, no traceback."""
     fifo = tmp_path / "rules.fifo"
     os.mkfifo(fifo)
+    # A shell runs background jobs with SIGINT ignored, and the child would inherit that (Python then keeps
+    # it ignored): give the CLI the disposition an interactive user's shell gives it.
     proc = subprocess.Popen([sys.executable, "-m", "vaediag.cli", "check", str(tree / "run3"), "--rules", str(fifo)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     fd = None
     try:
         deadline = time.monotonic() + 30
