@@ -52,6 +52,7 @@ from vaediag.diagnose.numbers import (
 from vaediag.diagnose.penalty import (
     KL_WEIGHT_PARAMS,
     LATENT_DIM_PARAMS,
+    find_param,
     is_autoencoder,
     penalty_phrase,
 )
@@ -120,17 +121,6 @@ def plan_arithmetic(weights: Mapping[str, float] | None, kl_weight: float, expec
         f"Regularisation {fmt_weight(kl_weight)} × ~{fmt_kl(expected_kl)} = {fmt_sig(reg, 2) if reg else '0'}",
         f"Ratio {fmt_ratio(ratio)} reconstruction vs regularisation",
     ], ratio
-
-
-def _param_key(params: Mapping[str, Any], names: tuple[str, ...]) -> str | None:
-    for name in names:
-        if name in params:
-            return name
-    for name in names:
-        for key in params:
-            if key.rsplit(".", 1)[-1] == name:
-                return key
-    return None
 
 
 class _Ctx:
@@ -210,9 +200,9 @@ def _current_weights(ctx: _Ctx) -> dict[str, float] | None:
     # Foreign runs: the weights in their params where named like ours.
     ws = {}
     for key in _RECIPE_ORDER:
-        k = _param_key(ctx.params, (key,))
-        if k is not None and isinstance(ctx.params[k], (int, float)):
-            ws[key] = float(ctx.params[k])
+        hit = find_param(ctx.params, key)
+        if hit is not None and isinstance(hit[1], (int, float)):
+            ws[key] = float(hit[1])
     return ws or None
 
 
@@ -261,9 +251,9 @@ def _reduce(ctx: _Ctx, why: str, evidence: list[str], *, blurry: bool) -> Recomm
     changes: dict[str, Any] = {"kl_weight": new, **recipe}
     command = ctx.command(changes)
     if command is None:
-        key = _param_key(ctx.params, KL_WEIGHT_PARAMS)
-        if key:
-            reason += f" (set {key} = {fmt_weight(new)} in the run's config)"
+        hit = find_param(ctx.params, *KL_WEIGHT_PARAMS)
+        if hit is not None:
+            reason += f" (set {hit[0]} = {fmt_weight(new)} in the run's config)"
     return Recommendation("reduce_kl_weight", reason, params=params, evidence=tuple(evidence), command=command)
 
 
@@ -289,9 +279,9 @@ def _latent(ctx: _Ctx, why: str, evidence: list[str]) -> Recommendation | None:
     reason = f"{why}: an autoencoder still blurry needs a wider bottleneck: latent_dim {latent} → {new}"
     command = ctx.command({"ae": True, "latent_dim": new})
     if command is None:
-        key = _param_key(ctx.params, LATENT_DIM_PARAMS)
-        if key:
-            reason += f" (set {key} = {new} in the run's config)"
+        hit = find_param(ctx.params, *LATENT_DIM_PARAMS)
+        if hit is not None:
+            reason += f" (set {hit[0]} = {new} in the run's config)"
     return Recommendation("increase_latent_dim", reason, params={"latent_dim": new, "from": latent, "factor": factor,
                                                                  "max": cap}, evidence=tuple(evidence), command=command)
 

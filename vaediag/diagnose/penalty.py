@@ -40,6 +40,7 @@ __all__ = [
     "resolve_kl_weight",
     "resolve_latent_dim",
     "resolve_loss_weights",
+    "find_param",
     "is_autoencoder",
     "infer_kl_weight",
     "penalty_table",
@@ -80,25 +81,25 @@ def _num(x: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-class _Params:
-    """Lookup over a run's flattened parameters (RunInfo.params), same matching as RunInfo.param."""
+def find_param(params: Mapping[str, Any] | None, *names: str) -> tuple[str, Any] | None:
+    """``(key, value)`` of the first of ``names`` in a run's flattened parameters (``RunInfo.params``):
+    an exact dotted key first, else a key whose last component matches (``exp_params.kld_weight``), as
+    ``RunInfo.param`` matches; None when no name is there."""
+    flat = params or {}
+    for name in names:
+        if name in flat:
+            return name, flat[name]
+    for name in names:
+        for key, value in flat.items():
+            if key.rsplit(".", 1)[-1] == name:
+                return key, value
+    return None
 
-    def __init__(self, params: Mapping[str, Any] | None, config: Mapping[str, Any] | None = None) -> None:
-        self.flat = dict(params or {})
-        self.config = dict(config or {})
 
-    def find(self, *names: str) -> tuple[str, Any] | None:
-        for name in names:
-            if name in self.flat:
-                return name, self.flat[name]
-        for name in names:
-            for key, value in self.flat.items():
-                if key.rsplit(".", 1)[-1] == name:
-                    return key, value
-        return None
-
-    def origin(self, key: str) -> str:
-        return "config.json" if key in self.config or key.split(".")[0] in self.config else "run params"
+def _origin(key: str, config: Mapping[str, Any] | None) -> str:
+    """Where a parameter found by :func:`find_param` came from, for messages."""
+    config = config or {}
+    return "config.json" if key in config or key.split(".")[0] in config else "run params"
 
 
 def is_autoencoder(table: pd.DataFrame, params: Mapping[str, Any] | None = None) -> bool:
@@ -107,7 +108,7 @@ def is_autoencoder(table: pd.DataFrame, params: Mapping[str, Any] | None = None)
         s = table["ae_mode"].dropna()
         if len(s):
             return bool(s.iloc[-1] >= 0.5)
-    hit = _Params(params).find("ae", "autoencoder")
+    hit = find_param(params, "ae", "autoencoder")
     return bool(hit and hit[1] is True)
 
 
@@ -177,12 +178,11 @@ def resolve_kl_weight(
             both = both[both[kl] != 0]
             if len(both):
                 return round_sig(float(both[kw].iloc[-1] / both[kl].iloc[-1]), 6), f"logged {split} kl_weighted / kl"
-    p = _Params(params, config)
-    hit = p.find(*KL_WEIGHT_PARAMS)
+    hit = find_param(params, *KL_WEIGHT_PARAMS)
     if hit is not None and _num(hit[1]) is not None:
         key, value = hit
         note = f" (--kl-weight {fmt_weight(override)} not used)" if override is not None and override != _num(value) else ""
-        return float(value), f"{p.origin(key)} {key}{note}"
+        return float(value), f"{_origin(key, config)} {key}{note}"
     if is_autoencoder(table, params):
         return 0.0, "autoencoder config (ae = true): no KL penalty"
     if override is not None:
@@ -197,7 +197,7 @@ def resolve_kl_weight(
 
 def resolve_latent_dim(params: Mapping[str, Any] | None = None) -> int | None:
     """The latent size from the run's parameters (``latent_dim``, ``z_dim``, ...), or None."""
-    hit = _Params(params).find(*LATENT_DIM_PARAMS)
+    hit = find_param(params, *LATENT_DIM_PARAMS)
     if hit is None:
         return None
     v = _num(hit[1])
@@ -209,10 +209,9 @@ def resolve_loss_weights(params: Mapping[str, Any] | None = None) -> dict[str, f
 
     Only runs made by vaediag's trainer carry these; a term whose field is missing is left out.
     """
-    p = _Params(params)
     out = {}
     for term, key in LOSS_WEIGHT_PARAMS.items():
-        hit = p.find(key)
+        hit = find_param(params, key)
         if hit is not None and _num(hit[1]) is not None:
             out[term] = float(hit[1])
     return out or None
