@@ -149,8 +149,7 @@ class _Ctx:
         return None
 
     def checklist_fails(self, term: str) -> list[Finding]:
-        return [f for rule, fs in self.by_rule.items() if rule.startswith("milestone_") or rule == "success"
-                for f in fs if f.term == term and f.status == "fail"]
+        return [f for f in self.d.findings if f.is_checklist and f.term == term and f.status == "fail"]
 
     def command(self, changes: Mapping[str, Any]) -> str | None:
         if not self.ours or self.config_path is None:

@@ -155,6 +155,12 @@ class Finding:
         """The finding's id within its run, used as a recommendation's evidence: ``milestone_10.kl``."""
         return self.rule if self.key is None else f"{self.rule}.{self.key}"
 
+    @property
+    def is_checklist(self) -> bool:
+        """True for the checklist's findings (``milestone_<N>`` and ``success``), which renderers show
+        as a table of their own."""
+        return self.rule == "success" or self.rule.startswith("milestone_")
+
     def to_dict(self) -> dict[str, Any]:
         return jsonable(
             {

@@ -44,11 +44,6 @@ VERDICT = {
     "pass": ("PASS", "✓", "green"),
 }
 _STATUS_STYLE = {"pass": "green", "fail": "bold red", "pending": "yellow", "n/a": "dim"}
-_CHECKLIST = ("success",)
-
-
-def _is_checklist(f: "Finding") -> bool:
-    return f.rule.startswith("milestone_") or f.rule in _CHECKLIST
 
 
 def _header(d: "RunDiagnosis") -> Group:
@@ -81,7 +76,7 @@ def _penalty(d: "RunDiagnosis") -> Group | None:
 
 
 def _checklist(findings: Sequence["Finding"]) -> Table | None:
-    rows = [f for f in findings if _is_checklist(f)]
+    rows = [f for f in findings if f.is_checklist]
     if not rows:
         return None
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=False, title=None)
@@ -106,7 +101,7 @@ def _findings(findings: Iterable["Finding"]) -> Group | None:
     grid.add_column()
     n = 0
     for f in findings:
-        if _is_checklist(f):
+        if f.is_checklist:
             continue
         _, mark, style = VERDICT[f.severity]
         grid.add_row(Text(f"  {mark}", style=style), Text.assemble((f.rule, "bold"), f": {f.message}"))

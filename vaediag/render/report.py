@@ -73,8 +73,6 @@ _METRIC_COLUMNS = (("kl", "KL"), ("perceptual", "Perceptual"), ("psnr", "PSNR (d
 _LOSS_WEIGHT_ORDER = ("recon", "perceptual", "ssim_loss", "edge")
 _STATUS_MARK = {"pass": "✅ pass", "fail": "❌ fail", "pending": "⏳ pending", "n/a": "n/a"}
 _SEVERITY_MARK = {"fail": "❌ fail", "warn": "⚠️ warn", "info": "ℹ️ info", "pass": "✅ pass"}
-# Rules whose findings the milestone section shows; the findings section leaves them out.
-_CHECKLIST_RULES = ("success",)
 # How many trailing epochs the evolution section summarises as a range (the seed's "KL: 160-180").
 _LATE_WINDOW = 10
 
@@ -664,10 +662,6 @@ def _section_runs(views: Sequence[_Run]) -> list[str]:
     return lines
 
 
-def _is_checklist(f: "Finding") -> bool:
-    return f.rule.startswith("milestone_") or f.rule in _CHECKLIST_RULES
-
-
 def _verdict(v: _Run) -> tuple[str, str | None]:
     """(label, why) from the run's findings: the worst severity names it; the explanation prefers a
     diagnosis (KL too high, penalty, blur ...) over a checklist line, and counts unmet success criteria."""
@@ -677,7 +671,7 @@ def _verdict(v: _Run) -> tuple[str, str | None]:
     # Success only when every criterion was judged and passed (a criterion whose term is not logged, n/a,
     # or not due yet, pending, leaves the question open) and no diagnosis outside the checklist fails.
     # The end state outranks an intermediate milestone missed on the way, which is still named.
-    main_fails = [f for f in d.findings if f.severity == "fail" and not _is_checklist(f)]
+    main_fails = [f for f in d.findings if f.severity == "fail" and not f.is_checklist]
     if succ and all(f.status == "pass" for f in succ) and not main_fails:
         missed = [f for f in d.findings if f.rule.startswith("milestone_") and f.status == "fail"]
         note = None
@@ -690,7 +684,7 @@ def _verdict(v: _Run) -> tuple[str, str | None]:
     if failed:
         why.append(f"misses {len(failed)} of {len(judged)} success criteria")
     for sev in ("fail", "warn"):
-        main = [f for f in d.findings if f.severity == sev and not _is_checklist(f)]
+        main = [f for f in d.findings if f.severity == sev and not f.is_checklist]
         if main:
             why.append(main[0].message)
             break
@@ -763,7 +757,7 @@ def _section_evolution(views: Sequence[_Run]) -> list[str]:
 
 
 def _milestone_rules(findings: Iterable["Finding"]) -> list[str]:
-    rules = {f.rule for f in findings if f.rule.startswith("milestone_") or f.rule in _CHECKLIST_RULES}
+    rules = {f.rule for f in findings if f.is_checklist}
 
     def key(r: str) -> tuple[int, int, str]:
         tail = r.split("_", 1)[1] if r.startswith("milestone_") else ""
@@ -882,8 +876,8 @@ def _section_findings(views: Sequence[_Run]) -> list[str]:
             ctx = d.penalty.latest.get("context") if d.penalty.latest else None
             lines += [f"KL penalty arithmetic{' (' + escape(ctx) + ')' if ctx else ''}:", ""]
             lines += _code("\n".join(d.penalty.arithmetic)) + [""]
-        shown = [f for f in d.findings if not _is_checklist(f) and f.severity != "pass"]
-        passed = [f for f in d.findings if not _is_checklist(f) and f.severity == "pass"]
+        shown = [f for f in d.findings if not f.is_checklist and f.severity != "pass"]
+        passed = [f for f in d.findings if not f.is_checklist and f.severity == "pass"]
         if shown:
             rows = [[_SEVERITY_MARK[f.severity], escape(f.id), _epoch_cell(f.epoch), escape(msg)]
                     for f, msg in _collapse(shown)]
