@@ -22,6 +22,7 @@ __all__ = [
     "image_gradients",
     "edge_loss",
     "kl_divergence",
+    "kl_elements",
     "kl_per_dim",
     "weighted_total",
     "loss_terms",
@@ -100,12 +101,15 @@ def edge_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (rx - xx).abs().mean() + (ry - xy).abs().mean()
 
 
-def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(q(z|x) || N(0, I)) per latent dimension, averaged over the batch: shape ``(latent_dim,)``.
+def kl_elements(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) per sample and latent dimension, ``(N, latent_dim)``:
+    ``0.5 * (mu**2 + exp(logvar) - 1 - logvar)``. The reductions below (and the val metrics) start here."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
 
-    Per sample and dimension: ``0.5 * (mu**2 + exp(logvar) - 1 - logvar)``.
-    """
-    return (0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)).mean(0)
+
+def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) per latent dimension, averaged over the batch: shape ``(latent_dim,)``."""
+    return kl_elements(mu, logvar).mean(0)
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -116,7 +120,7 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     >>> round(float(kl_divergence(torch.ones(4, 10), torch.zeros(4, 10))), 6)  # 10 dims x 0.5
     5.0
     """
-    return (0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)).sum(1).mean()
+    return kl_elements(mu, logvar).sum(1).mean()
 
 
 def weighted_total(raw: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from pytorch_msssim import ssim as _ssim
 
-from train.losses import image_gradients
+from train.losses import image_gradients, kl_elements
 
 __all__ = [
     "psnr_per_image",
@@ -97,7 +97,7 @@ class ValAccumulator:
         self._ssim.append(ssim_per_image(recon, x).cpu())
         self._grey.append(grey.cpu().bool())
         self._mu.append(mu.detach().double().cpu())
-        kl = (0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)).detach().double().sum(0).cpu()
+        kl = kl_elements(mu, logvar).detach().double().sum(0).cpu()
         self._kl_sum = kl if self._kl_sum is None else self._kl_sum + kl
         self._energy += torch.stack([gradient_energy(recon).double().sum(), gradient_energy(x).double().sum()]).cpu()
         self._n += x.shape[0]
