@@ -138,8 +138,7 @@ class _Ctx:
         self.by_rule: dict[str, list[Finding]] = {}
         for f in d.findings:
             self.by_rule.setdefault(f.rule, []).append(f)
-        table = d.table if d.table is not None else None
-        self.ae = bool(table is not None and is_autoencoder(table, self.params)) or self.config.get("ae") is True
+        self.ae = bool(d.table is not None and is_autoencoder(d.table, self.params)) or self.config.get("ae") is True
         self.w = d.penalty.kl_weight
 
     def first(self, rule: str, *severities: str) -> Finding | None:
@@ -395,19 +394,9 @@ def recommend(
         if rec is not None:
             out.append(rec)
 
-    stop_evidence, stop_reasons = [], []
-    conv = ctx.first("converged")
-    if conv is not None:
-        stop_reasons.append(conv.message)
-        stop_evidence.append(conv.id)
-    lr = ctx.first("lr_vanished")
-    if lr is not None:
-        stop_reasons.append(lr.message)
-        stop_evidence.append(lr.id)
-    div = ctx.first("val_recon_divergence")
-    if div is not None:
-        stop_reasons.append(div.message)
-        stop_evidence.append(div.id)
+    stops = [f for f in (ctx.first(r) for r in ("converged", "lr_vanished", "val_recon_divergence")) if f is not None]
+    stop_reasons = [f.message for f in stops]
+    stop_evidence = [f.id for f in stops]
     if stop_reasons:
         success = ctx.by_rule.get("success", [])
         judged = [f for f in success if f.status in ("pass", "fail")]
