@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from vaediag.logs.decode import TagRegistry
-from vaediag.logs.discover import _ADD_HPARAMS_DIR, is_event_file
+from vaediag.logs.discover import _owner, is_event_file
 from vaediag.logs.events import EventMeta
 from vaediag.logs.frame import FrameBuilder, empty_frame
 from vaediag.logs.stream import FileCursor, Rows
@@ -86,9 +86,8 @@ class Tail:
         """The run's event files right now."""
         out = []
         for dirpath, dirnames, filenames in os.walk(self.run_dir):
-            rel = Path(dirpath).relative_to(self.run_dir)
-            # Only the run dir itself, tf/ and add_hparams children belong to this run.
-            if rel != Path(".") and not all(p == "tf" or _ADD_HPARAMS_DIR.match(p) for p in rel.parts):
+            # Only the run dir itself, tf/ and add_hparams children belong to this run (discover's rule).
+            if _owner(Path(dirpath).relative_to(self.run_dir)) != Path("."):
                 dirnames[:] = []
                 continue
             out.extend(Path(dirpath) / f for f in filenames if is_event_file(f))
