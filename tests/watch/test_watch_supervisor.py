@@ -280,3 +280,29 @@ def test_resumed_run_replays_its_history_without_acting_on_it(tmp_path):
     assert ds[0]["action"] == "set_kl_weight" and not ds[0]["applied"]  # history: recorded, never applied
     # ... so the policy knows the run is still at 1e-2, and the first live epoch gets the reduction.
     assert (ds[2]["action"], ds[2]["kl_weight"], ds[2]["applied"], ds[2]["seq"]) == ("set_kl_weight", 1e-3, True, 1)
+
+
+def test_restart_mode_ctrl_c_while_the_checkpoint_is_looked_for_relaunches_nothing(tmp_path, monkeypatch):
+    # Ctrl-C between the stopped child's exit and the relaunch has no child to reach; the watchdog must
+    # not then start a fresh one that trains on as if nothing had been asked.
+    from vaediag.watch import supervisor as sup
+    from vaediag.watch.policies import make_policy
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FAKE_LOGDIR", str(tmp_path / "logs"))
+    monkeypatch.setenv("FAKE_EPOCHS", "5")
+    (tmp_path / "logs").mkdir()
+    real_find = sup.find_checkpoint
+
+    def find_after_ctrl_c(**kw):
+        os.kill(os.getpid(), signal.SIGINT)  # handled by the supervisor's handler, in this thread
+        return real_find(**kw)
+
+    monkeypatch.setattr(sup, "find_checkpoint", find_after_ctrl_c)
+    policy = make_policy("ladder", kl_weight=1e-2, reduce_at=1, target_kl=20.0, max_factor=10.0)
+    w = sup.Supervisor([*RESTART, "--kl-weight", "0.01"], policy, logdir="logs", restart=True, poll=0.1)
+    code = w.run()
+    recs = read_journal(tmp_path / "logs" / "version_0")
+    assert [r for r in recs if r["event"] == "restart"] == []
+    assert recs[-1]["event"] == "exit" and recs[-1]["signals"] == ["SIGINT"]
+    assert code == 130

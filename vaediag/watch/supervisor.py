@@ -436,6 +436,8 @@ class Supervisor(_Watch):
         self.status.pid = proc.pid
         self.status.child_state = "running"
         self.status.command = " ".join(cmd)
+        if self._user_stop:  # a signal that came while it was starting had no child to reach
+            self._signal_child(self._signals[-1])
 
     def _signal_child(self, sig: int) -> None:
         if self.child is None or self.child.proc.poll() is not None:
@@ -500,8 +502,6 @@ class Supervisor(_Watch):
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self._start(self.command)
-            if self._signals:  # a signal that came while the child was starting
-                self._signal_child(self._signals[-1])
             return self._loop()
         finally:
             for s, h in handlers.items():
@@ -642,6 +642,8 @@ class Supervisor(_Watch):
                                    explicit=self.checkpoint)
             if ckpt is None:
                 time.sleep(0.2)
+        if self._user_stop:
+            return  # stopped by a signal while the checkpoint was looked for: no relaunch
         if ckpt is None:
             where = self.checkpoint or f"{Path.cwd()} or {self.run_dir}"
             self._fatal = CheckpointError(
