@@ -131,7 +131,7 @@ def build_frame(
     term_cats = sorted({term for term, _ in resolved.values() if term is not None})
 
     for rr in runs:
-        rr = _dedup(rr) if len(rr.steps) else rr
+        rr = _dedup(rr)
         if len(rr.steps) == 0:
             continue
         names = np.asarray(rr.tag_names, dtype=object)
@@ -140,29 +140,18 @@ def build_frame(
         values = rr.values.copy()
         codes = rr.tag_codes
 
-        # Sign rule: a KL series that is <= 0 throughout was logged as -KL.
-        for c, name in enumerate(rr.tag_names):
-            if terms_of_code[c] not in NONNEGATIVE_TERMS:
-                continue
-            sel = codes == c
-            v = values[sel]
-            fin = v[np.isfinite(v)]
-            if len(fin) and (fin <= 0).all() and (fin < 0).any():
-                values[sel] = -v
-                rr.notes.append(
-                    f"{name!r} is <= 0 throughout ({len(fin)} values): logged as -KL, sign flipped"
-                )
+        # Sign rule: a KL series that is <= 0 throughout was logged as -KL. Rows are sorted by code.
+        bounds = np.searchsorted(codes, np.arange(len(rr.tag_names) + 1))
+        rr.notes.extend(flip_negative_kl(values, [
+            (int(bounds[c]), int(bounds[c + 1]), name)
+            for c, name in enumerate(rr.tag_names) if terms_of_code[c] in NONNEGATIVE_TERMS
+        ]))
 
         # The run's own epoch tag(s): one value per step (val and train points may both carry it).
         epoch_codes = [c for c in range(len(rr.tag_names)) if terms_of_code[c] == "epoch"]
         if epoch_codes:
             esel = np.isin(codes, epoch_codes)
-            es, ev, ew = rr.steps[esel], values[esel], rr.wall_times[esel]
-            o = np.lexsort((ew, es))
-            es, ev = es[o], ev[o]
-            last = np.ones(len(es), dtype=bool)
-            last[:-1] = es[1:] != es[:-1]
-            es, ev = es[last], ev[last]
+            es, ev = _epoch_points(rr.steps[esel], values[esel], rr.wall_times[esel])
         else:
             es, ev = np.array([], dtype=np.int64), np.array([], dtype=np.float64)
         splits = splits_of_code[codes]
@@ -219,6 +208,15 @@ def sort_dedup_order(codes: np.ndarray, steps: np.ndarray, wall_times: np.ndarra
     last = np.ones(n, dtype=bool)
     last[:-1] = (c[1:] != c[:-1]) | (s[1:] != s[:-1])
     return order[last]
+
+
+def _epoch_points(steps: np.ndarray, values: np.ndarray, wall_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The run's epoch points sorted by step, one per step (the latest wall_time wins)."""
+    o = np.lexsort((wall_times, steps))
+    steps, values = steps[o], values[o]
+    last = np.ones(len(steps), dtype=bool)
+    last[:-1] = steps[1:] != steps[:-1]
+    return steps[last], values[last]
 
 
 def flip_negative_kl(values: np.ndarray, bounds: list[tuple[int, int, str]]) -> list[str]:
@@ -348,14 +346,8 @@ class FrameBuilder:
 
         epoch_idx = [i for i in range(len(local)) if resolved[i][0] == "epoch"]
         if epoch_idx:
-            es = np.concatenate([step_out[bounds[i] : bounds[i + 1]] for i in epoch_idx])
-            ev = np.concatenate([val_out[bounds[i] : bounds[i + 1]] for i in epoch_idx])
-            ew = np.concatenate([wall_out[bounds[i] : bounds[i + 1]] for i in epoch_idx])
-            eo = np.lexsort((ew, es))
-            es, ev = es[eo], ev[eo]
-            last = np.ones(len(es), dtype=bool)
-            last[:-1] = es[1:] != es[:-1]
-            es, ev = es[last], ev[last]
+            es, ev = _epoch_points(*(np.concatenate([col[bounds[i] : bounds[i + 1]] for i in epoch_idx])
+                                     for col in (step_out, val_out, wall_out)))
         else:
             es, ev = np.array([], dtype=np.int64), np.array([], dtype=np.float64)
         epoch_out = self._epoch[o : o + m]
