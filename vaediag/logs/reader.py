@@ -226,14 +226,15 @@ def load(
             infos[rr.run].notes.extend(rr.notes)
     else:
         reg = TagRegistry()
+        bounds = {rd.run: _row_bound(rd.event_files) for rd in run_dirs}  # one stat per file
         builder = FrameBuilder(
             reg.names,
             tag_map=tag_map,
             steps_per_epoch=steps_per_epoch,
-            capacity=sum(_row_bound(rd.event_files) for rd in run_dirs),
+            capacity=sum(bounds.values()),
         )
         for rd in sorted(run_dirs, key=lambda r: r.run):
-            info, rows = _read_run_fast(rd, reg)
+            info, rows = _read_run_fast(rd, reg, capacity=bounds[rd.run])
             infos[rd.run] = info
             info.notes.extend(builder.add(rd.run, rows.codes, rows.steps, rows.values, rows.wall_times))
             del rows
@@ -246,10 +247,10 @@ def load(
     return RunSet(root=root, frame=frame, runs=infos, warnings=warnings, orphans=orphans)
 
 
-def _read_run_fast(rd: RunDir, reg: TagRegistry) -> tuple[RunInfo, Rows]:
+def _read_run_fast(rd: RunDir, reg: TagRegistry, *, capacity: int) -> tuple[RunInfo, Rows]:
     info = RunInfo(run=rd.run, path=rd.path, event_files=list(rd.event_files))
     meta = EventMeta()
-    acc = RowsAccumulator(_row_bound(rd.event_files))
+    acc = RowsAccumulator(capacity)
     for f in rd.event_files:
         cur = FileCursor(f)
         before, n_before = meta.undecodable, len(acc)
