@@ -329,6 +329,9 @@ def load_tag_map(path: str | Path) -> TagMap:
     unknown = set(data) - {"tags", "patterns"}
     if unknown:
         raise TagsError(f"tags file {p}: unknown table(s) {sorted(unknown)} (choose tags, patterns)")
+    for section in ("tags", "patterns"):
+        if not isinstance(data.get(section, {}), dict):
+            raise TagsError(f"tags file {p}: {section} must be a [{section}] table of \"tag\" = \"term\" lines")
 
     def entry(section: str, key: str, value: object) -> tuple[str, str | None]:
         if isinstance(value, str):

@@ -100,12 +100,13 @@ def test_tags_file_through_load(tmp_path):
     [
         ('[tags\n"a" = "kl"', r"tags file .*tags.toml: "),
         ('[tagz]\n"a" = "kl"', r"unknown table\(s\) \['tagz'\] \(choose tags, patterns\)"),
+        ('tags = 3', r"tags must be a \[tags\] table of \"tag\" = \"term\" lines"),
         ('[tags]\n"a" = 3', r"\[tags\] 'a' must be a term name or \{term = \.\.\., split = \.\.\.\}"),
         ('[tags]\n"a" = { term = "kl", colour = "red" }', r"\[tags\] 'a' must be a term name"),
         ('[tags]\n"a" = "klx"', r"\[tags\] 'a' maps to unknown term 'klx' \(choose loss, recon, "),
         ('[patterns]\n"a*" = { term = "kl", split = "dev" }', r"\[patterns\] 'a\*' has unknown split 'dev' \(choose train, val, other\)"),
     ],
-    ids=["syntax", "table", "type", "keys", "term", "split"],
+    ids=["syntax", "table", "not-a-table", "type", "keys", "term", "split"],
 )
 def test_tags_file_errors(tmp_path, text, match):
     with pytest.raises(TagsError, match=match):
