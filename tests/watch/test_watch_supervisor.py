@@ -306,3 +306,24 @@ def test_restart_mode_ctrl_c_while_the_checkpoint_is_looked_for_relaunches_nothi
     assert [r for r in recs if r["event"] == "restart"] == []
     assert recs[-1]["event"] == "exit" and recs[-1]["signals"] == ["SIGINT"]
     assert code == 130
+
+
+def test_follow_apply_a_control_file_that_cannot_be_written_is_journalled_and_forgotten(tmp_path, monkeypatch):
+    from vaediag.watch import supervisor as sup
+    from vaediag.watch.policies import make_policy
+
+    def refuse(run_dir, control):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(sup, "write_control", refuse)
+    run_dir = tmp_path / "run"
+    _static_run(run_dir, [30.0, 30.0, 30.0])
+    policy = make_policy("controlvae", target_kl=20.0, ki=1e-3)
+    assert sup.Follower(run_dir, policy, apply=True, idle=0.3, poll=0.05).run() == 0
+    live = [d for d in decisions(run_dir) if not d.get("replayed")]
+    assert len(live) == 1 and live[0]["action"] == "set_kl_weight"
+    assert (live[0]["applied"], live[0]["seq"], live[0]["via"]) == (False, None, None)
+    assert live[0]["note"] == "control.json could not be written"
+    notes = [r["text"] for r in read_journal(run_dir) if r["event"] == "note"]
+    assert any(n.startswith("cannot write control.json") and "Read-only file system" in n for n in notes)
+    assert policy.n_changes == 0  # not_applied(): the policy does not believe the change happened

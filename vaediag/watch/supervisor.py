@@ -301,6 +301,16 @@ class _Watch:
             s.last_applied = f"not applied: {extra.get('note', 'recommendation only')}"
         self.display.decision(s)
 
+    def apply_control(self, em: EpochMetrics, d: Decision) -> None:
+        """Apply a change through control.json and journal it; a failed write is journalled as not applied
+        and the policy forgets the change, so it may decide again next epoch."""
+        seq = self.write_control(d)
+        if seq is None:
+            self.policy.not_applied(d)
+            self.record(em, d, applied=False, seq=None, note="control.json could not be written")
+        else:
+            self.record(em, d, applied=True, via="control", seq=seq)
+
     def write_control(self, d: Decision) -> int | None:
         """Write a change to control.json; return its seq, or None when the file could not be written."""
         assert self.run_dir is not None
@@ -591,11 +601,7 @@ class Supervisor(_Watch):
                 self.record(em, d, applied=True, via="restart")
                 self._restart(d)
             else:
-                seq = self.write_control(d)
-                if seq is None:
-                    self.policy.not_applied(d)  # it may decide again next epoch
-                self.record(em, d, applied=seq is not None, via="control" if seq is not None else None, seq=seq,
-                            **({} if seq is not None else {"note": "control.json could not be written"}))
+                self.apply_control(em, d)
 
     # ---- restart mode --------------------------------------------------------------------------------
 
@@ -757,8 +763,4 @@ class Follower(_Watch):
         elif not self.apply:
             self.record(em, d, applied=False, note="recommendation (pass --apply to write control.json)")
         else:
-            seq = self.write_control(d)
-            if seq is None:
-                self.policy.not_applied(d)
-            self.record(em, d, applied=seq is not None, via="control" if seq is not None else None, seq=seq,
-                        **({} if seq is not None else {"note": "control.json could not be written"}))
+            self.apply_control(em, d)
