@@ -29,7 +29,8 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser, with only the subparser that ``argv`` (default: ``sys.argv[1:]``) runs fully built."""
     parser = argparse.ArgumentParser(
         prog="vaediag",
         description="Diagnose and steer VAE training runs from their TensorBoard logs.",
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vaediag {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    argv = sys.argv[1:]
+    argv = sys.argv[1:] if argv is None else argv
     for name, help_text in COMMANDS.items():
         # Build only the subparser that will run (cheap start-up); all of them for --help.
         if _wants(name, argv):
@@ -55,10 +56,8 @@ def _wants(name: str, argv: Sequence[str]) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script. Returns the process exit code."""
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[1:])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         return int(args.handler(args))
     except VaediagError as exc:
