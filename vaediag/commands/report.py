@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -156,10 +155,10 @@ def _subset(rs, keep: list[str]):
 
 
 def run(args: argparse.Namespace) -> int:
+    from vaediag.diagnose.engine import check_kl_weight
     from vaediag.render.report import check_destination, diagnose_runs, files_dir_for, load_targets, write_report
 
-    if args.kl_weight is not None and (not math.isfinite(args.kl_weight) or args.kl_weight < 0):
-        raise UsageError(f"--kl-weight must be a finite number >= 0, got {args.kl_weight!r}")
+    check_kl_weight(args.kl_weight)
     if args.steps_per_epoch is not None and args.steps_per_epoch <= 0:
         raise UsageError(f"--steps-per-epoch must be a positive integer, got {args.steps_per_epoch}")
     # Cheap checks first: a refused destination or a bad targets/rules file costs no log reading.

@@ -12,6 +12,7 @@ training dynamics, sharpness, then the checklist (milestones, success).
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -27,7 +28,7 @@ from vaediag.errors import UsageError
 if TYPE_CHECKING:  # pragma: no cover
     from vaediag.logs import RunInfo, RunSet
 
-__all__ = ["diagnose", "diagnose_run", "find_run"]
+__all__ = ["diagnose", "diagnose_run", "find_run", "check_kl_weight"]
 
 
 def find_run(runset: "RunSet", spec: str) -> str:
@@ -50,6 +51,20 @@ def find_run(runset: "RunSet", spec: str) -> str:
     if not hits:
         raise UsageError(f"--baseline {spec!r} matches no run (runs: {shown}); give a run id or a run directory")
     raise UsageError(f"--baseline {spec!r} matches {len(hits)} runs ({', '.join(hits[:5])}); give one run id")
+
+
+def check_kl_weight(kl_weight: float | None) -> float | None:
+    """``--kl-weight`` as a float, or None when not given.
+
+    Raises:
+        UsageError: it is negative or not finite.
+    """
+    if kl_weight is None:
+        return None
+    w = float(kl_weight)
+    if not (math.isfinite(w) and w >= 0):
+        raise UsageError(f"--kl-weight must be a finite number >= 0, got {w!r}")
+    return w
 
 
 def _split_runs(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -161,10 +176,7 @@ def diagnose(
     """
     if not isinstance(rules, Rules):
         rules = load_rules(rules)
-    if kl_weight is not None:
-        kl_weight = float(kl_weight)
-        if not (kl_weight >= 0 and kl_weight != float("inf")):
-            raise UsageError(f"--kl-weight must be a finite number >= 0, got {kl_weight!r}")
+    kl_weight = check_kl_weight(kl_weight)
     runs = _split_runs(runset.frame)
     base_table = None
     base_run = None

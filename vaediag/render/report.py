@@ -298,12 +298,12 @@ def diagnose_runs(
         UsageError: a bad ``kl_weight`` or ``baseline``; RulesError / InputError: a bad rules file.
     """
     from vaediag.diagnose import diagnose, diagnose_run, load_rules
+    from vaediag.diagnose.engine import check_kl_weight
     from vaediag.diagnose.rulesfile import Rules
 
     if baseline is not None or len(runset.runs) < 2:
         return diagnose(runset, rules=rules, kl_weight=kl_weight, baseline=baseline)
-    if kl_weight is not None and not (math.isfinite(kl_weight) and kl_weight >= 0):
-        raise UsageError(f"--kl-weight must be a finite number >= 0, got {kl_weight!r}")
+    kl_weight = check_kl_weight(kl_weight)
     rules = rules if isinstance(rules, Rules) else load_rules(rules)
     out: dict[str, "RunDiagnosis"] = {}
     prev: "RunDiagnosis | None" = None
