@@ -39,7 +39,7 @@ from torch.utils.data import DistributedSampler
 
 from vaediag import terms
 from vaediag.errors import CheckpointError, ConfigError, ControlFileError, InputError, Interrupted
-from vaediag.watch.control import CONTROL_FILENAME, read_control, wait_for_watchdog
+from vaediag.watch.control import CONTROL_FILENAME, RUN_DIR_FILE_ENV, read_control, wait_for_watchdog
 
 from train._io import atomic_write
 from train.config import ARCHITECTURE_FIELDS, TrainConfig, config_from_dict, save_run_config
@@ -65,7 +65,6 @@ __all__ = [
     "CHECKPOINT_NAME",
 ]
 
-RUN_DIR_FILE_ENV = "VAEDIAG_RUN_DIR_FILE"
 CHECKPOINT_NAME = "last.pt"
 _CKPT_FORMAT = "vaediag-train/1"
 # Fields a resume may change without the user saying so: they are about where, not what.

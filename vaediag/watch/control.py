@@ -9,7 +9,9 @@ reader sees either the old file or the new one, never half of one. The reader va
 raises :class:`ControlFileError` for anything malformed; the training loop reports that and carries on
 with its current settings. A loop applies each ``seq`` once (it remembers the last seq it applied).
 
-Handshake: a supervisor that starts the training process sets ``VAEDIAG_WATCHDOG_PID`` to its own pid. At
+Handshake: a supervisor that starts the training process sets ``VAEDIAG_RUN_DIR_FILE`` to a fresh file, where
+a loop that knows the protocol writes its absolute run directory and a newline (atomically) as soon as it has
+one, and ``VAEDIAG_WATCHDOG_PID`` to its own pid. At
 each epoch start (after the first) such a loop calls :func:`wait_for_watchdog`, which waits until the
 watchdog has journalled its decision about the epoch that just ended (a ``decision`` line in
 ``watchdog.jsonl`` with that epoch), so a change decided after epoch ``e`` applies from epoch ``e + 1``.
@@ -34,6 +36,7 @@ from vaediag.errors import ControlFileError
 __all__ = [
     "CONTROL_FILENAME",
     "MODES",
+    "RUN_DIR_FILE_ENV",
     "WATCHDOG_PID_ENV",
     "WATCHDOG_WAIT_ENV",
     "Control",
@@ -45,6 +48,7 @@ __all__ = [
 
 CONTROL_FILENAME = "control.json"
 JOURNAL_FILENAME = "watchdog.jsonl"  # written by vaediag.watch.journal
+RUN_DIR_FILE_ENV = "VAEDIAG_RUN_DIR_FILE"
 WATCHDOG_PID_ENV = "VAEDIAG_WATCHDOG_PID"
 WATCHDOG_WAIT_ENV = "VAEDIAG_WATCHDOG_WAIT"
 _DEFAULT_WAIT_S = 20.0

@@ -51,14 +51,13 @@ from typing import Any, Callable, Protocol, Sequence
 
 from vaediag.errors import CheckpointError, ControlFileError, UsageError, VaediagError
 from vaediag.logs.discover import _ADD_HPARAMS_DIR, is_event_file
-from vaediag.watch.control import WATCHDOG_PID_ENV, Control, now_iso, read_control, write_control
+from vaediag.watch.control import RUN_DIR_FILE_ENV, WATCHDOG_PID_ENV, Control, now_iso, read_control, write_control
 from vaediag.watch.journal import Journal, decision_record
 from vaediag.watch.panel import WatchStatus
 from vaediag.watch.policies import Decision, MissingMetricWarning, Policy
 from vaediag.watch.tracker import EpochMetrics, EpochTracker
 
 __all__ = [
-    "RUN_DIR_ENV",
     "OUTPUT_LOG",
     "Display",
     "Supervisor",
@@ -68,7 +67,6 @@ __all__ = [
     "exit_code",
 ]
 
-RUN_DIR_ENV = "VAEDIAG_RUN_DIR_FILE"
 OUTPUT_LOG = "train_output.log"
 _CKPT_SUFFIXES = (".pt", ".pth", ".ckpt")
 _SKIP_DIRS = frozenset({"node_modules", "__pycache__", "site-packages", "wandb"})
@@ -428,7 +426,7 @@ class Supervisor(_Watch):
     def _start(self, cmd: list[str]) -> None:
         run_dir_file = self._tmp / f"run_dir.{len(list(self._tmp.glob('run_dir.*')))}"
         env = dict(os.environ)
-        env[RUN_DIR_ENV] = str(run_dir_file)
+        env[RUN_DIR_FILE_ENV] = str(run_dir_file)
         # The loop waits at each epoch start for our decision about the last epoch (control.py).
         env[WATCHDOG_PID_ENV] = str(os.getpid())
         before = _event_files(self.logdir)
@@ -494,7 +492,7 @@ class Supervisor(_Watch):
         if text.endswith("\n") and text.strip():  # the newline says the write is complete
             p = Path(text.strip())
             if p.is_dir():
-                return p, RUN_DIR_ENV
+                return p, RUN_DIR_FILE_ENV
         new = _event_files(self.logdir) - c.before
         if new:
             owners = sorted({_owner_dir(p) for p in new}, key=lambda d: min(
