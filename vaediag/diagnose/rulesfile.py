@@ -435,9 +435,11 @@ def load_rules(path: str | os.PathLike[str] | None = None) -> Rules:
     """
     base, base_text = _default()
     scalars = {k: v for k, v in base.items() if k not in _LIST_TABLES}
+    # Values the user file leaves to the defaults are judged (and located) in the default file.
+    default = _Checker(str(DEFAULT_RULES_PATH), base_text)
     if path is None:
         user: dict[str, Any] = {}
-        checker = _Checker(str(DEFAULT_RULES_PATH), base_text)
+        checker = default
         source = "default"
     else:
         p = Path(path)
@@ -450,11 +452,11 @@ def load_rules(path: str | os.PathLike[str] | None = None) -> Rules:
             raise checker.fail((key,), f"is an unknown table (choose {', '.join(base)})")
     data = checker.merge((), scalars, {k: v for k, v in user.items() if k not in _LIST_TABLES})
 
-    ms_checker = checker if "milestones" in user else _Checker(str(DEFAULT_RULES_PATH), base_text)
+    ms_checker = checker if "milestones" in user else default
     milestones = ms_checker.milestones(user.get("milestones", base["milestones"]))
 
     success = dict(base["success"])
-    s_checker = _Checker(str(DEFAULT_RULES_PATH), base_text)
+    s_checker = default
     if "success" in user:
         if not isinstance(user["success"], dict):
             raise checker.fail(("success",), "must be a table")
@@ -464,7 +466,7 @@ def load_rules(path: str | os.PathLike[str] | None = None) -> Rules:
         success.update(user["success"])
         s_checker = checker
     judge_after = int(s_checker.number(("success", "judge_after"), success["judge_after"], integer=True))
-    crit_checker = checker if "success" in user and "criteria" in user["success"] else _Checker(str(DEFAULT_RULES_PATH), base_text)
+    crit_checker = checker if "success" in user and "criteria" in user["success"] else default
     criteria = crit_checker.criteria(("success", "criteria"), success["criteria"])
 
     data["milestones"] = [
