@@ -371,12 +371,11 @@ def _unit(term: str) -> str:
 
 
 def _weight(w: float | None) -> str:
-    from vaediag.diagnose.numbers import fmt_weight, round_sig
+    from vaediag.diagnose.numbers import fmt_weight
 
     if w is None or (isinstance(w, float) and math.isnan(w)):
         return MISSING
-    # A weight logged as float32 reads back as 9.999999747e-06: 6 significant figures give 0.00001 again.
-    return fmt_weight(round_sig(float(w), 6))
+    return fmt_weight(float(w))  # rounds a float32 read-back (9.999999747e-06) to 0.00001 itself
 
 
 def _pct(x: float | None) -> str:
