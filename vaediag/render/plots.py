@@ -137,10 +137,24 @@ def _xy(table: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
     return s.index.to_numpy(dtype=float) + EPOCH_OFFSET, s.to_numpy(dtype=float)
 
 
-def _line(ax, x: np.ndarray, y: np.ndarray, style: RunStyle, *, label: str | None, linestyle: str = "-"):
+def _line(ax, x: np.ndarray, y: np.ndarray, style: RunStyle, *, linestyle: str = "-"):
     # A run with a handful of epochs is a few points; markers keep a one-epoch run visible.
     marker = "o" if len(x) <= 12 else None
-    ax.plot(x, y, color=style.colour, linestyle=linestyle, marker=marker, markersize=3.5, label=label)
+    ax.plot(x, y, color=style.colour, linestyle=linestyle, marker=marker, markersize=3.5)
+
+
+def _run_lines(ax, tables: Mapping[str, pd.DataFrame], styles: Mapping[str, RunStyle], column: str,
+               drawn: set[str], *, scale: float = 1.0) -> list[np.ndarray]:
+    """One line per run that logs ``column``; those runs join ``drawn``. Returns the y values drawn."""
+    ys = []
+    for run, tb in tables.items():
+        x, y = _xy(tb, column)
+        if len(x):
+            y = scale * y
+            _line(ax, x, y, styles[run])
+            ys.append(y)
+            drawn.add(run)
+    return ys
 
 
 def _autoscale_y(ax, values: list[np.ndarray]) -> None:
@@ -205,16 +219,9 @@ def plot_loss_terms(
     cols = [(t if not weighted or t == "loss" else f"{t}_weighted") for t in terms]
     present = [c for c in cols if any(c in tb.columns and tb[c].notna().any() for tb in tables.values())]
     fig, axes = _figure(max(1, len(present)), ncols=2 if len(present) > 1 else 1)
-    drawn: list[str] = []
+    drawn: set[str] = set()
     for ax, col in zip(axes, present):
-        ys = []
-        for run, tb in tables.items():
-            x, y = _xy(tb, col)
-            if len(x):
-                _line(ax, x, y, styles[run], label=None)
-                ys.append(y)
-                if run not in drawn:
-                    drawn.append(run)
+        ys = _run_lines(ax, tables, styles, col, drawn)
         info = TERM_INFO.get(col)
         name = info.label if info else col
         unit = f" ({info.unit})" if info and info.unit else ""
@@ -232,7 +239,7 @@ def plot_quality(tables: Mapping[str, pd.DataFrame], styles: Mapping[str, RunSty
     """PSNR (dB) and SSIM per epoch; solid = all images, dashed = grey images, dotted = colour images."""
     fig, axes = _figure(2, ncols=2, height=_PANEL_H_IN + 1.3)
     variants = (("", "-", "all images"), ("_grey", "--", "grey images"), ("_colour", ":", "colour images"))
-    drawn: list[str] = []
+    drawn: set[str] = set()
     used_variants: list[int] = []
     for ax, metric, unit in ((axes[0], "psnr", "dB"), (axes[1], "ssim", "")):
         any_line = False
@@ -240,10 +247,9 @@ def plot_quality(tables: Mapping[str, pd.DataFrame], styles: Mapping[str, RunSty
             for i, (suffix, ls, _) in enumerate(variants):
                 x, y = _xy(tb, metric + suffix)
                 if len(x):
-                    _line(ax, x, y, styles[run], label=None, linestyle=ls)
+                    _line(ax, x, y, styles[run], linestyle=ls)
                     any_line = True
-                    if run not in drawn:
-                        drawn.append(run)
+                    drawn.add(run)
                     if i not in used_variants:
                         used_variants.append(i)
         ax.set_title(TERM_INFO[metric].label + " (higher is better)")
@@ -279,16 +285,9 @@ def plot_penalty_share(
     panels = [(axes[0], column, "share of total weighted loss")]
     if two:
         panels.append((axes[1], ratio_column, "relative to reconstruction loss"))
-    drawn: list[str] = []
+    drawn: set[str] = set()
     for ax, col, what in panels:
-        ys = []
-        for run, tb in tables.items():
-            x, y = _xy(tb, col)
-            if len(x):
-                _line(ax, x, 100.0 * y, styles[run], label=None)
-                ys.append(100.0 * y)
-                if run not in drawn:
-                    drawn.append(run)
+        ys = _run_lines(ax, tables, styles, col, drawn, scale=100.0)
         ax.set_title(f"KL penalty, {what}")
         ax.set_ylabel("effective KL penalty (%)")
         _autoscale_y(ax, ys)
