@@ -17,9 +17,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from vaediag.atomic import atomic_write
 from vaediag.errors import ConfigError, InputError
-
-from train._io import atomic_write
 
 __all__ = [
     "TrainConfig",

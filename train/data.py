@@ -30,9 +30,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from vaediag.atomic import atomic_write
 from vaediag.errors import DataError, VaediagError
-
-from train._io import atomic_write
 
 if TYPE_CHECKING:  # torch is imported where an ImageSet is built, not by the numpy-only demo builder
     import torch

@@ -38,10 +38,10 @@ import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
 from vaediag import terms
+from vaediag.atomic import atomic_write
 from vaediag.errors import CheckpointError, ConfigError, ControlFileError, InputError, Interrupted
 from vaediag.watch.control import CONTROL_FILENAME, RUN_DIR_FILE_ENV, read_control, wait_for_watchdog
 
-from train._io import atomic_write
 from train.config import ARCHITECTURE_FIELDS, TrainConfig, config_from_dict, save_run_config
 from train.data import ImageSet, load_pair
 from train.losses import center_weight_map, loss_terms, weighted_total

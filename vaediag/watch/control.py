@@ -24,13 +24,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from vaediag.atomic import atomic_write
 from vaediag.errors import ControlFileError
 
 __all__ = [
@@ -118,31 +118,8 @@ def read_control(path: str | os.PathLike[str]) -> Control | None:
 
 
 def write_control(run_dir: str | os.PathLike[str], control: Control) -> Path:
-    """Atomically write ``control`` to ``run_dir/control.json``: temp file, fsync, rename."""
-    d = Path(run_dir)
-    target = d / CONTROL_FILENAME
-    fd, tmp = tempfile.mkstemp(prefix=".control.", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(control.to_json() + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-    return target
+    """Atomically write ``control`` to ``run_dir/control.json``: temp file, fsync, rename, fsync the directory."""
+    return atomic_write(Path(run_dir) / CONTROL_FILENAME, control.to_json() + "\n")
 
 
 def _pid_alive(pid: int) -> bool:
