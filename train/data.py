@@ -304,31 +304,32 @@ def build_demo(out_dir: str | os.PathLike[str], *, n_train: int = 256, n_val: in
     return targets[0], targets[1]
 
 
-def ensure_demo(out_dir: str | os.PathLike[str], **kwargs) -> tuple[Path, Path]:
-    """The demo arrays in ``out_dir``: built when absent, reused when both are there and were built with
-    the same parameters (the shapes in their manifest and on disk).
+def ensure_demo(out_dir: str | os.PathLike[str], *, n_train: int = 256, n_val: int = 64, size: int = 64,
+                seed: int = 0) -> tuple[Path, Path]:
+    """The demo arrays in ``out_dir``: built when absent (:func:`build_demo`), reused when both are there
+    with the asked-for number and size of images (their shapes on disk).
 
     Raises:
         DataError: ``out_dir`` holds demo arrays of other sizes (they are never overwritten).
     """
     d = Path(out_dir)
     train, val = d / "train.npy", d / "val.npy"
-    if train.is_file() and val.is_file():
-        want = {"n_train": kwargs.get("n_train", 256), "n_val": kwargs.get("n_val", 64), "size": kwargs.get("size", 64)}
-        try:
-            t_shape = np.load(train, mmap_mode="r").shape
-            v_shape = np.load(val, mmap_mode="r").shape
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{d} holds unreadable demo arrays ({exc}); remove them or pass another directory") from None
-        have = {"n_train": t_shape[0], "n_val": v_shape[0], "size": t_shape[1] if len(t_shape) > 1 else None}
-        if have != want:
-            raise DataError(
-                f"{d} holds demo arrays of another size ({have['n_train']} train / {have['n_val']} val at "
-                f"{have['size']} px; this needs {want['n_train']} / {want['n_val']} at {want['size']} px): "
-                "remove them or pass another directory (nothing was overwritten)"
-            )
-        return train, val
-    return build_demo(d, **kwargs)
+    if not (train.is_file() and val.is_file()):
+        return build_demo(d, n_train=n_train, n_val=n_val, size=size, seed=seed)
+    want = {"n_train": n_train, "n_val": n_val, "size": size}
+    try:
+        t_shape = np.load(train, mmap_mode="r").shape
+        v_shape = np.load(val, mmap_mode="r").shape
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{d} holds unreadable demo arrays ({exc}); remove them or pass another directory") from None
+    have = {"n_train": t_shape[0], "n_val": v_shape[0], "size": t_shape[1] if len(t_shape) > 1 else None}
+    if have != want:
+        raise DataError(
+            f"{d} holds demo arrays of another size ({have['n_train']} train / {have['n_val']} val at "
+            f"{have['size']} px; this needs {want['n_train']} / {want['n_val']} at {want['size']} px): "
+            "remove them or pass another directory (nothing was overwritten)"
+        )
+    return train, val
 
 
 # --------------------------------------------------------------------------------------------------
