@@ -30,7 +30,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -104,18 +104,11 @@ def _demo_flags(*, perceptual: bool = False, n_train: int = 256, n_val: int = 64
 
     from vaediag.commands import demo
 
-    cfg = demo.demo_config()
+    # Where the runs go, how long and at which kl_weight is set per run: those fields stay at their defaults,
+    # which to_argv() leaves out.
+    per_run = ("train_npy", "val_npy", "logdir", "name", "checkpoint_dir", "epochs", "kl_weight", "resume", "quiet")
     base = TrainConfig()
-    skip = {"train_npy", "val_npy", "logdir", "name", "checkpoint_dir", "epochs", "kl_weight", "resume", "quiet"}
-    flags: list[str] = []
-    for f in fields(TrainConfig):
-        if f.name in skip or not f.metadata.get("cli", True):
-            continue
-        v = getattr(cfg, f.name)
-        if v == getattr(base, f.name):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        flags += ([flag] if v else [f"--no-{f.name.replace('_', '-')}"]) if isinstance(v, bool) else [flag, str(v)]
+    flags = demo.demo_config().replace(**{k: getattr(base, k) for k in per_run}).to_argv()
     if not perceptual:
         flags += ["--perceptual-weights", "none"]
     data = {"n_train": n_train, "n_val": n_val, "size": demo.DEMO_SIZE}
