@@ -49,7 +49,10 @@ def find_run(runset: "RunSet", spec: str) -> str:
         return hits[0]
     shown = ", ".join(runs[:8]) + (" …" if len(runs) > 8 else "")
     if not hits:
-        raise UsageError(f"--baseline {spec!r} matches no run (runs: {shown}); give a run id or a run directory")
+        # No "or a run directory": `vaediag report` takes run ids only, and `vaediag check` only gets here when
+        # the spec is not an existing path either.
+        raise UsageError(f"--baseline {spec!r} matches no run (runs: {shown}); give one of these run ids or a unique "
+                         "last part of one")
     raise UsageError(f"--baseline {spec!r} matches {len(hits)} runs ({', '.join(hits[:5])}); give one run id")
 
 
