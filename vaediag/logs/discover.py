@@ -68,7 +68,7 @@ def discover(path: str | os.PathLike[str]) -> tuple[Path, list[RunDir], list[Pat
         root = p.parent
         return root, [RunDir(run=root.name or ".", path=root, event_files=[p])], []
     if not os.access(p, os.R_OK | os.X_OK):
-        raise InputError(f"directory {str(p)!r} is not readable")
+        raise InputError(f"directory {str(p)!r} is not readable; check its permissions or give another path")
 
     root = p
     groups: dict[Path, list[Path]] = {}
