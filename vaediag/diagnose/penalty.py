@@ -466,8 +466,10 @@ def check_kl_too_high(
     if not math.isfinite(kl):
         return []  # the nonfinite rule reports it
     if kl <= hi:
+        where = "within" if kl >= lo else "below"  # a low KL is not too high; collapse is kl_collapse's to judge
         return [Finding("kl_too_high", "pass", run,
-                        f"KL = {fmt_kl(kl)} at {human_epoch(at)} is within the target ({fmt_kl(lo)}-{fmt_kl(hi)} at most)",
+                        f"KL = {fmt_kl(kl)} at {human_epoch(at)} is {where} the target {fmt_kl(lo)}-{fmt_kl(hi)}: "
+                        "not too high",
                         epoch=at, term="kl", value=kl, threshold=hi)]
     judged = s.loc[too_high_after - 1:]
     over = judged[judged > hi]
