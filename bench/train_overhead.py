@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     perceptual, backbone = load_perceptual("auto", cfg.layers)
     perceptual = perceptual.to(device)
     weight_map = center_weight_map(64, center_weight=cfg.center_weight, device=device)
-    weights = {"recon": cfg.w_l1, "perceptual": cfg.w_perceptual, "ssim_loss": cfg.w_ssim, "edge": cfg.w_edge,
-               "kl": cfg.kl_weight}
+    weights = cfg.loss_weights(cfg.kl_weight)
     g = torch.Generator().manual_seed(0)
     batches = [train_set.batch(torch.randint(len(train_set), (bs,), generator=g), device) for _ in range(8)]
 

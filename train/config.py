@@ -111,6 +111,11 @@ class TrainConfig:
     def layers(self) -> tuple[str, ...]:
         return parse_layers(self.perceptual_layers)
 
+    def loss_weights(self, kl_weight: float) -> dict[str, float]:
+        """Each loss term's weight by canonical term (``terms.LOSS_TERMS``), with the KL weight in effect."""
+        return {"recon": self.w_l1, "perceptual": self.w_perceptual, "ssim_loss": self.w_ssim,
+                "edge": self.w_edge, "kl": kl_weight}
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

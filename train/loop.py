@@ -359,11 +359,6 @@ def make_grid(x: torch.Tensor, recon: torch.Tensor, *, pad: int = 2) -> torch.Te
 # One step, one evaluation.
 
 
-def _weights(cfg: TrainConfig, kl_weight: float) -> dict[str, float]:
-    return {"recon": cfg.w_l1, "perceptual": cfg.w_perceptual, "ssim_loss": cfg.w_ssim, "edge": cfg.w_edge,
-            "kl": kl_weight}
-
-
 def train_step(model: torch.nn.Module, x: torch.Tensor, optimizer: torch.optim.Optimizer, *,
                weights: dict[str, float], weight_map: torch.Tensor, perceptual: torch.nn.Module | None,
                deterministic: bool, grad_clip: float) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -692,7 +687,7 @@ def _train(cfg: TrainConfig, d: _Dist, on_epoch_end: Callable[[EpochEnd], None] 
                     kl_w = kl_weight_at(step, kl_weight=state.kl_weight, warmup_steps=cfg.kl_warmup_steps,
                                         ae_mode=state.ae_mode)
                     x = train_set.batch(torch.as_tensor(batches[b]), device)
-                    total, raw, weighted = train_step(train_model, x, optimizer, weights=_weights(cfg, kl_w),
+                    total, raw, weighted = train_step(train_model, x, optimizer, weights=cfg.loss_weights(kl_w),
                                                       weight_map=weight_map, perceptual=perceptual,
                                                       deterministic=state.ae_mode, grad_clip=cfg.grad_clip)
                     if step % cfg.log_every == 0:
@@ -713,7 +708,7 @@ def _train(cfg: TrainConfig, d: _Dist, on_epoch_end: Callable[[EpochEnd], None] 
             state.epoch, state.batch_in_epoch = epoch + 1, 0
             if d.is_main:
                 val_step = state.global_step - 1
-                val, kl_dims, grid = evaluate(model, val_set, weights=_weights(cfg, kl_weight_at(
+                val, kl_dims, grid = evaluate(model, val_set, weights=cfg.loss_weights(kl_weight_at(
                     val_step, kl_weight=state.kl_weight, warmup_steps=cfg.kl_warmup_steps, ae_mode=state.ae_mode)),
                     weight_map=weight_map, perceptual=perceptual, device=device, batch_size=cfg.batch_size,
                     grid_images=cfg.grid_images)
