@@ -227,7 +227,8 @@ def flip_negative_kl(values: np.ndarray, bounds: list[tuple[int, int, str]]) -> 
         fin = v[np.isfinite(v)]
         if len(fin) and (fin <= 0).all() and (fin < 0).any():
             np.negative(v, out=v)
-            notes.append(f"{name!r} is <= 0 throughout ({len(fin)} values): logged as -KL, sign flipped")
+            n = f"{len(fin)} value{'s' if len(fin) != 1 else ''}"
+            notes.append(f"{name!r} is <= 0 throughout ({n}): logged as -KL, sign flipped")
     return notes
 
 

@@ -131,7 +131,8 @@ class Tail:
                     continue  # nothing to decide on yet
                 decided = self._sign[name] = bool((fin <= 0).all())
                 if decided:
-                    notes.append(f"{name!r} is <= 0 ({len(fin)} values so far): logged as -KL, sign flipped")
+                    n = f"{len(fin)} value{'s' if len(fin) != 1 else ''}"
+                    notes.append(f"{name!r} is <= 0 ({n} so far): logged as -KL, sign flipped")
             elif decided and (fin > 0).any() and name not in self._contradicted:
                 self._contradicted.add(name)
                 notes.append(f"{name!r} was read as -KL but now has positive values; sign kept flipped")
