@@ -28,18 +28,13 @@ import time
 import traceback
 from pathlib import Path
 
+from vaediag.logs.records import masked_crc
+
 __all__ = ["mutate", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 REALWORLD = ROOT / "tests" / "fixtures" / "realworld"
 FAILURES = Path(__file__).resolve().parent / "_data" / "fuzz_failures"
-
-
-def _masked(data: bytes) -> int:
-    from crc32c import crc32c
-
-    c = crc32c(data)
-    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def _offsets(data: bytes) -> list[int]:
@@ -81,7 +76,7 @@ def mutate(data: bytes, rng: random.Random, offsets: list[int]) -> tuple[str, by
             head = struct.pack("<Q", n)
             b[start : start + 8] = head
             if rng.random() < 0.7:  # a length that passes its CRC: only the file size may bound it
-                b[start + 8 : start + 12] = struct.pack("<I", _masked(head))
+                b[start + 8 : start + 12] = struct.pack("<I", masked_crc(head))
         else:
             i, j = rng.randrange(len(b)), rng.randrange(len(b))
             b[i:i] = b[j : j + rng.randint(1, 2000)]

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vaediag.logs.crc import mask
 from vaediag.logs.records import frame_record
 
 __all__ = ["TAGS", "DATA", "write_scalar_records", "make_tree", "verify_sample", "main"]
@@ -121,12 +122,8 @@ def write_scalar_records(tags: list[str], steps: np.ndarray, values: np.ndarray,
     for i in range(n):
         hcrc[i] = crc32c(mv[o_l[i] : o_l[i] + 8])
         dcrc[i] = crc32c(mv[s_l[i] : e_l[i]])
-
-    def masked(c: np.ndarray) -> np.ndarray:
-        return ((c >> np.uint32(15)) | (c << np.uint32(17))) + np.uint32(0xA282EAD8)
-
-    put_bytes(offs[:-1] + 8, masked(hcrc).astype("<u4").view(np.uint8).reshape(n, 4))
-    put_bytes(e, masked(dcrc).astype("<u4").view(np.uint8).reshape(n, 4))
+    put_bytes(offs[:-1] + 8, mask(hcrc).astype("<u4").view(np.uint8).reshape(n, 4))
+    put_bytes(e, mask(dcrc).astype("<u4").view(np.uint8).reshape(n, 4))
     return out
 
 
