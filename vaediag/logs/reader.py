@@ -109,6 +109,10 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _unreadable(path: Path, exc: OSError) -> str:
+    return f"cannot read event file {path}: {exc.strerror or exc}"
+
+
 def read_event_file(path: Path, rows: ScalarRows, meta: EventMeta) -> FileStats:
     """Read one whole event file into ``rows`` and ``meta``; damage is counted in the returned stats."""
     stats = FileStats(path=path)
@@ -118,7 +122,7 @@ def read_event_file(path: Path, rows: ScalarRows, meta: EventMeta) -> FileStats:
         with open(path, "rb") as fh:
             buf = fh.read()
     except OSError as exc:
-        raise CorruptLogError(f"cannot read event file {path}: {exc.strerror or exc}") from None
+        raise CorruptLogError(_unreadable(path, exc)) from None
     stats.size = len(buf)
     result = scan(buf)
     before_bad = meta.undecodable
@@ -257,7 +261,7 @@ def _read_run_fast(rd: RunDir, reg: TagRegistry, *, capacity: int) -> tuple[RunI
         try:
             cur.read(reg, meta, into=acc)
         except OSError as exc:
-            info.warnings.append(CorruptLogError(f"cannot read event file {f}: {exc.strerror or exc}").message)
+            info.warnings.append(_unreadable(f, exc))
             continue
         st = FileStats(
             path=f,
