@@ -143,13 +143,12 @@ def _tag_codes(
     long_ = np.flatnonzero(tl > 16)
     mids: list[tuple[np.ndarray, np.ndarray]] = []
     if len(long_):
-        tl_l, t0_l = tl[long_], t0[long_]
+        tl_l = tl[long_]
         for j in range(int((tl_l.max() - 9) // 8)):
             sub = long_ if j == 0 else long_[tl_l > 8 * (j + 2)]
             w = u64[t0[sub] + 8 * (j + 1)]
             h[sub] ^= w * _WORD_KEYS[2 + j % (len(_WORD_KEYS) - 2)]
             mids.append((sub, w))
-        del t0_l
     h ^= h >> np.uint64(31)
     h *= _K1
     h ^= h >> np.uint64(29)
