@@ -48,16 +48,14 @@ def add_parser(sub: argparse._SubParsersAction, *, name: str, help: str) -> argp
     return p
 
 
-def demo_config(*, data_dir: str = DEMO_DATA, logdir: str = DEMO_LOGDIR, epochs: int = DEMO_EPOCHS,
-                checkpoint_dir: str = "checkpoints", kl_weight: float = DEMO_START_KL_WEIGHT):
+def demo_config(*, data_dir: str = DEMO_DATA, logdir: str = DEMO_LOGDIR, epochs: int = DEMO_EPOCHS):
     """The demo's :class:`train.config.TrainConfig` (the seed's loss recipe on a small, fast model)."""
     from train.config import TrainConfig
 
     d = Path(data_dir)
     return TrainConfig(train_npy=str(d / "train.npy"), val_npy=str(d / "val.npy"), logdir=logdir, name="demo",
-                       checkpoint_dir=checkpoint_dir, epochs=epochs, batch_size=DEMO_BATCH, latent_dim=64,
-                       base_channels=16, lr=1e-3, warmup_steps=5, min_lr=1e-4, grid_images=8, quiet=True,
-                       kl_weight=kl_weight)
+                       epochs=epochs, batch_size=DEMO_BATCH, latent_dim=64, base_channels=16, lr=1e-3,
+                       warmup_steps=5, min_lr=1e-4, grid_images=8, quiet=True, kl_weight=DEMO_START_KL_WEIGHT)
 
 
 def demo_watch_args(epochs: int) -> list[str]:
