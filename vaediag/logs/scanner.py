@@ -20,7 +20,7 @@ bytes grow. Only data CRCs are left to the caller (the decoder checks them, vect
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -79,7 +79,6 @@ class Scanner:
     lost_from: int | None = None  # absolute offset where the framing was lost, while searching
     resyncs: int = 0
     skipped_bytes: int = 0
-    _parts: list = field(default_factory=list, repr=False)
 
     def scan(self, buf: np.ndarray, base: int, n: int) -> Framing:
         """Frame ``buf[:n]`` (``buf`` must have :data:`PAD` readable bytes after ``n``)."""
