@@ -654,12 +654,16 @@ def _train(cfg: TrainConfig, d: _Dist, on_epoch_end: Callable[[EpochEnd], None] 
     with _StopOnSignal() as stop:
         for epoch in range(state.epoch, cfg.epochs):
             t0 = time.perf_counter()
+            if control is not None and epoch > 0:
+                note = control.await_watchdog(epoch - 1, lambda: stop.requested is not None)
+                if note:
+                    out.warn(note)
+            # A signal during that wait (the watchdog's stop, or its restart, follows its decision) stops the
+            # run here, on the epoch boundary, not after one more step at the settings it is about to change.
+            if _any_rank(stop.requested is not None, d, device):
+                raise stop_now(stop.requested or "stopped by another rank")
             # control.json is read at the start of each epoch; a new seq is applied once.
             if control is not None:
-                if epoch > 0:
-                    note = control.await_watchdog(epoch - 1, lambda: stop.requested is not None)
-                    if note:
-                        out.warn(note)
                 message = control.poll(state)
                 if message:
                     (out.warn if message.startswith("warning") else out.info)(message)

@@ -245,3 +245,36 @@ def test_resume_of_a_finished_run_says_so(tmp_path, tiny_cfg, capsys):
     assert "nothing to train: the checkpoint has finished 1 epoch(s) and --epochs is 1" in capsys.readouterr().err
     assert again.global_step == first.global_step
     assert steps_of(read_events(first.run_dir), "train/loss") == list(range(STEPS_PER_EPOCH))
+
+
+def test_a_signal_while_waiting_for_the_watchdog_stops_on_the_epoch_boundary(tiny_cfg, monkeypatch):
+    # Under `vaediag watch` the loop waits at each epoch start for the decision about the last epoch; the
+    # watchdog's SIGINT (a stop or a restart) lands in that wait. The run must stop there, with no step of
+    # the next epoch trained at the old settings, so a restart resumes exactly at the boundary.
+    import os
+    import signal
+    import threading
+
+    from vaediag.errors import Interrupted
+    from vaediag.watch.control import WATCHDOG_PID_ENV, WATCHDOG_WAIT_ENV
+
+    monkeypatch.setenv(WATCHDOG_PID_ENV, str(os.getpid()))  # a watchdog that is alive and never decides
+    monkeypatch.setenv(WATCHDOG_WAIT_ENV, "30")
+    timers = []
+
+    def signal_during_the_wait(end):
+        t = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+        timers.append(t)
+        t.start()
+
+    try:
+        with pytest.raises(Interrupted, match=f"SIGINT: stopped after step {STEPS_PER_EPOCH};"):
+            train(tiny_cfg.replace(epochs=3), on_epoch_end=signal_during_the_wait)
+    finally:
+        for t in timers:
+            t.cancel()
+    ckpt = load_checkpoint(tiny_cfg.checkpoint_dir + "/proj/run/version_0/last.pt")
+    assert (ckpt["state"]["epoch"], ckpt["state"]["batch_in_epoch"]) == (1, 0)
+    assert ckpt["state"]["global_step"] == STEPS_PER_EPOCH
+    ev = read_events(ckpt["run_dir"])
+    assert steps_of(ev, terms.EPOCH_TAG) == list(range(STEPS_PER_EPOCH))  # no step of epoch 2 was logged
