@@ -363,3 +363,19 @@ def test_klwatchdog_state_and_ae_mode(tmp_path):
     with pytest.raises(ValueError, match="does not know the kl_weight yet"):
         KLWatchdog("controlvae").kl_weight
     wd.close()
+
+
+def test_find_checkpoint_mirror_matches_whole_directory_names(tmp_path):
+    import os
+    import time
+
+    run_dir = tmp_path / "logs" / "proj" / "vae" / "version_3"
+    run_dir.mkdir(parents=True)
+    since = time.time()
+    mine = tmp_path / "checkpoints" / "proj" / "vae" / "version_3" / "last.pt"
+    lookalike = tmp_path / "checkpoints" / "myproj" / "vae" / "version_3" / "last.pt"  # another project, newer
+    for i, p in enumerate((mine, lookalike)):
+        p.parent.mkdir(parents=True)
+        p.write_text("x")
+        os.utime(p, (since + i, since + i))
+    assert find_checkpoint(since=since, run_dir=run_dir, roots=[tmp_path]) == mine.resolve()

@@ -199,8 +199,8 @@ def find_checkpoint(
     if not found:
         return None
     if run_dir is not None:
-        tail = Path(*Path(run_dir).resolve().parts[-3:])
-        mirrored = [p for p in found if str(p.parent).endswith(str(tail))]
+        tail = Path(run_dir).resolve().parts[-3:]  # whole names: "myproj" must not pass for "proj"
+        mirrored = [p for p in found if p.parent.parts[-3:] == tail]
         if mirrored:
             return max(mirrored, key=found.get)
     return max(found, key=found.get)
