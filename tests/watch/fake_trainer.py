@@ -21,8 +21,10 @@ p.add_argument("--epoch-seconds", type=float, default=0.3)
 p.add_argument("--crash-at", type=int)
 p.add_argument("--no-run-dir-file", action="store_true")
 p.add_argument("--ignore-control", action="store_true")
+p.add_argument("--omit", action="append", default=[], help="a term this run does not log (repeatable)")
 a = p.parse_args()
 sys.exit(train(logdir=a.logdir, epochs=a.epochs, kl_weight=a.kl_weight, resume=a.resume,
                ckpt_path=a.checkpoint or a.logdir.parent / "checkpoints" / "last.pt",
                steps_per_epoch=a.steps_per_epoch, epoch_seconds=a.epoch_seconds, crash_at=a.crash_at,
-               write_run_dir_file=not a.no_run_dir_file, read_control_file=not a.ignore_control))
+               write_run_dir_file=not a.no_run_dir_file, read_control_file=not a.ignore_control,
+               omit=tuple(a.omit)))

@@ -55,7 +55,8 @@ def next_version(logdir: Path) -> Path:
 
 def train(*, logdir: Path, epochs: int, kl_weight: float, resume: str | None, ckpt_path: Path,
           steps_per_epoch: int = 5, epoch_seconds: float = 0.3, crash_at: int | None = None,
-          write_run_dir_file: bool = True, read_control_file: bool = True, ae: bool = False) -> int:
+          write_run_dir_file: bool = True, read_control_file: bool = True, ae: bool = False,
+          omit: tuple[str, ...] = ()) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     start_epoch, step, last_seq = 0, 0, 0
@@ -75,6 +76,8 @@ def train(*, logdir: Path, epochs: int, kl_weight: float, resume: str | None, ck
     print(f"fake: run dir {run_dir}, kl_weight {kl_weight}, epochs {start_epoch}..{epochs - 1}", flush=True)
 
     def log(name: str, value: float) -> None:
+        if name.split("/")[-1] in omit:  # a run that does not log this term
+            return
         writer.add_event(scalar_event(name, step, float(value), time.time()))
 
     def save(epoch: int) -> None:

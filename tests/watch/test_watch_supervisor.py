@@ -327,3 +327,17 @@ def test_follow_apply_a_control_file_that_cannot_be_written_is_journalled_and_fo
     notes = [r["text"] for r in read_journal(run_dir) if r["event"] == "note"]
     assert any(n.startswith("cannot write control.json") and "Read-only file system" in n for n in notes)
     assert policy.n_changes == 0  # not_applied(): the policy does not believe the change happened
+
+
+def test_a_metric_the_run_never_logs_does_not_abandon_the_training(tmp_path):
+    """The ladder needs the KL; a run that does not log it trains to the end under a watchdog that keeps
+    every epoch, says why in the journal, and exits with the training's code."""
+    r = watch(["--", *FAKE, "--logdir", str(tmp_path / "logs"), "--epochs", "3", "--omit", "kl"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr + r.stdout
+    run_dir = tmp_path / "logs" / "version_0"
+    assert (run_dir / "DONE").read_text() == "3"
+    ds = decisions(run_dir)
+    assert [d["action"] for d in ds] == ["keep"] * 3
+    assert all("needs metric(s) kl" in d["reason"] for d in ds)
+    assert not (run_dir / "control.json").exists()
+    assert read_journal(run_dir)[-1]["event"] == "exit"

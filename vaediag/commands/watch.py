@@ -144,6 +144,9 @@ def policy_from_args(args: argparse.Namespace, command: list[str] | None = None)
                 params["kl_weight"] = float(given)
             except ValueError:
                 pass  # the training script will complain about its own argument
+    # Supervising, a metric the run does not log must not kill the watchdog mid-run and leave the training
+    # unsupervised: the epoch is a "keep" and the journal says why (--param strict=true to fail instead).
+    params.setdefault("strict", False)
     return make_policy(name, **params)
 
 
