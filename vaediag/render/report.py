@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from vaediag.atomic import atomic_write
 from vaediag.errors import InputError, RulesError, UsageError
 from vaediag.render.markdown import MISSING, escape, link_path, table
 from vaediag.terms import CANONICAL_TERMS, TERM_INFO
@@ -1201,20 +1201,6 @@ def check_destination(out_path: str | os.PathLike[str], *, force: bool = False) 
                 raise UsageError(f"{str(p)!r} already exists; pass --force to overwrite it or choose another -o")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def write_report(
     runset: "RunSet",
     diagnoses: Sequence["RunDiagnosis"],
@@ -1257,8 +1243,8 @@ def write_report(
         if report.files:
             fdir.mkdir(exist_ok=True)
             for name, data in sorted(report.files.items()):
-                _atomic_write(fdir / name, data)
-        _atomic_write(out, report.markdown.encode("utf-8"))
+                atomic_write(fdir / name, data)
+        atomic_write(out, report.markdown.encode("utf-8"))
     except OSError as exc:
         raise InputError(f"cannot write the report to {str(out)!r}: {exc.strerror or exc}") from None
     return out
