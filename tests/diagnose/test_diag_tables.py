@@ -13,7 +13,7 @@ import vaediag
 from vaediag.diagnose import completed_epochs, epoch_table, jsonable, penalty_table
 from vaediag.diagnose.numbers import fmt_kl, fmt_pct, fmt_ratio, fmt_sig, fmt_weight, human_epoch
 from vaediag.diagnose.penalty import penalty_arithmetic
-from vaediag.recommend import next_command, plan_arithmetic
+from vaediag.diagnose.recommend import next_command, plan_arithmetic
 
 
 @pytest.fixture

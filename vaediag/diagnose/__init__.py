@@ -17,7 +17,7 @@ with its thresholds from ``vaediag/rules/default.toml``: :mod:`.penalty` (``pena
 ``kl_too_high``), :mod:`.collapse` (``kl_collapse``), :mod:`.health` (``no_scalars``, ``nonfinite``,
 ``too_short``, ``lr_vanished``, ``val_recon_divergence``, ``converged``, ``blurry``,
 ``kl_sign_convention``, ``log_warning``, ``missing_terms``), :mod:`.checklist` (``milestone_<N>``,
-``success``). The recommendation ladder lives in :mod:`vaediag.recommend`.
+``success``). The recommendation ladder lives in :mod:`vaediag.diagnose.recommend`.
 """
 
 from __future__ import annotations

@@ -75,17 +75,25 @@ def evaluate(
     ``status`` is pass, fail or n/a (pending is decided by the caller, which knows the epoch count).
     """
     if c.kind == "converged":
-        p = plateau(table, upto=at, **(converged or {"window": 10, "min_delta": 0.01}))
+        opts = dict(converged or {"window": 10, "min_delta": 0.01})
+        window = opts.pop("window")
+        min_delta = opts.pop("min_delta")
+        opts.pop("regress_fail", None)
+        p = plateau(table, upto=at, window=window, min_delta=min_delta, **opts)
         if p is None:
             return "n/a", None, None, "not enough reconstruction history to judge convergence"
-        ok = p["converged"]
-        return (
-            "pass" if ok else "fail",
-            p["improvement"],
-            (converged or {}).get("min_delta"),
-            f"reconstruction improved {fmt_pct(max(p['improvement'], 0.0), 2)} over the last "
-            f"{(converged or {}).get('window', 10)} epochs ({'converged' if ok else 'still improving'})",
-        )
+        t = p["trend"]
+        better = f"improved {fmt_pct(max(p['improvement'], 0.0), 2)} over the last {t.window} epochs"
+        if p["kind"] == "plateau":
+            return "pass", max(p["improvement"], 0.0), min_delta, f"reconstruction {better} (converged)"
+        if p["kind"] == "improving":
+            return ("pending", max(p["improvement"], 0.0), min_delta,
+                    f"reconstruction still improving ({better}): not converged yet, keep training")
+        if p["kind"] == "regressing":
+            return ("fail", max(p["improvement"], 0.0), min_delta,
+                    f"reconstruction is regressing (best {fmt_sig(t.best)} at {human_epoch(t.best_epoch)}, "
+                    f"{fmt_sig(t.last)} at {human_epoch(t.last_epoch)}): not converged")
+        return "n/a", None, min_delta, "reconstruction too noisy to judge convergence"
     term = c.term
     assert term is not None
     got = value_at(table, term, at)

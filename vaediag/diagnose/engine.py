@@ -136,7 +136,7 @@ def diagnose_run(
     findings += health.check_val_recon_divergence(table, run=run, **rules.section("divergence"))
     findings += health.check_lr_vanished(table, run=run, **rules.section("lr"))
     conv = rules.section("converged")
-    findings += health.check_converged(table, run=run, epochs=epochs, **conv)
+    findings += health.check_trends(table, run=run, epochs=epochs, **conv)
     findings += health.check_blurry(table, run=run, epochs=epochs, **rules.section("blurry"))
     if baseline_run is not None and baseline_run == run:
         baseline = table  # the baseline is not compared with itself
@@ -152,7 +152,7 @@ def diagnose_run(
 
 
 def _recommend(d: RunDiagnosis, rules: Rules, config: Mapping[str, Any], params: Mapping[str, Any]):
-    from vaediag.recommend import recommend
+    from vaediag.diagnose.recommend import recommend
 
     return recommend(d, rules=rules, config=config, params=params)
 

@@ -16,6 +16,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from vaediag.diagnose.criteria import Trend, classify_trend
 from vaediag.diagnose.model import Finding
 from vaediag.diagnose.numbers import fmt_pct, fmt_sig, fmt_weight, human_epoch
 from vaediag.diagnose.tables import VALUE_TERMS
@@ -27,7 +28,10 @@ __all__ = [
     "check_lr_vanished",
     "check_val_recon_divergence",
     "plateau",
-    "check_converged",
+    "trends",
+    "main_trend",
+    "check_trends",
+    "TREND_SERIES",
     "check_blurry",
     "check_kl_sign_convention",
     "check_log_warnings",
@@ -140,50 +144,115 @@ def check_val_recon_divergence(table: pd.DataFrame, *, run: str, window: int, ri
                     threshold=best * (1 + rise))]
 
 
-def plateau(table: pd.DataFrame, *, upto: int | None = None, window: int, min_delta: float) -> dict | None:
-    """The plateau test behind ``converged``, at epoch ``upto`` (default: the last).
+# Series every run is judged on, in order: (column, higher is better, severity of a regression).
+TREND_SERIES: tuple[tuple[str, bool], ...] = (
+    ("val_recon", False),
+    ("train_recon", False),
+    ("val_psnr", True),
+    ("val_perceptual", False),
+)
 
-    Returns ``{"converged", "epoch", "column", "now", "before", "improvement"}``: improvement is the relative
-    fall of the reconstruction loss (val preferred) over the last ``window`` epochs; converged when below
-    ``min_delta``. None when fewer than ``window + 1`` epochs are logged.
-    """
+
+def _series(table: pd.DataFrame, column: str, upto: int | None) -> tuple[list[int], list[float]]:
+    if column not in table:
+        return [], []
+    s = table[column].dropna()
+    if upto is not None:
+        s = s.loc[:upto]
+    s = s[np.isfinite(s)]
+    return [int(e) for e in s.index], [float(v) for v in s.to_numpy()]
+
+
+def trends(table: pd.DataFrame, *, upto: int | None = None, window: int, min_delta: float,
+           regress_ratio: float = 0.10, noise_max: float = 0.25, patience: int = 2) -> dict[str, Trend]:
+    """:func:`~vaediag.diagnose.criteria.classify_trend` of every monitored series the table has (column -> trend),
+    up to epoch ``upto``."""
+    out = {}
+    for column, higher in TREND_SERIES:
+        es, vs = _series(table, column, upto)
+        if len(vs) < 2:
+            continue
+        out[column] = classify_trend(es, vs, higher_is_better=higher, window=window, min_delta=min_delta,
+                                     regress_ratio=regress_ratio, noise_max=noise_max, patience=patience)
+    return out
+
+
+def main_trend(found: dict[str, Trend]) -> tuple[str, Trend] | None:
+    """The trend that speaks for the run's reconstruction: val preferred, else train."""
     for column in ("val_recon", "train_recon"):
-        if column not in table:
-            continue
-        s = table[column].dropna()
-        if upto is not None:
-            s = s.loc[:upto]
-        s = s[np.isfinite(s)]
-        if len(s) < window + 1:
-            continue
-        now_epoch = int(s.index[-1])
-        before = s.loc[: now_epoch - window]
-        if len(before) == 0:
-            continue
-        b = float(before.min())  # best before the window: a noisy dip counts as reached
-        n = float(s.loc[now_epoch - window + 1:].min())
-        if b <= 0:
-            continue
-        improvement = (b - n) / b
-        return {"converged": improvement < min_delta, "epoch": now_epoch, "column": column, "now": n,
-                "before": b, "improvement": improvement}
+        if column in found:
+            return column, found[column]
     return None
 
 
-def check_converged(table: pd.DataFrame, *, run: str, epochs: int, window: int, min_delta: float) -> list[Finding]:
-    """``converged`` (info): the reconstruction loss improved by less than ``min_delta`` over ``window``
-    epochs; the run can stop (or needs a change to get further)."""
-    p = plateau(table, upto=epochs - 1 if epochs else None, window=window, min_delta=min_delta)
-    if p is None:
-        return []
-    split = p["column"].split("_")[0]
-    if not p["converged"]:
-        return []
-    msg = (f"{split} reconstruction improved {fmt_pct(max(p['improvement'], 0.0), 2)} over the last "
-           f"{window} epochs (best {fmt_sig(p['now'])} vs {fmt_sig(p['before'])} before; under {fmt_pct(min_delta)}) "
-           f"at {human_epoch(p['epoch'])}")
-    return [Finding("converged", "info", run, msg, epoch=p["epoch"], term="recon", value=p["improvement"],
-                    threshold=min_delta)]
+def plateau(table: pd.DataFrame, *, upto: int | None = None, window: int, min_delta: float, **trend_opts) -> dict | None:
+    """The convergence test behind ``converged`` and the checklist's ``check = "converged"``, at epoch ``upto``.
+
+    Returns ``{"converged", "kind", "epoch", "column", "now", "before", "improvement", "trend"}``: converged
+    only on a plateau (a regressing or noisy series is not converged); improvement (>= 0 is better) is the
+    relative improvement of the last ``window`` epochs. None when the reconstruction has fewer than 3 points.
+    """
+    found = trends(table, upto=upto, window=window, min_delta=min_delta, **trend_opts)
+    hit = main_trend(found)
+    if hit is None or hit[1].kind == "short":
+        return None
+    column, t = hit
+    return {"converged": t.kind == "plateau", "kind": t.kind, "epoch": t.last_epoch, "column": column,
+            "now": t.last, "before": t.best, "improvement": t.improvement, "trend": t}
+
+
+def _trend_text(column: str, t: Trend) -> str:
+    split, term = column.split("_", 1)
+    name = {"recon": "reconstruction", "psnr": "PSNR", "perceptual": "perceptual distance"}.get(term, term)
+    unit = " dB" if term == "psnr" else ""
+    fmt = (lambda x: f"{x:.2f}{unit}") if term == "psnr" else (lambda x: fmt_sig(x))
+    if t.kind == "regressing":
+        how = (f"{t.worse_than_best:.0%} worse" if t.worse_than_best < 10 else f"{t.worse_than_best + 1:.1f}x its best")
+        return (f"{split} {name} is regressing: best {fmt(t.best)} at {human_epoch(t.best_epoch)}, "
+                f"{fmt(t.last)} at {human_epoch(t.last_epoch)} ({how})")
+    if t.kind == "improving":
+        return (f"{split} {name} is still improving: {fmt_pct(t.improvement, 2)} better over the last {t.window} "
+                f"epochs ({fmt(t.last)} at {human_epoch(t.last_epoch)})")
+    if t.kind == "noisy":
+        return (f"{split} {name} is too noisy to call a trend (epoch-to-epoch change {fmt_pct(t.noise)} of its "
+                f"level; {fmt(t.last)} at {human_epoch(t.last_epoch)})")
+    if t.kind == "plateau":
+        return (f"{split} {name} has levelled off: improved {fmt_pct(max(t.improvement, 0.0), 2)} over the last "
+                f"{t.window} epochs (best {fmt(t.best)} at {human_epoch(t.best_epoch)}, {fmt(t.last)} at "
+                f"{human_epoch(t.last_epoch)})")
+    return f"{split} {name}: {t.points} point(s), too few for a trend"
+
+
+def check_trends(table: pd.DataFrame, *, run: str, epochs: int, window: int, min_delta: float,
+                 regress_ratio: float, regress_fail: float, noise_max: float, patience: int) -> list[Finding]:
+    """``trend``: every monitored series classified (improving, plateau, regressing, noisy); a regressing
+    reconstruction is a ``fail`` when its final value is ``regress_fail`` (relative) above its best, else a
+    ``warn``; other series' regressions warn. ``converged`` (info) when the reconstruction has levelled off.
+
+    A regressing run is never converged: its best epoch, best and final values are in the finding.
+    """
+    found = trends(table, upto=epochs - 1 if epochs else None, window=window, min_delta=min_delta,
+                   regress_ratio=regress_ratio, noise_max=noise_max, patience=patience)
+    out = []
+    for column, t in found.items():
+        if t.kind == "short":
+            continue
+        sev = "info"
+        if t.kind == "regressing":
+            sev = "fail" if column.endswith("_recon") and t.worse_than_best >= regress_fail else "warn"
+        term = column.split("_", 1)[1]
+        out.append(Finding("trend", sev, run, _trend_text(column, t), epoch=t.last_epoch, term=term,
+                           value=t.last, threshold=t.best, key=column))
+    hit = main_trend(found)
+    if hit is not None and hit[1].kind == "plateau":
+        column, t = hit
+        split = column.split("_")[0]
+        msg = (f"{split} reconstruction improved {fmt_pct(max(t.improvement, 0.0), 2)} over the last {t.window} "
+               f"epochs (best {fmt_sig(t.best)} at {human_epoch(t.best_epoch)}; under {fmt_pct(min_delta)}) at "
+               f"{human_epoch(t.last_epoch)}")
+        out.append(Finding("converged", "info", run, msg, epoch=t.last_epoch, term="recon",
+                           value=max(t.improvement, 0.0), threshold=min_delta))
+    return out
 
 
 def check_blurry(table: pd.DataFrame, *, run: str, epochs: int, min_sharpness: float) -> list[Finding]:

@@ -61,6 +61,11 @@ RULE_IDS = (
     "blurry",
     "log_warning",  # damage the reader found (truncated tail, bad CRC): the numbers may be incomplete
     "missing_terms",  # KL or reconstruction not logged: penalty and collapse cannot be judged
+    "trend",  # each monitored series: improving, plateau, regressing, too noisy (key: the series' column)
+    "dead_model",  # reconstructions that do not depend on the input or do not beat each image's mean colour
+    "loss_arithmetic",  # what the logged total is made of, fitted on the logged steps; conventions read
+    "run_finished",  # the run has ended: judged on its final state
+    "unmapped_tags",  # scalar tags no term maps to: ignored (map them with --tags)
 )
 ACTION_IDS = (
     "reduce_kl_weight",
@@ -70,6 +75,8 @@ ACTION_IDS = (
     "stop_training",
     "continue",
     "check_logging",
+    "lower_learning_rate",  # a regressing run: keep its best checkpoint, lower the learning rate
+    "fix_model",  # a dead model: the reconstructions do not depend on the input
 )
 
 

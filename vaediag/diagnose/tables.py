@@ -36,6 +36,7 @@ __all__ = [
     "completed_epochs",
     "latest_metrics",
     "value_at",
+    "choose_tags",
 ]
 
 # Terms carried as state (held until changed) rather than measured per epoch.
@@ -47,12 +48,79 @@ _VALUE_SET = frozenset(VALUE_TERMS)
 _STATE_SET = frozenset(STATE_TERMS)
 
 
+def _aggregation(tag: str) -> str | None:
+    """Lightning's ``on_step``/``on_epoch`` suffix of a tag (``loss_step`` -> step, ``loss_epoch`` -> epoch)."""
+    low = tag.lower()
+    for agg in ("step", "epoch"):
+        if low.endswith("_" + agg) and len(low) > len(agg) + 1:
+            return agg
+    return None
+
+
+def choose_tags(pairs: "pd.DataFrame") -> tuple[set[str], list[str]]:
+    """Which tags feed each (term, split) of the epoch table, and notes on the choices.
+
+    ``pairs`` has columns ``tag``, ``term``, ``split`` (one row per distinct tag). Several tags that map to one
+    (term, split) are never averaged blindly:
+
+    * Lightning's ``X_step`` / ``X_epoch`` pair (``on_step=True, on_epoch=True``) is one metric logged twice:
+      the ``_epoch`` tag (the epoch's mean as Lightning computed it) is used, the ``_step`` tag left out.
+    * Group tags (``val/recon_loss/grey`` and ``val/recon_loss/colour``) are parts of one metric: used when no
+      ungrouped tag exists (their values are averaged per epoch, and a note says so), else left out.
+    * Otherwise the first tag in name order is used and the others are named in a note.
+    """
+    keep: set[str] = set()
+    notes: list[str] = []
+    for (term, split), g in pairs.groupby(["term", "split"], sort=True):
+        tags = sorted(map(str, g["tag"]))
+        if len(tags) == 1:
+            keep.add(tags[0])
+            continue
+        aggs = {t: _aggregation(t) for t in tags}
+        epoch_tags = [t for t in tags if aggs[t] == "epoch"]
+        if epoch_tags:
+            dropped = [t for t in tags if aggs[t] == "step"]
+            tags = [t for t in tags if aggs[t] != "step"]
+            if dropped:
+                notes.append(f"{split} {term}: {', '.join(dropped)} (per step) and {', '.join(epoch_tags)} (per "
+                             "epoch) are one metric logged twice; the per-epoch tag is used")
+            if len(tags) == 1:
+                keep.add(tags[0])
+                continue
+        groups = {t: _group(t, term) for t in tags}
+        plain = [t for t in tags if groups[t] is None]
+        if plain:
+            keep.add(plain[0])
+            if len(tags) > 1:
+                notes.append(f"{split} {term}: several tags map to it ({', '.join(tags)}); {plain[0]} is used")
+        else:
+            keep.update(tags)
+            notes.append(f"{split} {term}: no overall tag, only groups ({', '.join(tags)}); their mean is used")
+    return keep, notes
+
+
+def _group(tag: str, term: str) -> str | None:
+    """The group suffix of a tag (``val/recon_loss/grey`` -> ``grey``), via the vocabulary when it knows."""
+    try:
+        from vaediag.terms import tag_group
+    except ImportError:  # pragma: no cover - older vocabulary
+        parts = tag.split("/")
+        return parts[-1] if len(parts) >= 3 else None
+    return tag_group(tag)
+
+
 def _columns(rf: pd.DataFrame) -> pd.DataFrame:
-    """The rows of ``rf`` that the epoch table uses, as plain columns (no categoricals)."""
+    """The rows of ``rf`` that the epoch table uses, as plain columns (no categoricals); one tag per
+    (term, split) as :func:`choose_tags` picks. Rows before training (epoch < 0) are left out."""
     if len(rf) == 0:
         return pd.DataFrame({"term": [], "split": [], "epoch": [], "step": [], "value": []})
-    ok = rf["epoch"].notna().to_numpy() & rf["term"].notna().to_numpy()
-    sub = rf.loc[ok, ["term", "split", "epoch", "step", "value"]]
+    ok = rf["epoch"].notna().to_numpy() & rf["term"].notna().to_numpy() & (rf["epoch"].to_numpy() >= 0)
+    sub = rf.loc[ok, ["tag", "term", "split", "epoch", "step", "value"]]
+    if len(sub):
+        pairs = sub[["tag", "term", "split"]].astype(object).drop_duplicates()
+        if pairs.duplicated(["term", "split"]).any():
+            keep, _ = choose_tags(pairs)
+            sub = sub[sub["tag"].astype(object).isin(keep).to_numpy()]
     return pd.DataFrame(
         {
             "term": sub["term"].astype(object).to_numpy(),
@@ -87,9 +155,12 @@ def _tables(rf: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     val = d[is_value & (split == "val")]
     if len(val):
         # Last value per (epoch, term) in step order; drop_duplicates keeps NaN (a NaN val point is news).
-        last = val.sort_values(["term", "epoch", "step"], kind="stable").drop_duplicates(
-            ["term", "epoch"], keep="last"
-        )
+        last = val.sort_values(["term", "epoch", "step"], kind="stable")
+        at_last = last["step"].to_numpy() == last.groupby(["term", "epoch"])["step"].transform("max").to_numpy()
+        last = last[at_last]
+        if last.duplicated(["term", "epoch"]).any():  # group tags logged together: their mean
+            last = last.groupby(["term", "epoch"], as_index=False, sort=False).agg(
+                value=("value", lambda v: v.mean() if v.notna().any() else np.nan), step=("step", "max"))
         wide = last.pivot(index="epoch", columns="term", values="value")
         add("val_", wide, last.assign(n=1).pivot(index="epoch", columns="term", values="n"))
     state = d[is_state]

@@ -394,6 +394,11 @@ def recommend(
         if rec is not None:
             out.append(rec)
 
+    regress = [f for f in ctx.by_rule.get("trend", []) if f.severity in ("warn", "fail") and f.term == "recon"]
+    if regress:
+        out.append(_lower_lr(ctx, regress))
+        return out  # a regressing run is not finished: no stop, no "converged"
+
     stops = [f for f in (ctx.first(r) for r in ("converged", "lr_vanished", "val_recon_divergence")) if f is not None]
     stop_reasons = [f.message for f in stops]
     stop_evidence = [f.id for f in stops]
@@ -415,6 +420,37 @@ def recommend(
     if not out:
         out.append(_continue(ctx))
     return out
+
+
+def _lower_lr(ctx: _Ctx, regress: list[Finding]) -> Recommendation:
+    """A run whose reconstruction got worse: keep the best checkpoint, go on from it with a lower learning rate."""
+    f = regress[0]
+    best_epoch = None
+    for g in regress:
+        if g.key == "val_recon":
+            f = g
+    best_epoch = _best_epoch(ctx, f)
+    lr = ctx.d.metrics.get("lr")
+    params: dict[str, Any] = {"best_epoch": best_epoch, "best": f.threshold, "final": f.value, "factor": 10.0}
+    reason = f"{f.message}: keep the checkpoint of {human_epoch(best_epoch)} (the best), not the last one"
+    if lr is not None and math.isfinite(lr) and lr > 0:
+        params["lr"] = round_sig(lr / 10.0, 6)
+        params["from"] = lr
+        reason += f", and go on from it with a 10x lower learning rate ({fmt_weight(lr)} → {fmt_weight(params['lr'])})"
+    else:
+        reason += ", and go on from it with a lower learning rate (10x)"
+    reason += "; the run is not converged"
+    command = ctx.command({"lr": params["lr"]}) if "lr" in params else None
+    return Recommendation("lower_learning_rate", reason, params=params, evidence=tuple(g.id for g in regress),
+                          command=command)
+
+
+def _best_epoch(ctx: _Ctx, f: Finding) -> int | None:
+    t = ctx.d.table
+    if t is None or f.key not in t:
+        return f.epoch
+    s = t[f.key].dropna()
+    return int(s.idxmin()) if len(s) else f.epoch
 
 
 def _continue(ctx: _Ctx) -> Recommendation:

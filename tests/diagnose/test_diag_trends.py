@@ -1,0 +1,60 @@
+"""Trends: every monitored series is improving, plateau, regressing or too noisy; a run that gets worse is
+never "converged" and never told to stop as if finished."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from seedruns import write_trainer_run
+from test_diag_cases import _curves
+import vaediag
+from vaediag.diagnose import diagnose
+from vaediag.diagnose.criteria import classify_trend
+
+E = list(range(30))
+
+
+@pytest.mark.parametrize(
+    "values, kind",
+    [
+        # the user report: val 0.042 -> 0.142 after epoch 1
+        ([0.05, 0.042, 0.08, 0.11, 0.13, 0.142], "regressing"),
+        ([0.2 * math.exp(-e / 8) + 0.01 for e in E], "improving"),
+        ([max(0.05, 0.2 - 0.03 * e) for e in E], "plateau"),
+        ([0.1 + (0.05 if e % 2 else -0.05) for e in E], "noisy"),
+        ([0.1, 0.09], "short"),
+        ([0.1, 0.1, 0.1, 0.1], "short"),  # flat, but a plateau needs a window of history
+        # a noisy but falling curve still improves
+        ([0.2 * math.exp(-e / 5) + 0.002 * (e % 2) for e in E], "improving"),
+        # a blip above the best that comes back is not a regression
+        ([0.1, 0.08, 0.07, 0.09, 0.069] + [0.068] * 20, "plateau"),
+    ],
+)
+def test_classify_trend_table(values, kind):
+    t = classify_trend(range(len(values)), values, window=10, min_delta=0.01)
+    assert t.kind == kind, t
+
+
+def test_higher_is_better_series():
+    psnr = [20.0, 24.0, 26.0, 22.0, 19.0, 18.0]
+    t = classify_trend(range(6), psnr, higher_is_better=True)
+    assert t.kind == "regressing" and t.best == 26.0 and t.best_epoch == 2 and t.last == 18.0
+
+
+def test_regressing_run_is_not_converged_and_not_stopped(tmp_path):
+    n = 12  # train and val reconstruction rise 2-3x after epoch 1
+    recon = lambda e: 0.042 if e == 1 else (0.05 if e == 0 else 0.042 * (1 + 0.25 * (e - 1)))
+    write_trainer_run(tmp_path / "worse", epochs=n, config=dict(kl_weight=1e-7, epochs=n),
+                      curves=_curves(n, recon=recon))
+    (d,) = diagnose(vaediag.load(tmp_path))
+    trend = d.finding("trend", "val_recon")
+    assert trend.severity == "fail" and "regressing" in trend.message and "best 0.042 at epoch 2" in trend.message
+    assert d.finding("converged") is None
+    assert d.recommendations[0].action == "lower_learning_rate"
+    assert "stop_training" not in [r.action for r in d.recommendations]
+    assert d.recommendations[0].params["best_epoch"] == 1
+    for f in d.findings:  # "X % better" is never negative
+        assert "-" not in (f.value_text or "").split("%")[0]
+        assert " -" not in f.message.split("better")[0][-8:]
