@@ -395,7 +395,10 @@ def recommend(
             out.append(rec)
 
     regress = [f for f in ctx.by_rule.get("trend", []) if f.severity in ("warn", "fail") and f.term == "recon"]
-    if regress:
+    # Val worse while train still improves is overfitting (val_recon_divergence: stop, keep the best); train
+    # getting worse too is instability, which a lower learning rate treats.
+    train_ok = any(f.key == "train_recon" and f.severity not in ("warn", "fail") for f in ctx.by_rule.get("trend", []))
+    if regress and not train_ok:
         out.append(_lower_lr(ctx, regress))
         return out  # a regressing run is not finished: no stop, no "converged"
 
