@@ -111,6 +111,12 @@ def regress_factor(t, after: int | None, factor: float = 2.5, ramp: float = 1.0)
     return 1.0 + (factor - 1.0) * np.clip((t - after) / ramp, 0.0, 1.0)
 
 
+def until(t, after: int | None):
+    """Clock for the healthy part of a curve: it stops at epoch `after` so a regression is measured from there."""
+    t = np.asarray(t, dtype=np.float64)
+    return t if after is None else np.minimum(t, float(after))
+
+
 def noisy(rng: np.random.Generator, x, sigma: float):
     """Multiplicative log-normal noise (keeps positive curves positive)."""
     x = np.asarray(x, dtype=np.float64)

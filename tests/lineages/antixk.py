@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ._common import EventLog, F32, LightningSim, Truth, decay, f32, kl_rise_settle, lightning_epoch_mean, noisy, \
-    regress_factor, write_yaml
+    regress_factor, until, write_yaml
 
 
 def write_antixk(root: Path, *, epochs: int = 6, steps_per_epoch: int = 200, seed: int = 0,
@@ -38,7 +38,7 @@ def write_antixk(root: Path, *, epochs: int = 6, steps_per_epoch: int = 200, see
     w = F32(kld_weight)
 
     def batches(t, sigma, scale=1.0):
-        r = f32(noisy(rng, decay(t, 0.05, 0.011, 1.5) * regress_factor(t, regress_after) * scale, sigma))
+        r = f32(noisy(rng, decay(until(t, regress_after), 0.05, 0.011, 1.5) * regress_factor(t, regress_after) * scale, sigma))
         k = f32(noisy(rng, kl_rise_settle(t, 26.0, start_frac=0.3, overshoot=0.1), sigma))  # kld_loss >= 0
         return r, k
 

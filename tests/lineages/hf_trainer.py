@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import EventLog, F32, Truth, decay, f32, kl_rise_settle, noisy, regress_factor
+from ._common import EventLog, F32, Truth, decay, f32, kl_rise_settle, noisy, regress_factor, until
 
 
 def write_hf_trainer(root: Path, *, epochs: int = 12, steps_per_epoch: int = 37, seed: int = 0, beta: float = 0.5,
@@ -40,7 +40,7 @@ def write_hf_trainer(root: Path, *, epochs: int = 12, steps_per_epoch: int = 37,
     b = F32(beta)
 
     def batches(t, sigma, scale=1.0):
-        r = f32(noisy(rng, decay(t, 0.9, 0.21, 2.0) * regress_factor(t, regress_after) * scale, sigma))
+        r = f32(noisy(rng, decay(until(t, regress_after), 0.9, 0.21, 2.0) * regress_factor(t, regress_after) * scale, sigma))
         k = f32(noisy(rng, kl_rise_settle(t, 3.2), sigma))
         return r, k, f32(r + f32(b * k))
 

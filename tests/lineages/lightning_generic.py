@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ._common import EventLog, F32, LightningSim, Truth, decay, f32, kl_rise_settle, lightning_epoch_mean, noisy, \
-    regress_factor, write_yaml
+    regress_factor, until, write_yaml
 
 
 def write_lightning(root: Path, *, epochs: int = 8, steps_per_epoch: int = 60, seed: int = 0, beta: float = 1.0,
@@ -41,7 +41,7 @@ def write_lightning(root: Path, *, epochs: int = 8, steps_per_epoch: int = 60, s
     b = F32(beta)
 
     def batches(t, sigma, scale=1.0):
-        r = f32(noisy(rng, decay(t, 210.0, 78.0, 1.5) * regress_factor(t, regress_after) * scale, sigma))
+        r = f32(noisy(rng, decay(until(t, regress_after), 210.0, 78.0, 1.5) * regress_factor(t, regress_after) * scale, sigma))
         k = f32(noisy(rng, kl_rise_settle(t, 26.0), sigma))
         return r, k, f32(r + f32(b * k))
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ._common import EventLog, F32, LightningSim, Truth, decay, f32, kl_rise_settle, lightning_epoch_mean, noisy, \
-    regress_factor, write_yaml
+    regress_factor, until, write_yaml
 
 
 def write_pl_bolts(root: Path, *, epochs: int = 10, steps_per_epoch: int = 100, seed: int = 0,
@@ -37,7 +37,7 @@ def write_pl_bolts(root: Path, *, epochs: int = 10, steps_per_epoch: int = 100, 
     kc = F32(kl_coeff)
 
     def recon_at(t, sigma):
-        return noisy(rng, decay(t, 0.060, 0.012, 2.0) * regress_factor(t, regress_after), sigma)
+        return noisy(rng, decay(until(t, regress_after), 0.060, 0.012, 2.0) * regress_factor(t, regress_after), sigma)
 
     def klpd_at(t, sigma):  # KL per latent dim, mean over batch and dims
         return noisy(rng, kl_rise_settle(t, 0.08), sigma)

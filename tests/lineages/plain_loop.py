@@ -5,8 +5,9 @@ global_step)`` stores ``event.step = int(global_step)`` with no check, so ``glob
 written as step -1 (checked with torch's SummaryWriter here: an EventAccumulator reads it back as step -1). Each
 ``SummaryWriter(log_dir)`` opens a NEW ``events.out.tfevents.<time>.<host>.<pid>.<n>`` file in the folder, so
 re-running the script into the same directory leaves two files whose step counters both start at 0
-(``restart_counter``). Note that TensorBoard's EventAccumulator, given the folder, treats the restarted steps as
-out-of-order and purges the first run's later events (purge_orphaned_data); read files one by one to see both.
+(``restart_counter``). TensorBoard's EventAccumulator, given the folder, reads both files in name order and keeps
+every event (for ``brain.Event:2`` files it purges only after a SessionLog START, which SummaryWriter does not
+write), so a tag shows two interleaved step series 0..n; read the files one by one to separate the runs.
 
 Loop: per batch ``train/recon_l1`` (L1, mean over pixels), ``train/kl`` (sum over ``d_latent`` dims, mean over
 batch), ``train/loss = recon_l1 + beta * kl`` every ``log_every`` steps at the running ``global_step`` (0-based,
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import EventLog, F32, Truth, decay, f32, kl_rise_settle, noisy, regress_factor
+from ._common import EventLog, F32, Truth, decay, f32, kl_rise_settle, noisy, regress_factor, until
 
 
 def _run(rng, log, *, epochs, N, beta, log_every, dead, regress_after, val_step_minus_one, n_grey, n_colour):
@@ -39,8 +40,8 @@ def _run(rng, log, *, epochs, N, beta, log_every, dead, regress_after, val_step_
             k = f32(noisy(rng, 2e-3 * np.exp(-t) + 1e-4, sigma))
         else:
             reg = regress_factor(t, regress_after)
-            r = f32(noisy(rng, decay(t, 0.245, 0.045, 1.8) * reg * scale, sigma))
-            mse = f32(noisy(rng, decay(t, 0.063, 0.0035, 1.8) * reg * reg * scale, sigma))
+            r = f32(noisy(rng, decay(until(t, regress_after), 0.245, 0.045, 1.8) * reg * scale, sigma))
+            mse = f32(noisy(rng, decay(until(t, regress_after), 0.063, 0.0035, 1.8) * reg * reg * scale, sigma))
             k = f32(noisy(rng, kl_rise_settle(np.maximum(t, 0), 34.0), sigma))
         return r, k, mse
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ._common import EventLog, F32, LightningSim, Truth, decay, f32, lightning_epoch_mean, noisy, regress_factor, \
-    write_yaml
+    until, write_yaml
 
 
 def write_vqvae(root: Path, *, epochs: int = 6, steps_per_epoch: int = 200, seed: int = 0, beta: float = 0.25,
@@ -35,7 +35,7 @@ def write_vqvae(root: Path, *, epochs: int = 6, steps_per_epoch: int = 200, seed
 
     def batches(t, sigma, scale=1.0):
         p = progress(t)
-        r = f32(noisy(rng, decay(p, 0.08, 0.015, 1.2) * regress_factor(t, regress_after) * scale, sigma))
+        r = f32(noisy(rng, decay(until(p, regress_after), 0.08, 0.015, 1.2) * regress_factor(t, regress_after) * scale, sigma))
         mse = f32(noisy(rng, 0.02 + 0.3 * np.exp(-p / 0.4) * (1 - np.exp(-p / 0.05)), sigma))
         vq = f32(f32(mse * bt) + mse)  # commitment * beta + embedding (equal values in forward)
         return r, vq
