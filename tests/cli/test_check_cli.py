@@ -32,7 +32,8 @@ def tree(tmp_path_factory) -> Path:
     """run1, run2, run3 of the seed, a 5-epoch run (milestones pending) and a run with NaN losses."""
     root = seedruns.write_seed(tmp_path_factory.mktemp("check"))
     flat = {"kl": 300.0, "recon": 0.05, "perceptual": 0.2, "psnr": 31.0, "sharpness": 0.9}
-    seedruns.write_trainer_run(root / "early", epochs=5, curves={k: (lambda e, v=v: v) for k, v in flat.items()})
+    seedruns.write_trainer_run(root / "early", epochs=5, curves={k: (lambda e, v=v: v) for k, v in flat.items()},
+                               t0=time.time() - 60)  # a live run
     nan_curves = {k: (lambda e, v=v: v) for k, v in flat.items()}
     nan_curves["recon"] = lambda e: 0.05 if e < 3 else math.nan
     seedruns.write_trainer_run(root / "nan", epochs=6, curves=nan_curves)
@@ -59,7 +60,7 @@ def _num_or_none(x) -> bool:
 def validate(doc) -> None:
     assert isinstance(doc, dict) and list(doc) == ["runs"]
     for r in doc["runs"]:
-        assert list(r) == ["run", "epochs", "metrics", "penalty", "findings", "recommendations"]
+        assert list(r)[:6] == ["run", "epochs", "metrics", "penalty", "findings", "recommendations"]
         assert isinstance(r["run"], str) and isinstance(r["epochs"], int) and r["epochs"] >= 0
         assert all(isinstance(k, str) and _num_or_none(v) for k, v in r["metrics"].items())
         p = r["penalty"]
@@ -119,7 +120,7 @@ def test_json_realworld_validates_and_warnings_go_to_stderr(capsys, realworld):
     (["{t}/nan"], 1, "nonfinite"),
     # a run directory outside the checked path works as a baseline too
     (["{t}/run3", "--baseline", "{t}/run2"], 0, "Edges sharper than previous run"),
-    (["{t}/run2", "--kl-weight", "0.5"], 1, "kl_weight 0.00001 (logged kl_weight)"),  # the logged weight wins
+    (["{t}/run2", "--kl-weight", "0.5"], 1, "kl_weight 0.5 (--kl-weight)"),  # the user's weight wins, and the logs' is said
     (["{t}", "--run", "run3"], 0, "1 run checked"),
     (["{t}", "--run", "run*", "--baseline", "run2"], 1, "3 runs checked: 2 fail, 1 ok"),
 ])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -52,8 +53,9 @@ def lr_to_zero(root: Path) -> None:
 
 
 def pending(root: Path) -> None:
-    n = 5
-    write_trainer_run(root, epochs=n, curves=_curves(n, recon=lambda e: 0.2 - 0.02 * e, kl=lambda e: 200.0 + 100 * e))
+    n = 5  # a live run: its last event was written a minute ago
+    write_trainer_run(root, epochs=n, curves=_curves(n, recon=lambda e: 0.2 - 0.02 * e, kl=lambda e: 200.0 + 100 * e),
+                      t0=time.time() - 60 - n * 2)
 
 
 def divergence(root: Path) -> None:
@@ -103,7 +105,8 @@ CASES = [
     ("tiny_weight_kl_high", tiny_weight_kl_high, {"kl_too_high": "fail"}, "switch_to_autoencoder"),
     ("blurry_negligible_penalty", blurry_negligible_penalty, {"blurry": "warn", "penalty_share": "pass"},
      "switch_to_autoencoder"),
-    ("missing_kl", missing_kl, {"missing_terms": "warn"}, "check_logging"),
+    # A foreign run that logs no KL is shown as what it is: a model without a KL term, not a broken VAE.
+    ("missing_kl", missing_kl, {"loss_arithmetic.convention": "info"}, "continue"),
 ]
 
 
@@ -218,14 +221,17 @@ def test_kl_weight_unknown_then_from_the_command_line(tmp_path):
     assert d.penalty.arithmetic[0] == "Effective KL penalty = 0.0001 × 130 = 0.013"
 
 
-def test_kl_weight_from_params_beats_the_command_line(tmp_path):
+def test_the_command_line_kl_weight_beats_params(tmp_path):
     series = {"Reconstruction_Loss": [(e, 0.1) for e in range(3)], "KLD": [(e, 100.0) for e in range(3)]}
     tbwrite.write_run(tmp_path / "f", series, epochs={e: float(e) for e in range(3)},
                       hparams_yaml={"exp_params": {"kld_weight": 0.00025}, "model_params": {"latent_dim": 128}})
-    (d,) = diagnose(vaediag.load(tmp_path / "f"), kl_weight=1.0)
-    assert d.penalty.kl_weight == 0.00025
-    assert d.penalty.kl_weight_source == "run params exp_params.kld_weight (--kl-weight 1 not used)"
+    (d,) = diagnose(vaediag.load(tmp_path / "f"), kl_weight=1.0, latent_dim=64)
+    assert d.penalty.kl_weight == 1.0 and d.penalty.kl_weight_source == "--kl-weight"
+    assert d.penalty.latent_dim == 64
+    (d,) = diagnose(vaediag.load(tmp_path / "f"))
+    assert d.penalty.kl_weight == 0.00025 and d.penalty.kl_weight_source == "parameter exp_params.kld_weight"
     assert d.penalty.latent_dim == 128
+    assert "from the parameter's name alone" in d.finding("loss_arithmetic", "convention").message
 
 
 def test_kl_weight_inferred_from_the_train_total(tmp_path):
@@ -234,7 +240,7 @@ def test_kl_weight_inferred_from_the_train_total(tmp_path):
     tbwrite.write_run(tmp_path / "f", series, epochs={s: float(s // 2) for s in range(6)})
     (d,) = diagnose(vaediag.load(tmp_path / "f"))
     assert d.penalty.kl_weight == pytest.approx(0.00025)
-    assert d.penalty.kl_weight_source.startswith("inferred from the train total")
+    assert d.penalty.kl_weight_source.startswith("the logged total (loss = 0.00025 × KLD + Reconstruction_Loss)")
     assert d.finding("kl_sign_convention", "KLD") is not None
 
 
@@ -251,7 +257,7 @@ def test_diagnose_run_on_a_bare_frame(tmp_path):
     """The watchdog's entry: a frame without RunInfo (params and config passed in)."""
     write_trainer_run(tmp_path / "r", epochs=12, config=dict(kl_weight=1e-5), curves=_curves(12, kl=1500.0))
     rs = vaediag.load(tmp_path / "r")
-    d = diagnose_run(rs.frame, rules=load_rules(), config={}, params={})
+    d = diagnose_run(rs.frame, rules=load_rules(), config={}, params={}, profile="seed")
     assert d.run == "r" and d.finding("kl_too_high").severity == "fail"
     assert d.recommendations[0].action == "reduce_kl_weight" and d.recommendations[0].command is None
 

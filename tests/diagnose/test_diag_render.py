@@ -67,7 +67,7 @@ def test_pending_and_summary(seed_diags):
     assert "3 runs checked: 2 fail, 1 ok" in text
     assert "! x/version_7: run metadata but no event file; skipped" in text
     run1 = _text([seed_diags["run1"]])
-    assert __import__("re").search(r"After epoch 60\s+Converged: can stop training\s+pending", run1)
+    assert __import__("re").search(r"After epoch 60\s+Converged: can stop training\s+not reached", run1)
 
 
 def test_run3_passes(seed_diags):

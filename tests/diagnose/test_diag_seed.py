@@ -130,7 +130,8 @@ def test_without_baseline_the_comparisons_are_na_with_a_note(seed_root):
 def test_json_of_the_seed_runs_is_strict_json(seed_diags):
     for d in seed_diags.values():
         doc = json.loads(d.to_json())
-        assert list(doc) == ["run", "epochs", "metrics", "penalty", "findings", "recommendations"]
+        assert list(doc) == ["run", "epochs", "metrics", "penalty", "findings", "recommendations", "model", "profile",
+                             "finished", "kl_convention", "unmapped_tags"]
         assert len(doc["penalty"]["per_epoch"]) == d.epochs
 
 

@@ -134,7 +134,7 @@ def test_realworld_report(realworld_report):
     assert "logged as -KL, sign flipped" in notes
     assert "run metadata but no event file" in notes
     # The kl_weight the AntixK configs used, recovered from the train total.
-    assert "| R7 | YitongTseo+prot_2_face/logs/VanillaVAE/version_3 | 100 | 0.00025 | inferred from loss |" in text
+    assert "| R7 | YitongTseo+prot_2_face/logs/VanillaVAE/version_3 | 100 | 0.00025 | loss arithmetic |" in text
 
 
 # --------------------------------------------------------------------------------------------------

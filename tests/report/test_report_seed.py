@@ -123,7 +123,7 @@ def test_evolution_ranges_and_changes(text):
 def test_milestone_table(text):
     t = _table(text, "Milestones", "#")
     assert t.header == ["#", "Epochs", "After epoch 10", "After epoch 30", "After epoch 60", "Success criteria"]
-    assert _row(t, "R1")["After epoch 60"] == "⏳ pending"  # 40 epochs: not reached, not failed
+    assert _row(t, "R1")["After epoch 60"] == "not reached"  # it ended after 40 epochs: neither pending nor failed
     assert _row(t, "R2")["After epoch 10"] == "❌ fail"  # KL 1,040 > 500 at epoch 10
     assert _row(t, "R3")["Success criteria"] == "✅ pass"
     # "Better than the previous run" is judged against the run before it (R1 has none: n/a).

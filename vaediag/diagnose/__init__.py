@@ -39,7 +39,8 @@ if TYPE_CHECKING:  # pragma: no cover
         jsonable,
         worst_severity,
     )
-    from vaediag.diagnose.penalty import compute_penalty, penalty_table, resolve_kl_weight
+    from vaediag.diagnose.arithmetic import KLConvention, LossFit, fit_total, read_kl_convention
+    from vaediag.diagnose.penalty import compute_penalty, penalty_table
     from vaediag.diagnose.rulesfile import DEFAULT_RULES_PATH, Criterion, Milestone, Rules, load_rules
     from vaediag.diagnose.tables import completed_epochs, epoch_table, latest_metrics
 
@@ -68,7 +69,10 @@ _LAZY = {
     "latest_metrics": "vaediag.diagnose.tables",
     "load_rules": "vaediag.diagnose.rulesfile",
     "penalty_table": "vaediag.diagnose.penalty",
-    "resolve_kl_weight": "vaediag.diagnose.penalty",
+    "read_kl_convention": "vaediag.diagnose.arithmetic",
+    "fit_total": "vaediag.diagnose.arithmetic",
+    "KLConvention": "vaediag.diagnose.arithmetic",
+    "LossFit": "vaediag.diagnose.arithmetic",
     "worst_severity": "vaediag.diagnose.model",
 }
 
@@ -82,7 +86,10 @@ __all__ = [
     "latest_metrics",
     "penalty_table",
     "compute_penalty",
-    "resolve_kl_weight",
+    "read_kl_convention",
+    "fit_total",
+    "KLConvention",
+    "LossFit",
     "load_rules",
     "Rules",
     "Milestone",

@@ -169,15 +169,21 @@ def check_milestones(
     baseline: pd.DataFrame | None = None,
     baseline_run: str | None = None,
     converged: dict | None = None,
+    finished: bool = False,
 ) -> list[Finding]:
-    """``milestone_<N>``: each criterion of each milestone; pending where the run has fewer than N epochs."""
+    """``milestone_<N>``: each criterion of each milestone; pending where the run has fewer than N epochs,
+    or "not reached" when the run has ended before epoch N (neither pending nor failed)."""
     out = []
     for m in milestones:
         at = m.epoch - 1
         for c in m.criteria:
             if epochs < m.epoch:
-                msg = f"{m.title.lower()}: pending (the run has {epochs} of {m.epoch} epochs)"
-                out.append(_finding(m.rule, c, run, "pending", at, None, c.threshold, msg))
+                if finished:
+                    msg = f"{m.title.lower()}: not reached: the run ended at epoch {epochs}"
+                    out.append(_finding(m.rule, c, run, "not reached", at, None, c.threshold, msg))
+                else:
+                    msg = f"{m.title.lower()}: pending (the run has {epochs} of {m.epoch} epochs)"
+                    out.append(_finding(m.rule, c, run, "pending", at, None, c.threshold, msg))
                 continue
             status, value, threshold, detail = evaluate(c, table, at=at, baseline=baseline,
                                                         baseline_run=baseline_run, converged=converged)
@@ -196,8 +202,10 @@ def check_success(
     baseline: pd.DataFrame | None = None,
     baseline_run: str | None = None,
     converged: dict | None = None,
+    finished: bool = False,
 ) -> list[Finding]:
-    """``success``: each criterion on the latest completed epoch; unmet before ``judge_after`` is pending."""
+    """``success``: each criterion on the latest completed epoch; unmet before ``judge_after`` is pending,
+    unless the run has ended: a finished run is judged on its final state, and falling short is a fail."""
     out = []
     at = epochs - 1
     for c in criteria:
@@ -206,8 +214,13 @@ def check_success(
             continue
         status, value, threshold, detail = evaluate(c, table, at=at, baseline=baseline, baseline_run=baseline_run,
                                                     converged=converged)
-        if status == "fail" and epochs < judge_after:
+        if status == "fail" and epochs < judge_after and not finished:
             status = "pending"
             detail += f"; not met yet, judged from {human_epoch(judge_after - 1)}"
+        elif status == "fail" and epochs < judge_after:
+            detail += f"; the run ended at epoch {epochs} short of it"
+        elif status == "pending" and finished:
+            status = "fail" if c.kind != "converged" else "n/a"
+            detail += "; the run has ended"
         out.append(_finding("success", c, run, status, at, value, threshold, f"success at {human_epoch(at)}: {detail}: {status}"))
     return out

@@ -33,6 +33,7 @@ def check_kl_collapse(
     active_fraction_min: float,
     kl_total_max: float,
     autoencoder: bool = False,
+    per_dim_divisor: float | None = None,
 ) -> list[Finding]:
     """``kl_collapse``: fail when the posterior has collapsed at the latest completed epoch, else pass.
 
@@ -45,6 +46,10 @@ def check_kl_collapse(
         active_fraction_min: active units / latent size below this is collapse.
         kl_total_max: total KL at or below this is collapse when the latent size is unknown.
         autoencoder: an autoencoder has no posterior to collapse: nothing is reported.
+        per_dim_divisor: divide the KL by this for the KL per dim (the run's convention: its latent size for
+            a KL summed over dims, 1 for one averaged per dim). 0 means the reduction is unknown: no KL per
+            dim is derived, and the total KL is judged against ``kl_per_dim_max``, which holds as collapse
+            under either reduction. None: the latent size decides (a KL summed over dims).
     """
     if autoencoder or epochs < after or epochs == 0:
         return []
@@ -52,9 +57,12 @@ def check_kl_collapse(
     kl = value_at(table, "kl", last)
     per_dim = value_at(table, "kl_dim_mean", last)
     per_dim_source = "logged KL per dim"
-    if per_dim is None and kl is not None and latent_dim:
-        per_dim = (kl[0] / latent_dim, kl[1])
-        per_dim_source = f"KL / {latent_dim} dims"
+    divisor = latent_dim if per_dim_divisor is None else per_dim_divisor
+    if per_dim is None and kl is not None and divisor:
+        per_dim = (kl[0] / divisor, kl[1])
+        per_dim_source = f"KL / {int(divisor)} dims" if divisor != 1 else "KL averaged per dim"
+    if per_dim_divisor == 0 and per_dim is None:
+        kl_total_max = min(kl_total_max, kl_per_dim_max)  # reduction unknown: what is collapse either way
     active = value_at(table, "active_units", last)
     if per_dim is None and active is None and kl is None:
         return []
@@ -70,7 +78,8 @@ def check_kl_collapse(
         if per_dim[0] <= kl_per_dim_max:
             reasons.append(f"KL per dim {fmt_sig(per_dim[0], 2)} <= {fmt_sig(kl_per_dim_max, 2)} nats")
     elif kl is not None and math.isfinite(kl[0]):
-        facts.append(f"KL {fmt_kl(kl[0])} nats (latent size unknown)")
+        facts.append(f"KL {fmt_kl(kl[0])} nats (" + ("reduction over dims unknown" if per_dim_divisor == 0
+                                                   else "latent size unknown") + ")")
         epoch, value, threshold = kl[1], kl[0], kl_total_max
         if kl[0] <= kl_total_max:
             reasons.append(f"total KL {fmt_kl(kl[0])} <= {fmt_sig(kl_total_max, 2)} nats")

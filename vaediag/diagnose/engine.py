@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -28,7 +29,7 @@ from vaediag.errors import UsageError
 if TYPE_CHECKING:  # pragma: no cover
     from vaediag.logs import RunInfo, RunSet
 
-__all__ = ["diagnose", "diagnose_run", "find_run", "check_kl_weight"]
+__all__ = ["diagnose", "diagnose_run", "find_run", "check_kl_weight", "resolve_profile", "run_finished", "PROFILES"]
 
 
 def find_run(runset: "RunSet", spec: str) -> str:
@@ -83,10 +84,14 @@ def diagnose_run(
     info: "RunInfo | None" = None,
     rules: Rules | None = None,
     kl_weight: float | None = None,
+    latent_dim: int | None = None,
     baseline: pd.DataFrame | None = None,
     baseline_run: str | None = None,
     params: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None,
+    profile: str | None = None,
+    now: float | None = None,
+    finished: bool | None = None,
 ) -> RunDiagnosis:
     """Diagnose one run from its rows of the tidy frame (what the watchdog calls on a tailed frame).
 
@@ -95,11 +100,18 @@ def diagnose_run(
         run: its id (default: ``info.run``, else the frame's run).
         info: the reader's metadata (params, config, notes, warnings), when there is one.
         rules: thresholds (default: :func:`load_rules`).
-        kl_weight: ``--kl-weight``, used when the run neither logs nor configures one.
+        kl_weight: ``--kl-weight``: the run's KL weight, over anything its logs or config say.
+        latent_dim: ``--latent-dim``: the run's latent size, over its parameters.
         baseline: the baseline run's epoch table (:func:`epoch_table`) for comparative checks.
         baseline_run: the baseline's id (for messages; the run itself is not compared with itself).
         params, config: override ``info.params`` / ``info.config``.
+        profile: ``seed``, ``generic`` or ``auto`` (default: the rules file's ``[profiles] default``).
+        now: the time "now" for the idle test of a finished run (default: the clock).
+        finished: force the run's finished state (the watchdog knows its child is alive).
     """
+    from vaediag.diagnose.arithmetic import read_kl_convention
+    from vaediag.diagnose.recommend import is_our_run
+
     rules = rules or load_rules()
     if run is None:
         run = info.run if info is not None else (str(frame["run"].iloc[0]) if len(frame) else "run")
@@ -108,47 +120,152 @@ def diagnose_run(
     if config is None:
         config = info.config if info is not None else {}
 
+    ours = is_our_run(config)
+    conv = read_kl_convention(frame, params=params, config=config, kl_weight=kl_weight, latent_dim=latent_dim,
+                              ours=ours)
+    prof = resolve_profile(profile or rules.section("profiles")["default"], ours=ours)
     table, present = _tables(frame)
+    scale = conv.raw_scale()
+    if scale != 1.0:  # the logged KL already includes the weight: the rules judge the raw KL
+        for col in [c for c in table.columns if c in ("kl", "train_kl", "val_kl")]:
+            table[col] = table[col] * scale
     epochs = completed_epochs(frame)
     metrics = latest_metrics(table, present, epochs=epochs)
-    ae = penalty.is_autoencoder(table, params) or config.get("ae") is True
+    ended = run_finished(frame, info=info, params=params, epochs=epochs, now=now, forced=finished,
+                         **rules.section("finished"))
+    ae = conv.model == "ae"
     findings: list[Finding] = []
 
     findings += health.check_no_scalars(frame, run=run, n_scalars=info.n_scalars if info is not None else None)
     findings += health.check_log_warnings(info.warnings if info is not None else [], run=run)
     findings += health.check_kl_sign_convention(info.notes if info is not None else [], run=run)
     if findings and findings[0].rule == "no_scalars":
-        pen = Penalty(kl_weight=None, kl_weight_source=None, latent_dim=penalty.resolve_latent_dim(params),
+        pen = Penalty(kl_weight=None, kl_weight_source=None, latent_dim=conv.latent_dim,
                       table=penalty.penalty_table(table), note="no scalars: nothing to compute")
         d = RunDiagnosis(run=run, epochs=epochs, metrics=metrics, penalty=pen, findings=findings,
-                         recommendations=[], table=table, info=info)
+                         recommendations=[], table=table, info=info, convention=conv, profile=prof, finished=ended)
         d.recommendations = _recommend(d, rules, config, params)
         return d
 
-    pen = penalty.compute_penalty(table, params=params, config=config, override=kl_weight, frame=frame, epochs=epochs)
-    findings += health.check_missing_terms(table, run=run, frame=frame)
+    pen = penalty.compute_penalty(table, convention=conv, params=params, epochs=epochs)
+    findings += health.check_unmapped(info, run=run)
+    findings += _arithmetic_findings(conv, run=run)
+    if ended[0]:
+        findings.append(Finding("run_finished", "info", run, ended[1], epoch=epochs - 1 if epochs else None))
+    if conv.has_kl:
+        findings += health.check_missing_terms(table, run=run, frame=frame)
+    else:
+        findings += health.check_missing_terms(table, run=run, frame=frame, required=("recon",))
     findings += health.check_nonfinite(frame, run=run)
     findings += health.check_too_short(epochs, run=run, **rules.section("too_short"))
-    findings += penalty.check_kl_too_high(table, run=run, epochs=epochs, autoencoder=ae, **rules.section("kl"))
-    findings += penalty.check_penalty_share(pen, run=run, **rules.section("penalty"))
-    findings += collapse.check_kl_collapse(table, run=run, epochs=epochs, latent_dim=pen.latent_dim, autoencoder=ae,
-                                           **rules.section("collapse"))
+    if conv.has_kl:
+        if prof == "seed":
+            findings += penalty.check_kl_too_high(table, run=run, epochs=epochs, autoencoder=ae,
+                                                  **rules.section("kl"))
+        findings += penalty.check_penalty_share(pen, run=run, **rules.section("penalty"))
+        findings += collapse.check_kl_collapse(table, run=run, epochs=epochs, latent_dim=conv.latent_dim,
+                                               per_dim_divisor=0.0 if conv.reduction is None else conv.per_dim_divisor(), autoencoder=ae,
+                                               **rules.section("collapse"))
+    findings += health.check_dead_model(table, run=run, epochs=epochs, **rules.section("dead_model"))
     findings += health.check_val_recon_divergence(table, run=run, **rules.section("divergence"))
     findings += health.check_lr_vanished(table, run=run, **rules.section("lr"))
-    conv = rules.section("converged")
-    findings += health.check_trends(table, run=run, epochs=epochs, **conv)
+    conv_rules = rules.section("converged")
+    findings += health.check_trends(table, run=run, epochs=epochs, **conv_rules)
     findings += health.check_blurry(table, run=run, epochs=epochs, **rules.section("blurry"))
-    if baseline_run is not None and baseline_run == run:
-        baseline = table  # the baseline is not compared with itself
-    findings += checklist.check_milestones(table, run=run, epochs=epochs, milestones=rules.milestones,
-                                           baseline=baseline, baseline_run=baseline_run, converged=conv)
-    findings += checklist.check_success(table, run=run, epochs=epochs, criteria=rules.success,
-                                        judge_after=rules.success_judge_after, baseline=baseline,
-                                        baseline_run=baseline_run, converged=conv)
+    if prof == "seed":
+        if baseline_run is not None and baseline_run == run:
+            baseline = table  # the baseline is not compared with itself
+        findings += checklist.check_milestones(table, run=run, epochs=epochs, milestones=rules.milestones,
+                                               baseline=baseline, baseline_run=baseline_run, converged=conv_rules,
+                                               finished=ended[0])
+        findings += checklist.check_success(table, run=run, epochs=epochs, criteria=rules.success,
+                                            judge_after=rules.success_judge_after, baseline=baseline,
+                                            baseline_run=baseline_run, converged=conv_rules, finished=ended[0])
     d = RunDiagnosis(run=run, epochs=epochs, metrics=metrics, penalty=pen, findings=findings, recommendations=[],
-                     table=table, info=info)
+                     table=table, info=info, convention=conv, profile=prof, finished=ended)
     d.recommendations = _recommend(d, rules, config, params)
     return d
+
+
+PROFILES = ("auto", "seed", "generic")
+
+
+def resolve_profile(name: str, *, ours: bool) -> str:
+    """``seed`` or ``generic`` for a run: ``auto`` is the seed's profile for runs of vaediag's trainer only.
+
+    Raises:
+        UsageError: an unknown profile name.
+    """
+    if name not in PROFILES:
+        raise UsageError(f"unknown profile {name!r} (choose {', '.join(PROFILES)})")
+    if name == "auto":
+        return "seed" if ours else "generic"
+    return name
+
+
+# Parameters that hold a run's planned epoch count (ours, Lightning, HF).
+_EPOCH_PARAMS = ("epochs", "max_epochs", "num_train_epochs", "n_epochs", "num_epochs")
+
+
+def run_finished(
+    frame: pd.DataFrame,
+    *,
+    info: "RunInfo | None",
+    params: Mapping[str, Any],
+    epochs: int,
+    idle_seconds: float,
+    now: float | None = None,
+    forced: bool | None = None,
+) -> tuple[bool, str]:
+    """``(finished, why)``: the run has ended when its planned epoch count is reached, its watchdog journal
+    records the training process's exit, or no event was written for ``idle_seconds``."""
+    from vaediag.diagnose.penalty import _num, find_param
+
+    if forced is not None:
+        return forced, "the training process has exited" if forced else "the training process is running"
+    hit = find_param(params, *_EPOCH_PARAMS)
+    planned = _num(hit[1]) if hit else None
+    if planned is not None and planned >= 1 and epochs >= planned:
+        return True, f"the run ended at epoch {epochs}: it reached its planned {int(planned)} epochs ({hit[0]})"
+    if info is not None:
+        journal = Path(info.path) / "watchdog.jsonl"
+        if journal.is_file():
+            try:
+                text = journal.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                text = ""
+            if '"event": "exit"' in text or '"event":"exit"' in text:
+                return True, f"the run ended at epoch {epochs}: its watchdog journal records the training process's exit"
+    if len(frame):
+        last = float(frame["wall_time"].max())
+        now = time.time() if now is None else now
+        if math.isfinite(last) and now - last > idle_seconds:
+            hours = (now - last) / 3600
+            return True, (f"the run ended at epoch {epochs}: no event for {hours:,.1f} h (more than "
+                          f"{idle_seconds / 3600:g} h)")
+    return False, "the run may still be training"
+
+
+def _arithmetic_findings(conv, *, run: str) -> list[Finding]:
+    """``loss_arithmetic``: what the total is made of and the KL convention (info); a disagreement between the
+    config and the logs' arithmetic is a ``warn``."""
+    from vaediag.diagnose.numbers import fmt_weight
+
+    if not conv.notes and not conv.disagreements:
+        return []
+    parts = []
+    if conv.has_kl:
+        w = "unknown" if conv.kl_weight is None else fmt_weight(conv.kl_weight)
+        logged = {"weighted": "logged already weighted", "raw": "logged raw"}.get(conv.logged or "", "logged")
+        red = (conv.reduction or "unknown reduction").replace("_", " ")
+        parts.append(f"KL convention: {logged}, {red}, kl_weight {w} ({conv.kl_weight_source or 'unknown'})")
+    parts += [n for n in conv.notes if n not in conv.disagreements]
+    out = [Finding("loss_arithmetic", "info", run, "; ".join(parts), term="kl" if conv.has_kl else None,
+                   value=conv.kl_weight, key="convention")]
+    for i, msg in enumerate(conv.disagreements):
+        out.append(Finding("loss_arithmetic", "warn", run, f"config and arithmetic disagree: {msg}", term="kl",
+                           key=f"disagreement{i}"))
+    return out
 
 
 def _recommend(d: RunDiagnosis, rules: Rules, config: Mapping[str, Any], params: Mapping[str, Any]):
@@ -162,14 +279,20 @@ def diagnose(
     *,
     rules: Rules | str | os.PathLike[str] | None = None,
     kl_weight: float | None = None,
+    latent_dim: int | None = None,
     baseline: "str | RunSet | None" = None,
+    profile: str | None = None,
+    now: float | None = None,
 ) -> list[RunDiagnosis]:
     """Diagnose every run of a :class:`~vaediag.logs.RunSet`, in run-id order.
 
     Args:
         runset: what :func:`vaediag.load` returned.
         rules: a :class:`Rules`, the path of a rules TOML file, or None for the defaults.
-        kl_weight: ``--kl-weight``: the KL weight of runs that neither log nor configure one.
+        kl_weight: ``--kl-weight``: the runs' KL weight, over what their logs and configs say.
+        latent_dim: ``--latent-dim``: the runs' latent size.
+        profile: ``seed``, ``generic`` or ``auto`` (default: the rules file's).
+        now: the clock for the finished-run idle test.
         baseline: the run the comparative checks compare with: a run id of ``runset`` (see
             :func:`find_run`), or a separately loaded one-run RunSet.
 
@@ -199,6 +322,6 @@ def diagnose(
     for run_id, info in runset.runs.items():
         out.append(
             diagnose_run(runs.get(run_id, empty), run=run_id, info=info, rules=rules, kl_weight=kl_weight,
-                         baseline=base_table, baseline_run=base_run)
+                         latent_dim=latent_dim, baseline=base_table, baseline_run=base_run, profile=profile, now=now)
         )
     return out

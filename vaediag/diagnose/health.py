@@ -16,7 +16,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from vaediag.diagnose.criteria import Trend, classify_trend
+from vaediag.diagnose.criteria import Trend, blur_verdict, classify_trend, dead_model_verdict
 from vaediag.diagnose.model import Finding
 from vaediag.diagnose.numbers import fmt_pct, fmt_sig, fmt_weight, human_epoch
 from vaediag.diagnose.tables import VALUE_TERMS
@@ -33,6 +33,8 @@ __all__ = [
     "check_trends",
     "TREND_SERIES",
     "check_blurry",
+    "check_dead_model",
+    "check_unmapped",
     "check_kl_sign_convention",
     "check_log_warnings",
     "check_missing_terms",
@@ -255,28 +257,83 @@ def check_trends(table: pd.DataFrame, *, run: str, epochs: int, window: int, min
     return out
 
 
-def check_blurry(table: pd.DataFrame, *, run: str, epochs: int, min_sharpness: float) -> list[Finding]:
-    """``blurry`` (warn): the sharpness ratio (gradient energy of recon / of input) below ``min_sharpness``."""
-    if "sharpness" not in table:
-        return []
-    s = table["sharpness"].loc[: max(epochs - 1, 0)].dropna() if epochs else table["sharpness"].dropna()
+def _latest(table: pd.DataFrame, column: str, epochs: int) -> tuple[float, int] | None:
+    if column not in table:
+        return None
+    s = table[column].loc[: max(epochs - 1, 0)].dropna() if epochs else table[column].dropna()
     s = s[np.isfinite(s)]
     if len(s) == 0:
+        return None
+    return float(s.iloc[-1]), int(s.index[-1])
+
+
+def check_blurry(table: pd.DataFrame, *, run: str, epochs: int, min_sharpness: float,
+                 min_grad_similarity: float, max_sharpness: float) -> list[Finding]:
+    """``blurry``: are the reconstructions sharp? Judged by :func:`~vaediag.diagnose.criteria.blur_verdict`:
+    the gradient similarity (``grad_similarity``, bounded) when logged, else the older sharpness ratio, which
+    can only say blurry (warn), suspicious (above ``max_sharpness``: noise or artefacts, warn) or cannot tell
+    (info); it never passes wrong detail as sharp."""
+    g = _latest(table, "grad_similarity", epochs)
+    r = _latest(table, "sharpness", epochs)
+    verdict = blur_verdict(grad_similarity=g[0] if g else None, sharpness=r[0] if r else None,
+                           min_grad_similarity=min_grad_similarity, min_sharpness=min_sharpness,
+                           max_sharpness=max_sharpness)
+    if verdict is None:
         return []
-    v, e = float(s.iloc[-1]), int(s.index[-1])
+    kind, why = verdict
+    v, e = g if g is not None else r
+    term = "grad_similarity" if g is not None else "sharpness"
     extra = ""
     for split_term, name in (("psnr_grey", "grey"), ("psnr_colour", "colour")):
         if split_term in table:
-            g = table[split_term].loc[:e].dropna()
-            if len(g):
-                extra += f", PSNR {name} {float(g.iloc[-1]):.1f} dB"
-    if v >= min_sharpness:
-        return [Finding("blurry", "pass", run, f"sharpness ratio {fmt_sig(v, 2)} at {human_epoch(e)} (at least "
-                        f"{fmt_sig(min_sharpness, 2)}){extra}", epoch=e, term="sharpness", value=v,
-                        threshold=min_sharpness)]
-    msg = (f"sharpness ratio {fmt_sig(v, 2)} at {human_epoch(e)} (reconstructions keep "
-           f"{fmt_pct(v, 0)} of the input's gradient energy; below {fmt_sig(min_sharpness, 2)}){extra}")
-    return [Finding("blurry", "warn", run, msg, epoch=e, term="sharpness", value=v, threshold=min_sharpness)]
+            s = table[split_term].loc[:e].dropna()
+            if len(s):
+                extra += f", PSNR {name} {float(s.iloc[-1]):.1f} dB"
+    sev = {"sharp": "pass", "blurry": "warn", "artefacts": "warn", "unknown": "info"}[kind]
+    threshold = min_grad_similarity if g is not None else min_sharpness
+    return [Finding("blurry", sev, run, f"{why} at {human_epoch(e)}{extra}", epoch=e, term=term, value=v,
+                    threshold=threshold, key=None if kind != "artefacts" else "artefacts")]
+
+
+def check_dead_model(table: pd.DataFrame, *, run: str, epochs: int, min_spread: float, min_gain_db: float,
+                     after: int) -> list[Finding]:
+    """``dead_model`` (fail): reconstructions that do not depend on the input (``recon_spread``) or do not
+    beat the trivial reconstruction, each image's own mean colour (``psnr_trivial``), from ``after`` completed
+    epochs on. Runs that log neither cannot be judged (nothing is reported)."""
+    spread = _latest(table, "recon_spread", epochs)
+    trivial = _latest(table, "psnr_trivial", epochs)
+    psnr = _latest(table, "psnr", epochs)
+    if spread is None and trivial is None:
+        return []
+    e = (spread or trivial)[1]
+    if epochs < after:
+        return []
+    reasons = dead_model_verdict(psnr=psnr[0] if psnr else None, psnr_trivial=trivial[0] if trivial else None,
+                                 recon_spread=spread[0] if spread else None, min_spread=min_spread,
+                                 min_gain_db=min_gain_db)
+    facts = []
+    if spread is not None:
+        facts.append(f"reconstructions vary {fmt_pct(spread[0], 0)} as much as the inputs across images")
+    if psnr is not None and trivial is not None:
+        facts.append(f"val PSNR {psnr[0]:.1f} dB vs {trivial[0]:.1f} dB for each image's mean colour")
+    if reasons:
+        return [Finding("dead_model", "fail", run, f"the model's output does not follow its input at "
+                        f"{human_epoch(e)}: " + "; ".join(reasons), epoch=e, term="recon_spread" if spread else "psnr",
+                        value=spread[0] if spread else (psnr[0] if psnr else None),
+                        threshold=min_spread if spread else None)]
+    return [Finding("dead_model", "pass", run, f"reconstructions follow the input at {human_epoch(e)}: "
+                    + ", ".join(facts), epoch=e, term="recon_spread" if spread else "psnr",
+                    value=spread[0] if spread else None, threshold=min_spread if spread else None)]
+
+
+def check_unmapped(info, *, run: str) -> list[Finding]:
+    """``unmapped_tags`` (info): scalar tags that map to no term, so nothing judged them (``--tags`` maps them)."""
+    tags = list(getattr(info, "unmapped_tags", None) or [])
+    if not tags:
+        return []
+    shown = ", ".join(tags[:12]) + (f" and {len(tags) - 12} more" if len(tags) > 12 else "")
+    return [Finding("unmapped_tags", "info", run, f"{len(tags)} tag{'s' if len(tags) != 1 else ''} not mapped to any "
+                    f"term, ignored: {shown} (map them with --tags FILE)", value=float(len(tags)))]
 
 
 def check_kl_sign_convention(notes: Iterable[str], *, run: str) -> list[Finding]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+    from vaediag.diagnose.arithmetic import KLConvention
     from vaediag.logs import RunInfo
 
 __all__ = [
@@ -40,7 +41,8 @@ __all__ = [
 SEVERITIES = ("pass", "info", "warn", "fail")
 # Checklist findings also carry a status: "pending" (epoch not reached yet) and "n/a" (cannot be judged:
 # term not logged, no baseline) are severity "info"; they never fail a check.
-STATUSES = ("pass", "fail", "pending", "n/a")
+# "not reached": a finished run ended before this milestone (neither pending nor failed).
+STATUSES = ("pass", "fail", "pending", "n/a", "not reached")
 
 # Stable ids (ARCHITECTURE): users script against them. Add more, never rename.
 RULE_IDS = (
@@ -276,8 +278,11 @@ class RunDiagnosis:
         penalty: the KL penalty summary.
         findings: every finding, in rule order.
         recommendations: the ladder's next steps, most urgent first.
-        table: the run's :func:`epoch_table` (not part of the JSON).
+        table: the run's :func:`epoch_table` (not part of the JSON; a KL logged already weighted is raw here).
         info: the reader's :class:`~vaediag.logs.RunInfo` for the run, when diagnosed from a RunSet.
+        convention: what the logs' arithmetic says about the KL term (:class:`KLConvention`).
+        profile: the checklist the run was judged by: ``seed`` (absolute bands and milestones) or ``generic``.
+        finished: ``(ended, why)``: an ended run is judged on its final state.
     """
 
     run: str
@@ -288,6 +293,19 @@ class RunDiagnosis:
     recommendations: list[Recommendation]
     table: "pd.DataFrame | None" = None
     info: "RunInfo | None" = None
+    convention: "KLConvention | None" = None
+    profile: str = "seed"
+    finished: tuple[bool, str] = (False, "")
+
+    @property
+    def model(self) -> str:
+        """``vae``, ``ae``, ``vq`` or ``no_kl``: decided once, from the logs (:class:`KLConvention`)."""
+        return self.convention.model if self.convention is not None else "vae"
+
+    @property
+    def has_kl(self) -> bool:
+        """True for a run whose objective has a KL term (a VAE, or one switched to autoencoder mode)."""
+        return self.model in ("vae", "ae")
 
     @property
     def severity(self) -> str:
@@ -317,6 +335,11 @@ class RunDiagnosis:
             "penalty": self.penalty.to_dict(per_epoch=per_epoch),
             "findings": [f.to_dict() for f in self.findings],
             "recommendations": [r.to_dict() for r in self.recommendations],
+            "model": self.model,
+            "profile": self.profile,
+            "finished": bool(self.finished[0]),
+            "kl_convention": jsonable(self.convention.to_dict()) if self.convention is not None else None,
+            "unmapped_tags": list(getattr(self.info, "unmapped_tags", []) or []) if self.info is not None else [],
         }
 
     def to_json(self, *, indent: int | None = None) -> str:

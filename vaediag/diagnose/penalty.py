@@ -29,20 +29,22 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from typing import TYPE_CHECKING
+
 from vaediag.diagnose.model import Finding, Penalty
 from vaediag.diagnose.numbers import fmt_kl, fmt_pct, fmt_ratio, fmt_sig, fmt_weight, human_epoch, round_sig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vaediag.diagnose.arithmetic import KLConvention
 
 __all__ = [
     "KL_WEIGHT_PARAMS",
     "LATENT_DIM_PARAMS",
     "RECON_TERMS",
     "LOSS_WEIGHT_PARAMS",
-    "resolve_kl_weight",
     "resolve_latent_dim",
     "resolve_loss_weights",
     "find_param",
-    "is_autoencoder",
-    "infer_kl_weight",
     "penalty_table",
     "compute_penalty",
     "penalty_arithmetic",
@@ -51,9 +53,11 @@ __all__ = [
     "check_kl_too_high",
 ]
 
-# Parameter names that hold the KL weight, most specific first (RunInfo.param matches last components).
+# Parameter names that hold the KL weight, most specific first (RunInfo.param matches last components). Names
+# are the last evidence (vaediag.diagnose.arithmetic): a "beta" is a KL weight only in a run that logs a KL.
 KL_WEIGHT_PARAMS = ("kl_weight", "kld_weight", "kl_beta", "beta", "kl_coef", "kl_coeff")
-LATENT_DIM_PARAMS = ("latent_dim", "z_dim", "latent_size", "zdim", "latent_dims", "nz")
+LATENT_DIM_PARAMS = ("latent_dim", "z_dim", "latent_size", "zdim", "latent_dims", "nz", "d_latent", "dim_z",
+                     "z_size", "latent_size")
 # The reconstruction terms of the total loss and the trainer's config field for each one's weight.
 RECON_TERMS = ("recon", "perceptual", "ssim_loss", "edge")
 LOSS_WEIGHT_PARAMS: dict[str, str] = {
@@ -62,8 +66,6 @@ LOSS_WEIGHT_PARAMS: dict[str, str] = {
     "ssim_loss": "w_ssim",
     "edge": "w_edge",
 }
-_INFER_TOLERANCE = 1e-3  # max |loss - recon - w KL| relative to |loss|: float32 logging noise is ~1e-7
-_INFER_MIN_POINTS = 3
 
 
 def _weight(x: float) -> float:
@@ -102,99 +104,6 @@ def _origin(key: str, config: Mapping[str, Any] | None) -> str:
     return "config.json" if key in config or key.split(".")[0] in config else "run params"
 
 
-def is_autoencoder(table: pd.DataFrame, params: Mapping[str, Any] | None = None) -> bool:
-    """True for a run in autoencoder mode (logged ``ae_mode`` 1 at the end, or ``ae = true`` in config)."""
-    if "ae_mode" in table:
-        s = table["ae_mode"].dropna()
-        if len(s):
-            return bool(s.iloc[-1] >= 0.5)
-    hit = find_param(params, "ae", "autoencoder")
-    return bool(hit and hit[1] is True)
-
-
-def infer_kl_weight(frame: pd.DataFrame) -> tuple[float, int, float] | None:
-    """``(w, points, residual)`` when the train total is exactly ``recon + w x KL`` on every shared step.
-
-    Args:
-        frame: one run's rows of the tidy frame.
-
-    Returns:
-        None unless at least 3 steps log train ``loss``, ``recon`` and ``kl`` and the least-squares
-        ``w`` leaves a residual under 1e-3 of the loss (a loss with other terms, such as a perceptual
-        feature loss, does not fit and gives None).
-    """
-    if len(frame) == 0:
-        return None
-    train = frame[(frame["split"] == "train") & frame["term"].isin(["loss", "recon", "kl"])]
-    if len(train) == 0:
-        return None
-    wide = pd.DataFrame(
-        {"term": train["term"].astype(object).to_numpy(), "step": train["step"].to_numpy(), "value": train["value"].to_numpy()}
-    ).drop_duplicates(["term", "step"], keep="last").pivot(index="step", columns="term", values="value")
-    if not {"loss", "recon", "kl"} <= set(wide.columns):
-        return None
-    wide = wide[["loss", "recon", "kl"]].dropna()
-    wide = wide[np.isfinite(wide.to_numpy()).all(axis=1)]
-    if len(wide) < _INFER_MIN_POINTS:
-        return None
-    y = (wide["loss"] - wide["recon"]).to_numpy()
-    k = wide["kl"].to_numpy()
-    denom = float((k * k).sum())
-    if denom <= 0:
-        return None
-    w = float((y * k).sum() / denom)
-    scale = float(np.abs(wide["loss"].to_numpy()).max()) or 1.0
-    residual = float(np.abs(y - w * k).max()) / scale
-    if w < 0 or residual > _INFER_TOLERANCE:
-        return None
-    return round_sig(w, 6), len(wide), residual
-
-
-def resolve_kl_weight(
-    table: pd.DataFrame,
-    params: Mapping[str, Any] | None = None,
-    *,
-    config: Mapping[str, Any] | None = None,
-    override: float | None = None,
-    frame: pd.DataFrame | None = None,
-) -> tuple[float | None, str | None]:
-    """The run's latest KL weight and where it came from (order: module docstring).
-
-    Args:
-        table: the run's :func:`~vaediag.diagnose.tables.epoch_table`.
-        params: the run's flattened parameters (``RunInfo.params``).
-        config: the run's config.json (only to say "config.json" rather than "run params").
-        override: ``--kl-weight`` from the command line.
-        frame: the run's rows of the tidy frame, for the inference from the train total.
-    """
-    if "kl_weight" in table:
-        s = table["kl_weight"].dropna()
-        if len(s):
-            return _weight(float(s.iloc[-1])), "logged kl_weight"
-    for split in ("train", "val"):
-        kw, kl = f"{split}_kl_weighted", f"{split}_kl"
-        if kw in table and kl in table:
-            both = table[[kw, kl]].dropna()
-            both = both[both[kl] != 0]
-            if len(both):
-                return round_sig(float(both[kw].iloc[-1] / both[kl].iloc[-1]), 6), f"logged {split} kl_weighted / kl"
-    hit = find_param(params, *KL_WEIGHT_PARAMS)
-    if hit is not None and _num(hit[1]) is not None:
-        key, value = hit
-        note = f" (--kl-weight {fmt_weight(override)} not used)" if override is not None and override != _num(value) else ""
-        return float(value), f"{_origin(key, config)} {key}{note}"
-    if is_autoencoder(table, params):
-        return 0.0, "autoencoder config (ae = true): no KL penalty"
-    if override is not None:
-        return float(override), "--kl-weight"
-    if frame is not None:
-        inferred = infer_kl_weight(frame)
-        if inferred is not None:
-            w, n, _ = inferred
-            return w, f"inferred from the train total: loss = recon + w × KL holds on all {n:,} logged steps"
-    return None, None
-
-
 def resolve_latent_dim(params: Mapping[str, Any] | None = None) -> int | None:
     """The latent size from the run's parameters (``latent_dim``, ``z_dim``, ...), or None."""
     hit = find_param(params, *LATENT_DIM_PARAMS)
@@ -223,13 +132,16 @@ def penalty_table(
     kl_weight: float | None = None,
     latent_dim: int | None = None,
     loss_weights: Mapping[str, float] | None = None,
+    per_dim_divisor: float | None = None,
 ) -> pd.DataFrame:
     """Per-epoch KL penalty of one run (definitions: module docstring).
 
     Args:
         table: the run's :func:`~vaediag.diagnose.tables.epoch_table`.
         kl_weight: a fixed weight to use where the table has no logged ``kl_weight``.
-        latent_dim: latent size, for ``kl_per_dim``.
+        latent_dim: latent size, for ``kl_per_dim`` of a KL summed over dims.
+        per_dim_divisor: divide the KL by this for ``kl_per_dim`` (the run's convention,
+            :meth:`KLConvention.per_dim_divisor`); overrides ``latent_dim``.
         loss_weights: weights of the reconstruction terms (``{"recon": 1.0, "perceptual": 1.2, ...}``),
             used when the weighted terms are not logged.
 
@@ -241,6 +153,7 @@ def penalty_table(
     """
     cols = ["split", "kl_weight", "kl", "penalty", "recon", "ratio", "recon_signal", "total", "share",
             "recon_to_reg", "kl_per_dim"]
+    divisor = per_dim_divisor if per_dim_divisor is not None else latent_dim
     idx = table.index
     split = pd.Series(None, index=idx, dtype=object)
     kl = pd.Series(np.nan, index=idx)
@@ -276,7 +189,7 @@ def penalty_table(
                 "total": signal + penalty,
                 "share": penalty / (signal + penalty),
                 "recon_to_reg": signal / penalty,
-                "kl_per_dim": kl / latent_dim if latent_dim else np.nan,
+                "kl_per_dim": kl / divisor if divisor else np.nan,
             },
             index=idx,
         )[cols]
@@ -334,25 +247,31 @@ def penalty_arithmetic(kl_weight: float | None, kl: float, recon: float, *, auto
 def compute_penalty(
     table: pd.DataFrame,
     *,
+    convention: "KLConvention",
     params: Mapping[str, Any] | None = None,
-    config: Mapping[str, Any] | None = None,
-    override: float | None = None,
-    frame: pd.DataFrame | None = None,
     epochs: int | None = None,
 ) -> Penalty:
     """The run's :class:`~vaediag.diagnose.model.Penalty`: weight, table, latest epoch and arithmetic.
 
-    ``epochs`` (completed epochs) picks the latest row among completed epochs when there is one.
+    The weight and its source come from the run's :class:`~vaediag.diagnose.arithmetic.KLConvention` (the
+    user's ``--kl-weight``, the logs, the arithmetic of the total, then parameter names). ``epochs``
+    (completed epochs) picks the latest row among completed epochs when there is one.
     """
-    w, source = resolve_kl_weight(table, params, config=config, override=override, frame=frame)
-    latent = resolve_latent_dim(params)
-    ae = is_autoencoder(table, params)
-    pt = penalty_table(table, kl_weight=w, latent_dim=latent, loss_weights=resolve_loss_weights(params))
+    from vaediag.diagnose.arithmetic import KLConvention  # noqa: F401 (the type, for readers)
+
+    w, source = convention.kl_weight, convention.kl_weight_source
+    latent = convention.latent_dim
+    ae = convention.model == "ae"
+    pt = penalty_table(table, kl_weight=w, latent_dim=latent, loss_weights=resolve_loss_weights(params) or
+                       convention_loss_weights(convention), per_dim_divisor=convention.per_dim_divisor() or 0.0)
     note = None
+    if not convention.has_kl:
+        note = "no KL term: nothing to penalise"
+        return Penalty(kl_weight=None, kl_weight_source=None, latent_dim=latent, table=pt.iloc[:0], note=note)
     if w is None:
         note = (
-            "kl_weight unknown: not logged, not in the run's config or hparams; pass --kl-weight W to get the "
-            "effective penalty"
+            "kl_weight unknown: not logged, no logged total it can be fitted from, not in the run's config or "
+            "hparams; pass --kl-weight W to get the effective penalty"
         )
     if len(pt) == 0:
         missing = [t for t in ("kl", "recon") if t not in table]
@@ -378,6 +297,8 @@ def compute_penalty(
         )
     else:
         context = f"{human_epoch(last_epoch)}, {latest['split']} split; kl_weight unknown"
+    if convention.logged == "weighted":
+        context += "; KL shown raw: the logged KL already included the weight"
     latest["context"] = context
     latest_w = latest["kl_weight"]
     return Penalty(
@@ -389,6 +310,18 @@ def compute_penalty(
         arithmetic=arithmetic,
         note=note,
     )
+
+
+def convention_loss_weights(convention: "KLConvention") -> dict[str, float] | None:
+    """Weights of the reconstruction terms as the fitted training total uses them (raw tags only)."""
+    fit = convention.fit
+    if fit is None:
+        return None
+    out = {}
+    for key, term in fit.terms.items():
+        if term in RECON_TERMS and "×" not in key:
+            out[term] = fit.parts[key]
+    return out or None
 
 
 def penalty_phrase(latest: Mapping[str, Any]) -> str:

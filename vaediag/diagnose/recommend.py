@@ -53,7 +53,6 @@ from vaediag.diagnose.penalty import (
     KL_WEIGHT_PARAMS,
     LATENT_DIM_PARAMS,
     find_param,
-    is_autoencoder,
     penalty_phrase,
 )
 
@@ -138,7 +137,8 @@ class _Ctx:
         self.by_rule: dict[str, list[Finding]] = {}
         for f in d.findings:
             self.by_rule.setdefault(f.rule, []).append(f)
-        self.ae = bool(d.table is not None and is_autoencoder(d.table, self.params)) or self.config.get("ae") is True
+        self.ae = d.model == "ae"
+        self.has_kl = d.has_kl
         self.w = d.penalty.kl_weight
 
     def first(self, rule: str, *severities: str) -> Finding | None:

@@ -33,6 +33,7 @@ _LIST_TABLES = ("milestones", "success")
 # String settings and their allowed values.
 _CHOICES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("recommend", "on_collapse"): ("reduce_kl_weight", "increase_kl_weight"),
+    ("profiles", "default"): ("auto", "seed", "generic"),
 }
 
 

@@ -43,7 +43,7 @@ VERDICT = {
     "info": ("OK", "i", "cyan"),
     "pass": ("PASS", "✓", "green"),
 }
-_STATUS_STYLE = {"pass": "green", "fail": "bold red", "pending": "yellow", "n/a": "dim"}
+_STATUS_STYLE = {"pass": "green", "fail": "bold red", "pending": "yellow", "n/a": "dim", "not reached": "dim"}
 
 
 def _header(d: "RunDiagnosis") -> Group:

@@ -71,7 +71,8 @@ _CRITERIA = (
 _METRIC_COLUMNS = (("kl", "KL"), ("perceptual", "Perceptual"), ("psnr", "PSNR (dB)"), ("ssim", "SSIM"),
                    ("recon", "Recon"))
 _LOSS_WEIGHT_ORDER = ("recon", "perceptual", "ssim_loss", "edge")
-_STATUS_MARK = {"pass": "✅ pass", "fail": "❌ fail", "pending": "⏳ pending", "n/a": "n/a"}
+_STATUS_MARK = {"pass": "✅ pass", "fail": "❌ fail", "pending": "⏳ pending", "n/a": "n/a", "not reached": "not reached"}
+_MODE_LABEL = {"vae": "VAE", "ae": "AE (z = mu)", "vq": "VQ-VAE (no KL)", "no_kl": "no KL term"}
 _SEVERITY_MARK = {"fail": "❌ fail", "warn": "⚠️ warn", "info": "ℹ️ info", "pass": "✅ pass"}
 # How many trailing epochs the evolution section summarises as a range (the seed's "KL: 160-180").
 _LATE_WINDOW = 10
@@ -430,7 +431,7 @@ def _judgement(target: Target, value: float | None) -> str:
 
 def _config(v: _Run) -> dict[str, str]:
     """Configuration cells of the run table (kl_weight, latent dim, mode, loss weights)."""
-    from vaediag.diagnose.penalty import is_autoencoder, resolve_loss_weights
+    from vaediag.diagnose.penalty import resolve_loss_weights
 
     params = v.info.params if v.info is not None else {}
     pen = v.diag.penalty
@@ -441,16 +442,16 @@ def _config(v: _Run) -> dict[str, str]:
         if len(s) and float(s.iloc[0]) != float(s.iloc[-1]):
             w = f"{_weight(float(s.iloc[0]))} → {_weight(float(s.iloc[-1]))}"
     source = pen.kl_weight_source or ""
-    src = ("logged" if source.startswith("logged") else "config" if source.startswith(("config", "run params"))
+    src = ("logged" if source.startswith("logged") else "config" if source.startswith(("config", "run params", "parameter"))
            else "config (AE)" if source.startswith("autoencoder") else "--kl-weight" if source.startswith("--kl")
-           else "inferred from loss" if source.startswith("inferred") else "unknown")
+           else "loss arithmetic" if source.startswith("the logged total") else "unknown")
     weights = resolve_loss_weights(params) or {}
     wtext = " / ".join(_num_plain(weights.get(k)) for k in _LOSS_WEIGHT_ORDER) if weights else MISSING
     return {
         "kl_weight": w,
         "source": src if pen.kl_weight is not None else "unknown",
         "latent": str(pen.latent_dim) if pen.latent_dim else MISSING,
-        "mode": "AE (z = mu)" if is_autoencoder(t, params) else "VAE",
+        "mode": _MODE_LABEL.get(v.diag.model, "VAE"),
         "weights": wtext,
     }
 
@@ -780,6 +781,8 @@ def _status_of(findings: Sequence["Finding"]) -> str:
         return "pending"
     if "pass" in st:
         return "pass"
+    if "not reached" in st:
+        return "not reached"
     return "n/a"
 
 
