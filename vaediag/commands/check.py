@@ -56,7 +56,12 @@ def add_parser(sub: argparse._SubParsersAction, *, name: str, help: str) -> argp
     p.add_argument("--json", action="store_true", help='print {"runs": [...]} as JSON instead of the console view')
     p.add_argument("--rules", metavar="FILE", help="a rules TOML file merged over vaediag/rules/default.toml")
     p.add_argument("--kl-weight", metavar="W", type=_kl_weight,
-                   help="the KL weight of runs that neither log it nor record it in their config")
+                   help="the runs' KL weight: it wins over what their logs and config say (a disagreement is shown)")
+    p.add_argument("--latent-dim", metavar="N", type=_positive_int,
+                   help="the runs' latent size (number of latent values), over their parameters")
+    p.add_argument("--profile", choices=("auto", "seed", "generic"),
+                   help="the checklist: seed (the seed's KL band, milestones and success criteria), generic "
+                        "(scale-free criteria only) or auto (seed for vaediag's trainer's runs; the default)")
     p.add_argument("--baseline", metavar="RUN",
                    help="the previous run to compare with: a run id under PATH (or its last part, e.g. "
                         "version_1), or another run directory")
@@ -91,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     rules = load_rules(args.rules)  # a bad rules file fails before any log is read
     runset = vaediag.load(args.path, tags=args.tags, steps_per_epoch=args.steps_per_epoch, run_glob=args.run_glob)
     baseline = _baseline(args.baseline, runset, tags=args.tags, steps_per_epoch=args.steps_per_epoch)
-    diags = diagnose(runset, rules=rules, kl_weight=args.kl_weight, baseline=baseline)
+    diags = diagnose(runset, rules=rules, kl_weight=args.kl_weight, latent_dim=args.latent_dim, baseline=baseline,
+                     profile=args.profile)
     # Per-run damage shows in that run's findings (log_warning); the rest (skipped folders) goes here.
     warnings = [w for w in runset.warnings if not any(w.startswith(f"{r}: ") for r in runset.runs)]
 

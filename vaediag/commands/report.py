@@ -43,6 +43,10 @@ def add_parser(sub: argparse._SubParsersAction, *, name: str, help: str) -> argp
     p.add_argument("--tags", metavar="FILE", help="extra tag mappings (TOML) for foreign logs")
     p.add_argument("--kl-weight", metavar="W", type=float, dest="kl_weight",
                    help="KL weight for runs that neither log it nor record it in their config")
+    p.add_argument("--latent-dim", metavar="N", type=int, dest="latent_dim",
+                   help="the runs' latent size (number of latent values), over their parameters")
+    p.add_argument("--profile", choices=("auto", "seed", "generic"),
+                   help="the checklist: seed, generic (scale-free criteria only) or auto (the default)")
     p.add_argument("--steps-per-epoch", metavar="N", type=int, dest="steps_per_epoch",
                    help="epoch alignment for runs that log no epoch")
     p.add_argument("--force", action="store_true", help="overwrite an existing report and its plots")
@@ -176,7 +180,10 @@ def run(args: argparse.Namespace) -> int:
 
     # One resolution of --baseline (exact id, unique suffix or glob) for the checks and the report.
     baseline = find_run(runset, args.baseline) if args.baseline is not None else None
-    diagnoses = diagnose_runs(runset, rules=rules, kl_weight=args.kl_weight, baseline=baseline)
+    if args.latent_dim is not None and args.latent_dim < 1:
+        raise UsageError(f"--latent-dim must be a positive integer, got {args.latent_dim}")
+    diagnoses = diagnose_runs(runset, rules=rules, kl_weight=args.kl_weight, baseline=baseline,
+                              latent_dim=args.latent_dim, profile=args.profile)
     path = write_report(runset, diagnoses, out, title=args.title, baseline=baseline, targets=targets,
                         force=args.force, sources=list(args.paths))
     n = len(runset.runs)

@@ -287,8 +287,10 @@ def diagnose_runs(
     rules: Any = None,
     kl_weight: float | None = None,
     baseline: str | None = None,
+    latent_dim: int | None = None,
+    profile: str | None = None,
 ) -> list["RunDiagnosis"]:
-    """Diagnose every run for a report, with the same rules as ``vaediag check``.
+    """Diagnose every run for a report, with the same engine and rules as ``vaediag check``.
 
     With ``baseline`` this is :func:`vaediag.diagnose.diagnose` with that baseline. Without one, the
     comparative checks of the checklist ("reconstruction better than previous run") compare each run with
@@ -303,14 +305,15 @@ def diagnose_runs(
     from vaediag.diagnose.rulesfile import Rules
 
     if baseline is not None or len(runset.runs) < 2:
-        return diagnose(runset, rules=rules, kl_weight=kl_weight, baseline=baseline)
+        return diagnose(runset, rules=rules, kl_weight=kl_weight, baseline=baseline, latent_dim=latent_dim,
+                        profile=profile)
     kl_weight = check_kl_weight(kl_weight)
     rules = rules if isinstance(rules, Rules) else load_rules(rules)
     out: dict[str, "RunDiagnosis"] = {}
     prev: "RunDiagnosis | None" = None
     for run in run_order(runset):
         d = diagnose_run(runset.run_frame(run), run=run, info=runset.runs[run], rules=rules, kl_weight=kl_weight,
-                         baseline=prev.table if prev is not None else None,
+                         latent_dim=latent_dim, profile=profile, baseline=prev.table if prev is not None else None,
                          baseline_run=prev.run if prev is not None else None)
         out[run] = d
         if d.epochs > 0:  # a dead run is nobody's "previous run"
