@@ -15,6 +15,7 @@ import pandas as pd
 from vaediag.errors import CorruptLogError, InputError
 from vaediag.logs.discover import RunDir, discover
 from vaediag.logs.events import EventMeta, ScalarRows, decode_records
+from vaediag.logs.conventions import Note
 from vaediag.logs.decode import TagRegistry
 from vaediag.logs.frame import FrameBuilder, RunRows, build_frame
 from vaediag.logs.records import scan
@@ -51,8 +52,10 @@ class RunInfo:
     hparams_yaml: dict[str, Any] = field(default_factory=dict)  # hparams.yaml in the run dir (Lightning)
     config: dict[str, Any] = field(default_factory=dict)  # config.json in the run dir (our trainer)
     texts: dict[str, str] = field(default_factory=dict)  # text summaries, tag -> latest text
-    notes: list[str] = field(default_factory=list)  # facts about the data (e.g. a KL sign flip)
-    warnings: list[str] = field(default_factory=list)  # damage found while reading
+    notes: list[str] = field(default_factory=list)  # facts about the data (e.g. a KL sign flip), as text
+    facts: list[Note] = field(default_factory=list)  # the same facts, structured (kind, tag, message, count)
+    warnings: list[str] = field(default_factory=list)  # damage found while reading, files that overlap
+    unmapped_tags: list[str] = field(default_factory=list)  # scalar tags no canonical term names, sorted
     files: list[FileStats] = field(default_factory=list)
 
     @property
@@ -228,6 +231,8 @@ def load(
         frame = build_frame(run_rows, tag_map=tag_map, steps_per_epoch=steps_per_epoch)
         for rr in run_rows:
             infos[rr.run].notes.extend(rr.notes)
+            infos[rr.run].facts.extend(rr.facts)
+            infos[rr.run].unmapped_tags = list(rr.unmapped)
     else:
         reg = TagRegistry()
         bounds = {rd.run: _row_bound(rd.event_files) for rd in run_dirs}  # one stat per file
@@ -240,7 +245,10 @@ def load(
         for rd in sorted(run_dirs, key=lambda r: r.run):
             info, rows = _read_run_fast(rd, reg, capacity=bounds[rd.run])
             infos[rd.run] = info
-            info.notes.extend(builder.add(rd.run, rows.codes, rows.steps, rows.values, rows.wall_times))
+            result = builder.add(rd.run, rows.codes, rows.steps, rows.values, rows.wall_times)
+            info.facts.extend(result.facts)
+            info.notes.extend(result.notes)
+            info.unmapped_tags = result.unmapped
             del rows
         frame = builder.finish(all_runs=[rd.run for rd in run_dirs])
     for info in infos.values():
