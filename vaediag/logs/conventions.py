@@ -183,6 +183,7 @@ def apply_conventions(
     *,
     steps_per_epoch: int | None = None,
     history: RunHistory | None = None,
+    epoch_points: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, list[Note]]:
     """Fill ``epochs_out`` for one run's rows and return (split code per row, notes).
 
@@ -193,6 +194,8 @@ def apply_conventions(
         steps, walls, values: the rows' columns (values are the epoch tag's values for its segments).
         epochs_out: float64 array of the rows' length, written in place.
         history: earlier rows of the same run (the tail's); a fresh one when None.
+        epoch_points: (steps, walls, values) of the epoch tag(s) before deduplication, which keeps one
+            row per step and so loses the second epoch value of a boundary step; default: the rows'.
     """
     h = history if history is not None else RunHistory()
     n_seg = len(names)
@@ -202,7 +205,9 @@ def apply_conventions(
 
     # 1-2. Epoch points, fractional series.
     ecodes = [i for i in range(n_seg) if terms[i] == "epoch"]
-    if ecodes:
+    if epoch_points is not None:
+        _merge_epoch_points(h, *epoch_points)
+    elif ecodes:
         _merge_epoch_points(h, *(np.concatenate([col[seg[i][0]:seg[i][1]] for i in ecodes]) for col in (steps, walls, values)))
     has_points = len(h.epoch_steps) > 0
     if has_points:

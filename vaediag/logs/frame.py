@@ -105,15 +105,23 @@ class RunResult:
         return [f.message for f in self.facts]
 
 
-def _conventions(names, resolved, tag_map, bounds, steps, walls, values, epochs_out, spe, history):
+def _conventions(names, resolved, tag_map, bounds, steps, walls, values, epochs_out, spe, history, points):
     return apply_conventions(
         names,
         [r[0] for r in resolved],
         [r[1] for r in resolved],
         [split_marker(n, tag_map) is not None for n in names],
         bounds, steps, walls, values, epochs_out,
-        steps_per_epoch=spe, history=history,
+        steps_per_epoch=spe, history=history, epoch_points=points,
     )
+
+
+def _raw_epoch_points(codes, epoch_codes, steps, walls, values):
+    """The epoch tag's rows before deduplication (a boundary step may hold two epoch values)."""
+    if not epoch_codes:
+        return None
+    sel = codes == epoch_codes[0] if len(epoch_codes) == 1 else np.isin(codes, epoch_codes)
+    return steps[sel], walls[sel], values[sel]
 
 
 def align_epochs(
@@ -160,8 +168,12 @@ def build_frame(
     resolved = {t: resolve(t, tag_map) for t in tag_cats}
     term_cats = sorted({term for term, _ in resolved.values() if term is not None})
 
-    for rr in runs:
-        rr = _dedup(rr)
+    for raw in runs:
+        points = _raw_epoch_points(
+            raw.tag_codes, [c for c, t in enumerate(raw.tag_names) if resolved[t][0] == "epoch"],
+            raw.steps, raw.wall_times, raw.values,
+        )
+        rr = _dedup(raw)
         if len(rr.steps) == 0:
             continue
         names = np.asarray(rr.tag_names, dtype=object)
@@ -182,10 +194,10 @@ def build_frame(
         epochs = np.empty(len(codes), dtype=np.float64)
         split_codes, facts = _conventions(
             names_p, [resolved[t] for t in names_p], tag_map, np.r_[bounds[present], bounds[-1]],
-            rr.steps, rr.wall_times, values, epochs, steps_per_epoch, None,
+            rr.steps, rr.wall_times, values, epochs, steps_per_epoch, None, points,
         )
         rr.facts.extend(facts)
-        rr.unmapped = sorted(t for t in names_p if resolved[t][0] is None)
+        rr.unmapped[:] = sorted(t for t in names_p if resolved[t][0] is None)
         rr.notes.extend(f.message for f in rr.facts)
         splits = np.asarray(["train", "val", "other"], dtype=object)[split_codes]
         n = len(codes)
@@ -326,6 +338,9 @@ class FrameBuilder:
         lut = np.zeros(n_names, dtype=_min_int_dtype(len(local)))
         lut[local] = np.arange(len(local))
         lc = lut[codes]
+        points = _raw_epoch_points(
+            codes, [c for c in local if self._resolve(c)[0] == "epoch"], steps, wall_times, values
+        )
         order = sort_dedup_order(lc, steps, wall_times)
         m = len(order)
         o = self._n
@@ -354,7 +369,7 @@ class FrameBuilder:
         facts = list((sign or _flip_negative_kl)(val_out, sign_bounds))
         epoch_out = self._epoch[o : o + m]
         split_codes, more = _conventions(
-            names, resolved, self._tag_map, bounds, step_out, wall_out, val_out, epoch_out, self._spe, history
+            names, resolved, self._tag_map, bounds, step_out, wall_out, val_out, epoch_out, self._spe, history, points
         )
         self._split[o : o + m] = split_codes
         self._n = o + m

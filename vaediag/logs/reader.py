@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pandas as pd
 
 from vaediag.errors import CorruptLogError, InputError
@@ -22,7 +23,7 @@ from vaediag.logs.records import scan
 from vaediag.logs.stream import FileCursor, Rows, RowsAccumulator
 from vaediag.terms import TagMap, load_tag_map
 
-__all__ = ["ENGINES", "RunInfo", "RunSet", "FileStats", "load", "read_event_file", "read_run_metadata"]
+__all__ = ["ENGINES", "RunInfo", "RunSet", "FileStats", "load", "read_event_file", "read_run_metadata", "restart_warnings"]
 
 
 @dataclass
@@ -161,6 +162,48 @@ def read_run_metadata(path: Path, info: RunInfo) -> None:
             info.warnings.append(f"config.json unreadable ({exc}); ignored")
 
 
+def restart_warnings(files: list[tuple[Path, np.ndarray, np.ndarray, np.ndarray]]) -> list[str]:
+    """Warnings for event files of one run whose step counters restarted over an earlier file's.
+
+    ``files``: (path, tag codes, steps, wall times) per file. A later file (by first wall_time) whose
+    steps, for the tags both files log, start below the earlier file's last step and overlap more than
+    half of the earlier file's step range is a second run written into the same directory (its counter
+    restarted at or near 0). A resumed run (Lightning restores ``_batches_that_stepped`` from the
+    checkpoint, ``training_epoch_loop.on_load_checkpoint``) continues near the last step, re-logging a
+    few steps at most, and is not warned about. Per-file and per-tag work only.
+    """
+    spans = []
+    for path, codes, steps, walls in files:
+        if len(steps) == 0:
+            continue
+        tags = np.unique(codes)
+        lo = np.full(int(tags.max()) + 1, np.iinfo(np.int64).max, dtype=np.int64)
+        hi = np.full(int(tags.max()) + 1, np.iinfo(np.int64).min, dtype=np.int64)
+        np.minimum.at(lo, codes, steps)
+        np.maximum.at(hi, codes, steps)
+        spans.append((float(walls.min()), path, tags, lo, hi))
+    spans.sort(key=lambda t: t[0])
+    out = []
+    for j in range(1, len(spans)):
+        _, pb, tb, lob, hib = spans[j]
+        for i in range(j):
+            _, pa, ta, loa, hia = spans[i]
+            common = np.intersect1d(ta, tb)
+            if len(common) == 0:
+                continue
+            a_first, a_last = int(loa[common].min()), int(hia[common].max())
+            b_first, b_last = int(lob[common].min()), int(hib[common].max())
+            if b_first < a_last and (a_last - b_first) * 2 > (a_last - a_first):
+                out.append(
+                    f"{pb.name} (steps {b_first}..{b_last}) restarts the step counter over the earlier "
+                    f"{pa.name} (steps {a_first}..{a_last}): two runs written into one directory; where "
+                    "their steps collide vaediag kept the later file's values. Give each run its own "
+                    "directory (or move one file out)"
+                )
+                break
+    return out
+
+
 def _file_warnings(st: FileStats) -> list[str]:
     name = st.path.name
     out = []
@@ -263,6 +306,7 @@ def _read_run_fast(rd: RunDir, reg: TagRegistry, *, capacity: int) -> tuple[RunI
     info = RunInfo(run=rd.run, path=rd.path, event_files=list(rd.event_files))
     meta = EventMeta()
     acc = RowsAccumulator(capacity)
+    file_rows: list[tuple[Path, int, int]] = []
     for f in rd.event_files:
         cur = FileCursor(f)
         before, n_before = meta.undecodable, len(acc)
@@ -284,9 +328,14 @@ def _read_run_fast(rd: RunDir, reg: TagRegistry, *, capacity: int) -> tuple[RunI
         )
         info.files.append(st)
         info.warnings.extend(_file_warnings(st))
+        file_rows.append((f, n_before, len(acc)))
     info.hparams = meta.hparams
     info.texts = meta.texts
     rows = acc.rows()
+    if len(file_rows) > 1:
+        info.warnings.extend(restart_warnings([
+            (f, rows.codes[a:b], rows.steps[a:b], rows.wall_times[a:b]) for f, a, b in file_rows
+        ]))
     info.n_scalars = len(rows)
     read_run_metadata(rd.path, info)
     if sum(st.size for st in info.files) > _TRIM_AFTER_BYTES:
@@ -330,7 +379,9 @@ def _read_run(rd: RunDir) -> tuple[RunInfo, RunRows]:
     info = RunInfo(run=rd.run, path=rd.path, event_files=list(rd.event_files))
     rows = ScalarRows()
     meta = EventMeta()
+    file_rows: list[tuple[Path, int, int]] = []
     for f in rd.event_files:
+        n_before = len(rows)
         try:
             st = read_event_file(f, rows, meta)
         except CorruptLogError as exc:
@@ -338,6 +389,13 @@ def _read_run(rd: RunDir) -> tuple[RunInfo, RunRows]:
             continue
         info.files.append(st)
         info.warnings.extend(_file_warnings(st))
+        file_rows.append((f, n_before, len(rows)))
+    if len(file_rows) > 1:
+        names = sorted(set(rows.tags))
+        index = {t: i for i, t in enumerate(names)}
+        codes = np.asarray([index[t] for t in rows.tags], dtype=np.int64)
+        steps, walls = np.asarray(rows.steps, dtype=np.int64), np.asarray(rows.wall_times, dtype=np.float64)
+        info.warnings.extend(restart_warnings([(f, codes[a:b], steps[a:b], walls[a:b]) for f, a, b in file_rows]))
     info.hparams = meta.hparams
     info.texts = meta.texts
     info.n_scalars = len(rows)
