@@ -197,6 +197,7 @@ def apply_conventions(
         epoch_points: (steps, walls, values) of the epoch tag(s) before deduplication, which keeps one
             row per step and so loses the second epoch value of a boundary step; default: the rows'.
     """
+    one_shot = history is None  # a whole run: no later rows will need this run's evidence
     h = history if history is not None else RunHistory()
     n_seg = len(names)
     b = [int(x) for x in bounds]
@@ -217,16 +218,27 @@ def apply_conventions(
     split_of = list(splits)
 
     # 4. Split from cadence (needs epochs when known; decided on the cumulative evidence).
-    val_new = [steps[a:c] for i, (a, c) in enumerate(seg) if split_of[i] == "val" and marked[i]]
-    if val_new:
-        h.val_steps = np.union1d(h.val_steps, np.concatenate(val_new))
     for i, (a, c) in enumerate(seg):
         if split_of[i] == "train":
             h.train_counts[names[i]] = h.train_counts.get(names[i], 0) + (c - a)
-    for i, (a, c) in enumerate(seg):
+    candidates = [i for i in range(n_seg) if split_of[i] == "train" and not marked[i] and terms[i] is not None
+                  and names[i] not in h.dense]
+    if one_shot:  # the counts are final: drop tags too dense or too rare before gathering val steps
+        top = sorted(h.train_counts.values(), reverse=True)[:2] + [0, 0]
+        candidates = [
+            i for i in candidates
+            if seg[i][1] - seg[i][0] >= CADENCE_MIN_POINTS
+            and (seg[i][1] - seg[i][0]) * CADENCE_SPARSITY <= (top[1] if h.train_counts[names[i]] == top[0] else top[0])
+        ]
+    val_new = [steps[a:c] for i, (a, c) in enumerate(seg) if split_of[i] == "val" and marked[i]]
+    if val_new and (candidates or h.candidates or not one_shot):
+        # Val steps are one per val pass: few, except in synthetic or per-step val logs, where the
+        # union is the cost of this rule (paid only when a tag without a split marker is around).
+        new = np.unique(np.concatenate(val_new)) if len(val_new) > 1 else val_new[0]
+        h.val_steps = new if len(h.val_steps) == 0 else np.union1d(h.val_steps, new)
+    for i in candidates:
+        a, c = seg[i]
         name = names[i]
-        if split_of[i] != "train" or marked[i] or terms[i] is None or name in h.dense:
-            continue
         if name in h.cadence_val:
             split_of[i] = "val"
             continue
