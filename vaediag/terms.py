@@ -11,6 +11,18 @@ Conventions
 * Splits are ``train``, ``val`` or ``other``. A tag with no split marker is ``train`` when it names a
   loss or metric (Lightning's ``training_step`` logs ``loss``, ``KLD`` unprefixed) and ``other`` for
   bookkeeping terms (``lr``, ``epoch``, ``kl_weight``, ...).
+* Foreign loss parts (:data:`FOREIGN_LOSS_TERMS`) keep their own terms so that they never collapse
+  into ours: latent-diffusion's ``LPIPSWithDiscriminator`` (``ldm/modules/losses/contperceptual.py``)
+  logs ``{split}/rec_loss`` (|x - x_hat| + LPIPS: ``recon``) AND ``{split}/nll_loss``
+  (``rec_loss / exp(logvar) + logvar``: ``nll``), with ``logvar``, ``kl_loss``, ``d_weight``,
+  ``disc_factor``, ``g_loss`` and, on the discriminator pass, ``disc_loss``; taming's
+  ``vqperceptual.py`` logs ``{split}/quant_loss`` (``vq_loss``); AntixK's VQVAE logs ``VQ_Loss``.
+* Lightning's ``self.log(..., on_step=True, on_epoch=True)`` logs one metric under two names,
+  ``<name>_step`` and ``<name>_epoch`` (``Metadata.forked_name`` in
+  ``lightning/pytorch/trainer/connectors/logger_connector/result.py``: the suffix is appended to the
+  whole logged name). Both resolve to the same term; :func:`tag_aggregation` says which is which.
+* A trailing component after a known term is a group: ``val/recon_loss/grey`` is ``recon`` for the
+  group ``grey`` (:func:`tag_group`).
 * Sign rules: some lineages log the KL with a flipped sign (AntixK's VanillaVAE logs ``KLD`` = -KL).
   Terms in :data:`NONNEGATIVE_TERMS` are negated by the reader when a series is <= 0 throughout.
 * The frame's ``epoch`` is the 0-based epoch index (Lightning's convention). The seed's "after epoch
@@ -33,6 +45,7 @@ __all__ = [
     "WEIGHTED_TERMS",
     "METRIC_TERMS",
     "BOOKKEEPING_TERMS",
+    "FOREIGN_LOSS_TERMS",
     "CANONICAL_TERMS",
     "NONNEGATIVE_TERMS",
     "TERM_INFO",
@@ -49,6 +62,9 @@ __all__ = [
     "RESUME_TEXT_TAG",
     "TagMap",
     "resolve",
+    "split_marker",
+    "tag_aggregation",
+    "tag_group",
     "load_tag_map",
 ]
 
@@ -77,7 +93,11 @@ METRIC_TERMS = (
 # Terms that describe the optimisation rather than the model's quality.
 BOOKKEEPING_TERMS = ("kl_weight", "lr", "epoch", "control_seq", "ae_mode", "hp_metric")
 
-CANONICAL_TERMS = ("loss",) + LOSS_TERMS + WEIGHTED_TERMS + METRIC_TERMS + BOOKKEEPING_TERMS
+# Loss parts of foreign lineages that are none of ours (see the module docstring): each keeps its own
+# term so that, e.g., LDM's nll_loss (which contains rec_loss) is never read as a second recon series.
+FOREIGN_LOSS_TERMS = ("nll", "logvar", "g_loss", "disc_loss", "d_weight", "disc_factor", "vq_loss")
+
+CANONICAL_TERMS = ("loss",) + LOSS_TERMS + WEIGHTED_TERMS + METRIC_TERMS + BOOKKEEPING_TERMS + FOREIGN_LOSS_TERMS
 
 # A KL divergence is >= 0: a series that is <= 0 throughout was logged with a flipped sign.
 NONNEGATIVE_TERMS = frozenset({"kl", "kl_weighted"})
@@ -117,6 +137,13 @@ TERM_INFO: dict[str, TermInfo] = {
     "control_seq": TermInfo("applied control.json seq"),
     "ae_mode": TermInfo("autoencoder mode (1 = z = mu, KL weight 0)"),
     "hp_metric": TermInfo("Lightning hp_metric placeholder"),
+    "nll": TermInfo("negative log-likelihood (reconstruction under a learned variance)", higher_is_better=False),
+    "logvar": TermInfo("learned output log-variance (LDM)"),
+    "g_loss": TermInfo("generator adversarial loss"),
+    "disc_loss": TermInfo("discriminator loss"),
+    "d_weight": TermInfo("adaptive adversarial weight (LDM/taming d_weight)"),
+    "disc_factor": TermInfo("discriminator factor (0 before disc_start)"),
+    "vq_loss": TermInfo("vector-quantisation loss (codebook + commitment)", higher_is_better=False),
 }
 for _t in LOSS_TERMS:
     TERM_INFO[f"{_t}_weighted"] = TermInfo(f"{TERM_INFO[_t].label}, weighted", higher_is_better=False)
@@ -174,8 +201,17 @@ def _alias(term: str, *names: str) -> None:
 _alias("kl", "kl", "kld", "kl_div", "kl_divergence", "kl_loss", "kld_loss", "loss/kl", "kl_term",
        "latent_loss", "kl_raw")
 _alias("recon", "recon", "rec", "reconstruction", "reconstruction_loss", "recon_loss", "rec_loss",
-       "mse", "mse_loss", "l1", "l1_loss", "bce", "bce_loss", "nll", "nll_loss", "loss/recon",
+       "mse", "mse_loss", "l1", "l1_loss", "bce", "bce_loss", "loss/recon",
        "loss/rec", "loss/reconstruction", "recons_loss", "recon_raw", "l2", "l2_loss")
+# LDM: nll_loss = rec_loss / exp(logvar) + logvar, the likelihood term that enters the total.
+_alias("nll", "nll", "nll_loss", "neg_log_likelihood", "w_nll_loss", "weighted_nll_loss")
+_alias("logvar", "logvar", "log_var", "output_logvar")
+_alias("g_loss", "g_loss", "gen_loss", "generator_loss", "adv_loss", "gan_loss")
+_alias("disc_loss", "disc_loss", "discloss", "d_loss", "discriminator_loss")
+_alias("d_weight", "d_weight")
+_alias("disc_factor", "disc_factor")
+_alias("vq_loss", "vq_loss", "vqloss", "quant_loss", "quantization_loss", "quantisation_loss",
+       "commitment_loss", "commit_loss", "codebook_loss", "embedding_loss", "vq_commit_loss")
 _alias("perceptual", "perceptual", "perceptual_loss", "p_loss", "lpips", "lpips_loss", "vgg_loss",
        "loss/perceptual", "loss/lpips")
 _alias("ssim_loss", "ssim_loss", "loss/ssim", "dssim")
@@ -208,8 +244,13 @@ _SUFFIXES: tuple[tuple[str, str], ...] = (
 # Lightning appends _step / _epoch for on_step and on_epoch logging of the same metric.
 _AGGREGATION_SUFFIXES = ("_step", "_epoch")
 _LR_RE = re.compile(r"^lr[-_/].+|^lr$|.*learning_rate.*")
+# A reconstruction loss named with its pixel loss: recon_l1, recon_mse, recon_loss_l1, rec_bce, ...
+_RECON_KIND_RE = re.compile(
+    r"^(?:recons?|rec|reconstruction)(?:_loss)?[_-](?:l1|l2|mse|mae|bce|bce_logits|ce|huber|smooth_l1|charbonnier)$"
+)
 
-_UNSPLIT_DEFAULT_OTHER = frozenset(BOOKKEEPING_TERMS)
+# Without a split marker these are bookkeeping: "other", not "train".
+_UNSPLIT_DEFAULT_OTHER = frozenset(BOOKKEEPING_TERMS) | {"logvar", "d_weight", "disc_factor"}
 
 
 @dataclass(frozen=True)
@@ -258,10 +299,84 @@ def _base_term(base: str) -> str | None:
             return _ALIASES[base[: -len(agg)]]
     if _LR_RE.match(base):  # Lightning's LearningRateMonitor: lr-Adam, lr-AdamW/pg1, ...
         return "lr"
+    if _RECON_KIND_RE.match(base):
+        return "recon"
     # "loss/kl", "losses/kl_loss": the last path component names the term.
     if "/" in base:
-        return _base_term(base.rsplit("/", 1)[1])
+        head, last = base.rsplit("/", 1)
+        term = _base_term(last)
+        if term is None:
+            # "recon_loss/grey": a trailing group after a known term (see tag_group).
+            term = _grouped_term(head, last)
+        return term
     return None
+
+
+def _grouped_term(head: str, group: str) -> str | None:
+    term = _base_term(head)
+    if term is not None and f"{term}_{group}" in CANONICAL_TERMS:
+        return f"{term}_{group}"  # psnr/grey -> psnr_grey, our own per-group metric
+    return term
+
+
+@lru_cache(maxsize=65536)
+def tag_group(raw: str) -> str | None:
+    """The group a tag names after its term (``val/recon_loss/grey`` -> ``"grey"``), else None.
+
+    A group is a trailing path component that names no term while the path before it does.
+
+    >>> tag_group("val/recon_loss/colour"), tag_group("val/recon_loss")
+    ('colour', None)
+    """
+    base, _ = _split_markers(raw)
+    if "/" not in base:
+        return None
+    head, last = base.rsplit("/", 1)
+    if not last or _base_term(last) is not None or _base_term(head) is None:
+        return None
+    return last
+
+
+@lru_cache(maxsize=65536)
+def tag_aggregation(raw: str) -> str | None:
+    """``"step"`` or ``"epoch"`` for a Lightning forked metric name, else None.
+
+    Lightning logs ``self.log(name, on_step=True, on_epoch=True)`` twice, as ``f"{name}_step"`` and
+    ``f"{name}_epoch"`` (``Metadata.forked_name`` in its ``logger_connector/result.py``), the suffix
+    appended to the whole name. Both resolve to the term of ``name``; consumers pick one tag per
+    (term, split): the ``_epoch`` tag is the epoch's mean, the ``_step`` tag a per-step value. A tag
+    only counts as forked when the name without the suffix resolves to the same term (``global_step``
+    is not a forked ``global``).
+
+    >>> tag_aggregation("loss_epoch"), tag_aggregation("val/kl_step"), tag_aggregation("loss")
+    ('epoch', 'step', None)
+    """
+    for kind in ("step", "epoch"):
+        suffix = f"_{kind}"
+        if raw.lower().endswith(suffix) and len(raw) > len(suffix):
+            stem = raw[: -len(suffix)]
+            term = resolve(stem)[0]
+            if term is not None and term == resolve(raw)[0]:
+                return kind
+    return None
+
+
+def split_marker(raw: str, tag_map: TagMap | None = None) -> str | None:
+    """The split a tag's name marks (prefix, suffix or path component; or a --tags split), else None.
+
+    :func:`resolve` gives unmarked tags a default split; this says whether the split was marked.
+    """
+    if tag_map is not None:
+        hit = tag_map.lookup(raw)
+        if hit is not None and hit[1] is not None:
+            return hit[1]
+    base, split = _split_markers(raw)
+    if split is None and "/" in base:
+        for part in base.split("/")[:-1]:
+            split = _component_split(part)
+            if split is not None:
+                break
+    return split
 
 
 @lru_cache(maxsize=65536)

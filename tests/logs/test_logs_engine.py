@@ -142,7 +142,7 @@ def test_import_is_light():
 
 @pytest.mark.parametrize("dense", [True, False])
 def test_epoch_lookup_equals_searchsorted(dense):
-    from vaediag.logs.frame import _last_at_or_before
+    from vaediag.logs.conventions import _last_at_or_before
 
     rng = np.random.default_rng(int(dense))
     hi = 10_000 if dense else 10**12

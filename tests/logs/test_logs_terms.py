@@ -13,7 +13,7 @@ from vaediag.terms import TagMap, load_tag_map, resolve
 ALIASES = [
     ("KLD", "kl"), ("kl", "kl"), ("kld", "kl"), ("kl_loss", "kl"), ("kl_div", "kl"), ("loss/kl", "kl"),
     ("kl_divergence", "kl"), ("Reconstruction_Loss", "recon"), ("rec_loss", "recon"), ("recon", "recon"),
-    ("recon_loss", "recon"), ("mse", "recon"), ("l1", "recon"), ("nll_loss", "recon"), ("bce", "recon"),
+    ("recon_loss", "recon"), ("mse", "recon"), ("l1", "recon"), ("nll_loss", "nll"), ("bce", "recon"),
     ("perceptual", "perceptual"), ("p_loss", "perceptual"), ("lpips", "perceptual"), ("ssim", "ssim"),
     ("psnr", "psnr"), ("beta", "kl_weight"), ("kl_weight", "kl_weight"), ("kld_weight", "kl_weight"),
     ("lr-Adam", "lr"), ("lr-AdamW/pg1", "lr"), ("learning_rate", "lr"), ("epoch", "epoch"), ("loss", "loss"),
@@ -125,3 +125,89 @@ def test_tags_file_missing_or_unreadable(tmp_path):
 def test_tagmap_is_hashable_and_cached():
     tm = TagMap(exact=(("x", "kl", None),))
     assert resolve("x", tm) == ("kl", "train") and hash(tm) == hash(TagMap(exact=(("x", "kl", None),)))
+
+
+# Foreign names (user reports): LDM's contperceptual.py / taming's vqperceptual.py tags, recon losses
+# named with their pixel loss, per-group reconstruction losses.
+@pytest.mark.parametrize(
+    "tag, term, split, group",
+    [
+        ("train/recon_l1", "recon", "train", None),
+        ("val/recon_mse", "recon", "val", None),
+        ("recon_bce", "recon", "train", None),
+        ("train/recon_loss_l1", "recon", "train", None),
+        ("val/recon_loss/grey", "recon", "val", "grey"),
+        ("val/recon_loss/colour", "recon", "val", "colour"),
+        ("val/psnr/grey", "psnr_grey", "val", "grey"),
+        ("train/rec_loss", "recon", "train", None),
+        ("train/nll_loss", "nll", "train", None),
+        ("val/nll_loss", "nll", "val", None),
+        ("train/logvar", "logvar", "train", None),
+        ("logvar", "logvar", "other", None),
+        ("train/kl_loss", "kl", "train", None),
+        ("train/g_loss", "g_loss", "train", None),
+        ("train/disc_loss", "disc_loss", "train", None),
+        ("train/d_weight", "d_weight", "train", None),
+        ("train/disc_factor", "disc_factor", "train", None),
+        ("train/quant_loss", "vq_loss", "train", None),
+        ("VQ_Loss", "vq_loss", "train", None),
+        ("val_VQ_Loss", "vq_loss", "val", None),
+        ("commitment_loss", "vq_loss", "train", None),
+        ("codebook_loss", "vq_loss", "train", None),
+        ("train/logits_real", None, "train", None),
+    ],
+)
+def test_foreign_names(tag, term, split, group):
+    from vaediag.terms import tag_group
+
+    assert resolve(tag) == (term, split)
+    assert tag_group(tag) == group
+
+
+def test_foreign_terms_are_canonical_and_apart_from_ours():
+    from vaediag import terms
+
+    assert set(terms.FOREIGN_LOSS_TERMS) <= set(terms.CANONICAL_TERMS)
+    assert not set(terms.FOREIGN_LOSS_TERMS) & set(terms.LOSS_TERMS)
+    assert terms.LOSS_TERMS == ("recon", "perceptual", "ssim_loss", "edge", "kl")
+    assert all(t in terms.TERM_INFO for t in terms.CANONICAL_TERMS)
+    assert len(set(terms.CANONICAL_TERMS)) == len(terms.CANONICAL_TERMS)
+
+
+@pytest.mark.parametrize(
+    "tag, aggregation",
+    [
+        ("loss_step", "step"), ("loss_epoch", "epoch"), ("val_loss_epoch", "epoch"), ("train/kl_step", "step"),
+        ("KLD_epoch", "epoch"), ("loss", None), ("epoch", None), ("train/epoch", None), ("global_step", None),
+        ("my_metric_epoch", None), ("val/recon_grid", None),
+    ],
+)
+def test_tag_aggregation(tag, aggregation):
+    from vaediag.terms import tag_aggregation
+
+    assert tag_aggregation(tag) == aggregation
+    if aggregation is not None:  # both forks resolve to the same term
+        stem = tag[: -len(aggregation) - 1]
+        assert resolve(tag) == resolve(stem)
+
+
+@pytest.mark.parametrize(
+    "tag, marker",
+    [("kl", None), ("val/kl", "val"), ("kl_val", "val"), ("vae/val/kl", "val"), ("loss_epoch", None),
+     ("test/kl", "other"), ("train_loss", "train")],
+)
+def test_split_marker(tag, marker):
+    from vaediag.terms import split_marker
+
+    assert split_marker(tag) == marker
+
+
+def test_realworld_tags_resolve_as_before(realworld):
+    """The new aliases change nothing for the committed real logs (AntixK lineage tags)."""
+    rs = vaediag.load(realworld)
+    got = {t: resolve(t) for t in map(str, rs.frame["tag"].unique())}
+    assert got == {
+        "KLD": ("kl", "train"), "Reconstruction_Loss": ("recon", "train"), "epoch": ("epoch", "other"),
+        "hp_metric": ("hp_metric", "other"), "loss": ("loss", "train"), "lr-Adam": ("lr", "other"),
+        "val_KLD": ("kl", "val"), "val_Reconstruction_Loss": ("recon", "val"), "val_loss": ("loss", "val"),
+    }

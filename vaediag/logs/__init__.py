@@ -5,7 +5,10 @@
     >>> rs.frame.query("term == 'kl' and split == 'val'")  # doctest: +SKIP
 
 Public surface: :func:`load` -> :class:`RunSet` (``frame``, ``runs``: run id -> :class:`RunInfo`,
-``warnings``), :class:`Tail` for the watchdog, :func:`discover`.
+``warnings``), :class:`Tail` for the watchdog, :func:`discover`, :class:`Note` (``RunInfo.facts``: the
+structured form of ``RunInfo.notes``). The epoch and split conventions of foreign trainers (Lightning's
+``_step``/``_epoch`` pairs and post-fit validate, HF's fractional epochs, pre-training step -1, val tags
+without a split marker) are one rule set for all engines: :mod:`vaediag.logs.conventions`.
 
 Engines (``load(..., engine=...)``), equal in output:
 
@@ -19,12 +22,14 @@ Engines (``load(..., engine=...)``), equal in output:
 
 Modules: ``discover`` (runs and run ids), ``records`` (TFRecord framing, reference scanner), ``crc``
 (CRC-32C, vectorised), ``scanner`` (vectorised streaming framing), ``decode`` (vectorised Event
-decoding), ``events`` (protobuf decoding, metadata), ``stream`` (incremental file reading), ``frame``
-(tidy frame), ``reader`` (:func:`load`), ``tail`` (:class:`Tail`).
+decoding), ``events`` (protobuf decoding, metadata), ``stream`` (incremental file reading),
+``conventions`` (epoch alignment and split rules), ``frame`` (tidy frame), ``reader`` (:func:`load`),
+``tail`` (:class:`Tail`).
 """
 
+from vaediag.logs.conventions import Note, RunHistory
 from vaediag.logs.discover import discover
 from vaediag.logs.reader import RunInfo, RunSet, load
 from vaediag.logs.tail import Tail
 
-__all__ = ["load", "RunSet", "RunInfo", "Tail", "discover"]
+__all__ = ["load", "RunSet", "RunInfo", "Tail", "discover", "Note", "RunHistory"]

@@ -4,9 +4,12 @@ Columns: run, tag, term, split (categoricals), step (int64), epoch (float64), va
 wall_time (float64). Steps: resolve each tag to (term, split); drop duplicate (run, tag, step) keeping the
 latest wall_time; flip the sign of a KL series logged as -KL; align steps to epochs; sort.
 
-Epoch alignment, in order: the ``epoch`` scalar logged at the same step; else the run's ``epoch`` tag at
-the nearest earlier step (the nearest later one before its first point); for val series of a run without
-an epoch tag, the n-th val point is epoch n; else ``step // steps_per_epoch`` when given; else NaN.
+Epoch alignment and the per-run split rules are :mod:`vaediag.logs.conventions` (one rule set for
+every engine): the run's ``epoch`` tag at the nearest step at or before the row's (the one logged with
+the row where a step holds several); fractional (HF) epoch series as completed epochs; for val series of
+a run without an epoch tag, the n-th val point is epoch n; else ``step // steps_per_epoch`` when given;
+else NaN; negative steps (an evaluation before training) epoch -1. ``split`` is per row: ``resolve``'s,
+refined by the cadence and post-fit rules.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from vaediag.terms import NONNEGATIVE_TERMS, TagMap, resolve
+from vaediag.logs.conventions import Note, RunHistory, _last_at_or_before, apply_conventions
+from vaediag.terms import NONNEGATIVE_TERMS, TagMap, resolve, split_marker
 
 __all__ = [
     "COLUMNS",
     "RunRows",
+    "RunResult",
     "build_frame",
     "empty_frame",
     "align_epochs",
@@ -43,6 +48,8 @@ class RunRows:
     values: np.ndarray  # float64
     wall_times: np.ndarray  # float64
     notes: list[str] = field(default_factory=list)
+    facts: list[Note] = field(default_factory=list)
+    unmapped: list[str] = field(default_factory=list)
 
     @classmethod
     def from_lists(cls, run: str, tags: list[str], steps, values, wall_times) -> "RunRows":
@@ -82,7 +89,39 @@ def _dedup(rr: RunRows) -> RunRows:
     last = np.ones(len(order), dtype=bool)
     last[:-1] = (codes[1:] != codes[:-1]) | (steps[1:] != steps[:-1])
     keep = order[last]
-    return RunRows(rr.run, rr.tag_names, rr.tag_codes[keep], rr.steps[keep], rr.values[keep], rr.wall_times[keep], rr.notes)
+    return RunRows(rr.run, rr.tag_names, rr.tag_codes[keep], rr.steps[keep], rr.values[keep], rr.wall_times[keep],
+                   rr.notes, rr.facts, rr.unmapped)
+
+
+@dataclass
+class RunResult:
+    """What adding one run's rows found: facts about the data and the tags no term names."""
+
+    facts: list[Note] = field(default_factory=list)
+    unmapped: list[str] = field(default_factory=list)  # sorted
+
+    @property
+    def notes(self) -> list[str]:
+        return [f.message for f in self.facts]
+
+
+def _conventions(names, resolved, tag_map, bounds, steps, walls, values, epochs_out, spe, history, points):
+    return apply_conventions(
+        names,
+        [r[0] for r in resolved],
+        [r[1] for r in resolved],
+        [split_marker(n, tag_map) is not None for n in names],
+        bounds, steps, walls, values, epochs_out,
+        steps_per_epoch=spe, history=history, epoch_points=points,
+    )
+
+
+def _raw_epoch_points(codes, epoch_codes, steps, walls, values):
+    """The epoch tag's rows before deduplication (a boundary step may hold two epoch values)."""
+    if not epoch_codes:
+        return None
+    sel = codes == epoch_codes[0] if len(epoch_codes) == 1 else np.isin(codes, epoch_codes)
+    return steps[sel], walls[sel], values[sel]
 
 
 def align_epochs(
@@ -94,16 +133,15 @@ def align_epochs(
     *,
     steps_per_epoch: int | None = None,
 ) -> np.ndarray:
-    """Epoch of each row (see module docstring). ``epoch_steps`` sorted, one value per step."""
+    """Epoch of each row from epoch points alone (no wall times, no split rules): the old surface.
+
+    ``epoch_steps`` sorted, one value per step; rows sorted by (code, step).
+    """
     out = np.full(len(steps), np.nan)
     if len(epoch_steps):
-        idx = np.searchsorted(epoch_steps, steps, side="right") - 1
-        idx[idx < 0] = 0  # before the first epoch point: that point's epoch
-        out = epoch_values[idx].astype(np.float64)
-        return out
+        return epoch_values[_last_at_or_before(np.asarray(epoch_steps), np.asarray(steps, dtype=np.int64))].astype(np.float64)
     is_val = splits == "val"
     if is_val.any():
-        # n-th val point of each tag (rows are sorted by tag, step) is epoch n.
         vcodes = codes[is_val]
         starts = np.r_[0, np.flatnonzero(vcodes[1:] != vcodes[:-1]) + 1]
         rank = np.arange(len(vcodes)) - np.repeat(starts, np.diff(np.r_[starts, len(vcodes)]))
@@ -130,8 +168,12 @@ def build_frame(
     resolved = {t: resolve(t, tag_map) for t in tag_cats}
     term_cats = sorted({term for term, _ in resolved.values() if term is not None})
 
-    for rr in runs:
-        rr = _dedup(rr)
+    for raw in runs:
+        points = _raw_epoch_points(
+            raw.tag_codes, [c for c, t in enumerate(raw.tag_names) if resolved[t][0] == "epoch"],
+            raw.steps, raw.wall_times, raw.values,
+        )
+        rr = _dedup(raw)
         if len(rr.steps) == 0:
             continue
         names = np.asarray(rr.tag_names, dtype=object)
@@ -142,21 +184,22 @@ def build_frame(
 
         # Sign rule: a KL series that is <= 0 throughout was logged as -KL. Rows are sorted by code.
         bounds = np.searchsorted(codes, np.arange(len(rr.tag_names) + 1))
-        rr.notes.extend(flip_negative_kl(values, [
+        rr.facts.extend(_flip_negative_kl(values, [
             (int(bounds[c]), int(bounds[c + 1]), name)
             for c, name in enumerate(rr.tag_names) if terms_of_code[c] in NONNEGATIVE_TERMS
         ]))
-
-        # The run's own epoch tag(s): one value per step (val and train points may both carry it).
-        epoch_codes = [c for c in range(len(rr.tag_names)) if terms_of_code[c] == "epoch"]
-        if epoch_codes:
-            esel = np.isin(codes, epoch_codes)
-            es, ev = _epoch_points(rr.steps[esel], values[esel], rr.wall_times[esel])
-        else:
-            es, ev = np.array([], dtype=np.int64), np.array([], dtype=np.float64)
-        splits = splits_of_code[codes]
-        epochs = align_epochs(rr.steps, splits, codes, es, ev, steps_per_epoch=steps_per_epoch)
-
+        # Only tags present after dedup (tag_names may list a tag whose rows are all gone: never here).
+        present = np.flatnonzero(np.diff(bounds))
+        names_p = [rr.tag_names[c] for c in present]
+        epochs = np.empty(len(codes), dtype=np.float64)
+        split_codes, facts = _conventions(
+            names_p, [resolved[t] for t in names_p], tag_map, np.r_[bounds[present], bounds[-1]],
+            rr.steps, rr.wall_times, values, epochs, steps_per_epoch, None, points,
+        )
+        rr.facts.extend(facts)
+        rr.unmapped[:] = sorted(t for t in names_p if resolved[t][0] is None)
+        rr.notes.extend(f.message for f in rr.facts)
+        splits = np.asarray(["train", "val", "other"], dtype=object)[split_codes]
         n = len(codes)
         parts.append(
             pd.DataFrame(
@@ -210,17 +253,12 @@ def sort_dedup_order(codes: np.ndarray, steps: np.ndarray, wall_times: np.ndarra
     return order[last]
 
 
-def _epoch_points(steps: np.ndarray, values: np.ndarray, wall_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The run's epoch points sorted by step, one per step (the latest wall_time wins)."""
-    o = np.lexsort((wall_times, steps))
-    steps, values = steps[o], values[o]
-    last = np.ones(len(steps), dtype=bool)
-    last[:-1] = steps[1:] != steps[:-1]
-    return steps[last], values[last]
-
-
 def flip_negative_kl(values: np.ndarray, bounds: list[tuple[int, int, str]]) -> list[str]:
     """Negate, in place, each ``values[a:b]`` that is <= 0 throughout (and < 0 somewhere); notes."""
+    return [n.message for n in _flip_negative_kl(values, bounds)]
+
+
+def _flip_negative_kl(values: np.ndarray, bounds: list[tuple[int, int, str]]) -> list[Note]:
     notes = []
     for a, b, name in bounds:
         v = values[a:b]
@@ -228,29 +266,9 @@ def flip_negative_kl(values: np.ndarray, bounds: list[tuple[int, int, str]]) -> 
         if len(fin) and (fin <= 0).all() and (fin < 0).any():
             np.negative(v, out=v)
             n = f"{len(fin)} value{'s' if len(fin) != 1 else ''}"
-            notes.append(f"{name!r} is <= 0 throughout ({n}): logged as -KL, sign flipped")
+            notes.append(Note("kl_sign_flipped", name, f"{name!r} is <= 0 throughout ({n}): logged as -KL, sign flipped",
+                              len(fin)))
     return notes
-
-
-def _last_at_or_before(es: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """Index of the last ``es`` point at or before each step (0 before the first): sorted ``es``.
-
-    Equal to ``max(searchsorted(es, steps, "right") - 1, 0)``; a lookup table over the span of ``es``
-    when that span is small (steps are dense in training logs), a binary search otherwise.
-    """
-    lo, hi = int(es[0]), int(es[-1])
-    span = hi - lo + 1
-    if span <= 8 * len(es) + (1 << 20):
-        at = np.zeros(span, dtype=np.int32 if len(es) < 2**31 else np.int64)
-        at[es - lo] = np.arange(len(es), dtype=at.dtype)
-        np.maximum.accumulate(at, out=at)
-        j = steps - lo
-        np.clip(j, 0, span - 1, out=j)
-        return at[j]
-    idx = np.searchsorted(es, steps, side="right")
-    idx -= 1
-    np.maximum(idx, 0, out=idx)
-    return idx
 
 
 class FrameBuilder:
@@ -282,6 +300,7 @@ class FrameBuilder:
         self._epoch = np.empty(capacity, dtype=np.float64)
         self._value = np.empty(capacity, dtype=np.float64)
         self._wall = np.empty(capacity, dtype=np.float64)
+        self._split = np.empty(capacity, dtype=np.int8)  # per row: the split rules are per run
 
     def _resolve(self, code: int) -> tuple[str | None, str]:
         return resolve(self._names[code], self._tag_map)
@@ -295,13 +314,13 @@ class FrameBuilder:
         wall_times: np.ndarray,
         *,
         sign=None,
-        epochs=None,
-    ) -> list[str]:
-        """Add one run's raw rows (codes index the tag names); returns notes about the run.
+        history: RunHistory | None = None,
+    ) -> RunResult:
+        """Add one run's raw rows (codes index the tag names); returns what was found about the run.
 
-        ``sign(bounds, values) -> notes`` and ``epochs(steps, splits, codes, names, es, ev) -> epochs``
-        replace the sign rule and the epoch alignment (the tail keeps state across polls); the
-        defaults are :func:`flip_negative_kl` and :func:`align_epochs`.
+        ``sign(values, bounds) -> notes`` replaces the sign rule and ``history`` carries the epoch and
+        split evidence of earlier rows (the tail keeps both across polls); the defaults are
+        :func:`flip_negative_kl` and a fresh :class:`~vaediag.logs.conventions.RunHistory`.
         """
         self._runs.append(run)
         n_names = len(self._names)
@@ -309,7 +328,7 @@ class FrameBuilder:
             self._used = np.r_[self._used, np.zeros(n_names - len(self._used), dtype=bool)]
         if len(codes) == 0:
             self._counts.append(0)
-            return []
+            return RunResult()
         if n_names >= np.iinfo(self._tag.dtype).max and self._tag.dtype != np.int32:
             self._tag = self._tag.astype(np.int32)  # copies only the capacity's touched pages' worth
         present = np.flatnonzero(np.bincount(codes, minlength=n_names))
@@ -319,6 +338,9 @@ class FrameBuilder:
         lut = np.zeros(n_names, dtype=_min_int_dtype(len(local)))
         lut[local] = np.arange(len(local))
         lc = lut[codes]
+        points = _raw_epoch_points(
+            codes, [c for c in local if self._resolve(c)[0] == "epoch"], steps, wall_times, values
+        )
         order = sort_dedup_order(lc, steps, wall_times)
         m = len(order)
         o = self._n
@@ -337,44 +359,22 @@ class FrameBuilder:
         counts = np.bincount(lc, minlength=len(local))  # dedup may shrink a tag's count; recount
         counts = np.bincount(np.take(lut, tag_out), minlength=len(local)) if m != len(lc) else counts
         bounds = np.r_[0, np.cumsum(counts)]
+        names = [self._names[c] for c in local]
         resolved = [self._resolve(c) for c in local]
         sign_bounds = [
-            (int(bounds[i]), int(bounds[i + 1]), self._names[c])
-            for i, c in enumerate(local)
+            (int(bounds[i]), int(bounds[i + 1]), names[i])
+            for i in range(len(local))
             if resolved[i][0] in NONNEGATIVE_TERMS
         ]
-        notes = (sign or flip_negative_kl)(val_out, sign_bounds)
-
-        epoch_idx = [i for i in range(len(local)) if resolved[i][0] == "epoch"]
-        if epoch_idx:
-            es, ev = _epoch_points(*(np.concatenate([col[bounds[i] : bounds[i + 1]] for i in epoch_idx])
-                                     for col in (step_out, val_out, wall_out)))
-        else:
-            es, ev = np.array([], dtype=np.int64), np.array([], dtype=np.float64)
+        facts = list((sign or _flip_negative_kl)(val_out, sign_bounds))
         epoch_out = self._epoch[o : o + m]
-        if epochs is not None:
-            split_of_local = np.asarray([r[1] for r in resolved], dtype=object)
-            local_codes = np.repeat(np.arange(len(local)), counts)
-            names = [self._names[c] for c in local]
-            epoch_out[:] = epochs(step_out, split_of_local[local_codes], local_codes, names, es, ev)
-        else:
-            self._align(step_out, epoch_out, bounds, [r[1] for r in resolved], es, ev)
+        split_codes, more = _conventions(
+            names, resolved, self._tag_map, bounds, step_out, wall_out, val_out, epoch_out, self._spe, history, points
+        )
+        self._split[o : o + m] = split_codes
         self._n = o + m
         self._counts.append(m)
-        return notes
-
-    def _align(self, steps, out, bounds, splits: list[str], es: np.ndarray, ev: np.ndarray) -> None:
-        """:func:`align_epochs` for rows grouped by tag (segment ``i`` is ``bounds[i]:bounds[i+1]``), in place."""
-        if len(es):
-            np.take(ev.astype(np.float64), _last_at_or_before(es, steps), out=out)
-            return
-        out[:] = np.nan
-        for i, split in enumerate(splits):
-            a, b = int(bounds[i]), int(bounds[i + 1])
-            if split == "val":
-                out[a:b] = np.arange(b - a)  # the n-th val point of a tag is epoch n
-            elif self._spe:
-                out[a:b] = steps[a:b] // self._spe
+        return RunResult(facts + more, sorted(n for n, r in zip(names, resolved) if r[0] is None))
 
     def _grow(self, size: int, *, exact: bool = False) -> None:
         # ndarray.resize reallocates in place (mremap for large blocks): no second copy of the columns.
@@ -382,7 +382,7 @@ class FrameBuilder:
             return
         if not exact:
             size = max(size, int(len(self._step) * 1.5))
-        for a in (self._tag, self._step, self._epoch, self._value, self._wall):
+        for a in (self._tag, self._step, self._epoch, self._value, self._wall, self._split):
             a.resize(size, refcheck=False)
 
     def finish(self, *, all_runs: list[str] | None = None) -> pd.DataFrame:
@@ -404,7 +404,6 @@ class FrameBuilder:
         term_rank = {t: i for i, t in enumerate(term_cats)}
         term_lut = np.asarray([term_rank[t] if t is not None else -1 for t, _ in resolved], dtype=_min_int_dtype(len(term_cats)))
         split_cats = ["train", "val", "other"]
-        split_lut = np.asarray([split_cats.index(s) for _, s in resolved], dtype=np.int8)
         run_cats = sorted(all_runs if all_runs is not None else self._runs)
         run_rank = {r: i for i, r in enumerate(run_cats)}
         run_codes = np.repeat(
@@ -416,7 +415,7 @@ class FrameBuilder:
                 "run": pd.Categorical.from_codes(run_codes, categories=run_cats),
                 "tag": pd.Categorical.from_codes(tag_codes, categories=tag_cats),
                 "term": pd.Categorical.from_codes(term_lut[tag_codes], categories=term_cats),
-                "split": pd.Categorical.from_codes(split_lut[tag_codes], categories=split_cats),
+                "split": pd.Categorical.from_codes(self._split, categories=split_cats),
                 "step": self._step,
                 "epoch": self._epoch,
                 "value": self._value,

@@ -10,18 +10,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pandas as pd
 
 from vaediag.errors import CorruptLogError, InputError
 from vaediag.logs.discover import RunDir, discover
 from vaediag.logs.events import EventMeta, ScalarRows, decode_records
+from vaediag.logs.conventions import Note
 from vaediag.logs.decode import TagRegistry
 from vaediag.logs.frame import FrameBuilder, RunRows, build_frame
 from vaediag.logs.records import scan
 from vaediag.logs.stream import FileCursor, Rows, RowsAccumulator
 from vaediag.terms import TagMap, load_tag_map
 
-__all__ = ["ENGINES", "RunInfo", "RunSet", "FileStats", "load", "read_event_file", "read_run_metadata"]
+__all__ = ["ENGINES", "RunInfo", "RunSet", "FileStats", "load", "read_event_file", "read_run_metadata", "restart_warnings"]
 
 
 @dataclass
@@ -51,8 +53,10 @@ class RunInfo:
     hparams_yaml: dict[str, Any] = field(default_factory=dict)  # hparams.yaml in the run dir (Lightning)
     config: dict[str, Any] = field(default_factory=dict)  # config.json in the run dir (our trainer)
     texts: dict[str, str] = field(default_factory=dict)  # text summaries, tag -> latest text
-    notes: list[str] = field(default_factory=list)  # facts about the data (e.g. a KL sign flip)
-    warnings: list[str] = field(default_factory=list)  # damage found while reading
+    notes: list[str] = field(default_factory=list)  # facts about the data (e.g. a KL sign flip), as text
+    facts: list[Note] = field(default_factory=list)  # the same facts, structured (kind, tag, message, count)
+    warnings: list[str] = field(default_factory=list)  # damage found while reading, files that overlap
+    unmapped_tags: list[str] = field(default_factory=list)  # scalar tags no canonical term names, sorted
     files: list[FileStats] = field(default_factory=list)
 
     @property
@@ -158,6 +162,48 @@ def read_run_metadata(path: Path, info: RunInfo) -> None:
             info.warnings.append(f"config.json unreadable ({exc}); ignored")
 
 
+def restart_warnings(files: list[tuple[Path, np.ndarray, np.ndarray, np.ndarray]]) -> list[str]:
+    """Warnings for event files of one run whose step counters restarted over an earlier file's.
+
+    ``files``: (path, tag codes, steps, wall times) per file. A later file (by first wall_time) whose
+    steps, for the tags both files log, start below the earlier file's last step and overlap more than
+    half of the earlier file's step range is a second run written into the same directory (its counter
+    restarted at or near 0). A resumed run (Lightning restores ``_batches_that_stepped`` from the
+    checkpoint, ``training_epoch_loop.on_load_checkpoint``) continues near the last step, re-logging a
+    few steps at most, and is not warned about. Per-file and per-tag work only.
+    """
+    spans = []
+    for path, codes, steps, walls in files:
+        if len(steps) == 0:
+            continue
+        tags = np.unique(codes)
+        lo = np.full(int(tags.max()) + 1, np.iinfo(np.int64).max, dtype=np.int64)
+        hi = np.full(int(tags.max()) + 1, np.iinfo(np.int64).min, dtype=np.int64)
+        np.minimum.at(lo, codes, steps)
+        np.maximum.at(hi, codes, steps)
+        spans.append((float(walls.min()), path, tags, lo, hi))
+    spans.sort(key=lambda t: t[0])
+    out = []
+    for j in range(1, len(spans)):
+        _, pb, tb, lob, hib = spans[j]
+        for i in range(j):
+            _, pa, ta, loa, hia = spans[i]
+            common = np.intersect1d(ta, tb)
+            if len(common) == 0:
+                continue
+            a_first, a_last = int(loa[common].min()), int(hia[common].max())
+            b_first, b_last = int(lob[common].min()), int(hib[common].max())
+            if b_first < a_last and (a_last - b_first) * 2 > (a_last - a_first):
+                out.append(
+                    f"{pb.name} (steps {b_first}..{b_last}) restarts the step counter over the earlier "
+                    f"{pa.name} (steps {a_first}..{a_last}): two runs written into one directory; where "
+                    "their steps collide vaediag kept the later file's values. Give each run its own "
+                    "directory (or move one file out)"
+                )
+                break
+    return out
+
+
 def _file_warnings(st: FileStats) -> list[str]:
     name = st.path.name
     out = []
@@ -228,6 +274,8 @@ def load(
         frame = build_frame(run_rows, tag_map=tag_map, steps_per_epoch=steps_per_epoch)
         for rr in run_rows:
             infos[rr.run].notes.extend(rr.notes)
+            infos[rr.run].facts.extend(rr.facts)
+            infos[rr.run].unmapped_tags = list(rr.unmapped)
     else:
         reg = TagRegistry()
         bounds = {rd.run: _row_bound(rd.event_files) for rd in run_dirs}  # one stat per file
@@ -240,7 +288,10 @@ def load(
         for rd in sorted(run_dirs, key=lambda r: r.run):
             info, rows = _read_run_fast(rd, reg, capacity=bounds[rd.run])
             infos[rd.run] = info
-            info.notes.extend(builder.add(rd.run, rows.codes, rows.steps, rows.values, rows.wall_times))
+            result = builder.add(rd.run, rows.codes, rows.steps, rows.values, rows.wall_times)
+            info.facts.extend(result.facts)
+            info.notes.extend(result.notes)
+            info.unmapped_tags = result.unmapped
             del rows
         frame = builder.finish(all_runs=[rd.run for rd in run_dirs])
     for info in infos.values():
@@ -255,6 +306,7 @@ def _read_run_fast(rd: RunDir, reg: TagRegistry, *, capacity: int) -> tuple[RunI
     info = RunInfo(run=rd.run, path=rd.path, event_files=list(rd.event_files))
     meta = EventMeta()
     acc = RowsAccumulator(capacity)
+    file_rows: list[tuple[Path, int, int]] = []
     for f in rd.event_files:
         cur = FileCursor(f)
         before, n_before = meta.undecodable, len(acc)
@@ -276,9 +328,14 @@ def _read_run_fast(rd: RunDir, reg: TagRegistry, *, capacity: int) -> tuple[RunI
         )
         info.files.append(st)
         info.warnings.extend(_file_warnings(st))
+        file_rows.append((f, n_before, len(acc)))
     info.hparams = meta.hparams
     info.texts = meta.texts
     rows = acc.rows()
+    if len(file_rows) > 1:
+        info.warnings.extend(restart_warnings([
+            (f, rows.codes[a:b], rows.steps[a:b], rows.wall_times[a:b]) for f, a, b in file_rows
+        ]))
     info.n_scalars = len(rows)
     read_run_metadata(rd.path, info)
     if sum(st.size for st in info.files) > _TRIM_AFTER_BYTES:
@@ -322,7 +379,9 @@ def _read_run(rd: RunDir) -> tuple[RunInfo, RunRows]:
     info = RunInfo(run=rd.run, path=rd.path, event_files=list(rd.event_files))
     rows = ScalarRows()
     meta = EventMeta()
+    file_rows: list[tuple[Path, int, int]] = []
     for f in rd.event_files:
+        n_before = len(rows)
         try:
             st = read_event_file(f, rows, meta)
         except CorruptLogError as exc:
@@ -330,6 +389,13 @@ def _read_run(rd: RunDir) -> tuple[RunInfo, RunRows]:
             continue
         info.files.append(st)
         info.warnings.extend(_file_warnings(st))
+        file_rows.append((f, n_before, len(rows)))
+    if len(file_rows) > 1:
+        names = sorted(set(rows.tags))
+        index = {t: i for i, t in enumerate(names)}
+        codes = np.asarray([index[t] for t in rows.tags], dtype=np.int64)
+        steps, walls = np.asarray(rows.steps, dtype=np.int64), np.asarray(rows.wall_times, dtype=np.float64)
+        info.warnings.extend(restart_warnings([(f, codes[a:b], steps[a:b], walls[a:b]) for f, a, b in file_rows]))
     info.hparams = meta.hparams
     info.texts = meta.texts
     info.n_scalars = len(rows)

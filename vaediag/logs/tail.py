@@ -11,8 +11,11 @@ State kept across polls, so that consecutive polls agree with each other:
 * the KL sign decision per tag: made on the first poll where the tag has a non-zero finite value
   (negated when its values are <= 0), then applied to every later poll; a later value that
   contradicts it adds a note instead of flipping the decision;
-* the epoch points seen so far (the run's ``epoch`` tag), and, for runs without one, the number of val
-  points per tag (the n-th val point is epoch n), then ``steps_per_epoch``.
+* a :class:`~vaediag.logs.conventions.RunHistory`: the epoch points seen so far (with their wall
+  times, and whether the series is fractional), the number of val points per tag for runs without an
+  epoch tag, and the evidence of the cadence and post-fit split rules; each poll applies the same rules
+  as a whole-run read (:mod:`vaediag.logs.conventions`) to its rows, with that history. A decision
+  made on a later poll (a tag read as val from its cadence) does not relabel rows already returned.
 
 Rows are deduplicated within a poll (a resumed run re-logging a step in a new file yields that row
 again in a later poll; callers that keep history keep the latest).
@@ -30,6 +33,7 @@ import pandas as pd
 from vaediag.logs.decode import TagRegistry
 from vaediag.logs.discover import _owner, is_event_file
 from vaediag.logs.events import EventMeta
+from vaediag.logs.conventions import Note, RunHistory
 from vaediag.logs.frame import FrameBuilder, empty_frame
 from vaediag.logs.stream import FileCursor, Rows
 from vaediag.terms import TagMap
@@ -53,15 +57,15 @@ class Tail:
     tags: TagMap | None = None
     steps_per_epoch: int | None = None
     meta: EventMeta = field(default_factory=EventMeta)
-    notes: list[str] = field(default_factory=list)  # sign decisions and their contradictions
+    notes: list[str] = field(default_factory=list)  # sign decisions and their contradictions, split rules
+    facts: list[Note] = field(default_factory=list)  # the same, structured
+    unmapped_tags: list[str] = field(default_factory=list)  # scalar tags no canonical term names, sorted
     warnings: list[str] = field(default_factory=list)  # files that could not be read
     _files: dict[Path, FileCursor] = field(default_factory=dict, repr=False)
     _reg: TagRegistry = field(default_factory=TagRegistry, repr=False)
     _sign: dict[str, bool] = field(default_factory=dict, repr=False)
     _contradicted: set = field(default_factory=set, repr=False)
-    _epoch_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
-    _epoch_values: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64), repr=False)
-    _val_seen: dict[str, int] = field(default_factory=dict, repr=False)
+    _history: RunHistory = field(default_factory=RunHistory, repr=False)
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -113,14 +117,15 @@ class Tail:
             return empty_frame()
         rows = Rows.concat(parts)
         builder = FrameBuilder(self._reg.names, tag_map=self.tags, steps_per_epoch=self.steps_per_epoch)
-        self.notes.extend(
-            builder.add(
-                str(self.run), rows.codes, rows.steps, rows.values, rows.wall_times, sign=self._sign_rule, epochs=self._align
-            )
+        result = builder.add(
+            str(self.run), rows.codes, rows.steps, rows.values, rows.wall_times, sign=self._sign_rule, history=self._history
         )
+        self.facts.extend(result.facts)
+        self.notes.extend(result.notes)
+        self.unmapped_tags = sorted(set(self.unmapped_tags) | set(result.unmapped))
         return builder.finish()
 
-    def _sign_rule(self, values: np.ndarray, bounds: list[tuple[int, int, str]]) -> list[str]:
+    def _sign_rule(self, values: np.ndarray, bounds: list[tuple[int, int, str]]) -> list[Note]:
         notes = []
         for a, b, name in bounds:
             v = values[a:b]
@@ -132,40 +137,13 @@ class Tail:
                 decided = self._sign[name] = bool((fin <= 0).all())
                 if decided:
                     n = f"{len(fin)} value{'s' if len(fin) != 1 else ''}"
-                    notes.append(f"{name!r} is <= 0 ({n} so far): logged as -KL, sign flipped")
+                    notes.append(Note("kl_sign_flipped", name, f"{name!r} is <= 0 ({n} so far): logged as -KL, sign flipped",
+                                      len(fin)))
             elif decided and (fin > 0).any() and name not in self._contradicted:
                 self._contradicted.add(name)
-                notes.append(f"{name!r} was read as -KL but now has positive values; sign kept flipped")
+                notes.append(Note("kl_sign_contradicted", name,
+                                  f"{name!r} was read as -KL but now has positive values; sign kept flipped",
+                                  int((fin > 0).sum())))
             if decided:
                 np.negative(v, out=v)
         return notes
-
-    def _align(self, steps, splits, codes, names, es, ev) -> np.ndarray:
-        if len(es):
-            merged = dict(zip(self._epoch_steps.tolist(), self._epoch_values.tolist()))
-            merged.update(zip(es.tolist(), ev.tolist()))
-            keys = sorted(merged)
-            self._epoch_steps = np.asarray(keys, dtype=np.int64)
-            self._epoch_values = np.asarray([merged[k] for k in keys], dtype=np.float64)
-        out = np.full(len(steps), np.nan)
-        if len(self._epoch_steps):
-            idx = np.searchsorted(self._epoch_steps, steps, side="right") - 1
-            idx[idx < 0] = 0
-            return self._epoch_values[idx]
-        is_val = splits == "val"
-        if is_val.any():
-            # The n-th val point of a tag (counting earlier polls) is epoch n; rows are sorted by tag, step.
-            vcodes = codes[is_val]
-            starts = np.r_[0, np.flatnonzero(vcodes[1:] != vcodes[:-1]) + 1]
-            counts = np.diff(np.r_[starts, len(vcodes)])
-            offset = np.zeros(len(starts), dtype=np.int64)
-            for i, st in enumerate(starts.tolist()):
-                name = names[int(vcodes[st])]
-                offset[i] = self._val_seen.get(name, 0)
-                self._val_seen[name] = int(offset[i] + counts[i])
-            rank = np.arange(len(vcodes)) - np.repeat(starts, counts) + np.repeat(offset, counts)
-            out[is_val] = rank
-        if self.steps_per_epoch:
-            rest = ~is_val
-            out[rest] = steps[rest] // self.steps_per_epoch
-        return out

@@ -1,0 +1,326 @@
+"""The logging conventions of foreign trainers, applied to one run's rows: epoch alignment and splits.
+
+One rule set, shared by every engine (``frame.build_frame``, ``frame.FrameBuilder`` and ``tail.Tail``,
+which keeps a :class:`RunHistory` across polls so a poll is judged with what earlier polls saw).
+Rows come grouped by tag (segment ``i`` is ``bounds[i]:bounds[i+1]``), each segment sorted by step.
+Work is vectorised per row and done in Python per tag or per epoch only.
+
+Epoch alignment, in order:
+
+1. The run's ``epoch`` tag(s) (Lightning's ``epoch``, HF's ``train/epoch``): a row takes the epoch
+   point at the nearest step at or before its own (the first point's before it). Where one step holds
+   several epoch values, the row takes the one logged with it: the first point at that step whose
+   wall_time is >= the row's. Lightning logs a training epoch's ``*_epoch`` metrics with ``epoch = e``
+   at step ``N*(e+1)`` (after ``_batches_that_stepped`` was incremented, ``loops/training_epoch_loop.py``
+   ``on_advance_end``), the very step where the next epoch's first ``*_step`` metrics log
+   ``epoch = e+1``; ``LoggerConnector.log_metrics`` appends ``epoch`` after the metrics of each call, so
+   the wall times tell the two apart.
+2. Fractional epoch series (HF Trainer: ``Trainer.log`` adds ``logs["epoch"] = self.state.epoch``, a
+   float that reaches ``k + 1.0`` at the last step of epoch ``k``, to train and eval logs alike; the
+   TensorBoard callback writes it as ``train/epoch``): a value ``e`` counts completed epochs, so the row
+   belongs to epoch index ``ceil(e) - 1`` (0 for ``e = 0``); an eval at ``e = 1.0`` closes epoch 0. A
+   series is fractional when any of its values is not an integer (decided per run; the tail keeps the
+   decision once made). Integer series (Lightning) are epoch indices already.
+3. Without an epoch tag: the n-th val point of a tag is epoch n; other rows ``step // steps_per_epoch``
+   when given; else NaN.
+4. Rows at a negative step are an evaluation before training (loops that log the untrained model at
+   ``global_step=-1``): they are kept as real values, get **epoch -1** ("before training"), take no val
+   rank, and a ``step_minus_one`` note counts them. Epoch -1 never raises a completed-epoch count.
+
+Splits (``resolve`` gives each tag one; two rules refine it per run):
+
+* ``split_from_cadence``: a tag with no split marker that is logged only at the steps where the run's
+  marked val tags are logged, at least :data:`CADENCE_MIN_POINTS` times, at most once per epoch (when
+  epochs are known), with at most 1/:data:`CADENCE_SPARSITY` as many rows as the run's densest train
+  tag, is read as ``val`` (Lightning's ``validation_step`` logging an unprefixed name). Anything less
+  certain keeps ``resolve``'s split.
+* ``post_fit_eval``: val rows at an epoch index above the last epoch with train rows, whose first step
+  is at most one past the last step of the training epochs, are a ``trainer.validate()`` after fit:
+  ``LoggerConnector.log_metrics`` logs them at ``step = fit_loop.epoch_loop._batches_that_stepped``
+  (which no longer advances) with ``epoch = trainer.current_epoch`` (= max_epochs once fit is done).
+  They become ``other``; they are not a training epoch. (``test_*`` tags are ``other`` already.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "Note",
+    "RunHistory",
+    "CADENCE_MIN_POINTS",
+    "CADENCE_SPARSITY",
+    "SPLIT_CODES",
+    "apply_conventions",
+    "epoch_indices",
+]
+
+SPLIT_CODES = {"train": 0, "val": 1, "other": 2}
+CADENCE_MIN_POINTS = 2  # val points a cadence decision needs
+CADENCE_SPARSITY = 4  # the densest train tag has at least this many times the candidate's rows
+
+
+@dataclass(frozen=True)
+class Note:
+    """A structured fact about a run's data (``RunInfo.facts``); ``message`` is the text in ``notes``.
+
+    Kinds: ``kl_sign_flipped``, ``kl_sign_contradicted`` (tail), ``post_fit_eval``,
+    ``split_from_cadence``, ``step_minus_one``. ``count``: the rows concerned, where that is a number.
+    """
+
+    kind: str
+    tag: str | None
+    message: str
+    count: int | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class RunHistory:
+    """What the rules need from a run's earlier rows; fresh for a whole-run read, kept by the tail."""
+
+    epoch_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    epoch_walls: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    epoch_values: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    fractional: bool = False
+    val_seen: dict[str, int] = field(default_factory=dict)  # val points per tag (rank alignment)
+    val_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # marked val tags
+    train_counts: dict[str, int] = field(default_factory=dict)
+    candidates: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # steps, epochs
+    dense: set[str] = field(default_factory=set)  # unmarked tags too dense to be val
+    cadence_val: set[str] = field(default_factory=set)
+    last_train_epoch: float = -np.inf
+    last_fit_step: int = -1  # last step of rows at epochs <= last_train_epoch
+    noted: set[tuple[str, str | None]] = field(default_factory=set)
+
+
+def epoch_indices(values: np.ndarray, fractional: bool) -> np.ndarray:
+    """Epoch index of epoch-tag values: as logged, or ``ceil(e) - 1`` (0 for 0) for a fractional series."""
+    v = np.asarray(values, dtype=np.float64)
+    if not fractional:
+        return v
+    return np.where(v > 0, np.ceil(v) - 1, v)
+
+
+def _is_fractional(values: np.ndarray) -> bool:
+    fin = values[np.isfinite(values)]
+    return bool(len(fin)) and bool((fin != np.round(fin)).any())
+
+
+def _last_at_or_before(es: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Index of the last ``es`` point at or before each step (0 before the first): sorted unique ``es``.
+
+    A lookup table over the span of ``es`` when that span is small (steps are dense in training logs),
+    a binary search otherwise.
+    """
+    lo, hi = int(es[0]), int(es[-1])
+    span = hi - lo + 1
+    if span <= 8 * len(es) + (1 << 20):
+        at = np.zeros(span, dtype=np.int32 if len(es) < 2**31 else np.int64)
+        at[es - lo] = np.arange(len(es), dtype=at.dtype)
+        np.maximum.accumulate(at, out=at)
+        j = steps - lo
+        np.clip(j, 0, span - 1, out=j)
+        return at[j]
+    idx = np.searchsorted(es, steps, side="right")
+    idx -= 1
+    np.maximum(idx, 0, out=idx)
+    return idx
+
+
+def _merge_epoch_points(h: RunHistory, steps, walls, values) -> None:
+    keep = steps >= 0  # a pre-training point says nothing about training epochs
+    s = np.r_[h.epoch_steps, steps[keep]]
+    w = np.r_[h.epoch_walls, walls[keep]]
+    v = np.r_[h.epoch_values, values[keep]]
+    o = np.lexsort((w, s))
+    s, w, v = s[o], w[o], v[o]
+    if len(s) > 1:  # the same record read twice (tail: a resumed file re-logging) counts once
+        new = np.r_[True, (s[1:] != s[:-1]) | (w[1:] != w[:-1])]
+        s, w, v = s[new], w[new], v[new]
+    h.epoch_steps, h.epoch_walls, h.epoch_values = s, w, v
+    h.fractional = h.fractional or _is_fractional(v)
+
+
+def _align_to_points(h: RunHistory, steps: np.ndarray, walls: np.ndarray, out: np.ndarray) -> None:
+    ps, pw = h.epoch_steps, h.epoch_walls
+    pv = epoch_indices(h.epoch_values, h.fractional)
+    last = np.r_[ps[1:] != ps[:-1], True]  # latest wall_time per step
+    us, uv = ps[last], pv[last]
+    np.take(uv, _last_at_or_before(us, steps), out=out)
+    # Steps holding several epoch values: each row takes the one logged with it (module docstring).
+    differs = (ps[1:] == ps[:-1]) & (pv[1:] != pv[:-1])
+    if not differs.any():
+        return
+    amb = np.unique(ps[1:][differs])  # few: epoch boundaries
+    rows = np.flatnonzero(np.isin(steps, amb))
+    if len(rows) == 0:
+        return
+    rs = steps[rows]
+    lo = np.searchsorted(ps, amb, side="left")
+    hi = np.searchsorted(ps, amb, side="right")
+    for a, b, step in zip(lo.tolist(), hi.tolist(), amb.tolist()):
+        r = rows[rs == step]
+        k = np.searchsorted(pw[a:b], walls[r], side="left")
+        np.minimum(k, b - a - 1, out=k)
+        out[r] = pv[a:b][k]
+
+
+def apply_conventions(
+    names: list[str],
+    terms: list[str | None],
+    splits: list[str],
+    marked: list[bool],
+    bounds: np.ndarray,
+    steps: np.ndarray,
+    walls: np.ndarray,
+    values: np.ndarray,
+    epochs_out: np.ndarray,
+    *,
+    steps_per_epoch: int | None = None,
+    history: RunHistory | None = None,
+    epoch_points: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, list[Note]]:
+    """Fill ``epochs_out`` for one run's rows and return (split code per row, notes).
+
+    Args:
+        names, terms, splits, marked: per segment: the tag, its term, ``resolve``'s split, and whether
+            the tag's name marks its split (:func:`vaediag.terms.split_marker`).
+        bounds: segment bounds (``len(names) + 1``); rows of a segment are sorted by step.
+        steps, walls, values: the rows' columns (values are the epoch tag's values for its segments).
+        epochs_out: float64 array of the rows' length, written in place.
+        history: earlier rows of the same run (the tail's); a fresh one when None.
+        epoch_points: (steps, walls, values) of the epoch tag(s) before deduplication, which keeps one
+            row per step and so loses the second epoch value of a boundary step; default: the rows'.
+    """
+    one_shot = history is None  # a whole run: no later rows will need this run's evidence
+    h = history if history is not None else RunHistory()
+    n_seg = len(names)
+    b = [int(x) for x in bounds]
+    seg = [(b[i], b[i + 1]) for i in range(n_seg)]
+    notes: list[Note] = []
+
+    # 1-2. Epoch points, fractional series.
+    ecodes = [i for i in range(n_seg) if terms[i] == "epoch"]
+    if epoch_points is not None:
+        _merge_epoch_points(h, *epoch_points)
+    elif ecodes:
+        _merge_epoch_points(h, *(np.concatenate([col[seg[i][0]:seg[i][1]] for i in ecodes]) for col in (steps, walls, values)))
+    has_points = len(h.epoch_steps) > 0
+    if has_points:
+        _align_to_points(h, steps, walls, epochs_out)
+    else:
+        epochs_out[:] = np.nan
+    split_of = list(splits)
+
+    # 4. Split from cadence (needs epochs when known; decided on the cumulative evidence).
+    for i, (a, c) in enumerate(seg):
+        if split_of[i] == "train":
+            h.train_counts[names[i]] = h.train_counts.get(names[i], 0) + (c - a)
+    candidates = [i for i in range(n_seg) if split_of[i] == "train" and not marked[i] and terms[i] is not None
+                  and names[i] not in h.dense]
+    if one_shot:  # the counts are final: drop tags too dense or too rare before gathering val steps
+        top = sorted(h.train_counts.values(), reverse=True)[:2] + [0, 0]
+        candidates = [
+            i for i in candidates
+            if seg[i][1] - seg[i][0] >= CADENCE_MIN_POINTS
+            and (seg[i][1] - seg[i][0]) * CADENCE_SPARSITY <= (top[1] if h.train_counts[names[i]] == top[0] else top[0])
+        ]
+    val_new = [steps[a:c] for i, (a, c) in enumerate(seg) if split_of[i] == "val" and marked[i]]
+    if val_new and (candidates or h.candidates or not one_shot):
+        # Val steps are one per val pass: few, except in synthetic or per-step val logs, where the
+        # union is the cost of this rule (paid only when a tag without a split marker is around).
+        new = np.unique(np.concatenate(val_new)) if len(val_new) > 1 else val_new[0]
+        h.val_steps = new if len(h.val_steps) == 0 else np.union1d(h.val_steps, new)
+    for i in candidates:
+        a, c = seg[i]
+        name = names[i]
+        if name in h.cadence_val:
+            split_of[i] = "val"
+            continue
+        old_s, old_e = h.candidates.get(name, (np.zeros(0, np.int64), np.zeros(0, np.float64)))
+        cs, ce = np.r_[old_s, steps[a:c]], np.r_[old_e, epochs_out[a:c]]
+        if len(cs) > 2 * len(h.val_steps) + 8:  # far too many points for a once-per-val tag
+            h.dense.add(name)
+            h.candidates.pop(name, None)
+            continue
+        h.candidates[name] = (cs, ce)
+        densest = max((n for t, n in h.train_counts.items() if t != name and t not in h.cadence_val), default=0)
+        cs_ok = cs[cs >= 0]
+        fe = ce[np.isfinite(ce) & (cs >= 0)]
+        if (
+            len(cs_ok) >= CADENCE_MIN_POINTS
+            and bool(np.isin(cs_ok, h.val_steps).all())
+            and len(cs_ok) * CADENCE_SPARSITY <= densest
+            and (not has_points or len(np.unique(fe)) == len(fe))
+        ):
+            h.cadence_val.add(name)
+            h.candidates.pop(name, None)
+            split_of[i] = "val"
+            notes.append(Note(
+                "split_from_cadence", name,
+                f"tag {name!r} has no split marker; logged once per epoch at the val steps: read as val",
+                len(cs_ok),
+            ))
+
+    # 3. Without epoch points: rank val points (cadence-val tags included), steps_per_epoch for the rest.
+    if not has_points:
+        for i, (a, c) in enumerate(seg):
+            s = steps[a:c]
+            nonneg = s >= 0
+            if split_of[i] == "val":
+                k = int(nonneg.sum())
+                off = h.val_seen.get(names[i], 0)
+                epochs_out[a:c][nonneg] = np.arange(off, off + k)
+                h.val_seen[names[i]] = off + k
+            elif steps_per_epoch:
+                epochs_out[a:c] = s // steps_per_epoch
+
+    # 4'. Negative steps: before training.
+    neg = steps < 0
+    if neg.any():
+        epochs_out[neg] = -1.0
+        for i, (a, c) in enumerate(seg):
+            k = int(neg[a:c].sum())
+            if k:
+                notes.append(Note(
+                    "step_minus_one", names[i],
+                    f"{names[i]!r}: {k} value{'s' if k != 1 else ''} at a negative step (an evaluation "
+                    "before training): kept, at epoch -1",
+                    k,
+                ))
+
+    codes = np.repeat(np.asarray([SPLIT_CODES[s] for s in split_of], dtype=np.int8), np.diff(np.asarray(b, dtype=np.int64)))
+
+    # 5. Post-fit evaluation: val rows at an epoch past training, at a step that did not advance.
+    is_train = (codes == 0) & np.isfinite(epochs_out) & ~neg
+    if is_train.any():
+        h.last_train_epoch = max(h.last_train_epoch, float(epochs_out[is_train].max()))
+    if np.isfinite(h.last_train_epoch):
+        fit = (codes != 2) & ~neg & (epochs_out <= h.last_train_epoch)
+        if fit.any():
+            h.last_fit_step = max(h.last_fit_step, int(steps[fit].max()))
+        late = (codes == 1) & ~neg & (epochs_out > h.last_train_epoch)
+        if late.any():
+            moved = np.zeros(len(codes), dtype=bool)
+            le, ls = epochs_out[late], steps[late]
+            for e in np.unique(le).tolist():
+                if int(ls[le == e].min()) <= h.last_fit_step + 1:
+                    moved |= late & (epochs_out == e)
+            if moved.any():
+                codes[moved] = SPLIT_CODES["other"]
+                tags = [names[i] for i, (a, c) in enumerate(seg) if moved[a:c].any()]
+                n = int(moved.sum())
+                ep = sorted({int(x) for x in epochs_out[moved].tolist()})
+                notes.append(Note(
+                    "post_fit_eval", tags[0] if len(tags) == 1 else None,
+                    f"{n} val value{'s' if n != 1 else ''} ({', '.join(map(repr, tags))}) logged after the last "
+                    f"training epoch at epoch {', '.join(map(str, ep))} without a training step (a "
+                    "trainer.validate()/test() after fit): read as other, not a training epoch",
+                    n,
+                ))
+    return codes, notes
