@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from vaediag.diagnose.numbers import fmt_weight, round_sig
+from vaediag.terms import tag_aggregation
 
 __all__ = ["LossFit", "KLConvention", "fit_total", "read_kl_convention", "PART_TERMS", "MODEL_KINDS"]
 
@@ -155,14 +156,6 @@ def _wide(rows: pd.DataFrame) -> pd.DataFrame:
     return d.drop_duplicates(["tag", "step"], keep="last").pivot(index="step", columns="tag", values="value")
 
 
-def _aggregation(tag: str) -> str | None:
-    low = tag.lower()
-    for agg in ("step", "epoch"):
-        if low.endswith("_" + agg):
-            return agg
-    return None
-
-
 def fit_total(frame: pd.DataFrame, split: str) -> LossFit | None:
     """The smallest exact decomposition of ``split``'s logged total (term ``loss``) into its logged terms.
 
@@ -182,8 +175,8 @@ def fit_total(frame: pd.DataFrame, split: str) -> LossFit | None:
     totals = sorted(t for t, term in tag_term.items() if term == "loss")
     best: LossFit | None = None
     for total in totals:
-        agg = _aggregation(total)
-        parts = {t: term for t, term in tag_term.items() if term in PART_TERMS and _aggregation(t) == agg}
+        agg = tag_aggregation(total)
+        parts = {t: term for t, term in tag_term.items() if term in PART_TERMS and tag_aggregation(t) == agg}
         weighted = {term[: -len("_weighted")] for term in parts.values() if term.endswith("_weighted")}
         parts = {t: term for t, term in parts.items() if term not in weighted}
         scalars = {t: term for t, term in tag_term.items() if term in ("kl_weight", "d_weight", "disc_factor")}
@@ -242,10 +235,18 @@ def _search(split: str, total: str, y: np.ndarray, cols: dict[str, np.ndarray], 
     # The fewest parts whose fit is as exact as the best one (a term worth 1e-6 of the total still counts
     # when leaving it out makes the fit measurably worse than float32 noise).
     floor = max(10 * r_min, 1e-6)
-    resid, _, combo, coef, n = min((r for r in results if r[0] <= floor), key=lambda r: (r[1], r[0]))
+    # Among equally exact fits, the one whose coefficients are round numbers (1, 0.5, 0.00025, 1e-06: weights
+    # people write) over one that absorbs a small term into an odd coefficient (1.02028 × g_loss).
+    resid, _, combo, coef, n = min((r for r in results if r[0] <= floor),
+                                   key=lambda r: (sum(not _round(c) for c in r[3]), r[1], r[0]))
     if any(abs(c) < 1e-12 for c in coef):
         return None
     return LossFit(split, total, {c: float(v) for c, v in zip(combo, coef)}, {c: col_terms[c] for c in combo}, n, resid)
+
+
+def _round(c: float) -> bool:
+    """True for a coefficient that 2 significant figures write exactly (to 1e-4)."""
+    return abs(round_sig(c, 2) - c) <= 1e-4 * abs(c)
 
 
 def _lineage(tags: set[str], params: Mapping[str, Any]) -> tuple[str | None, str | None]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from vaediag.terms import BOOKKEEPING_TERMS, CANONICAL_TERMS
+from vaediag.terms import BOOKKEEPING_TERMS, CANONICAL_TERMS, tag_aggregation, tag_group
 
 __all__ = [
     "VALUE_TERMS",
@@ -46,15 +46,6 @@ VALUE_TERMS: tuple[str, ...] = tuple(t for t in CANONICAL_TERMS if t not in BOOK
 
 _VALUE_SET = frozenset(VALUE_TERMS)
 _STATE_SET = frozenset(STATE_TERMS)
-
-
-def _aggregation(tag: str) -> str | None:
-    """Lightning's ``on_step``/``on_epoch`` suffix of a tag (``loss_step`` -> step, ``loss_epoch`` -> epoch)."""
-    low = tag.lower()
-    for agg in ("step", "epoch"):
-        if low.endswith("_" + agg) and len(low) > len(agg) + 1:
-            return agg
-    return None
 
 
 def choose_tags(pairs: "pd.DataFrame") -> tuple[set[str], list[str]]:
@@ -76,7 +67,7 @@ def choose_tags(pairs: "pd.DataFrame") -> tuple[set[str], list[str]]:
         if len(tags) == 1:
             keep.add(tags[0])
             continue
-        aggs = {t: _aggregation(t) for t in tags}
+        aggs = {t: tag_aggregation(t) for t in tags}
         epoch_tags = [t for t in tags if aggs[t] == "epoch"]
         if epoch_tags:
             dropped = [t for t in tags if aggs[t] == "step"]
@@ -87,7 +78,7 @@ def choose_tags(pairs: "pd.DataFrame") -> tuple[set[str], list[str]]:
             if len(tags) == 1:
                 keep.add(tags[0])
                 continue
-        groups = {t: _group(t, term) for t in tags}
+        groups = {t: tag_group(t) for t in tags}
         plain = [t for t in tags if groups[t] is None]
         if plain:
             keep.add(plain[0])
@@ -97,16 +88,6 @@ def choose_tags(pairs: "pd.DataFrame") -> tuple[set[str], list[str]]:
             keep.update(tags)
             notes.append(f"{split} {term}: no overall tag, only groups ({', '.join(tags)}); their mean is used")
     return keep, notes
-
-
-def _group(tag: str, term: str) -> str | None:
-    """The group suffix of a tag (``val/recon_loss/grey`` -> ``grey``), via the vocabulary when it knows."""
-    try:
-        from vaediag.terms import tag_group
-    except ImportError:  # pragma: no cover - older vocabulary
-        parts = tag.split("/")
-        return parts[-1] if len(parts) >= 3 else None
-    return tag_group(tag)
 
 
 def _columns(rf: pd.DataFrame) -> pd.DataFrame:

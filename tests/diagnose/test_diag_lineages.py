@@ -1,0 +1,114 @@
+"""The one engine on runs written the way each lineage logs (tests/lineages): what the arithmetic proves beats
+what a parameter is called, the seed's bands are not applied to other people's runs, conventions read right."""
+
+from __future__ import annotations
+
+import pytest
+
+import vaediag
+from lineages import (write_hf_trainer, write_latent_diffusion, write_lightning, write_pl_bolts, write_plain_loop,
+                      write_vqvae)
+from vaediag.diagnose import diagnose
+
+
+def _one(root, **kw):
+    rs = vaediag.load(root)
+    (d,) = diagnose(rs, **kw)
+    return d
+
+
+def _actions(d):
+    return [r.action for r in d.recommendations]
+
+
+def test_pl_bolts_kl_is_already_weighted_and_averaged_per_dim(tmp_path):
+    t = write_pl_bolts(tmp_path / "bolts", kl_coeff=0.1, latent_dim=256)
+    d = _one(tmp_path)
+    c = d.convention
+    assert c.logged == "weighted" and c.kl_weight == pytest.approx(0.1) and c.reduction == "mean_per_dim"
+    assert "train_loss = train_kl + train_recon_loss" in c.fit.formula.replace("1 × ", "") or c.fit.parts
+    lt = d.penalty.latest
+    # penalty = the logged KL itself (kl_coeff already applied), against the logged reconstruction
+    logged_kl = t.final["kl"] if lt["split"] == "val" else None
+    assert lt["penalty"] == pytest.approx(lt["kl"] * 0.1)
+    if logged_kl is not None:
+        assert lt["penalty"] == pytest.approx(logged_kl, rel=1e-4)
+    assert lt["ratio"] > 0.02  # not divided by kl_coeff a second time
+    collapse = d.finding("kl_collapse")
+    assert collapse is None or collapse.severity != "fail", collapse
+    assert d.profile == "generic" and d.finding("kl_too_high") is None
+
+
+def test_pl_bolts_regressing_is_not_converged(tmp_path):
+    write_pl_bolts(tmp_path / "bolts", epochs=10, regress_after=2)
+    d = _one(tmp_path)
+    assert d.finding("converged") is None
+    assert any(f.rule == "trend" and "regressing" in f.message for f in d.findings)
+    assert "stop_training" not in _actions(d)
+
+
+def test_vq_vae_beta_is_not_a_kl_weight(tmp_path):
+    write_vqvae(tmp_path / "vq", beta=0.25)
+    d = _one(tmp_path)
+    assert d.model == "vq" and d.penalty.kl_weight is None
+    assert "no KL is logged: a VQ-VAE" in d.finding("loss_arithmetic", "convention").message
+    assert not {"reduce_kl_weight", "increase_kl_weight", "switch_to_autoencoder"} & set(_actions(d))
+    assert d.finding("kl_collapse") is None and d.finding("penalty_share") is None
+
+
+def test_latent_diffusion_standard_weight_is_left_alone(tmp_path):
+    write_latent_diffusion(tmp_path / "ldm", kl_weight=1e-6)
+    # rec_loss and nll_loss stay apart: the penalty is judged against the reconstruction, not their average
+    d = _one(tmp_path, kl_weight=1e-6)
+    assert d.convention.kl_weight == pytest.approx(1e-6) and d.convention.reduction == "sum"
+    assert "reduce_kl_weight" not in _actions(d)
+    share = d.finding("penalty_share")
+    assert share is not None and share.severity != "fail", share
+    assert d.penalty.latest["ratio"] < 0.05
+    # Without --kl-weight: 1e-6 x KL is below float32 noise of this total, so the arithmetic cannot prove the
+    # weight; vaediag says it does not know rather than guessing, and still advises no cut.
+    d = _one(tmp_path)
+    assert "reduce_kl_weight" not in _actions(d) and not d.failed
+
+
+def test_hf_fractional_epochs_count_right(tmp_path):
+    t = write_hf_trainer(tmp_path / "hf", epochs=12)
+    d = _one(tmp_path)
+    assert d.epochs == t.epochs == 12
+
+
+def test_lightning_post_fit_validate_is_not_an_epoch(tmp_path):
+    t = write_lightning(tmp_path / "pl", epochs=8, unprefixed_val=False, post_fit_validate=True, post_fit_test=True)
+    d = _one(tmp_path)
+    assert d.epochs == t.epochs == 8
+
+
+def test_plain_loop_latent_name_step_minus_one_and_restart(tmp_path):
+    t = write_plain_loop(tmp_path / "loop", d_latent=64, val_step_minus_one=True)
+    d = _one(tmp_path)
+    assert d.convention.latent_dim == 64
+    assert d.finding("no_scalars") is None
+    assert d.epochs == t.epochs  # the evaluation before training (step -1) is not an epoch
+    write_plain_loop(tmp_path / "again", restart_counter=True)
+    d = _one(tmp_path / "again")
+    assert any("restart" in f.message.lower() for f in d.findings if f.rule == "log_warning")
+
+
+def test_kl_weight_zero_is_an_autoencoder(tmp_path):
+    import seedruns
+    from test_diag_cases import _curves
+
+    seedruns.write_trainer_run(tmp_path / "ae0", epochs=12, config=dict(kl_weight=0.0, epochs=12),
+                               curves=_curves(12, kl=0.3))
+    d = _one(tmp_path)
+    assert d.model == "ae"
+    assert d.finding("kl_collapse") is None
+    assert "reduce_kl_weight" not in _actions(d)
+
+
+def test_small_latent_healthy_kl_is_not_judged_by_the_seed_band(tmp_path):
+    t = write_lightning(tmp_path / "pl16", epochs=8, latent_dim=16)
+    d = _one(tmp_path)
+    assert d.finding("kl_too_high") is None and d.finding("milestone_30", "kl") is None
+    d_seed = _one(tmp_path, profile="seed")
+    assert d_seed.profile == "seed"
