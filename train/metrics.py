@@ -47,7 +47,7 @@ Per-image functions return ``(N,)`` tensors; :class:`ValAccumulator` gathers the
 * Sharpness ratio (kept for old runs and reports): gradient energy ``sum(dx**2) + sum(dy**2)`` (forward
   differences) of all reconstructions over that of all inputs (omitted when the inputs have no edges at
   all). It is NOT a sharpness verdict: blur gives < 1, but noise, texture artefacts or a wrong image
-  give any value, often > 1 (the demo's one-image-for-every-input model scores 1.18). Judge blur by
+  give any value, often > 1 (the demo's one-image-for-every-input model scores 1.1-1.7). Judge blur by
   ``grad_similarity``.
 * Active units (Burda et al. 2016): latent dims whose posterior mean varies across the val set,
   ``Var_x(mu_d) > 0.01`` (population variance over all val images).
