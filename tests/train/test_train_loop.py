@@ -278,3 +278,17 @@ def test_a_signal_while_waiting_for_the_watchdog_stops_on_the_epoch_boundary(tin
     assert ckpt["state"]["global_step"] == STEPS_PER_EPOCH
     ev = read_events(ckpt["run_dir"])
     assert steps_of(ev, terms.EPOCH_TAG) == list(range(STEPS_PER_EPOCH))  # no step of epoch 2 was logged
+
+
+def test_input_dependence_and_blur_metrics_are_logged_on_val_every_epoch(tiny_cfg):
+    result = train(tiny_cfg.replace(epochs=2))
+    ev = read_events(result.run_dir)
+    new = [terms.tag("val", t) for t in ("psnr_trivial", "recon_spread", "grad_similarity")]
+    for t in new:
+        assert steps_of(ev, t) == [STEPS_PER_EPOCH - 1, 2 * STEPS_PER_EPOCH - 1], t
+    sc = {t: [v for _, v, _ in ev["scalars"][t]] for t in new}
+    # the baseline depends on the val set only, so it is the same number every epoch
+    assert sc["val/psnr_trivial"][0] == sc["val/psnr_trivial"][1] > 10
+    assert all(0 <= v < 5 for v in sc["val/recon_spread"])
+    assert all(-1 <= v <= 1 for v in sc["val/grad_similarity"])
+    assert result.val["psnr_trivial"] == pytest.approx(sc["val/psnr_trivial"][1], rel=1e-6)

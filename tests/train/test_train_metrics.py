@@ -1,6 +1,9 @@
-"""Validation metrics against scikit-image on the same arrays; grey/colour split; sharpness; active units."""
+"""Validation metrics against scikit-image on the same arrays; grey/colour split; trivial PSNR baseline;
+recon spread by hand; sharpness; active units."""
 
 from __future__ import annotations
+
+import doctest
 
 import numpy as np
 import pytest
@@ -12,9 +15,12 @@ from train.metrics import (
     PSNR_CAP_DB,
     ValAccumulator,
     active_units,
+    gradient_similarity_per_image,
     kl_dim_summary,
     psnr_per_image,
+    recon_spread,
     ssim_per_image,
+    trivial_psnr_per_image,
 )
 
 
@@ -100,3 +106,82 @@ def test_active_units_counts_dims_with_variance_over_threshold():
 def test_kl_dim_summary():
     s = kl_dim_summary(torch.tensor([0.0, 1.0, 2.0, 10.0, 3.0]))
     assert s == {"kl_dim_mean": 3.2, "kl_dim_median": 2.0, "kl_dim_max": 10.0, "kl_dim_min": 0.0}
+
+
+# --- trivial baseline and input dependence ----------------------------------------------------------
+# Two one-channel 2 x 2 images whose own mean colour is 0.1 and 0.4, each 0.1 away from every pixel:
+# the trivial reconstruction has MSE 0.01 (20 dB) on both.
+_X2 = torch.tensor([[0.0, 0.2, 0.0, 0.2], [0.3, 0.5, 0.3, 0.5]]).view(2, 1, 2, 2)
+# SSIM (also computed by the accumulator) warns that its 11 px window does not fit a 2 px image.
+_tiny_images = pytest.mark.filterwarnings("ignore:Skipping Gaussian Smoothing")
+
+
+@_tiny_images
+def test_trivial_psnr_by_hand():
+    assert trivial_psnr_per_image(_X2).tolist() == pytest.approx([20.0, 20.0])
+    out = _acc(_X2.clone(), _X2, torch.ones(2, dtype=torch.bool))
+    assert out["psnr_trivial"] == pytest.approx(20.0)
+
+
+def test_trivial_psnr_is_psnr_of_the_mean_colour_image(crops):
+    x = torch.from_numpy(crops[1]).permute(0, 3, 1, 2).float() / 255
+    mean_colour = x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
+    out = _acc(mean_colour, x, torch.zeros(len(x), dtype=torch.bool))
+    # the two logged numbers are the same statistic: a model that outputs the mean colour ties the baseline
+    assert out["psnr"] == pytest.approx(out["psnr_trivial"], abs=1e-4)
+    ref = [peak_signal_noise_ratio(a, b, data_range=1.0) for a, b in zip(x.double().numpy(), mean_colour.double().numpy())]
+    assert out["psnr_trivial"] == pytest.approx(float(np.mean(ref)), rel=1e-5)
+
+
+@_tiny_images
+def test_constant_output_has_no_spread_and_known_psnr():
+    recon = torch.full_like(_X2, 0.1)  # one output for every input
+    out = _acc(recon, _X2, torch.ones(2, dtype=torch.bool))
+    assert out["recon_spread"] == 0.0
+    # image 1: errors +-0.1, MSE 0.01 -> 20 dB; image 2: errors 0.2 and 0.4, MSE 0.1 -> 10 dB
+    assert out["psnr"] == pytest.approx(15.0)
+    assert out["psnr_trivial"] == pytest.approx(20.0)
+
+
+@pytest.mark.parametrize(
+    "make_recon, expected",
+    [
+        (lambda x: x.clone(), 1.0),  # identity
+        (lambda x: 0.5 * x + 0.25, 0.5),  # a * x + b -> |a|
+        (lambda x: 1.0 - x, 1.0),  # inverted still depends on the input
+        (lambda x: x.mean(0, keepdim=True).expand_as(x).clone(), 0.0),  # the average image for every input
+    ],
+)
+def test_recon_spread_by_hand(crops, make_recon, expected):
+    x = torch.from_numpy(crops[1]).permute(0, 3, 1, 2).float() / 255
+    out = _acc(make_recon(x), x, torch.zeros(len(x), dtype=torch.bool))
+    assert out["recon_spread"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_recon_spread_over_batches_equals_the_whole_set_in_numpy():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(10, 3, 16, 16, generator=g)
+    recon = (0.3 * x + 0.2 * torch.rand(10, 3, 16, 16, generator=g)).clamp(0, 1)
+    xn, rn = x.double().numpy(), recon.double().numpy()
+    ref = np.sqrt(rn.var(axis=0).mean()) / np.sqrt(xn.var(axis=0).mean())  # population variance over images
+    assert recon_spread(recon, x) == pytest.approx(ref, rel=1e-9)
+    assert _acc(recon, x, torch.zeros(10, dtype=torch.bool))["recon_spread"] == pytest.approx(ref, rel=1e-9)
+
+
+@pytest.mark.parametrize("x", [torch.rand(1, 3, 16, 16), torch.full((4, 3, 16, 16), 0.5)])
+def test_recon_spread_is_omitted_when_inputs_do_not_vary(x):
+    assert recon_spread(torch.rand_like(x), x) is None
+    assert "recon_spread" not in _acc(torch.rand_like(x), x, torch.zeros(len(x), dtype=torch.bool))
+
+
+def test_grad_similarity_on_flat_inputs():
+    flat = torch.full((2, 3, 16, 16), 0.4)
+    assert gradient_similarity_per_image(flat.clone(), flat).tolist() == [1.0, 1.0]
+    noisy = (flat + 0.1 * torch.randn_like(flat)).clamp(0, 1)
+    assert gradient_similarity_per_image(noisy, flat).max() < 0.01
+
+
+def test_module_doctests():
+    import train.metrics
+
+    assert doctest.testmod(train.metrics).failed == 0
