@@ -330,6 +330,14 @@ def recommend(
     if missing is not None:
         out.append(missing)
 
+    dead_model = ctx.first("dead_model", "fail")
+    if dead_model is not None:
+        out.append(Recommendation(
+            "fix_model", f"{dead_model.message}: no KL weight fixes a model whose output ignores its input; check the "
+            "architecture (a bottleneck the decoder can bypass or a too-narrow one), the learning rate and that "
+            "training steps were taken, then look at the reconstruction grid", evidence=(dead_model.id,)))
+        return out
+
     bad = ctx.by_rule.get("nonfinite", [])
     if bad:
         first = bad[0]

@@ -40,6 +40,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Mapping
 
+from vaediag.diagnose.criteria import blur_verdict, classify_trend, collapse_verdict, penalty_ratio
 from vaediag.diagnose.numbers import reduce_factor
 from vaediag.errors import InputError, UsageError
 
@@ -79,6 +80,13 @@ DEFAULTS: dict[str, float] = {
     "min_kl_weight": 1e-8,  # the seed's "nuclear" value 0.00000001
     "max_kl_weight": 1.0,
 }
+
+
+def _RULES() -> dict[str, float]:
+    """The rules file's blur thresholds (the same file `vaediag check` reads)."""
+    from vaediag.diagnose.rulesfile import load_rules
+
+    return load_rules().section("blurry")
 
 
 def psnr_to_mse(psnr_db: float, *, data_range: float = 1.0) -> float:
@@ -466,9 +474,18 @@ class LadderPolicy(Policy):
         if "recon" in m:
             self.recon_history.append(m["recon"])
 
+    # The criteria are the diagnosis engine's (vaediag.diagnose.criteria), the same functions `vaediag check`
+    # judges a run with; the ladder adds only its milestones and guards.
+
     def _blurry(self, m: Mapping[str, float]) -> str | None:
-        if self.min_sharpness is not None and "sharpness" in m and m["sharpness"] < self.min_sharpness:
-            return f"sharpness = {_fmt(m['sharpness'])} < {_fmt(self.min_sharpness)}"
+        r = _RULES()
+        verdict = blur_verdict(grad_similarity=m.get("grad_similarity"),
+                               sharpness=m.get("sharpness") if self.min_sharpness is not None else None,
+                               min_grad_similarity=r["min_grad_similarity"],
+                               min_sharpness=self.min_sharpness if self.min_sharpness is not None else 0.0,
+                               max_sharpness=r["max_sharpness"])
+        if verdict is not None and verdict[0] in ("blurry", "artefacts"):
+            return verdict[1]
         if self.target_psnr is not None and "psnr" in m and m["psnr"] < self.target_psnr:
             return f"psnr = {_fmt(m['psnr'])} dB < {_fmt(self.target_psnr)} dB"
         return None
@@ -477,27 +494,33 @@ class LadderPolicy(Policy):
         """Why the posterior looks collapsed onto the prior, or None (only under a KL penalty)."""
         if self.mode == "ae" or not self.kl_weight:
             return None
+        reasons = collapse_verdict(kl_per_dim=None, active_fraction=None,
+                                   active_units=m.get("active_units"),
+                                   kl_total=m["kl"] if self.collapse_kl is not None else None,
+                                   kl_per_dim_max=self.collapse_kl if self.collapse_kl is not None else 0.0,
+                                   active_fraction_min=0.0)
         if "active_units" in m and m["active_units"] < 1:
             return f"kl = {_fmt(m['kl'])} nats, 0 active latent units"
-        if self.collapse_kl is not None and m["kl"] <= self.collapse_kl:
+        if reasons:
             return f"kl = {_fmt(m['kl'])} <= {_fmt(self.collapse_kl)} nats"
         return None
 
     def _share(self, m: Mapping[str, float]) -> float | None:
         """Effective penalty / reconstruction loss (the seed's 13.5 %), where both are known."""
         recon = m.get("recon")
-        if recon is None or not recon > 0 or self.kl_weight is None:
+        if recon is None:
             return None
-        return self.kl_weight * m["kl"] / recon
+        return penalty_ratio(self.kl_weight, m["kl"], recon)
 
     def _converged(self) -> str | None:
-        h = self.recon_history
+        """A plateau by the engine's trend classifier: a regressing or still improving run is not converged."""
+        h = list(self.recon_history)
         if len(h) <= self.window or h[0] <= 0:
             return None
-        gain = (h[0] - h[-1]) / h[0]
-        if gain < self.min_delta:
+        t = classify_trend(range(len(h)), h, window=self.window, min_delta=self.min_delta)
+        if t.kind == "plateau":
             return (f"val recon {_fmt(h[0])} -> {_fmt(h[-1])} over the last {self.window} epochs "
-                    f"({gain:.2%} < {self.min_delta:.0%})")
+                    f"({max(t.improvement, 0.0):.2%} < {self.min_delta:.0%})")
         return None
 
     def _propose(self, epoch: int, m: Mapping[str, float]) -> tuple[Decision, dict[str, Any]]:
