@@ -99,7 +99,8 @@ def next_command(config_path: str | Path, changes: Mapping[str, Any], *, config:
     return " ".join(argv)
 
 
-def plan_arithmetic(weights: Mapping[str, float] | None, kl_weight: float, expected_kl: float) -> tuple[list[str], float]:
+def plan_arithmetic(weights: Mapping[str, float] | None, kl_weight: float, expected_kl: float, *,
+                    approx: bool = True) -> tuple[list[str], float]:
     """The seed's plan lines for a new kl_weight and the reconstruction-to-regularisation ratio.
 
     >>> lines, ratio = plan_arithmetic({"w_l1": 1.0, "w_perceptual": 1.2, "w_ssim": 0.5, "w_edge": 0.1}, 1e-7, 300)
@@ -117,7 +118,8 @@ def plan_arithmetic(weights: Mapping[str, float] | None, kl_weight: float, expec
     ratio = total / reg if reg > 0 else math.inf
     return [
         total_line,
-        f"Regularisation {fmt_weight(kl_weight)} × ~{fmt_kl(expected_kl)} = {fmt_sig(reg, 2) if reg else '0'}",
+        f"Regularisation {fmt_weight(kl_weight)} × {'~' if approx else ''}{fmt_kl(expected_kl)} = "
+        f"{fmt_sig(reg, 2) if reg else '0'}",
         f"Ratio {fmt_ratio(ratio)} reconstruction vs regularisation",
     ], ratio
 
@@ -232,8 +234,15 @@ def _reduce(ctx: _Ctx, why: str, evidence: list[str], *, blurry: bool) -> Recomm
     if recipe:
         weights = {**(weights or {}), **recipe}
         params["loss_weights"] = dict(weights)
-    expected = float(ctx.rules.section("kl")["expected"])
-    plan, ratio = plan_arithmetic(weights, new, expected)
+    # The seed's profile plans at the seed's expected KL (its "~300"); any other run at its own current KL.
+    own_kl = (ctx.d.penalty.latest or {}).get("kl")
+    if ctx.d.profile == "seed" or own_kl is None or not math.isfinite(own_kl):
+        expected = float(ctx.rules.section("kl")["expected"])
+        plan, ratio = plan_arithmetic(weights, new, expected)
+    else:
+        expected = float(own_kl)
+        plan, ratio = plan_arithmetic(weights, new, expected, approx=False)
+        plan[1] += " (at the run's current KL; a lower weight lets it rise)"
     params["plan"] = plan
     params["expected_kl"] = expected
     params["recon_to_reg"] = ratio
