@@ -371,7 +371,9 @@ def read_kl_convention(
         conv.notes.append(f"the KL weight {fmt_weight(claimed)} comes from the parameter's name alone "
                           "(no logged total to check it against)")
         conv.logged = "raw"
-    if param_w is not None and conv.kl_weight is not None and conv.kl_weight_source != f"parameter {param_hit[0]}" \
+    # A logged kl_weight may differ from the configured start on purpose (annealing, a watchdog's decision):
+    # only the arithmetic of the total contradicts a parameter.
+    if param_w is not None and conv.kl_weight is not None and (conv.kl_weight_source or "").startswith("the logged total") \
             and not _close(param_w, conv.kl_weight) and conv.logged != "weighted":
         msg = f"parameter {param_hit[0]} = {fmt_weight(param_w)} disagrees with the weight used, {fmt_weight(conv.kl_weight)} ({conv.kl_weight_source})"
         if msg not in conv.disagreements and not any(fmt_weight(param_w) in d for d in conv.disagreements):
