@@ -420,6 +420,3 @@ def _logged_weight(frame: pd.DataFrame) -> tuple[float, str] | None:
                     f"logged {split} kl_weighted / kl"
     return None
 
-
-def is_finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -445,7 +445,6 @@ def recommend(
 def _lower_lr(ctx: _Ctx, regress: list[Finding]) -> Recommendation:
     """A run whose reconstruction got worse: keep the best checkpoint, go on from it with a lower learning rate."""
     f = regress[0]
-    best_epoch = None
     for g in regress:
         if g.key == "val_recon":
             f = g

@@ -34,6 +34,7 @@ happens (the ladder's rung, ControlVAE's integral) is committed only when the de
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections import deque
@@ -82,8 +83,9 @@ DEFAULTS: dict[str, float] = {
 }
 
 
+@functools.lru_cache(maxsize=1)
 def _RULES() -> dict[str, float]:
-    """The rules file's blur thresholds (the same file `vaediag check` reads)."""
+    """The rules file's blur thresholds (the same file `vaediag check` reads), read once per process."""
     from vaediag.diagnose.rulesfile import load_rules
 
     return load_rules().section("blurry")
