@@ -310,3 +310,45 @@ def _event_file_bytes(events):
     from logs_helpers import event_bytes, file_version_event
 
     return event_bytes([file_version_event()] + list(events))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_unprefixed_val_tags_beside_marked_train_tags_are_val_and_said_to_be_a_guess(tmp_path, engine):
+    """validation_step logs ``kl``/``recon``/``loss`` unprefixed, training_step ``train/kl_step`` etc.: no
+    marked val tag exists, so the cadence rule has nothing to compare with; the sibling rule reads them as
+    val and says it guessed."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from lineages.lightning_generic import write_lightning
+
+    import shutil
+
+    t = write_lightning(tmp_path / "x", epochs=6, unprefixed_val=True, post_fit_validate=False, post_fit_test=False)
+    shutil.move(t.run_dir, tmp_path / "r")
+    shutil.rmtree(tmp_path / "x")
+    f, info = _read(tmp_path, engine)
+    for tag in ("kl", "recon", "loss"):
+        rows = _rows(f, tag)
+        assert rows["split"].unique().tolist() == ["val"], (engine, tag)
+        assert rows["epoch"].tolist() == [float(e) for e in range(6)]
+    assert set(_rows(f, "train/kl_epoch")["split"]) == {"train"}
+    facts = sorted((n.tag, n.count) for n in info.facts if n.kind == "split_from_sibling")
+    assert facts == [("kl", 6), ("loss", 6), ("recon", 6)]
+    assert all("a guess" in n.message for n in info.facts if n.kind == "split_from_sibling")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sibling_rule_needs_a_train_marked_sibling_and_one_point_per_epoch(tmp_path, engine):
+    lg = _Log()
+    for e in range(4):
+        for b in range(10):
+            lg.log(10 * e + b, {"train/loss": 1.0, "epoch": e})
+        lg.log(10 * e + 9, {"kl": 1.0, "loss": 2.0, "epoch": e})  # kl: no train/kl sibling
+        if e == 2:
+            lg.log(10 * e + 5, {"loss": 2.0, "epoch": e})  # twice in epoch 2: not once per epoch
+    lg.write(tmp_path / "r")
+    f, info = _read(tmp_path, engine)
+    assert set(_rows(f, "kl")["split"]) == {"train"} and set(_rows(f, "loss")["split"]) == {"train"}
+    assert not [n for n in info.facts if n.kind == "split_from_sibling"]

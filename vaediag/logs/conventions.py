@@ -34,6 +34,11 @@ Splits (``resolve`` gives each tag one; two rules refine it per run):
   epochs are known), with at most 1/:data:`CADENCE_SPARSITY` as many rows as the run's densest train
   tag, is read as ``val`` (Lightning's ``validation_step`` logging an unprefixed name). Anything less
   certain keeps ``resolve``'s split.
+* ``split_from_sibling`` (a guess, said so in the note): in a run with no marked val tag at all, a tag
+  with no split marker whose term the run also logs under a ``train`` marker (``kl`` beside
+  ``train/kl_step``), logged at most once per epoch, at least :data:`CADENCE_MIN_POINTS` times, with at
+  most 1/:data:`CADENCE_SPARSITY` as many rows as the densest train tag, is read as ``val``: a loop
+  that prefixes its training tags and not its validation ones. Needs epochs (an epoch tag).
 * ``post_fit_eval``: val rows at an epoch index above the last epoch with train rows, whose first step
   is at most one past the last step of the training epochs, are a ``trainer.validate()`` after fit:
   ``LoggerConnector.log_metrics`` logs them at ``step = fit_loop.epoch_loop._batches_that_stepped``
@@ -67,7 +72,7 @@ class Note:
     """A structured fact about a run's data (``RunInfo.facts``); ``message`` is the text in ``notes``.
 
     Kinds: ``kl_sign_flipped``, ``kl_sign_contradicted`` (tail), ``post_fit_eval``,
-    ``split_from_cadence``, ``step_minus_one``. ``count``: the rows concerned, where that is a number.
+    ``split_from_cadence``, ``split_from_sibling``, ``step_minus_one``. ``count``: the rows concerned, where that is a number.
     """
 
     kind: str
@@ -93,6 +98,7 @@ class RunHistory:
     candidates: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # steps, epochs
     dense: set[str] = field(default_factory=set)  # unmarked tags too dense to be val
     cadence_val: set[str] = field(default_factory=set)
+    marked_train_terms: set[str] = field(default_factory=set)  # terms logged under a train marker
     last_train_epoch: float = -np.inf
     last_fit_step: int = -1  # last step of rows at epochs <= last_train_epoch
     noted: set[tuple[str, str | None]] = field(default_factory=set)
@@ -221,6 +227,8 @@ def apply_conventions(
     for i, (a, c) in enumerate(seg):
         if split_of[i] == "train":
             h.train_counts[names[i]] = h.train_counts.get(names[i], 0) + (c - a)
+            if marked[i] and terms[i] not in (None, "epoch"):
+                h.marked_train_terms.add(terms[i])
     candidates = [i for i in range(n_seg) if split_of[i] == "train" and not marked[i] and terms[i] is not None
                   and names[i] not in h.dense]
     if one_shot:  # the counts are final: drop tags too dense or too rare before gathering val steps
@@ -244,7 +252,9 @@ def apply_conventions(
             continue
         old_s, old_e = h.candidates.get(name, (np.zeros(0, np.int64), np.zeros(0, np.float64)))
         cs, ce = np.r_[old_s, steps[a:c]], np.r_[old_e, epochs_out[a:c]]
-        if len(cs) > 2 * len(h.val_steps) + 8:  # far too many points for a once-per-val tag
+        sibling = len(h.val_steps) == 0 and has_points and terms[i] in h.marked_train_terms
+        passes = len(h.val_steps) if not sibling else len(np.unique(h.epoch_values))
+        if len(cs) > 2 * passes + 8:  # far too many points for a once-per-val tag
             h.dense.add(name)
             h.candidates.pop(name, None)
             continue
@@ -252,6 +262,21 @@ def apply_conventions(
         densest = max((n for t, n in h.train_counts.items() if t != name and t not in h.cadence_val), default=0)
         cs_ok = cs[cs >= 0]
         fe = ce[np.isfinite(ce) & (cs >= 0)]
+        if sibling and (
+            len(cs_ok) >= CADENCE_MIN_POINTS
+            and len(cs_ok) * CADENCE_SPARSITY <= densest
+            and len(np.unique(fe)) == len(fe) == len(cs_ok)
+        ):
+            h.cadence_val.add(name)
+            h.candidates.pop(name, None)
+            split_of[i] = "val"
+            notes.append(Note(
+                "split_from_sibling", name,
+                f"tag {name!r} has no split marker and the run marks no val tag; its term is logged as train "
+                f"under another name and {name!r} once per epoch: read as val (a guess; --tags overrides it)",
+                len(cs_ok),
+            ))
+            continue
         if (
             len(cs_ok) >= CADENCE_MIN_POINTS
             and bool(np.isin(cs_ok, h.val_steps).all())
