@@ -311,3 +311,13 @@ def test_baseline_lookup(tmp_path):
     f = d.finding("milestone_10", "recon_vs_baseline")
     assert d.run == "a/version_0" and f.status == "pass" and f.threshold == pytest.approx(0.08)
     assert "in baseline version_0 at epoch 10 (better)" in f.message
+
+
+def test_kl_sign_finding_reads_structured_facts_not_note_text():
+    from vaediag.diagnose.health import check_kl_sign_convention
+    from vaediag.logs import Note
+
+    facts = [Note("post_fit_eval", "val-KL", "1 val value ('val-KL') logged after the last training epoch; sign flipped", 1),
+             Note("kl_sign_flipped", "KLD", "'KLD' is <= 0 throughout (3): logged as -KL, sign flipped", 3)]
+    (f,) = check_kl_sign_convention(facts, run="r")
+    assert f.key == "KLD" and f.message.startswith("'KLD' is <= 0 throughout")

@@ -138,7 +138,7 @@ def diagnose_run(
 
     findings += health.check_no_scalars(frame, run=run, n_scalars=info.n_scalars if info is not None else None)
     findings += health.check_log_warnings(info.warnings if info is not None else [], run=run)
-    findings += health.check_kl_sign_convention(info.notes if info is not None else [], run=run)
+    findings += health.check_kl_sign_convention(getattr(info, "facts", None) or [], run=run)
     if findings and findings[0].rule == "no_scalars":
         pen = Penalty(kl_weight=None, kl_weight_source=None, latent_dim=conv.latent_dim,
                       table=penalty.penalty_table(table), note="no scalars: nothing to compute")

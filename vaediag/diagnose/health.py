@@ -11,7 +11,7 @@ KL's and rises while the validation reconstruction still falls.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -336,15 +336,15 @@ def check_unmapped(info, *, run: str) -> list[Finding]:
                     f"term, ignored: {shown} (map them with --tags FILE)", value=float(len(tags)))]
 
 
-def check_kl_sign_convention(notes: Iterable[str], *, run: str) -> list[Finding]:
-    """``kl_sign_convention`` (info): the reader negated a KL series logged as -KL (AntixK's ``KLD``)."""
-    out = []
-    for note in notes:
-        if "sign flipped" in note or "-KL" in note:
-            tag = note.split("'")[1] if note.count("'") >= 2 else None
-            out.append(Finding("kl_sign_convention", "info", run,
-                               f"{note}; KL values here are positive (KL >= 0)", term="kl", key=tag))
-    return out
+def check_kl_sign_convention(facts: Iterable[Any], *, run: str) -> list[Finding]:
+    """``kl_sign_convention`` (info): the reader negated a KL series logged as -KL (AntixK's ``KLD``).
+
+    ``facts``: the run's structured notes (:class:`vaediag.logs.Note`); kinds ``kl_sign_flipped`` and
+    ``kl_sign_contradicted`` (the tail's later evidence against an earlier flip) become findings.
+    """
+    return [Finding("kl_sign_convention", "info", run, f"{n.message}; KL values here are positive (KL >= 0)",
+                    term="kl", key=n.tag)
+            for n in facts if getattr(n, "kind", None) in ("kl_sign_flipped", "kl_sign_contradicted")]
 
 
 def check_log_warnings(warnings: Iterable[str], *, run: str) -> list[Finding]:
