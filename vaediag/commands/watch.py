@@ -1,7 +1,8 @@
 """`vaediag watch`: run training under a watchdog that adjusts kl_weight while it runs, or follow a run.
 
     vaediag watch [--policy ladder|controlvae|geco] [--target-kl X] [--target-psnr DB]
-                  [--min-kl-weight W] [--max-kl-weight W] [--cooldown EPOCHS] [--param KEY=VALUE ...]
+                  [--min-kl-weight W] [--max-kl-weight W] [--cooldown EPOCHS] [--rules FILE]
+                  [--param KEY=VALUE ...]
                   [--restart [--checkpoint PATH] [--ae-flag FLAG]] [--logdir DIR] [--dry-run]
                   -- <training command...>
     vaediag watch --follow RUN_DIR [--apply] [--idle SECONDS] [policy options]
@@ -75,6 +76,9 @@ def add_parser(sub: argparse._SubParsersAction, *, name: str, help: str) -> argp
                         "epoch of logs before the next)")
     g.add_argument("--kl-weight", type=_num(float, "--kl-weight"), metavar="W",
                    help="the run's starting kl_weight when its logs do not say (default: the command's --kl-weight)")
+    g.add_argument("--rules", metavar="FILE",
+                   help="the rules TOML `vaediag check --rules` takes: the policy's milestones, cuts and guards "
+                        "default to its values (see vaediag/rules/default.toml [watch])")
     g.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="any other policy parameter, e.g. reduce_at=2 ae_at=4 (ladder milestones), kp=0.01 ki=1e-4 "
                         "(controlvae), alpha=1 momentum=0.5 (geco); repeatable")
@@ -147,7 +151,12 @@ def policy_from_args(args: argparse.Namespace, command: list[str] | None = None)
     # Supervising, a metric the run does not log must not kill the watchdog mid-run and leave the training
     # unsupervised: the epoch is a "keep" and the journal says why (--param strict=true to fail instead).
     params.setdefault("strict", False)
-    return make_policy(name, **params)
+    rules = None
+    if getattr(args, "rules", None):
+        from vaediag.diagnose.rulesfile import load_rules
+
+        rules = load_rules(args.rules)
+    return make_policy(name, rules=rules, **params)
 
 
 class _RichDisplay:

@@ -50,6 +50,7 @@ __all__ = [
     "CHANGE_ACTIONS",
     "POLICIES",
     "DEFAULTS",
+    "policy_defaults",
     "Decision",
     "Policy",
     "LadderPolicy",
@@ -64,23 +65,59 @@ __all__ = [
 ACTIONS = ("keep", "set_kl_weight", "switch_to_ae", "stop")
 CHANGE_ACTIONS = ("set_kl_weight", "switch_to_ae")
 
-# Default thresholds: the seed write-up's numbers (shared/seed), in one place.
-DEFAULTS: dict[str, float] = {
-    "target_kl": 500.0,  # "KL loss < 500 (if not, reduce kl-weight)" after epoch 10
-    "reduce_at": 10,  # the first milestone: "After Epoch 10"
-    "ae_at": 30,  # "If reconstructions still blurry after 30 epochs" -> Option B
-    "stop_at": 60,  # "After Epoch 60: converged, can stop training"
-    "factor": 10.0,  # each fix cut kl_weight 10x ("0.00001 (10x reduction)") ...
-    "max_share": 0.10,  # ... also when kl_weight x KL is over 10 % of the reconstruction loss (the seed's 13.5 %)
-    "warn_share": 0.01,  # ... by the smallest power of factor that brings that share to 1 % (vaediag check's rule)
-    "max_factor": 1000.0,
-    "collapse_kl": 0.5,  # total KL (nats) at or below this after reduce_at: posterior collapse (vaediag check's line)
-    "collapse_factor": 100.0,  # ... the penalty has won: cut kl_weight this much (the seed's 100x step)
-    "target_psnr": 28.0,  # epoch-30 checklist: "PSNR > 28 dB"
-    "min_sharpness": 0.8,  # reconstruction keeps < 80 % of the input's gradient energy: blurry
-    "min_kl_weight": 1e-8,  # the seed's "nuclear" value 0.00000001
-    "max_kl_weight": 1.0,
-}
+def policy_defaults(rules: Any = None) -> dict[str, float | None]:
+    """The policies' default thresholds, read from the rules file ``vaediag check`` judges with.
+
+    One source of truth: the ladder's milestones and cuts are the checklist's (``rules`` is a
+    :class:`vaediag.diagnose.rulesfile.Rules`; default: the packaged ``default.toml``):
+
+    * ``reduce_at`` = ``[kl] too_high_after`` (10: "After Epoch 10"), ``target_kl`` = the top of ``[kl] target``
+      (500: "KL loss < 500 (if not, reduce kl-weight)");
+    * ``ae_at`` = ``[recommend] blurry_after`` (30: still blurry -> Option B); ``target_psnr`` = the PSNR floor of
+      the milestone at that epoch (28 dB), else of the success criteria;
+    * ``stop_at`` = the epoch of the milestone that checks ``converged`` (60); no such milestone: never stop;
+      ``window``/``min_delta`` = ``[converged]``;
+    * ``factor``/``max_factor`` = ``[recommend] kl_reduce_factor``/``max_reduce_factor``; ``max_share``/``warn_share``
+      = ``[penalty] fail_ratio``/``warn_ratio``; ``collapse_kl`` = ``[collapse] kl_total_max``;
+      ``min_sharpness`` = ``[blurry] min_sharpness``; ``min_kl_weight``/``max_kl_weight`` = ``[watch]``.
+    """
+    if rules is None:
+        from vaediag.diagnose.rulesfile import load_rules
+
+        rules = load_rules()
+    kl, rec, conv = rules.section("kl"), rules.section("recommend"), rules.section("converged")
+    ae_at = int(rec["blurry_after"])
+    stop_at = next((m.epoch for m in rules.milestones if any(c.kind == "converged" for c in m.criteria)), None)
+
+    def psnr_floor(criteria) -> float | None:
+        return next((c.min for c in criteria if c.kind == "bounds" and c.term == "psnr" and c.min is not None), None)
+
+    target_psnr = next((psnr_floor(m.criteria) for m in rules.milestones if m.epoch == ae_at), None)
+    if target_psnr is None:
+        target_psnr = psnr_floor(rules.success)
+    reduce_at = int(kl["too_high_after"])
+    return {
+        "target_kl": float(kl["target"][1]),
+        "reduce_at": reduce_at,
+        "ae_at": max(ae_at, reduce_at),
+        "stop_at": max(stop_at if stop_at is not None else 10**9, ae_at, reduce_at),
+        "factor": float(rec["kl_reduce_factor"]),
+        "max_share": float(rules.section("penalty")["fail_ratio"]),
+        "warn_share": float(rules.section("penalty")["warn_ratio"]),
+        "max_factor": float(rec["max_reduce_factor"]),
+        "collapse_kl": float(rules.section("collapse")["kl_total_max"]),
+        "target_psnr": 28.0 if target_psnr is None else float(target_psnr),
+        "min_sharpness": float(rules.section("blurry")["min_sharpness"]),
+        "window": int(conv["window"]),
+        "min_delta": float(conv["min_delta"]),
+        "tiny_kl_weight": float(rec["tiny_kl_weight"]),
+        "min_kl_weight": float(rules.section("watch")["min_kl_weight"]),
+        "max_kl_weight": float(rules.section("watch")["max_kl_weight"]),
+    }
+
+
+# The packaged rules' values (what every policy parameter defaults to without --rules).
+DEFAULTS: dict[str, Any] = policy_defaults()
 
 
 @functools.lru_cache(maxsize=1)
@@ -398,12 +435,16 @@ def _as_float(v: Any) -> float:
 class LadderPolicy(Policy):
     """The seed's escalation, rung by rung.
 
-    1. After ``reduce_at`` epochs (default 10), KL over ``target_kl`` (500), or an effective penalty
+    Every default comes from the rules file ``vaediag check`` uses (:func:`policy_defaults`).
+
+    1. After ``reduce_at`` epochs (default 10), KL over ``target_kl`` at a weight already at or below
+       ``tiny_kl_weight`` (1e-7): a smaller weight changes nothing, switch to the autoencoder at once. KL over ``target_kl`` (500), or an effective penalty
        (kl_weight x KL) over ``max_share`` (10 %) of the reconstruction loss: kl_weight / ``factor`` (10),
        or / its smallest power that brings the penalty to ``warn_share`` (1 %) of the reconstruction loss,
        at most ``max_factor`` (the same cut as ``vaediag check``'s reduce_kl_weight). A posterior that
        collapsed onto the prior (total KL <= ``collapse_kl`` nats, or no active latent unit) means the
-       penalty has won outright: kl_weight / ``collapse_factor`` (100).
+       penalty has won outright: the same cut as ``vaediag check``'s ``reduce_kl_weight`` on a collapse
+       (``factor``, or more by the share rule), or / ``collapse_factor`` when given.
     2. After ``ae_at`` epochs (30), KL still over target, or still blurry (sharpness below
        ``min_sharpness`` or val PSNR below ``target_psnr``): switch to the autoencoder (Option B:
        z = mu, kl_weight 0).
@@ -424,7 +465,7 @@ class LadderPolicy(Policy):
         **Policy.param_types, "target_kl": float, "reduce_at": int, "ae_at": int, "stop_at": int,
         "factor": float, "target_psnr": float, "min_sharpness": float, "window": int, "min_delta": float,
         "max_share": float, "warn_share": float, "max_factor": float, "collapse_kl": float,
-        "collapse_factor": float,
+        "collapse_factor": float, "tiny_kl_weight": float,
     }
 
     def __init__(
@@ -437,13 +478,14 @@ class LadderPolicy(Policy):
         factor: float = DEFAULTS["factor"],
         target_psnr: float | None = DEFAULTS["target_psnr"],
         min_sharpness: float | None = DEFAULTS["min_sharpness"],
-        window: int = 10,
-        min_delta: float = 0.01,
+        window: int = int(DEFAULTS["window"]),
+        min_delta: float = DEFAULTS["min_delta"],
         max_share: float | None = DEFAULTS["max_share"],
         warn_share: float = DEFAULTS["warn_share"],
         max_factor: float = DEFAULTS["max_factor"],
         collapse_kl: float | None = DEFAULTS["collapse_kl"],
-        collapse_factor: float = DEFAULTS["collapse_factor"],
+        collapse_factor: float | None = None,
+        tiny_kl_weight: float | None = DEFAULTS["tiny_kl_weight"],
         **common: Any,
     ) -> None:
         super().__init__(**common)
@@ -465,7 +507,9 @@ class LadderPolicy(Policy):
         self.warn_share = _number("warn_share", warn_share, low=0.0, low_open=True)
         self.max_factor = _number("max_factor", max_factor, low=self.factor)
         self.collapse_kl = None if collapse_kl is None else _number("collapse_kl", collapse_kl, low=0.0)
-        self.collapse_factor = _number("collapse_factor", collapse_factor, low=1.0, low_open=True)
+        self.collapse_factor = (None if collapse_factor is None
+                                else _number("collapse_factor", collapse_factor, low=1.0, low_open=True))
+        self.tiny_kl_weight = None if tiny_kl_weight is None else _number("tiny_kl_weight", tiny_kl_weight, low=0.0)
         self.rung = 0  # 0: as started, 1: kl_weight reduced, 2: autoencoder, 3: stopped
         self.recon_history: deque[float] = deque(maxlen=self.window + 1)
 
@@ -545,14 +589,24 @@ class LadderPolicy(Policy):
                                  f"{why} still after epoch {n}: switch to the autoencoder (z = mu, kl_weight 0)"),
                         {"rung": 2})
         collapsed = self._collapsed(m)
+        share = self._share(m)
         if n >= self.reduce_at and self.rung < 1 and collapsed:
-            new = w / self.collapse_factor
+            # The same cut as `vaediag check`'s reduce_kl_weight on a collapse, unless collapse_factor is given.
+            cut = self.collapse_factor or reduce_factor(share, step=self.factor, warn_ratio=self.warn_share,
+                                                        cap=self.max_factor)
+            new = w / cut
             return (Decision("set_kl_weight", epoch, new, "vae",
                              f"posterior collapse ({collapsed}) after epoch {n}: the penalty has won, "
-                             f"kl_weight {_fmt(w)} -> {_fmt(new)} ({self.collapse_factor:g}x)"),
+                             f"kl_weight {_fmt(w)} -> {_fmt(new)} ({cut:g}x)"),
                     {"rung": 1})
-        share = self._share(m)
         heavy = share is not None and self.max_share is not None and share > self.max_share
+        tiny = self.tiny_kl_weight is not None and 0 < w <= self.tiny_kl_weight
+        if n >= self.reduce_at and self.rung < 1 and over and tiny:
+            # `vaediag check`'s rule: at a weight this small a smaller one changes nothing: Option B.
+            return (Decision("switch_to_ae", epoch, 0.0, "ae",
+                             f"{kl_txt} at kl_weight {_fmt(w)} <= {_fmt(self.tiny_kl_weight)} after epoch {n}: a "
+                             "smaller weight changes nothing, switch to the autoencoder (z = mu, kl_weight 0)"),
+                    {"rung": 2})
         if n >= self.reduce_at and self.rung < 1 and (over or heavy):
             cut = reduce_factor(share, step=self.factor, warn_ratio=self.warn_share, cap=self.max_factor)
             new = w / cut
@@ -713,8 +767,12 @@ class GECOPolicy(Policy):
 POLICIES: dict[str, type[Policy]] = {p.name: p for p in (LadderPolicy, ControlVAEPolicy, GECOPolicy)}
 
 
-def make_policy(name: str, **params: Any) -> Policy:
+def make_policy(name: str, *, rules: Any = None, **params: Any) -> Policy:
     """Build a policy by name with validated keyword arguments.
+
+    ``rules`` (a :class:`vaediag.diagnose.rulesfile.Rules`, e.g. from ``--rules FILE``): parameters not given
+    default to that file's thresholds (:func:`policy_defaults`) instead of the packaged ones, so ``check``
+    and ``watch`` judge a run by the same file.
 
     Raises:
         UsageError: unknown policy or parameter, or a bad value (the message quotes it and the valid set).
@@ -727,6 +785,9 @@ def make_policy(name: str, **params: Any) -> Policy:
         raise UsageError(
             f"policy {name!r} has no parameter {unknown[0]!r} (choose {', '.join(sorted(cls.param_types))})"
         )
+    if rules is not None:
+        defaults = policy_defaults(rules)
+        params = {**{k: v for k, v in defaults.items() if k in cls.param_types}, **params}
     return cls(**params)
 
 

@@ -1,0 +1,90 @@
+"""One engine: where the watchdog's ladder acts on a run, `vaediag check` on the same run, cut at the same epoch,
+recommends the same step with the same numbers.
+
+The ladder sees each epoch as `vaediag watch` does (the tail's rows through the EpochTracker); check sees the
+run's rows up to that epoch (diagnose_run, the run still going). The converse is not claimed: check may
+already say "stop" on a plateau before the ladder's epoch-60 milestone, which only the ladder waits for.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+import vaediag
+from seedruns import write_seed, write_trainer_run
+from test_diag_cases import _curves
+from vaediag.diagnose import diagnose_run, load_rules
+from vaediag.watch.policies import make_policy
+from vaediag.watch.tracker import EpochTracker
+
+ACTION = {"set_kl_weight": "reduce_kl_weight", "switch_to_ae": "switch_to_autoencoder", "stop": "stop_training"}
+
+
+def _collapse(root: Path) -> Path:
+    write_trainer_run(root, epochs=12, config=dict(kl_weight=1e-2, latent_dim=256),
+                      curves=_curves(12, kl=lambda e: [2.0, 8.0, 12.0][e] if e < 3 else 0.4,
+                                     active_units=lambda e: 3.0, sharpness=0.3))
+    return root
+
+
+def _tiny(root: Path) -> Path:
+    write_trainer_run(root, epochs=12, config=dict(kl_weight=1e-7, latent_dim=512),
+                      curves=_curves(12, kl=900.0, recon=lambda e: 0.2 - 0.01 * e))
+    return root
+
+
+def _blurry_at_30(root: Path) -> Path:
+    write_trainer_run(root, epochs=32, config=dict(kl_weight=1e-6, latent_dim=512),
+                      curves=_curves(32, kl=300.0, sharpness=0.4, psnr=26.0, recon=lambda e: 0.3 - 0.005 * e))
+    return root
+
+
+def _heavy_penalty(root: Path) -> Path:
+    # The seed's run 2 at epoch 10: KL 1,660 x 1e-5 against recon 0.111 -> cut 100x to 1e-7.
+    write_seed(root, names=("run2",))
+    return root / "run2"
+
+
+def _first_change(run_dir: Path):
+    """(epoch, decision) of the ladder's first change, fed epoch by epoch like the watchdog."""
+    rs = vaediag.load(run_dir)
+    (info,) = list(rs)
+    frame = rs.frame
+    tracker = EpochTracker()
+    policy = make_policy("ladder", kl_weight=float(info.params["kl_weight"]), strict=False)
+    for e in range(int(frame["epoch"].max()) + 1):
+        tracker.feed(frame[frame["epoch"] == e])
+        for em in tracker.ready(final=e == int(frame["epoch"].max())):
+            d = policy.update(em.epoch, em.metrics)
+            if d.changes:
+                return em.epoch, d, rs, info
+    return None, None, rs, info
+
+
+@pytest.mark.parametrize("build", [_heavy_penalty, _collapse, _tiny, _blurry_at_30], ids=lambda f: f.__name__[1:])
+def test_where_the_ladder_acts_check_says_the_same(tmp_path, build):
+    run_dir = build(tmp_path / "r")
+    epoch, decision, rs, info = _first_change(run_dir)
+    assert decision is not None, "the ladder never acted on a run built to need a change"
+    cut = rs.frame[rs.frame["epoch"] <= epoch]
+    d = diagnose_run(cut, info=info, rules=load_rules(), finished=False)
+    top = d.recommendations[0]
+    assert top.action == ACTION[decision.action], (decision.reason, [r.action for r in d.recommendations])
+    if decision.action == "set_kl_weight":
+        assert math.isclose(top.params["kl_weight"], decision.kl_weight, rel_tol=1e-6), (top.reason, decision.reason)
+
+
+def test_watch_rules_file_moves_the_ladder_as_it_moves_check(tmp_path):
+    """--rules FILE for watch: the same file that changes check's milestones changes the ladder's."""
+    rules = tmp_path / "r.toml"
+    rules.write_text("[kl]\ntoo_high_after = 3\ntarget = [100.0, 400.0]\n[recommend]\nkl_reduce_factor = 4.0\n"
+                     "blurry_after = 5\n")
+    p = make_policy("ladder", rules=load_rules(rules), kl_weight=1e-3)
+    assert (p.reduce_at, p.target_kl, p.factor, p.ae_at) == (3, 400.0, 4.0, 5)
+    d = p.update(2, {"kl": 450.0, "recon": 10.0})
+    # penalty 1e-3 x 450 = 4.5 % of recon: the smallest power of 4 that brings it under 1 % is 16
+    assert d.action == "set_kl_weight" and d.kl_weight == pytest.approx(1e-3 / 16)
+    assert make_policy("ladder", rules=load_rules(rules), reduce_at=4).reduce_at == 4  # explicit params win
