@@ -66,9 +66,33 @@ def test_latent_diffusion_standard_weight_is_left_alone(tmp_path):
     assert share is not None and share.severity != "fail", share
     assert d.penalty.latest["ratio"] < 0.05
     # Without --kl-weight: 1e-6 x KL is below float32 noise of this total, so the arithmetic cannot prove the
-    # weight; vaediag says it does not know rather than guessing, and still advises no cut.
+    # weight; main.py's configs/<now>-project.yaml, three levels above the event files, says it.
     d = _one(tmp_path)
+    assert d.convention.kl_weight == pytest.approx(1e-6)
+    assert d.convention.kl_weight_source == "parameter model.params.lossconfig.params.kl_weight"
     assert "reduce_kl_weight" not in _actions(d) and not d.failed
+    # Without that file vaediag says it does not know rather than guessing, and still advises no cut.
+    for cfg in tmp_path.rglob("*-project.yaml"):
+        cfg.unlink()
+    d = _one(tmp_path)
+    assert d.convention.kl_weight is None
+    assert "reduce_kl_weight" not in _actions(d) and not d.failed
+
+
+def test_project_config_is_used_only_when_it_is_a_model_config(tmp_path):
+    from vaediag.logs.projectconfig import read_project_config
+
+    run = tmp_path / "logs" / "x" / "testtube" / "version_0"
+    run.mkdir(parents=True)
+    (tmp_path / "logs" / "x" / "configs").mkdir()
+    (tmp_path / "logs" / "x" / "configs" / "a-project.yaml").write_text("lr: 1\n")  # not a model config
+    assert read_project_config(run) == ({}, None)
+    (tmp_path / "logs" / "x" / "configs" / "b-project.yaml").write_text("model: {params: {embed_dim: 4}}\n")
+    data, note = read_project_config(run)
+    assert data["model"]["params"]["embed_dim"] == 4 and "b-project.yaml" in note  # the newest by name
+    (tmp_path / "logs" / "x" / "configs" / "c-project.yaml").write_text("model: [unclosed\n")
+    data, note = read_project_config(run)
+    assert data == {} and "c-project.yaml ignored: not valid YAML" in note
 
 
 def test_hf_fractional_epochs_count_right(tmp_path):

@@ -52,6 +52,7 @@ class RunInfo:
     hparams: dict[str, Any] = field(default_factory=dict)  # from the hparams plugin in the event files
     hparams_yaml: dict[str, Any] = field(default_factory=dict)  # hparams.yaml in the run dir (Lightning)
     config: dict[str, Any] = field(default_factory=dict)  # config.json in the run dir (our trainer)
+    project_config: dict[str, Any] = field(default_factory=dict)  # latent-diffusion's configs/*-project.yaml
     texts: dict[str, str] = field(default_factory=dict)  # text summaries, tag -> latest text
     notes: list[str] = field(default_factory=list)  # facts about the data (e.g. a KL sign flip), as text
     facts: list[Note] = field(default_factory=list)  # the same facts, structured (kind, tag, message, count)
@@ -61,9 +62,10 @@ class RunInfo:
 
     @property
     def params(self) -> dict[str, Any]:
-        """All known parameters, flattened to dotted keys; config.json wins over hparams.yaml over plugin."""
+        """All known parameters, flattened to dotted keys; config.json wins over hparams.yaml over plugin over
+        a project config found above the run directory."""
         out: dict[str, Any] = {}
-        for source in (self.hparams, self.hparams_yaml, self.config):
+        for source in (self.project_config, self.hparams, self.hparams_yaml, self.config):
             out.update(_flatten(source))
         return out
 
@@ -143,7 +145,9 @@ def read_event_file(path: Path, rows: ScalarRows, meta: EventMeta) -> FileStats:
 
 
 def read_run_metadata(path: Path, info: RunInfo) -> None:
-    """Read hparams.yaml and config.json from a run directory into ``info`` (damage -> warnings)."""
+    """Read hparams.yaml and config.json from a run directory into ``info`` (damage -> warnings), and a
+    latent-diffusion project config above it (:mod:`vaediag.logs.projectconfig`)."""
+    _read_project_config(path, info)
     y = path / "hparams.yaml"
     if y.is_file():
         try:
@@ -160,6 +164,14 @@ def read_run_metadata(path: Path, info: RunInfo) -> None:
             info.config = data if isinstance(data, dict) else {}
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             info.warnings.append(f"config.json unreadable ({exc}); ignored")
+
+
+def _read_project_config(path: Path, info: RunInfo) -> None:
+    from vaediag.logs.projectconfig import read_project_config
+
+    info.project_config, note = read_project_config(path)
+    if note:
+        info.notes.append(note)
 
 
 def restart_warnings(files: list[tuple[Path, np.ndarray, np.ndarray, np.ndarray]]) -> list[str]:

@@ -1,0 +1,58 @@
+"""The project config latent-diffusion's ``main.py`` saves beside its logs.
+
+``main.py`` writes ``<logdir>/configs/<now>-project.yaml`` (the model, its loss config with ``kl_weight``,
+``disc_weight``, ``embed_dim``...) and logs through ``TestTubeLogger(name="testtube", save_dir=logdir)``,
+so the event files sit in ``<logdir>/testtube/version_0/tf/``, up to three levels below the config. Without
+it the KL weight of such a run is unknown (the arithmetic cannot prove a weight of 1e-6 against a total of
+~1e3 in float32). The file is used only when it is what it claims: a ``configs/*-project.yaml`` holding a
+``model`` with ``params`` (the newest by name when several are there, as each restart writes one).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vaediag.errors import InputError
+from vaediag.safeio import read_text
+
+__all__ = ["find_project_config", "read_project_config", "MAX_LEVELS"]
+
+MAX_LEVELS = 3  # tf/ -> version_0/ -> testtube/ -> logdir
+
+
+def find_project_config(run_dir: Path) -> Path | None:
+    """The newest ``configs/*-project.yaml`` in the run directory or up to :data:`MAX_LEVELS` above it."""
+    d = Path(run_dir)
+    for _ in range(MAX_LEVELS + 1):
+        cfg_dir = d / "configs"
+        try:
+            found = sorted(p for p in cfg_dir.glob("*-project.yaml") if p.is_file()) if cfg_dir.is_dir() else []
+        except OSError:
+            found = []
+        if found:
+            return found[-1]
+        if d.parent == d:
+            break
+        d = d.parent
+    return None
+
+
+def read_project_config(run_dir: Path) -> tuple[dict[str, Any], str | None]:
+    """``(config, note)``: the project config's content ({} when none or not a model config) and a note
+    saying where the parameters came from (or why the file was ignored); None when there is no file."""
+    path = find_project_config(run_dir)
+    if path is None:
+        return {}, None
+    try:
+        import yaml
+
+        data = yaml.safe_load(read_text(path, what="project config"))
+    except (InputError, RecursionError) as exc:
+        return {}, f"{path.name} ignored: {getattr(exc, 'message', type(exc).__name__)}"
+    except Exception as exc:  # yaml raises many types; a bad file must not stop the analysis
+        return {}, f"{path.name} ignored: not valid YAML ({type(exc).__name__})"
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict) or not isinstance(model.get("params"), dict):
+        return {}, None
+    return data, f"parameters from the project config {path} (latent-diffusion's main.py)"
