@@ -88,3 +88,20 @@ def test_watch_rules_file_moves_the_ladder_as_it_moves_check(tmp_path):
     # penalty 1e-3 x 450 = 4.5 % of recon: the smallest power of 4 that brings it under 1 % is 16
     assert d.action == "set_kl_weight" and d.kl_weight == pytest.approx(1e-3 / 16)
     assert make_policy("ladder", rules=load_rules(rules), reduce_at=4).reduce_at == 4  # explicit params win
+
+
+def test_check_and_report_judge_a_tree_of_runs_alike(seed_root, capsys):
+    """`check --json` and the report's diagnoses: the same findings with the same statuses, run by run,
+    including the checklist's "better than previous run" lines (both compare with the run started before)."""
+    import json
+
+    from vaediag.cli import main
+    from vaediag.render.report import diagnose_runs
+
+    main(["check", str(seed_root), "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    by_check = {r["run"]: {(f["id"], f["status"]) for f in r["findings"]} for r in doc["runs"]}
+    by_report = {d.run: {(f.id, f.status) for f in d.findings} for d in diagnose_runs(vaediag.load(seed_root))}
+    assert by_check == by_report
+    compared = {f for fs in by_check.values() for f in fs if f[0].startswith("milestone_10.recon")}
+    assert {s for _, s in compared} - {"n/a"}, "the previous-run comparison was judged for some run"

@@ -29,7 +29,7 @@ from vaediag.errors import UsageError
 if TYPE_CHECKING:  # pragma: no cover
     from vaediag.logs import RunInfo, RunSet
 
-__all__ = ["diagnose", "diagnose_run", "find_run", "check_kl_weight", "resolve_profile", "run_finished", "PROFILES"]
+__all__ = ["diagnose", "diagnose_run", "find_run", "run_order", "check_kl_weight", "resolve_profile", "run_finished", "PROFILES"]
 
 
 def find_run(runset: "RunSet", spec: str) -> str:
@@ -294,7 +294,9 @@ def diagnose(
         profile: ``seed``, ``generic`` or ``auto`` (default: the rules file's).
         now: the clock for the finished-run idle test.
         baseline: the run the comparative checks compare with: a run id of ``runset`` (see
-            :func:`find_run`), or a separately loaded one-run RunSet.
+            :func:`find_run`), or a separately loaded one-run RunSet. None: each run is compared with
+            the run that started just before it (:func:`run_order`); ``check`` and ``report`` both
+            diagnose through here, so they judge a tree of runs alike.
 
     Raises:
         UsageError: the baseline matches no run or several; ``kl_weight`` is negative or not finite.
@@ -318,10 +320,32 @@ def diagnose(
         base_table = _tables(baseline.frame)[0]
 
     empty = runset.frame.iloc[:0]
-    out = []
-    for run_id, info in runset.runs.items():
-        out.append(
-            diagnose_run(runs.get(run_id, empty), run=run_id, info=info, rules=rules, kl_weight=kl_weight,
-                         latent_dim=latent_dim, baseline=base_table, baseline_run=base_run, profile=profile, now=now)
-        )
-    return out
+    out: dict[str, RunDiagnosis] = {}
+    if baseline is not None or len(runset.runs) < 2:
+        for run_id, info in runset.runs.items():
+            out[run_id] = diagnose_run(runs.get(run_id, empty), run=run_id, info=info, rules=rules,
+                                       kl_weight=kl_weight, latent_dim=latent_dim, baseline=base_table,
+                                       baseline_run=base_run, profile=profile, now=now)
+        return list(out.values())
+    # No baseline given: "better than previous run" compares each run with the one that started just before
+    # it (run_order), which is what "previous run" means in a series of runs; the first has nothing (n/a).
+    prev: RunDiagnosis | None = None
+    for run_id in run_order(runset):
+        d = diagnose_run(runs.get(run_id, empty), run=run_id, info=runset.runs[run_id], rules=rules,
+                         kl_weight=kl_weight, latent_dim=latent_dim, profile=profile, now=now,
+                         baseline=prev.table if prev is not None else None,
+                         baseline_run=prev.run if prev is not None else None)
+        out[run_id] = d
+        if d.epochs > 0:  # a run that never logged an epoch is nobody's "previous run"
+            prev = d
+    return [out[r] for r in runset.runs]
+
+
+def run_order(runset: "RunSet") -> list[str]:
+    """Run ids in the order they started (first logged wall time), runs without scalars last, by id."""
+    f = runset.frame
+    starts: dict[str, float] = {}
+    if len(f):
+        first = f.groupby("run", observed=True, sort=False)["wall_time"].min()  # on the codes: no str copy
+        starts = {str(k): float(v) for k, v in first.items() if math.isfinite(v)}
+    return sorted(runset.runs, key=lambda r: (r not in starts, starts.get(r, 0.0), r))

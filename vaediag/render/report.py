@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from vaediag.atomic import atomic_write
+from vaediag.diagnose.engine import run_order
 from vaediag.errors import InputError, RulesError, UsageError
 from vaediag.render.markdown import MISSING, escape, link_path, table
 from vaediag.terms import CANONICAL_TERMS, TERM_INFO
@@ -271,16 +272,6 @@ class _Run:
         return float(s.min()), float(s.max()), len(s)
 
 
-def run_order(runset: "RunSet") -> list[str]:
-    """Run ids in the order they started (first logged wall time), runs without scalars last, by id."""
-    f = runset.frame
-    starts: dict[str, float] = {}
-    if len(f):
-        first = f.groupby("run", observed=True, sort=False)["wall_time"].min()  # on the codes: no str copy
-        starts = {str(k): float(v) for k, v in first.items() if math.isfinite(v)}
-    return sorted(runset.runs, key=lambda r: (r not in starts, starts.get(r, 0.0), r))
-
-
 def diagnose_runs(
     runset: "RunSet",
     *,
@@ -290,35 +281,16 @@ def diagnose_runs(
     latent_dim: int | None = None,
     profile: str | None = None,
 ) -> list["RunDiagnosis"]:
-    """Diagnose every run for a report, with the same engine and rules as ``vaediag check``.
-
-    With ``baseline`` this is :func:`vaediag.diagnose.diagnose` with that baseline. Without one, the
-    comparative checks of the checklist ("reconstruction better than previous run") compare each run with
-    the run that started just before it (:func:`run_order`), which is what "previous run" means in a
-    series of runs; the first run has nothing to compare with (n/a).
+    """Diagnose every run for a report: :func:`vaediag.diagnose.diagnose`, the same call ``vaediag check``
+    makes (so the report's verdicts are check's), including its "previous run" rule without a baseline.
 
     Raises:
         UsageError: a bad ``kl_weight`` or ``baseline``; RulesError / InputError: a bad rules file.
     """
-    from vaediag.diagnose import diagnose, diagnose_run, load_rules
-    from vaediag.diagnose.engine import check_kl_weight
-    from vaediag.diagnose.rulesfile import Rules
+    from vaediag.diagnose import diagnose
 
-    if baseline is not None or len(runset.runs) < 2:
-        return diagnose(runset, rules=rules, kl_weight=kl_weight, baseline=baseline, latent_dim=latent_dim,
-                        profile=profile)
-    kl_weight = check_kl_weight(kl_weight)
-    rules = rules if isinstance(rules, Rules) else load_rules(rules)
-    out: dict[str, "RunDiagnosis"] = {}
-    prev: "RunDiagnosis | None" = None
-    for run in run_order(runset):
-        d = diagnose_run(runset.run_frame(run), run=run, info=runset.runs[run], rules=rules, kl_weight=kl_weight,
-                         latent_dim=latent_dim, profile=profile, baseline=prev.table if prev is not None else None,
-                         baseline_run=prev.run if prev is not None else None)
-        out[run] = d
-        if d.epochs > 0:  # a dead run is nobody's "previous run"
-            prev = d
-    return [out[r] for r in runset.runs]
+    return diagnose(runset, rules=rules, kl_weight=kl_weight, baseline=baseline, latent_dim=latent_dim,
+                    profile=profile)
 
 
 def _journal_path(info: Any) -> Path | None:
