@@ -8,7 +8,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,9 @@ from vaediag.logs.frame import FrameBuilder, RunRows, build_frame
 from vaediag.logs.records import scan
 from vaediag.logs.stream import FileCursor, Rows, RowsAccumulator
 from vaediag.terms import TagMap, load_tag_map
+
+if TYPE_CHECKING:
+    from vaediag.logs.images import LoggedImage
 
 __all__ = ["ENGINES", "RunInfo", "RunSet", "FileStats", "load", "read_event_file", "read_run_metadata", "restart_warnings"]
 
@@ -68,6 +71,12 @@ class RunInfo:
         for source in (self.project_config, self.hparams, self.hparams_yaml, self.config):
             out.update(_flatten(source))
         return out
+
+    def images(self, tags: Iterable[str] | None = None) -> "list[LoggedImage]":
+        """The run's logged images (:mod:`vaediag.logs.images`), read now: the scalar read never decodes them."""
+        from vaediag.logs.images import read_images
+
+        return read_images(self.event_files, tags=tags)
 
     def param(self, *names: str) -> Any:
         """The first parameter found under any of ``names`` (full dotted key, or last component)."""
