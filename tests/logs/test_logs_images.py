@@ -77,3 +77,29 @@ def test_damaged_and_unreadable_files_are_skipped(tmp_path: Path) -> None:
                                       (b"GIF89a..", "gif"), (b"<svg", None)])
 def test_image_format(data: bytes, fmt: str | None) -> None:
     assert image_format(data) == fmt
+
+
+@pytest.mark.parametrize("engine", ["numpy", "python"])
+def test_the_scalar_read_counts_image_tags_without_keeping_pictures(tmp_path: Path, engine: str) -> None:
+    a = _png(4, 4)
+    write_raw(tmp_path / "r", [_image_event("val/recon_grid", s, a, 4, 4, 1.0 + s) for s in (1, 5, 3)]
+              + [_tf2_image_event("samples", 2, [a], 4, 4, 9.0), scalar_event("val/loss", 5, 0.5, 10.0)],
+              name="events.out.tfevents.1.h")
+    info = vaediag.load(tmp_path, engine=engine).runs["r"]
+    assert info.image_tags == {"val/recon_grid": (3, 5), "samples": (1, 2)}
+
+
+def test_check_names_the_latest_grid(tmp_path: Path) -> None:
+    from vaediag.diagnose import diagnose
+
+    a = _png(4, 4)
+    events = []
+    for e in range(3):
+        events += [scalar_event("epoch", 10 * e + 9, float(e), 1.0 + e), scalar_event("val/recon", 10 * e + 9, 0.1, 1.0 + e),
+                   _image_event("val/recon_grid", 10 * e + 9, a, 4, 4, 1.5 + e), _image_event("samples", 10 * e + 9, a, 4, 4, 1.6 + e)]
+    write_raw(tmp_path / "r", events, name="events.out.tfevents.1.h")
+    (d,) = diagnose(vaediag.load(tmp_path))
+    f = d.finding("pictures")
+    assert f.key == "val/recon_grid" and f.value == 3
+    assert f.message == ("3 images logged as 'val/recon_grid', the latest at epoch 3 (step 29), in "
+                         "events.out.tfevents.1.h; also samples: `vaediag report` shows inputs beside reconstructions")

@@ -149,6 +149,7 @@ def diagnose_run(
 
     pen = penalty.compute_penalty(table, convention=conv, params=params, epochs=epochs)
     findings += health.check_unmapped(info, run=run)
+    findings += health.check_pictures(info, frame, run=run)
     findings += _arithmetic_findings(conv, run=run)
     if ended[0]:
         findings.append(Finding("run_finished", "info", run, ended[1], epoch=epochs - 1 if epochs else None))

@@ -20,6 +20,7 @@ from vaediag.diagnose.criteria import Trend, blur_verdict, classify_trend, dead_
 from vaediag.diagnose.model import Finding
 from vaediag.diagnose.numbers import fmt_pct, fmt_sig, fmt_weight, human_epoch
 from vaediag.diagnose.tables import VALUE_TERMS
+from vaediag.terms import RECON_GRID_TAG
 
 __all__ = [
     "check_no_scalars",
@@ -324,6 +325,33 @@ def check_dead_model(table: pd.DataFrame, *, run: str, epochs: int, min_spread: 
     return [Finding("dead_model", "pass", run, f"reconstructions follow the input at {human_epoch(e)}: "
                     + ", ".join(facts), epoch=e, term="recon_spread" if spread else "psnr",
                     value=spread[0] if spread else None, threshold=min_spread if spread else None)]
+
+
+def check_pictures(info, frame: pd.DataFrame, *, run: str) -> list[Finding]:
+    """``pictures`` (info): the run logs images; which tag, how many, the latest epoch and the file holding it.
+
+    Counted by the scalar read (``RunInfo.image_tags``); no picture is decoded here. The reconstruction grid
+    (``val/recon_grid``, or a tag that names reconstructions) comes first.
+    """
+    tags = dict(getattr(info, "image_tags", None) or {})
+    if not tags:
+        return []
+
+    def rank(t: str) -> tuple[int, str]:
+        low = t.lower()
+        return (0 if t == RECON_GRID_TAG else 1 if ("recon" in low or "rec" in low.split("/")[-1]) else 2, t)
+    tag = min(tags, key=rank)
+    n, step = tags[tag]
+    fin: list[float] = []
+    if len(frame) and "step" in frame.columns and "epoch" in frame.columns:
+        fin = [float(e) for e in frame.loc[frame["step"] == step, "epoch"] if np.isfinite(e) and e >= 0]
+    when = f"{human_epoch(int(max(fin)))} (step {step})" if fin else f"step {step}"
+    files = list(getattr(info, "event_files", []) or [])
+    where = files[0].name if len(files) == 1 else f"{len(files)} event files of {getattr(info, 'path', run)}"
+    others = f"; also {', '.join(sorted(set(tags) - {tag})[:5])}" if len(tags) > 1 else ""
+    return [Finding("pictures", "info", run, f"{n} image{'s' if n != 1 else ''} logged as {tag!r}, the latest at {when}, "
+                    f"in {where}{others}: `vaediag report` shows inputs beside reconstructions", key=tag,
+                    value=float(n))]
 
 
 def check_unmapped(info, *, run: str) -> list[Finding]:

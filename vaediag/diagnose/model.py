@@ -68,6 +68,7 @@ RULE_IDS = (
     "loss_arithmetic",  # what the logged total is made of, fitted on the logged steps; conventions read
     "run_finished",  # the run has ended: judged on its final state
     "unmapped_tags",  # scalar tags no term maps to: ignored (map them with --tags)
+    "pictures",  # the run logs images (the reconstruction grid first): tag, count, latest epoch, file
 )
 ACTION_IDS = (
     "reduce_kl_weight",

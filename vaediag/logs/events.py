@@ -46,6 +46,7 @@ class EventMeta:
 
     hparams: dict[str, Any] = field(default_factory=dict)  # hparams plugin session-start values
     texts: dict[str, str] = field(default_factory=dict)  # text summaries: tag -> latest text
+    images: dict[str, tuple[int, int]] = field(default_factory=dict)  # image tag -> (count, latest step)
     undecodable: int = 0  # records whose CRC verified but whose protobuf did not parse
 
 
@@ -155,11 +156,17 @@ def _decode_values(ev, rows: ScalarRows, meta: EventMeta) -> None:
                     walls.append(ev.wall_time)
             elif plugin == "text" and v.tensor.dtype == _DT_STRING and v.tensor.string_val:
                 meta.texts[v.tag] = b"\n".join(v.tensor.string_val).decode("utf-8", "replace")
+            elif plugin == "images":
+                n, last = meta.images.get(v.tag, (0, ev.step))
+                meta.images[v.tag] = (n + 1, max(last, ev.step))
             elif plugin == "hparams":
                 try:
                     meta.hparams.update(_hparams(v.metadata.plugin_data.content))
                 except (DecodeError, ValueError):
                     meta.undecodable += 1
+        elif kind == "image":  # counted only: the pictures are read on demand (vaediag.logs.images)
+            n, last = meta.images.get(v.tag, (0, ev.step))
+            meta.images[v.tag] = (n + 1, max(last, ev.step))
         elif kind is None and v.metadata.plugin_data.plugin_name == "hparams":
             # torch and Lightning write hparams as a value with metadata only.
             try:

@@ -57,6 +57,7 @@ class RunInfo:
     config: dict[str, Any] = field(default_factory=dict)  # config.json in the run dir (our trainer)
     project_config: dict[str, Any] = field(default_factory=dict)  # latent-diffusion's configs/*-project.yaml
     texts: dict[str, str] = field(default_factory=dict)  # text summaries, tag -> latest text
+    image_tags: dict[str, tuple[int, int]] = field(default_factory=dict)  # image tag -> (count, latest step)
     notes: list[str] = field(default_factory=list)  # facts about the data (e.g. a KL sign flip), as text
     facts: list[Note] = field(default_factory=list)  # the same facts, structured (kind, tag, message, count)
     warnings: list[str] = field(default_factory=list)  # damage found while reading, files that overlap
@@ -352,6 +353,7 @@ def _read_run_fast(rd: RunDir, reg: TagRegistry, *, capacity: int) -> tuple[RunI
         file_rows.append((f, n_before, len(acc)))
     info.hparams = meta.hparams
     info.texts = meta.texts
+    info.image_tags = meta.images
     rows = acc.rows()
     if len(file_rows) > 1:
         info.warnings.extend(restart_warnings([
@@ -419,6 +421,7 @@ def _read_run(rd: RunDir) -> tuple[RunInfo, RunRows]:
         info.warnings.extend(restart_warnings([(f, codes[a:b], steps[a:b], walls[a:b]) for f, a, b in file_rows]))
     info.hparams = meta.hparams
     info.texts = meta.texts
+    info.image_tags = meta.images
     info.n_scalars = len(rows)
     read_run_metadata(rd.path, info)
     rr = RunRows.from_lists(rd.run, rows.tags, rows.steps, rows.values, rows.wall_times)
