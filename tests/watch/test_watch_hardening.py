@@ -77,3 +77,237 @@ def test_journal_refuses_a_fifo_a_link_and_a_directory(tmp_path):
     assert other.read_text() == "someone's file\n"
     with pytest.raises(InputError, match=r"watchdog journal .* is a FIFO"):
         read_journal(tmp_path / "watchdog.jsonl")  # the reader never blocks on one either
+
+
+# ---- helpers for real watchdog processes ------------------------------------------------------------
+
+import signal  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+WATCH = [PY, "-m", "vaediag.cli", "watch", "--no-live", "--poll", "0.1"]
+FAKE = [PY, str(HERE / "fake_trainer.py")]
+
+
+class Proc:
+    """A process whose stdout is collected line by line in a thread, so a test can wait for a line."""
+
+    def __init__(self, argv: list[str], *, cwd: Path, env: dict | None = None) -> None:
+        self.p = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self) -> None:
+        for line in self.p.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_line(self, needle: str, timeout: float = 60.0) -> str:
+        """The first line that contains ``needle`` (a line that starts with it, for a leading '^')."""
+        deadline = time.time() + timeout
+        match = (lambda ln: ln.startswith(needle[1:])) if needle.startswith("^") else (lambda ln: needle in ln)
+        while time.time() < deadline:
+            hit = next((ln for ln in self.lines if match(ln)), None)
+            if hit is not None:
+                return hit
+            if self.p.poll() is not None and not self._t.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no line with {needle!r} (exit {self.p.poll()}):\n" + "\n".join(self.lines[-30:]))
+
+    def finish(self, timeout: float = 60.0) -> tuple[int, str]:
+        """Exit code and stderr; a process that does not end within ``timeout`` is a hang (killed, failed)."""
+        try:
+            err = self.p.stderr.read() if self.p.wait(timeout=timeout) is not None else ""
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+            raise AssertionError("the watchdog did not exit (a hang):\n" + "\n".join(self.lines[-30:])) from None
+        self._t.join(timeout=10)
+        return self.p.returncode, err
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_for(cond, *, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def static_run(run_dir: Path, kls: list[float], w: float = 1e-2) -> None:
+    from tbwrite import epoch_map, epoch_series, write_run
+
+    n = len(kls)
+    write_run(run_dir, {"val/kl": epoch_series(kls), "val/psnr": epoch_series([20.0] * n),
+                        "train/kl_weight": [(s, w) for s in range(n * 10)]}, epochs=epoch_map(n))
+
+
+# A foreign "training script" that ignores SIGINT and SIGTERM, and so does the worker it starts.
+STUBBORN = r"""
+import os, signal, subprocess, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+worker = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                           "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+print(f"stubborn ready {os.getpid()} {worker.pid}", flush=True)
+time.sleep(600)
+"""
+
+
+# ---- one watchdog per run ---------------------------------------------------------------------------
+
+from vaediag.watch.lock import LOCK_FILENAME, RunLock, RunLockedError  # noqa: E402
+
+HOLD = ("import sys, time; from vaediag.watch.lock import RunLock; lock = RunLock.acquire(sys.argv[1]); "
+        "print('held', flush=True); time.sleep(600)")
+
+
+def test_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path):
+    holder = subprocess.Popen([PY, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLockedError, match=rf"already watched by another watchdog \(pid {holder.pid} on host "):
+            RunLock.acquire(tmp_path)
+        assert json.loads((tmp_path / LOCK_FILENAME).read_text())["pid"] == holder.pid  # untouched
+        holder.kill()  # SIGKILL: no clean-up, the lock file stays behind
+        holder.wait()
+    finally:
+        holder.kill()
+    assert (tmp_path / LOCK_FILENAME).exists()
+    with RunLock.acquire(tmp_path) as lock:
+        assert lock.stale_note is not None and f"pid {holder.pid}" in lock.stale_note
+        assert "no longer running" in lock.stale_note
+        assert json.loads((tmp_path / LOCK_FILENAME).read_text())["pid"] == os.getpid()
+        with pytest.raises(RunLockedError):  # a second open of it, even in this process, is refused
+            RunLock.acquire(tmp_path)
+    assert not (tmp_path / LOCK_FILENAME).exists()  # a clean release removes it
+    with RunLock.acquire(tmp_path) as lock:
+        assert lock.stale_note is None
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "dir"])
+def test_a_lock_path_that_is_not_a_file_is_refused_never_replaced(tmp_path, kind):
+    p = tmp_path / LOCK_FILENAME
+    target = tmp_path / "target.txt"
+    target.write_text("keep me\n")
+    {"fifo": lambda: os.mkfifo(p), "symlink": lambda: p.symlink_to(target), "dir": lambda: p.mkdir()}[kind]()
+    with pytest.raises(InputError, match=r"not a watchdog lock|is a symbolic link|not a regular file"):
+        RunLock.acquire(tmp_path)
+    assert target.read_text() == "keep me\n"
+    assert {"fifo": p.is_fifo, "symlink": p.is_symlink, "dir": p.is_dir}[kind]()
+
+
+@pytest.mark.slow
+def test_a_second_follower_with_apply_is_refused_and_writes_nothing(tmp_path):
+    run_dir = tmp_path / "run"
+    static_run(run_dir, [30.0, 30.0, 30.0])
+    opts = ["--apply", "--cooldown", "0", "--policy", "controlvae", "--target-kl", "20", "--param", "ki=1e-3"]
+    first = Proc(WATCH + ["--follow", str(run_dir), "--idle", "120", *opts], cwd=tmp_path)
+    try:
+        first.wait_line("applied: control seq 1")
+        journal = (run_dir / "watchdog.jsonl").read_bytes()
+        control = (run_dir / "control.json").read_bytes()
+        second = subprocess.run(WATCH + ["--follow", str(run_dir), "--idle", "0.5", *opts], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2, second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: ")
+        assert f"already watched by another watchdog (pid {first.p.pid} on host" in lines[0]
+        assert (run_dir / "watchdog.jsonl").read_bytes() == journal  # not one line more
+        assert (run_dir / "control.json").read_bytes() == control  # same seq, same weight, same bytes
+        first.p.send_signal(signal.SIGINT)
+        code, _ = first.finish()
+        assert code == 130
+    finally:
+        first.kill()
+    assert not (run_dir / LOCK_FILENAME).exists()
+    recs = read_journal(run_dir)
+    assert sum(r["event"] == "start" for r in recs) == 1
+
+
+@pytest.mark.slow
+def test_a_supervised_child_resuming_into_a_watched_run_is_stopped_and_nothing_is_written(tmp_path):
+    run_dir = tmp_path / "logs" / "version_0"
+    static_run(run_dir, [30.0, 30.0])
+    ckpt = tmp_path / "c.pt"
+    ckpt.write_text(json.dumps({"run_dir": str(run_dir), "epoch": 2, "step": 20, "last_seq": 0}))
+    holder = subprocess.Popen([PY, "-c", HOLD, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lock = (run_dir / LOCK_FILENAME).read_bytes()
+        before = sorted(p.name for p in run_dir.iterdir())
+        r = subprocess.run(WATCH + ["--grace", "20", "--", *FAKE, "--logdir", str(tmp_path / "logs"), "--epochs",
+                                    "200", "--resume", str(ckpt), "--checkpoint", str(tmp_path / "c2.pt")],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=90)
+        assert r.returncode == 2, r.stderr + r.stdout
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "already watched by another watchdog" in lines[0], r.stderr
+        assert "stopping the training process it started" in r.stdout
+        assert "fake: interrupted before epoch" in r.stdout  # our child was stopped, gently
+        new = sorted(p.name for p in run_dir.iterdir() if p.name not in before)
+        # The child itself wrote its event file; the refused watchdog wrote nothing at all.
+        assert all(n.startswith("events.out.tfevents.") for n in new), new
+        assert (run_dir / LOCK_FILENAME).read_bytes() == lock
+        assert holder.poll() is None  # and the other watchdog was left alone
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# ---- a child that ignores SIGINT/SIGTERM ------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_child_that_ignores_the_signal_is_killed_after_the_grace_period(tmp_path, sig):
+    w = Proc(WATCH + ["--grace", "1", "--", PY, "-c", STUBBORN], cwd=tmp_path, env={"TMPDIR": str(tmp_path)})
+    try:
+        pid, worker = map(int, w.wait_line("^stubborn ready").split()[-2:])
+        w.p.send_signal(sig)
+        code, err = w.finish(timeout=60)
+    finally:
+        w.kill()
+    name = signal.Signals(sig).name
+    assert code == 128 + signal.SIGKILL, err  # the training process's own status: killed
+    assert err == ""
+    out = "\n".join(w.lines)
+    assert f"{name} forwarded to the training process (pid {pid}); it is killed (SIGKILL) if it has not exited in 1 s" in out
+    assert f"the training process did not exit within 1 s of {name} (--grace); sent SIGKILL to its process group" in out
+    wait_for(lambda: not alive(pid) and not alive(worker), timeout=10, what="the child and its worker to die")
+    assert not list(tmp_path.iterdir())  # no run directory: nothing written, and no temporary folder left here
+
+
+@pytest.mark.slow
+def test_a_second_signal_kills_the_stubborn_child_at_once(tmp_path):
+    w = Proc(WATCH + ["--grace", "600", "--", PY, "-c", STUBBORN], cwd=tmp_path)
+    try:
+        pid, worker = map(int, w.wait_line("^stubborn ready").split()[-2:])
+        w.p.send_signal(signal.SIGINT)
+        w.wait_line("SIGINT again kills it now")
+        w.p.send_signal(signal.SIGINT)
+        code, err = w.finish(timeout=60)  # long before the 600 s grace period
+    finally:
+        w.kill()
+    assert code == 137, err
+    assert "the training process was killed on a second signal (SIGINT); sent SIGKILL" in "\n".join(w.lines)
+    wait_for(lambda: not alive(pid) and not alive(worker), timeout=10, what="the child and its worker to die")

@@ -38,6 +38,7 @@ and the run's logged ``control_seq`` tell exactly which epoch applied it.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -49,10 +50,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
-from vaediag.errors import CheckpointError, ControlFileError, UsageError, VaediagError
+from vaediag.errors import CheckpointError, ControlFileError, InputError, Interrupted, UsageError, VaediagError
 from vaediag.logs.discover import _ADD_HPARAMS_DIR, is_event_file
 from vaediag.watch.control import RUN_DIR_FILE_ENV, WATCHDOG_PID_ENV, Control, now_iso, read_control, write_control
 from vaediag.watch.journal import Journal, decision_record
+from vaediag.watch.lock import RunLock, RunLockedError
 from vaediag.watch.panel import WatchStatus
 from vaediag.watch.policies import Decision, MissingMetricWarning, Policy
 from vaediag.watch.tracker import EpochMetrics, EpochTracker
@@ -68,6 +70,10 @@ __all__ = [
 ]
 
 OUTPUT_LOG = "train_output.log"
+#: Seconds a child has to exit after a forwarded SIGINT/SIGTERM before its process group is SIGKILLed.
+DEFAULT_GRACE_S = 30.0
+#: The longest poll interval: a watchdog that looks less than once an hour is not watching.
+MAX_POLL_S = 3600.0
 _CKPT_SUFFIXES = (".pt", ".pth", ".ckpt")
 _SKIP_DIRS = frozenset({"node_modules", "__pycache__", "site-packages", "wandb"})
 
@@ -213,8 +219,9 @@ class _Watch:
     """What the supervisor and the follower share: tail -> tracker -> policy -> journal (+ control)."""
 
     def __init__(self, policy: Policy, *, display: Display | None, poll: float, dry_run: bool) -> None:
-        if poll <= 0:
-            raise UsageError(f"poll interval must be > 0 seconds, got {poll!r}")
+        if isinstance(poll, bool) or not isinstance(poll, (int, float)) or not math.isfinite(poll) \
+                or not 0 < poll <= MAX_POLL_S:
+            raise UsageError(f"--poll must be a number of seconds > 0 and <= {MAX_POLL_S:g}, got {poll!r}")
         self.policy = policy
         self.display = display or _NullDisplay()
         self.poll = poll
@@ -223,6 +230,7 @@ class _Watch:
         self.tail = None
         self.tracker = EpochTracker()
         self.journal: Journal | None = None
+        self.lock: RunLock | None = None
         self.seq = 0
         self.status = WatchStatus(policy=policy.name)
         self.decisions: list[tuple[EpochMetrics, Decision]] = []
@@ -230,20 +238,35 @@ class _Watch:
     # ---- attaching to a run directory -------------------------------------------------------------
 
     def attach(self, run_dir: Path, **start_fields: Any) -> None:
+        """Take the run's lock (one watchdog per run), open its journal and start tailing it.
+
+        Raises :class:`~vaediag.watch.lock.RunLockedError` (another live watchdog holds the run) or
+        InputError (no lock or journal can be made there) before anything is written into the run."""
         from vaediag.logs import Tail  # pandas: only once there is a run to read
 
         run_dir = Path(run_dir).resolve()
         if self.run_dir == run_dir:
             return
+        lock = RunLock.acquire(run_dir, mode=self.status.mode_label)
+        try:
+            journal = Journal(run_dir)
+        except BaseException:
+            lock.release()
+            raise
+        if self.lock is not None:
+            self.lock.release()
+        self.lock = lock
         self.run_dir = run_dir
         self.tail = Tail(run_dir)
         self.tracker = _continue_tracker(self.tracker)
         if self.journal is not None:
             self.journal.close()
-        self.journal = Journal(run_dir)
+        self.journal = journal
         self.status.run_dir = str(run_dir)
         self.journal.event("start", policy=self.policy.name, params=self.policy.params(),
-                           dry_run=self.dry_run, run_dir=str(run_dir), **start_fields)
+                           dry_run=self.dry_run, run_dir=str(run_dir), lock=str(lock.path), **start_fields)
+        if lock.stale_note:
+            self.note(lock.stale_note)
 
     # ---- deciding -----------------------------------------------------------------------------------
 
@@ -337,6 +360,9 @@ class _Watch:
     def close(self) -> None:
         if self.journal is not None:
             self.journal.close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def _continue_tracker(old: EpochTracker) -> EpochTracker:
@@ -380,6 +406,8 @@ class Supervisor(_Watch):
         dry_run: decide and record only.
         poll: seconds between polls.
         stop_timeout: restart/stop: seconds to wait after SIGINT before sending SIGTERM.
+        grace: seconds a child gets to exit after a forwarded SIGINT/SIGTERM (or after the SIGTERM of a
+            stop) before the watchdog SIGKILLs its process group; a second signal kills it at once.
         display: where to show the panel and the child's output.
     """
 
@@ -395,9 +423,14 @@ class Supervisor(_Watch):
         dry_run: bool = False,
         poll: float = 1.0,
         stop_timeout: float = 300.0,
+        grace: float = DEFAULT_GRACE_S,
         display: Display | None = None,
     ) -> None:
         super().__init__(policy, display=display, poll=poll, dry_run=dry_run)
+        for name, v in (("grace", grace), ("stop_timeout", stop_timeout)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise UsageError(f"{'--' + name if name == 'grace' else name} must be a finite number of seconds "
+                                 f">= 0, got {v!r}")
         if not command:
             raise UsageError("no training command given: put it after '--', e.g. vaediag watch -- python -m train")
         self.command = list(command)
@@ -408,7 +441,13 @@ class Supervisor(_Watch):
         self.checkpoint = checkpoint
         self.ae_flag = ae_flag
         self.stop_timeout = stop_timeout
+        self.grace = float(grace)
         self.child: _Child | None = None
+        # The next step of stopping the child: (monotonic deadline, signal to send then, why). Set when a
+        # signal is forwarded or a stop begins; _tick() carries it out.
+        self._escalation: tuple[float, int, str] | None = None
+        self._pending: list[str] = []  # lines from signal handlers, shown by the loop (never print in a handler)
+        self._killed = False
         self._tmp: Path | None = None  # made in run(): the child's output and run-dir files
         self._out_path = Path(OUTPUT_LOG)
         self._out_fh = None
@@ -445,7 +484,7 @@ class Supervisor(_Watch):
         self.status.child_state = "running"
         self.status.command = " ".join(cmd)
         if self._user_stop:  # a signal that came while it was starting had no child to reach
-            self._signal_child(self._signals[-1])
+            self._forward(self._signals[-1])
 
     def _signal_child(self, sig: int) -> None:
         if self.child is None or self.child.proc.poll() is not None:
@@ -455,11 +494,76 @@ class Supervisor(_Watch):
         except ProcessLookupError:
             pass
 
+    def _child_alive(self) -> bool:
+        return self.child is not None and self.child.proc.poll() is None
+
+    def _forward(self, sig: int) -> None:
+        """Pass a user's SIGINT/SIGTERM to the child's group; SIGKILL follows after ``grace`` seconds."""
+        if not self._child_alive():
+            return
+        name = signal.Signals(sig).name
+        self._signal_child(sig)
+        self._escalation = (time.monotonic() + self.grace, signal.SIGKILL,
+                            f"did not exit within {self.grace:g} s of {name} (--grace)")
+        self._pending.append(f"{name} forwarded to the training process (pid {self.child.proc.pid}); it is killed "
+                             f"(SIGKILL) if it has not exited in {self.grace:g} s; {name} again kills it now")
+        self.status.child_state = f"stopping ({name} forwarded)"
+
+    def _kill(self, why: str) -> None:
+        """SIGKILL the child's whole process group (its workers too), at once."""
+        self._escalation = None
+        if not self._child_alive():
+            return
+        self._signal_child(signal.SIGKILL)
+        self._killed = True
+        self._pending.append(f"the training process {why}; sent SIGKILL to its process group "
+                             f"(pid {self.child.proc.pid})")
+        self.status.child_state = "killed (SIGKILL)"
+
+    def _stop_child(self, why: str) -> None:
+        """Ask the child to stop (SIGINT: it saves a checkpoint); SIGTERM after ``stop_timeout``, then SIGKILL."""
+        self._signal_child(signal.SIGINT)
+        self._escalation = (time.monotonic() + self.stop_timeout, signal.SIGTERM,
+                            f"did not stop within {self.stop_timeout:g} s of SIGINT ({why})")
+
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signals.append(signum)
         self._user_stop = True
-        self._signal_child(signum)
-        self.status.child_state = f"stopping ({signal.Signals(signum).name} forwarded)"
+        name = signal.Signals(signum).name
+        if len(self._signals) == 1:
+            self._forward(signum)
+        elif len(self._signals) == 2:
+            self._kill(f"was killed on a second signal ({name})")
+        else:  # the loop should have ended by now: stop waiting for anything
+            raise Interrupted(f"interrupted ({name} received {len(self._signals)} times)")
+
+    def _tick(self) -> None:
+        """Show what the signal handlers said, and carry out a due escalation (SIGTERM, then SIGKILL)."""
+        esc = self._escalation
+        if esc is not None and time.monotonic() >= esc[0]:
+            _, sig, why = esc
+            if not self._child_alive():
+                self._escalation = None
+            elif sig == signal.SIGKILL:
+                self._kill(why)
+            else:
+                self._signal_child(sig)
+                name = signal.Signals(sig).name
+                self._pending.append(f"the training process {why}; sent {name}")
+                self._escalation = (time.monotonic() + self.grace, signal.SIGKILL,
+                                    f"did not exit within {self.grace:g} s of {name} (--grace)")
+        while self._pending:
+            self.note(self._pending.pop(0))
+
+    def _nap(self, seconds: float) -> None:
+        """Sleep up to ``seconds``; a signal ends the nap at once (the loop reacts to it without delay)."""
+        end = time.monotonic() + seconds
+        seen = len(self._signals)
+        while len(self._signals) == seen:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.05))
 
     def _pump_output(self, final: bool = False) -> None:
         """Echo the child's new output lines (a tqdm-style \\r line shows its last state)."""
@@ -505,8 +609,13 @@ class Supervisor(_Watch):
     # ---- main loop -----------------------------------------------------------------------------------
 
     def run(self) -> int:
-        self._tmp = Path(tempfile.mkdtemp(prefix="vaediag-watch-"))
+        try:
+            self._tmp = Path(tempfile.mkdtemp(prefix="vaediag-watch-")).resolve()
+        except OSError as exc:
+            raise InputError(f"cannot make a temporary directory for the training output in "
+                             f"{tempfile.gettempdir()}: {exc.strerror or exc}") from None
         self._out_path = self._tmp / OUTPUT_LOG
+        self._session_started = time.time()
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self._start(self.command)
@@ -524,13 +633,16 @@ class Supervisor(_Watch):
             if self.run_dir is None or self._child_run_dir_pending:
                 found = self._find_run_dir()
                 if found is not None:
-                    self._child_run_dir_pending = False
                     path, how = found
                     if self.run_dir is None:
                         self.display.message(f"watch: run directory {path} (found by {how})")
                     first = self.run_dir is None
-                    self.attach(path, command=self.child.cmd, pid=self.child.proc.pid, found_by=how,
-                                restart=self.restart, output_log=str(self._out_path))
+                    try:
+                        self.attach(path, command=self.child.cmd, pid=self.child.proc.pid, found_by=how,
+                                    restart=self.restart, output_log=str(self._out_path))
+                    except VaediagError as exc:  # another watchdog's run, or no lock/journal possible there
+                        self._refuse(Path(path), exc)
+                    self._child_run_dir_pending = False
                     # A resumed run: its earlier epochs are history, replayed through the policy, not acted on.
                     self._backlog = first and self._has_history(self.child.started)
             if self.run_dir is not None:
@@ -540,14 +652,30 @@ class Supervisor(_Watch):
                     self._handle(batch, child_alive=rc is None)
                     if self._fatal is not None:
                         raise self._fatal
+            self._tick()
             self._pump_output()
             self.display.update(self.status)
             if rc is not None:
                 return self._ended(rc)
-            time.sleep(self.poll)
+            self._nap(self.poll)
 
     _child_run_dir_pending = False
     _backlog = False
+    _session_started = 0.0
+
+    def _refuse(self, path: Path, exc: VaediagError) -> None:
+        """The child's run cannot be watched (another watchdog holds it): write nothing there, stop the
+        child this watchdog started (SIGINT, SIGKILL after ``grace``), and raise ``exc`` (exit 2)."""
+        self.display.message(f"watch: not watching {path}: {exc.message}")
+        if self._child_alive():
+            self.display.message(f"watch: stopping the training process it started (SIGINT; SIGKILL after "
+                                 f"{self.grace:g} s)")
+            self._signal_child(signal.SIGINT)
+            self._escalation = (time.monotonic() + self.grace, signal.SIGKILL,
+                                f"did not exit within {self.grace:g} s of SIGINT (--grace)")
+            self._wait_child()
+        self._pump_output(final=True)
+        raise exc
 
     def _has_history(self, started: float) -> bool:
         """Whether the run directory held event data written before the child started (a resumed run)."""
@@ -562,15 +690,16 @@ class Supervisor(_Watch):
 
     def _ended(self, rc: int) -> int:
         code = exit_code(rc)
+        self._tick()
         self._pump_output(final=True)
-        self.status.child_state = f"exited {code}"
+        self.status.child_state = f"exited {code}" + (" (killed by the watchdog)" if self._killed else "")
         self.display.update(self.status)
         if self.run_dir is None:
             self.display.message("watch: the training process exited before it created a run directory; "
                                  "nothing to watch")
         if self.journal is not None:
             self.journal.event("exit", code=code, returncode=rc, stopped_by_policy=self._stopping_by_policy,
-                               signals=[signal.Signals(s).name for s in self._signals])
+                               signals=[signal.Signals(s).name for s in self._signals], killed=self._killed)
         if self._stopping_by_policy and not self._user_stop and code in (0, 130, 128 + signal.SIGINT):
             return 0  # the policy asked it to stop, and it stopped: success
         return code
@@ -594,71 +723,94 @@ class Supervisor(_Watch):
                 self.record(em, d, applied=True, via="stop (SIGINT)")
                 self._stopping_by_policy = True
                 self.status.child_state = "stopping (policy: stop)"
-                self._signal_child(signal.SIGINT)
+                self._stop_child("policy: stop")
             elif self.restart:
-                self.record(em, d, applied=True, via="restart")
-                self._restart(d)
+                self._restart(em, d)
             else:
                 self.apply_control(em, d)
 
     # ---- restart mode --------------------------------------------------------------------------------
 
     def _wait_child(self) -> int:
-        """Wait for the child to exit, echoing output; SIGTERM after ``stop_timeout``."""
+        """Wait for the child to exit, echoing output and carrying out the escalation (SIGTERM, SIGKILL)."""
         assert self.child is not None
-        deadline = time.time() + self.stop_timeout
-        termed = False
         while True:
             rc = self.child.proc.poll()
             if rc is not None:
                 return rc
-            if not termed and time.time() > deadline:
-                self.note(f"the training process ignored SIGINT for {self.stop_timeout:g} s; sending SIGTERM")
-                self._signal_child(signal.SIGTERM)
-                termed = True
+            self._tick()
             self._pump_output()
             self.display.update(self.status)
-            time.sleep(min(self.poll, 0.2))
+            self._nap(min(self.poll, 0.2))
 
-    def _restart(self, d: Decision) -> None:
+    def _find_ckpt(self, since: float) -> Path | None:
+        """The newest checkpoint written at or after ``since`` (see :func:`find_checkpoint`); an explicit
+        ``--checkpoint`` counts only when it too was written then."""
+        ckpt = find_checkpoint(since=since, run_dir=self.run_dir, roots=[Path.cwd(), self.run_dir],
+                               explicit=self.checkpoint)
+        if ckpt is not None and self.checkpoint:
+            try:
+                if ckpt.stat().st_mtime < since - 1.0:
+                    return None
+            except OSError:
+                return None
+        return ckpt
+
+    def _restart(self, em: EpochMetrics, d: Decision) -> None:
+        """Apply ``d`` by stopping the child and relaunching it from its checkpoint; journal the decision as
+        applied only once the relaunch happens, else as not applied with the reason."""
         assert self.child is not None and self.journal is not None
         old = self.child
+        where = self.checkpoint or f"*.pt, *.pth or *.ckpt under {Path.cwd()} or {self.run_dir}"
+
+        def not_applied(why: str) -> None:
+            self.policy.not_applied(d)
+            self.record(em, d, applied=False, note=why)
+
+        # A script that has written no checkpoint yet cannot be resumed: stopping it would only end a run.
+        earlier = self._find_ckpt(self._session_started)
+        if self._user_stop:
+            return not_applied("training is being stopped by a signal")
+        if earlier is None:
+            return not_applied(f"restart refused: the training script has written no checkpoint yet ({where}); "
+                               f"the run goes on unchanged")
         self.status.child_state = "restarting: stopping (SIGINT)"
         self.display.update(self.status)
         t_stop = time.time()
-        self._signal_child(signal.SIGINT)
+        self._stop_child("stopping for a restart")
         rc = self._wait_child()
         # Read what it logged on the way out (its last epoch) before the relaunch.
         self._pump_output()
-        if self._user_stop:
-            return  # the user stopped it meanwhile: no relaunch; the loop ends with its code
+        if self._user_stop:  # the user stopped it meanwhile: no relaunch; the loop ends with its code
+            return not_applied("training was stopped by a signal during the restart")
         code = exit_code(rc)
         if code == 0:
             self.note("the training process finished before the restart; nothing to relaunch")
-            return
+            return not_applied("training finished before the restart")
         if code not in (130, 128 + signal.SIGINT, 128 + signal.SIGTERM):
             self.note(f"the training process exited with code {code} while stopping for a restart")
-            return
+            return not_applied(f"training exited with code {code} while stopping for the restart")
         deadline = time.time() + 10.0
         ckpt = None
-        while ckpt is None and time.time() < deadline:
-            ckpt = find_checkpoint(since=t_stop, run_dir=self.run_dir, roots=[Path.cwd(), self.run_dir],
-                                   explicit=self.checkpoint)
+        while ckpt is None and time.time() < deadline and not self._user_stop:
+            ckpt = self._find_ckpt(t_stop)
             if ckpt is None:
-                time.sleep(0.2)
-        if self._user_stop:
-            return  # stopped by a signal while the checkpoint was looked for: no relaunch
+                self._nap(0.2)
+        if self._user_stop:  # stopped by a signal while the checkpoint was looked for: no relaunch
+            return not_applied("training was stopped by a signal during the restart")
+        if ckpt is None and earlier.is_file():
+            self.note(f"no checkpoint was written on the stop; resuming from the last one, {earlier}")
+            ckpt = earlier
         if ckpt is None:
-            where = self.checkpoint or f"{Path.cwd()} or {self.run_dir}"
             self._fatal = CheckpointError(
                 f"restart: the training process stopped (code {code}) but no checkpoint written after the stop "
-                f"was found in {where}; pass --checkpoint PATH")
-            self.journal.event("note", text=self._fatal.message)
-            return
+                f"was found ({where}); pass --checkpoint PATH")
+            return not_applied(self._fatal.message)
         cmd = set_option(old.cmd, "--kl-weight", format(float(d.kl_weight or 0.0), ".10g"))
         cmd = set_option(cmd, "--resume", str(ckpt))
         if d.mode == "ae" and self.ae_flag:
             cmd = set_option(cmd, self.ae_flag, None)
+        self.record(em, d, applied=True, via="restart")
         self.journal.event("restart", old_command=old.cmd, command=cmd, checkpoint=str(ckpt), old_code=code,
                            kl_weight=d.kl_weight, mode=d.mode)
         self.display.message(f"watch: restarting with {' '.join(cmd)}")
@@ -666,21 +818,38 @@ class Supervisor(_Watch):
         self._child_run_dir_pending = True  # a resumed run may or may not reuse its directory
 
     def _finish_output(self) -> None:
+        """Copy the child's output into the run directory as ``train_output.log`` (a new name, never over an
+        existing file) and remove the temporary directory. Without a run directory the output was echoed
+        and is not kept; only an output that could not be copied into the run is left, and said so."""
         self._pump_output(final=True)
-        target = None
+        keep = False
         if self.run_dir is not None and self._out_path.exists():
-            target = self.run_dir / OUTPUT_LOG
-            n = 1
-            while target.exists():  # never overwrite an earlier one
-                target = self.run_dir / f"train_output.{n}.log"
-                n += 1
-            try:
-                shutil.move(str(self._out_path), target)
-            except OSError:
-                target = None
-        if self._tmp is not None and (target is not None or not self._out_path.exists()):
+            if self._place_output() is None:
+                keep = True
+                self.note(f"the training output is left at {self._out_path}: it could not be copied into "
+                          f"{self.run_dir}")
+        if self._tmp is not None and not keep:
             shutil.rmtree(self._tmp, ignore_errors=True)
-        # else: leave the output in the temp dir (the journal's start event names it)
+
+    def _place_output(self) -> Path | None:
+        assert self.run_dir is not None
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        for n in range(1000):
+            target = self.run_dir / (OUTPUT_LOG if n == 0 else f"train_output.{n}.log")
+            try:
+                fd = os.open(target, flags, 0o644)  # O_EXCL: never over an earlier log, a link or a FIFO
+            except FileExistsError:
+                continue
+            except OSError:
+                return None
+            try:
+                with os.fdopen(fd, "wb") as out, open(self._out_path, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            except OSError:
+                target.unlink(missing_ok=True)  # our own half-written copy
+                return None
+            return target
+        return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -691,7 +860,8 @@ class Follower(_Watch):
 
     Epochs already complete when following starts are replayed through the policy (recorded with
     ``replayed: true``, never applied) except the latest, which is live. Ends when the run's event files
-    have not grown for ``idle`` seconds (exit 0) or on SIGINT/SIGTERM (exit 130).
+    have not grown for ``idle`` seconds (exit 0) or on SIGINT/SIGTERM (exit 130): the first signal ends
+    the loop at once (no wait outlasts it), a second one raises :class:`Interrupted` wherever it lands.
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], policy: Policy, *, apply: bool = False,
@@ -701,8 +871,8 @@ class Follower(_Watch):
         p = Path(run_dir)
         if not p.is_dir():
             raise UsageError(f"--follow {str(run_dir)!r} is not a directory; give the run directory to follow")
-        if idle <= 0:
-            raise UsageError(f"--idle must be > 0 seconds, got {idle!r}")
+        if isinstance(idle, bool) or not isinstance(idle, (int, float)) or not math.isfinite(idle) or idle <= 0:
+            raise UsageError(f"--idle must be a finite number of seconds > 0, got {idle!r}")
         self.follow_dir = p
         self.apply = apply
         self.idle = idle
@@ -712,7 +882,17 @@ class Follower(_Watch):
         self.status.child_state = "following"
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._stop_signal is not None:
+            raise Interrupted(f"interrupted ({signal.Signals(signum).name} received twice)")
         self._stop_signal = signum
+
+    def _nap(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while self._stop_signal is None:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.05))
 
     def _size(self) -> tuple[int, int]:
         files = self.tail.event_files() if self.tail is not None else []
@@ -748,7 +928,7 @@ class Follower(_Watch):
                     self.display.message(f"watch: no new logs for {self.idle:g} s; done")
                     return 0
                 self.display.update(self.status)
-                time.sleep(self.poll)
+                self._nap(self.poll)
         finally:
             for s, h in handlers.items():
                 signal.signal(s, h)
