@@ -311,3 +311,31 @@ def test_a_second_signal_kills_the_stubborn_child_at_once(tmp_path):
     assert code == 137, err
     assert "the training process was killed on a second signal (SIGINT); sent SIGKILL" in "\n".join(w.lines)
     wait_for(lambda: not alive(pid) and not alive(worker), timeout=10, what="the child and its worker to die")
+
+
+# ---- --restart on a script that has written no checkpoint -------------------------------------------
+
+RESTART = [PY, str(HERE / "restart_trainer.py")]
+REDUCE_AT_1 = ["--param", "reduce_at=1", "--target-kl", "20", "--param", "max_factor=10"]
+
+
+@pytest.mark.slow
+def test_restart_refuses_to_stop_a_script_that_has_written_no_checkpoint(tmp_path):
+    (tmp_path / "logs").mkdir()
+    env = {**os.environ, "FAKE_LOGDIR": str(tmp_path / "logs"), "FAKE_EPOCHS": "4", "FAKE_NO_CHECKPOINT": "1"}
+    r = subprocess.run(WATCH + REDUCE_AT_1 + ["--restart", "--logdir", "logs", "--", *RESTART, "--kl-weight", "0.01"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr + r.stdout  # the training's own exit code: it was never stopped
+    assert r.stderr == ""
+    run_dir = tmp_path / "logs" / "version_0"
+    assert (run_dir / "DONE").read_text() == "4"  # every epoch trained, in one process
+    recs = read_journal(run_dir)
+    assert [x for x in recs if x["event"] == "restart"] == []
+    changes = [x for x in recs if x["event"] == "decision" and x["action"] != "keep"]
+    assert changes, "the policy did want a change"
+    for d in changes:
+        assert d["applied"] is False and d["via"] is None
+        assert d["note"].startswith("restart refused: the training script has written no checkpoint yet")
+        assert d["note"].endswith("the run goes on unchanged")
+    assert recs[-1]["event"] == "exit" and recs[-1]["code"] == 0 and recs[-1]["signals"] == []
+    assert "restart refused" in r.stdout
