@@ -339,3 +339,180 @@ def test_restart_refuses_to_stop_a_script_that_has_written_no_checkpoint(tmp_pat
         assert d["note"].endswith("the run goes on unchanged")
     assert recs[-1]["event"] == "exit" and recs[-1]["code"] == 0 and recs[-1]["signals"] == []
     assert "restart refused" in r.stdout
+
+
+# ---- a foreign script's run: only the child's own event files ---------------------------------------
+
+
+def _decoy_run(d: Path) -> Path:
+    """Another process's run appearing under the same --logdir (written by this test process)."""
+    from tbwrite import scalar_event, write_events
+
+    return write_events(d, [scalar_event("val/kl", 0, 30.0, time.time())])
+
+
+@pytest.mark.slow
+def test_a_foreign_script_is_not_confused_with_another_process_s_run_named_by_pid(tmp_path):
+    """The child (TensorBoard's own writer: files named after its pid, opened per write) starts writing
+    only after another process's run appeared under the same --logdir: the watchdog follows the child's."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    go = tmp_path / "go"
+    w = Proc(WATCH + REDUCE_AT_1 + ["--logdir", "logs", "--", *FAKE, "--logdir", str(logs / "mine"), "--epochs", "3",
+                                    "--no-run-dir-file", "--wait-for", str(go)], cwd=tmp_path)
+    try:
+        w.wait_line("^fake: waiting")
+        decoy = _decoy_run(logs / "other" / "run")
+        w.wait_line("are not the training process's")  # seen, said, not attached to
+        go.touch()
+        code, err = w.finish(timeout=120)
+    finally:
+        w.kill()
+    assert code == 0, err + "\n".join(w.lines)
+    mine = logs / "mine" / "version_0"
+    recs = read_journal(mine)
+    assert recs[0]["found_by"] == "event files under logs named after the training process's pid"
+    ds = [r for r in recs if r["event"] == "decision"]
+    assert ds[0]["applied"] and ds[0]["via"] == "control"
+    assert json.loads((mine / "control.json").read_text())["seq"] == 1  # the decision went to the child's run
+    assert sorted(p.name for p in decoy.parent.iterdir()) == [decoy.name]  # nothing written into the other run
+
+
+HOLDER = r"""
+import os, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from tbwrite import scalar_event, write_events
+print("started", flush=True)
+while not Path("go").exists():
+    time.sleep(0.02)
+p = write_events(Path("logs/held"), [scalar_event("val/kl", 0, 30.0, time.time())])
+held = p.with_name("events.out.tfevents.1700000000.elsewhere")  # a name that carries no pid
+os.rename(p, held)
+fh = open(held, "ab")  # held open for the run's life, as TF's own writer and tensorboardX do
+print("holding", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+@pytest.mark.slow
+def test_a_foreign_script_is_found_by_the_event_file_it_holds_open(tmp_path):
+    (tmp_path / "logs").mkdir()
+    w = Proc(WATCH + ["--logdir", "logs", "--", PY, "-c", HOLDER, str(HERE.parent), "3"], cwd=tmp_path)
+    try:
+        w.wait_line("^started")
+        decoy = _decoy_run(tmp_path / "logs" / "decoy")
+        w.wait_line("are not the training process's")
+        (tmp_path / "go").touch()
+        w.wait_line("run directory")
+        code, err = w.finish(timeout=120)
+    finally:
+        w.kill()
+    assert code == 0, err
+    recs = read_journal(tmp_path / "logs" / "held")
+    assert recs[0]["found_by"] == "event files under logs held open by the training process"
+    assert sorted(p.name for p in decoy.parent.iterdir()) == [decoy.name]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def update(self, status) -> None:
+        pass
+
+    def decision(self, status) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)
+
+
+TWO_RUNS = r"""
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from tbwrite import scalar_event, write_events
+for name in sys.argv[3:]:
+    p = write_events(Path("logs") / name, [scalar_event("val/kl", 0, 30.0, time.time())])
+    p.rename(p.with_name("events.out.tfevents.1700000000.elsewhere." + name))  # no pid to go by
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_without_proc_two_new_runs_are_ambiguous_and_never_guessed(tmp_path, monkeypatch):
+    from vaediag.watch import supervisor as sup
+    from vaediag.watch.policies import make_policy
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sup, "_PROC", tmp_path / "no-proc-here")
+    (tmp_path / "logs").mkdir()
+    rec = Recorder()
+    w = sup.Supervisor([PY, "-c", TWO_RUNS, str(HERE.parent), "1", "a", "b"], make_policy("ladder", kl_weight=1e-2),
+                       logdir="logs", poll=0.05, display=rec)
+    assert w.run() == 0
+    assert w.run_dir is None
+    said = [m for m in rec.messages if "several new runs under logs" in m]
+    assert len(said) == 1 and "not guessing, still waiting" in said[0]  # said once, not at every poll
+    for name in ("a", "b"):
+        assert [p.name for p in (tmp_path / "logs" / name).iterdir()] == [f"events.out.tfevents.1700000000.elsewhere.{name}"]
+
+    rec = Recorder()  # exactly one new run: that one is the child's
+    w = sup.Supervisor([PY, "-c", TWO_RUNS, str(HERE.parent), "1", "c"], make_policy("ladder", kl_weight=1e-2),
+                       logdir="logs", poll=0.05, display=rec)
+    assert w.run() == 0
+    assert w.run_dir == (tmp_path / "logs" / "c").resolve()
+    assert read_journal(w.run_dir)[0]["found_by"] == "new event files under logs (the only new run since the start)"
+
+
+# ---- control.json that is not a regular file; signals end every wait --------------------------------
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "dir"])
+def test_write_control_never_replaces_a_non_regular_file(tmp_path, kind):
+    from vaediag.errors import ControlFileError
+    from vaediag.watch.control import Control, write_control
+
+    p = tmp_path / "control.json"
+    target = tmp_path / "target.json"
+    target.write_text("{}\n")
+    {"fifo": lambda: os.mkfifo(p), "symlink": lambda: p.symlink_to(target), "dir": lambda: p.mkdir()}[kind]()
+    with pytest.raises(ControlFileError, match=r"not a regular file; it is not replaced"):
+        write_control(tmp_path, Control(seq=1, kl_weight=1e-3))
+    assert {"fifo": p.is_fifo, "symlink": p.is_symlink, "dir": p.is_dir}[kind]()
+    assert target.read_text() == "{}\n"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["control.json", "target.json"]  # no temp file left
+
+
+@pytest.mark.slow
+def test_follow_apply_with_a_fifo_control_file_neither_blocks_nor_replaces_it(tmp_path):
+    run_dir = tmp_path / "run"
+    static_run(run_dir, [30.0, 30.0, 30.0])
+    os.mkfifo(run_dir / "control.json")
+    r = subprocess.run(WATCH + ["--follow", str(run_dir), "--idle", "0.5", "--apply", "--cooldown", "0", "--policy",
+                                "controlvae", "--target-kl", "20", "--param", "ki=1e-3"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (run_dir / "control.json").is_fifo()
+    live = [d for d in read_journal(run_dir) if d["event"] == "decision" and not d.get("replayed")]
+    assert len(live) == 1 and live[0]["applied"] is False and live[0]["note"] == "control.json could not be written"
+    assert "is a FIFO (named pipe), not a regular file; it is left as it is" in r.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_ends_a_follower_in_the_middle_of_a_long_poll(tmp_path, sig):
+    run_dir = tmp_path / "run"
+    static_run(run_dir, [10.0, 10.0])
+    w = Proc(WATCH + ["--follow", str(run_dir), "--idle", "7200", "--poll", "3600"], cwd=tmp_path)
+    try:
+        wait_for(lambda: (run_dir / "watchdog.jsonl").exists() and len(read_journal(run_dir)) >= 3,
+                 what="the follower to replay the run")
+        time.sleep(0.3)  # well inside its hour-long nap
+        w.p.send_signal(sig)
+        code, err = w.finish(timeout=30)  # an hour-long sleep that ignored the signal would be a hang
+    finally:
+        w.kill()
+    assert code == 130, err
+    assert read_journal(run_dir)[-1] == {**read_journal(run_dir)[-1], "event": "exit", "code": 130}
+    assert not (run_dir / "watchdog.lock").exists()

@@ -35,7 +35,8 @@ examples:
 
 The training command finds out where its run directory is in two ways: a script that knows the protocol
 (python -m train does) writes its run directory to the file named by $VAEDIAG_RUN_DIR_FILE; for any other
-script, the event files that appear under --logdir after the start mark its run. Decisions go to
+script, the event files under --logdir that are its own (held open by its processes, or named after one of
+their pids; without /proc, the only new run) mark its run, never another process's. Decisions go to
 control.json in the run directory (read by the loop at each epoch start) or, with --restart, to a relaunch
 with --kl-weight and --resume; every decision is appended to watchdog.jsonl there.
 """

@@ -12,9 +12,12 @@ Supervisor, step by step
    * ``VAEDIAG_RUN_DIR_FILE``: the watchdog sets this environment variable to a fresh temporary file; a
      training script that knows the protocol (``python -m train`` does) writes its absolute run
      directory and a newline there right after creating it. Reliable and immediate.
-   * For foreign scripts: the event files that appear under ``--logdir`` (default: the current
-     directory) after the start and were not there before; their run directory (``tf/`` and
-     ``add_hparams`` children belong to their parent) is the run.
+   * For foreign scripts: event files under ``--logdir`` (default: the current directory) that are the
+     child's by evidence: held open by its process tree (``/proc/<pid>/fd`` of the child, its session
+     and descendants), or new and named after one of those pids (``events.out.tfevents.<t>.<host>.<pid>``);
+     where ``/proc`` is missing, new files named after the child's pid, else the one new run if there is
+     exactly one. Another process's new run is never attached to: the watchdog says so once and keeps
+     waiting. Their run directory (``tf/`` and ``add_hparams`` children belong to their parent) is the run.
 3. **Tail** the run's event files with :class:`vaediag.logs.Tail` (only new bytes), feed the rows to an
    :class:`~vaediag.watch.tracker.EpochTracker`, and after each completed epoch ask the policy.
 4. **Apply** a change through ``control.json`` (:func:`~vaediag.watch.control.write_control`: temp file,
@@ -27,7 +30,15 @@ Supervisor, step by step
 
 Faults: the child's exit code is the watchdog's (a signal N gives 128 + N); SIGINT and SIGTERM to the
 watchdog are forwarded to the child's process group and the watchdog waits for it, reads its last logs
-and exits with its code.
+and exits with its code. A child still running ``grace`` seconds (30) after the forwarded signal is
+killed with its whole process group (SIGKILL: exit 137), and a second signal kills it at once; each step
+is one line on the display and a ``note`` in the journal.
+
+One watchdog per run (:mod:`~vaediag.watch.lock`): before writing anything into a run directory the
+watchdog takes its ``watchdog.lock``; when another live watchdog holds it, this one writes nothing there,
+stops the child it started (SIGINT, SIGKILL after ``grace``) and raises
+:class:`~vaediag.watch.lock.RunLockedError` (exit 2). ``--restart`` refuses to stop a child whose script
+has written no checkpoint since the watch began (the decision is journalled as not applied).
 
 The child gets ``VAEDIAG_WATCHDOG_PID``: a loop that knows it (vaediag's trainer) waits at each epoch start
 until the decision about the epoch that just ended is journalled (:func:`~vaediag.watch.control.wait_for_watchdog`),
@@ -40,8 +51,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -52,7 +66,9 @@ from typing import Any, Callable, Protocol, Sequence
 
 from vaediag.errors import CheckpointError, ControlFileError, InputError, Interrupted, UsageError, VaediagError
 from vaediag.logs.discover import _ADD_HPARAMS_DIR, is_event_file
-from vaediag.watch.control import RUN_DIR_FILE_ENV, WATCHDOG_PID_ENV, Control, now_iso, read_control, write_control
+from vaediag.safeio import kind_of
+from vaediag.watch.control import (CONTROL_FILENAME, RUN_DIR_FILE_ENV, WATCHDOG_PID_ENV, Control, now_iso, read_control,
+                                   write_control)
 from vaediag.watch.journal import Journal, decision_record
 from vaediag.watch.lock import RunLock, RunLockedError
 from vaediag.watch.panel import WatchStatus
@@ -167,6 +183,72 @@ def _event_files(root: Path) -> set[Path]:
     if not root.is_dir():
         return set()
     return {p for p in _walk_files(root) if is_event_file(p.name)}
+
+
+#: Where the child's process tree and its open files are read from (Linux); tests point it elsewhere.
+_PROC = Path("/proc")
+
+
+def _proc_available() -> bool:
+    return (_PROC / str(os.getpid()) / "fd").is_dir()
+
+
+def _process_tree(root: int) -> set[int]:
+    """``root``, every process of its session (the child is a session leader) and their descendants."""
+    parent: dict[int, int] = {}
+    tree = {root}
+    try:
+        entries = list(os.scandir(_PROC))
+    except OSError:
+        return tree
+    for e in entries:
+        if not e.name.isdigit():
+            continue
+        try:
+            with open(os.path.join(e.path, "stat"), "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()  # after "pid (comm)": state ppid pgrp session
+            pid, ppid, sid = int(e.name), int(fields[1]), int(fields[3])
+        except (OSError, IndexError, ValueError):
+            continue
+        parent[pid] = ppid
+        if sid == root:
+            tree.add(pid)
+    grew = True
+    while grew:  # descendants that left the session (setsid) are still the child's
+        grew = False
+        for pid, ppid in parent.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return tree
+
+
+def _open_event_files(pids: set[int], root: Path) -> set[Path]:
+    """Event files under ``root`` (resolved) that the processes ``pids`` hold open right now."""
+    out: set[Path] = set()
+    for pid in pids:
+        try:
+            fds = list(os.scandir(_PROC / str(pid) / "fd"))
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd.path)
+            except OSError:
+                continue
+            if not target.startswith("/"):
+                continue  # pipe:[...], socket:[...]
+            p = Path(target)
+            if is_event_file(p.name) and p.is_relative_to(root):
+                out.add(p)
+    return out
+
+
+def _name_pid(name: str, host: str) -> int | None:
+    """The pid in an event file's name, as TensorBoard's and TF2's writers name them:
+    ``events.out.tfevents.<time>.<host>.<pid>.<n>...`` (None when the name carries none, or another host's)."""
+    m = re.match(rf"events\.out\.tfevents\.\d+\.{re.escape(host)}\.(\d+)(\.|$)", name)
+    return int(m.group(1)) if m else None
 
 
 def _owner_dir(event_file: Path) -> Path:
@@ -335,6 +417,18 @@ class _Watch:
     def write_control(self, d: Decision) -> int | None:
         """Write a change to control.json; return its seq, or None when the file could not be written."""
         assert self.run_dir is not None
+        path = self.run_dir / CONTROL_FILENAME
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            mode = None
+        except OSError as exc:
+            self.note(f"cannot check {path}: {exc.strerror or exc}")
+            return None
+        if mode is not None and not stat.S_ISREG(mode):  # never read (a FIFO would block), never replaced
+            self.note(f"{path} is {kind_of(mode)}, not a regular file; it is left as it is and the decision is "
+                      f"not applied (move it away to let the watchdog write control.json)")
+            return None
         try:
             cur = read_control(self.run_dir)
             base = cur.seq if cur is not None else 0
@@ -348,6 +442,9 @@ class _Watch:
             write_control(self.run_dir, ctl)
         except OSError as exc:
             self.note(f"cannot write control.json in {self.run_dir}: {exc.strerror}")
+            return None
+        except ControlFileError as exc:
+            self.note(exc.message)
             return None
         return self.seq
 
@@ -391,6 +488,7 @@ class _Child:
     run_dir_file: Path
     started: float
     before: set[Path] = field(default_factory=set)
+    tree: set[int] = field(default_factory=set)  # every pid seen in its process tree so far
 
 
 class Supervisor(_Watch):
@@ -437,6 +535,8 @@ class Supervisor(_Watch):
         self.logdir = Path(logdir) if logdir is not None else Path.cwd()
         if logdir is not None and not self.logdir.is_dir():
             raise UsageError(f"--logdir {str(logdir)!r} is not a directory")
+        self._logdir_abs = self.logdir.resolve()
+        self._said: set[str] = set()  # discovery messages already shown (each once)
         self.restart = restart
         self.checkpoint = checkpoint
         self.ae_flag = ae_flag
@@ -468,7 +568,7 @@ class Supervisor(_Watch):
         env[RUN_DIR_FILE_ENV] = str(run_dir_file)
         # The loop waits at each epoch start for our decision about the last epoch (control.py).
         env[WATCHDOG_PID_ENV] = str(os.getpid())
-        before = _event_files(self.logdir)
+        before = _event_files(self._logdir_abs)
         out = open(self._out_path, "ab")
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -597,13 +697,64 @@ class Supervisor(_Watch):
             p = Path(text.strip())
             if p.is_dir():
                 return p, RUN_DIR_FILE_ENV
-        new = _event_files(self.logdir) - c.before
-        if new:
-            owners = sorted({_owner_dir(p) for p in new}, key=lambda d: min(
-                (f.stat().st_mtime for f in new if _owner_dir(f) == d), default=0.0))
-            if len(owners) > 1:
-                self.display.message(f"watch: several new runs under {self.logdir}; following {owners[0]}")
-            return owners[0], f"new event files under {self.logdir}"
+        return self._find_foreign_run_dir()
+
+    def _say_once(self, text: str) -> None:
+        if text not in self._said:
+            self._said.add(text)
+            self.display.message(text)
+
+    def _find_foreign_run_dir(self) -> tuple[Path, str] | None:
+        """The run of a script that does not name it: only event files under ``--logdir`` that are the
+        child's by evidence. On Linux: files the child's process tree holds open (``/proc/<pid>/fd``), or
+        new files named after a pid of that tree (TensorBoard's writer, which torch's SummaryWriter uses,
+        opens the file for each write, and names it ``...<host>.<pid>...``). Without ``/proc``: new files
+        named after the child's pid, else the new run if it is the only one. Anything else is another
+        process's run: said once, never attached to (no control.json is ever written there)."""
+        c = self.child
+        assert c is not None
+        root = self._logdir_abs
+        new = _event_files(root) - c.before
+        proc = _proc_available()
+        c.tree |= _process_tree(c.proc.pid) if proc else {c.proc.pid}
+        evidence: dict[Path, str] = {}
+        if proc:
+            evidence.update((f, "held open by the training process") for f in _open_event_files(c.tree, root))
+        host = socket.gethostname()
+        for f in new:
+            if _name_pid(f.name, host) in c.tree:
+                evidence.setdefault(f, "named after the training process's pid")
+        if evidence:
+            def first_seen(d: Path) -> float:
+                times = []
+                for f in evidence:
+                    if _owner_dir(f) == d:
+                        try:
+                            times.append(f.stat().st_mtime)
+                        except OSError:
+                            pass
+                return min(times, default=0.0)
+
+            owners = sorted({_owner_dir(f) for f in evidence}, key=first_seen)
+            if len(owners) > 1:  # all of them the child's: follow the first
+                self._say_once(f"watch: the training process writes several runs under {self.logdir}; "
+                               f"following {owners[0]}")
+            why = next(evidence[f] for f in sorted(evidence) if _owner_dir(f) == owners[0])
+            return owners[0], f"event files under {self.logdir} {why}"
+        if not new:
+            return None
+        others = sorted({_owner_dir(f) for f in new})
+        shown = ", ".join(str(d) for d in others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        if proc:
+            self._say_once(f"watch: new event files under {self.logdir} ({shown}) are not the training process's "
+                           f"(none is held open by it or named after its pid); not attaching to another "
+                           f"process's run, still waiting for its own")
+            return None
+        if len(others) == 1:
+            return others[0], f"new event files under {self.logdir} (the only new run since the start)"
+        self._say_once(f"watch: several new runs under {self.logdir} ({shown}) and no way to tell which is the "
+                       f"training process's; not guessing, still waiting (give --logdir the script's own log "
+                       f"directory, or have it name its run in ${RUN_DIR_FILE_ENV})")
         return None
 
     # ---- main loop -----------------------------------------------------------------------------------
