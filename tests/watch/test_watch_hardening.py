@@ -516,3 +516,25 @@ def test_a_signal_ends_a_follower_in_the_middle_of_a_long_poll(tmp_path, sig):
     assert code == 130, err
     assert read_journal(run_dir)[-1] == {**read_journal(run_dir)[-1], "event": "exit", "code": 130}
     assert not (run_dir / "watchdog.lock").exists()
+
+
+@pytest.mark.slow
+def test_a_stale_lock_left_by_a_killed_watchdog_is_taken_over_with_a_note(tmp_path):
+    run_dir = tmp_path / "run"
+    static_run(run_dir, [10.0, 10.0])
+    first = Proc(WATCH + ["--follow", str(run_dir), "--idle", "600"], cwd=tmp_path)
+    try:
+        wait_for(lambda: (run_dir / "watchdog.jsonl").exists() and len(read_journal(run_dir)) >= 3,
+                 what="the first watchdog to start")
+        first.p.kill()  # SIGKILL: its lock file stays, its flock goes with it
+        first.p.wait()
+    finally:
+        first.kill()
+    assert json.loads((run_dir / LOCK_FILENAME).read_text())["pid"] == first.p.pid
+    r = subprocess.run(WATCH + ["--follow", str(run_dir), "--idle", "0.3"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    note = f"took over a stale watchdog lock in {run_dir} (left by pid {first.p.pid} on host "
+    assert note in r.stdout and "no longer running)" in r.stdout
+    assert any(x["event"] == "note" and x["text"].startswith(note) for x in read_journal(run_dir))
+    assert not (run_dir / LOCK_FILENAME).exists()
