@@ -538,3 +538,19 @@ def test_a_stale_lock_left_by_a_killed_watchdog_is_taken_over_with_a_note(tmp_pa
     assert note in r.stdout and "no longer running)" in r.stdout
     assert any(x["event"] == "note" and x["text"].startswith(note) for x in read_journal(run_dir))
     assert not (run_dir / LOCK_FILENAME).exists()
+
+
+def test_a_child_flooding_its_output_is_echoed_in_bounded_chunks_and_to_the_end(tmp_path, monkeypatch):
+    from vaediag.watch import supervisor as sup
+    from vaediag.watch.policies import make_policy
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(sup.tempfile, "tempdir", None)
+    rec = Recorder()
+    flood = "import sys; sys.stdout.write(('x' * 99 + '\\n') * 100000); sys.stdout.write('y' * 200000 + '\\rlast')"
+    w = sup.Supervisor([PY, "-c", flood], make_policy("ladder", kl_weight=1e-2), poll=0.05, display=rec)
+    assert w.run() == 0
+    out = [m for m in rec.messages if not m.startswith("watch:")]
+    assert len(out) == 100001 and out[0] == "x" * 99 and out[-1] == "last"  # 10 MB, every line, in 4 MiB reads
+    assert list(tmp_path.iterdir()) == []  # and no temporary folder left behind

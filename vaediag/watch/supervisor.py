@@ -90,6 +90,7 @@ OUTPUT_LOG = "train_output.log"
 DEFAULT_GRACE_S = 30.0
 #: The longest poll interval: a watchdog that looks less than once an hour is not watching.
 MAX_POLL_S = 3600.0
+_OUTPUT_CHUNK = 4 << 20
 _CKPT_SUFFIXES = (".pt", ".pth", ".ckpt")
 _SKIP_DIRS = frozenset({"node_modules", "__pycache__", "site-packages", "wandb"})
 
@@ -666,23 +667,34 @@ class Supervisor(_Watch):
             time.sleep(min(left, 0.05))
 
     def _pump_output(self, final: bool = False) -> None:
-        """Echo the child's new output lines (a tqdm-style \\r line shows its last state)."""
-        try:
-            with open(self._out_path, "rb") as fh:
-                fh.seek(self._out_pos)
-                data = fh.read()
-        except OSError:
-            return
-        if not data:
-            return
-        self._out_pos += len(data)
-        text = self._out_partial + data.decode("utf-8", errors="replace")
-        lines = text.split("\n")
-        self._out_partial = "" if final else lines.pop()
-        for line in lines:
-            line = line.rsplit("\r", 1)[-1].rstrip()
-            if line:
-                self.display.message(line)
+        """Echo the child's new output lines (a tqdm-style \\r line shows its last state); at most 4 MiB a
+        poll (``final``: all of it, 4 MiB at a time), so a child that floods its output never floods the
+        watchdog's memory; an unfinished line is kept up to its last 64 KiB."""
+        while True:
+            try:
+                with open(self._out_path, "rb") as fh:
+                    fh.seek(self._out_pos)
+                    data = fh.read(_OUTPUT_CHUNK)
+            except OSError:
+                return
+            if not data:
+                break
+            self._out_pos += len(data)
+            more = len(data) == _OUTPUT_CHUNK
+            lines = (self._out_partial + data.decode("utf-8", errors="replace")).split("\n")
+            self._out_partial = lines.pop()[-(64 << 10):]
+            for line in lines:
+                self._echo(line)
+            if not (final and more):
+                break
+        if final and self._out_partial:
+            self._echo(self._out_partial)
+            self._out_partial = ""
+
+    def _echo(self, line: str) -> None:
+        line = line.rsplit("\r", 1)[-1].rstrip()
+        if line:
+            self.display.message(line)
 
     # ---- the run directory ---------------------------------------------------------------------------
 
