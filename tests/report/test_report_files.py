@@ -96,7 +96,11 @@ def test_damaged_journal_is_reported_not_fatal(watch_tree, tmp_path):
     rs = vaediag.load(tree)
     out = write_report(rs, diagnose_runs(rs), tmp_path / "r.md", plots=False)
     text = out.read_text(encoding="utf-8")
-    assert "The journal could not be read:" in text and "line 3 is not JSON" in text
+    # The damaged line is skipped and counted; every decision around it is still reported.
+    assert "The journal could not be read" not in text
+    assert "1 line(s) of the journal were not complete JSON records" in text
+    t = [t for t in md.tables(text) if t.heading == "R1: ear_vae/version_0" and t.header[0] == "#"][0]
+    assert [r[:3] for r in t.rows] == [["D1", "10", "set_kl_weight"]]
     assert "## Curves" not in text and not files_dir_for(out).exists()
 
 

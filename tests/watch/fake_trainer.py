@@ -22,7 +22,14 @@ p.add_argument("--crash-at", type=int)
 p.add_argument("--no-run-dir-file", action="store_true")
 p.add_argument("--ignore-control", action="store_true")
 p.add_argument("--omit", action="append", default=[], help="a term this run does not log (repeatable)")
+p.add_argument("--wait-for", type=Path, help="print 'fake: waiting' and start only once this file exists")
 a = p.parse_args()
+if a.wait_for is not None:
+    import time
+
+    print("fake: waiting", flush=True)
+    while not a.wait_for.exists():
+        time.sleep(0.02)
 sys.exit(train(logdir=a.logdir, epochs=a.epochs, kl_weight=a.kl_weight, resume=a.resume,
                ckpt_path=a.checkpoint or a.logdir.parent / "checkpoints" / "last.pt",
                steps_per_epoch=a.steps_per_epoch, epoch_seconds=a.epoch_seconds, crash_at=a.crash_at,

@@ -56,7 +56,7 @@ def next_version(logdir: Path) -> Path:
 def train(*, logdir: Path, epochs: int, kl_weight: float, resume: str | None, ckpt_path: Path,
           steps_per_epoch: int = 5, epoch_seconds: float = 0.3, crash_at: int | None = None,
           write_run_dir_file: bool = True, read_control_file: bool = True, ae: bool = False,
-          omit: tuple[str, ...] = ()) -> int:
+          omit: tuple[str, ...] = (), save_checkpoints: bool = True) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     start_epoch, step, last_seq = 0, 0, 0
@@ -81,6 +81,8 @@ def train(*, logdir: Path, epochs: int, kl_weight: float, resume: str | None, ck
         writer.add_event(scalar_event(name, step, float(value), time.time()))
 
     def save(epoch: int) -> None:
+        if not save_checkpoints:  # a script that never checkpoints
+            return
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = ckpt_path.with_name("." + ckpt_path.name + ".tmp")
         tmp.write_text(json.dumps({"run_dir": str(run_dir), "epoch": epoch, "step": step, "last_seq": last_seq,

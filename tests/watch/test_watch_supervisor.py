@@ -180,7 +180,7 @@ def test_restart_mode_relaunches_with_kl_weight_and_resume(tmp_path):
     assert r.returncode == 0, r.stderr + r.stdout
     run_dir = tmp_path / "logs" / "version_0"
     recs = read_journal(run_dir)
-    assert recs[0]["found_by"].startswith("new event files under")
+    assert recs[0]["found_by"].startswith("event files under logs")
     restarts = [x for x in recs if x["event"] == "restart"]
     assert len(restarts) == 1
     cmd = restarts[0]["command"]
@@ -206,7 +206,7 @@ def test_foreign_script_found_by_new_event_files(tmp_path):
                "--no-run-dir-file"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     recs = read_journal(tmp_path / "logs" / "version_0")
-    assert recs[0]["found_by"] == "new event files under logs"
+    assert recs[0]["found_by"] == "event files under logs named after the training process's pid"
     assert not (old / "watchdog.jsonl").exists()
 
 

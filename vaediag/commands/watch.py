@@ -4,16 +4,20 @@
                   [--min-kl-weight W] [--max-kl-weight W] [--cooldown EPOCHS] [--rules FILE]
                   [--param KEY=VALUE ...]
                   [--restart [--checkpoint PATH] [--ae-flag FLAG]] [--logdir DIR] [--dry-run]
-                  -- <training command...>
+                  [--poll SECONDS] [--grace SECONDS] -- <training command...>
     vaediag watch --follow RUN_DIR [--apply] [--idle SECONDS] [policy options]
 
-Exits with the training process's exit code (0 also when the policy stopped a converged run); 2 with one
-line for a usage error; 130 when a followed run is left with Ctrl-C.
+Exits with the training process's exit code (0 also when the policy stopped a converged run; 137 when the
+watchdog had to SIGKILL a training process that ignored a forwarded SIGINT/SIGTERM for --grace seconds);
+2 with one line for a usage error, and when another watchdog already watches the run (one watchdog per
+run: the second writes nothing there, and stops the training process it started); 130 when a followed
+run is left with Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -32,7 +36,8 @@ examples:
 
 The training command finds out where its run directory is in two ways: a script that knows the protocol
 (python -m train does) writes its run directory to the file named by $VAEDIAG_RUN_DIR_FILE; for any other
-script, the event files that appear under --logdir after the start mark its run. Decisions go to
+script, the event files under --logdir that are its own (held open by its processes, or named after one of
+their pids; without /proc, the only new run) mark its run, never another process's. Decisions go to
 control.json in the run directory (read by the loop at each epoch start) or, with --restart, to a relaunch
 with --kl-weight and --resume; every decision is appended to watchdog.jsonl there.
 """
@@ -45,6 +50,21 @@ def _num(kind: type, name: str):
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"{name} must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    return conv
+
+
+def _seconds(name: str, *, low: float, low_ok: bool, high: float = math.inf):
+    """A finite number of seconds in range, checked when the command line is read (before any child starts)."""
+    def conv(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = math.nan
+        ok = math.isfinite(v) and (v >= low if low_ok else v > low) and v <= high
+        if not ok:
+            rng = f"{'>=' if low_ok else '>'} {low:g}" + (f" and <= {high:g}" if math.isfinite(high) else "")
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number of seconds {rng}, got {text!r}")
+        return v
     return conv
 
 
@@ -94,13 +114,17 @@ def add_parser(sub: argparse._SubParsersAction, *, name: str, help: str) -> argp
     r.add_argument("--logdir", metavar="DIR",
                    help="where a foreign script's event files appear (default: the current directory)")
     r.add_argument("--dry-run", action="store_true", help="decide and record, never write control.json")
-    r.add_argument("--poll", type=_num(float, "--poll"), default=1.0, metavar="SECONDS",
-                   help="seconds between reads of the logs (default 1)")
+    # The supervisor owns the limits (MAX_POLL_S, DEFAULT_GRACE_S); importing it here would load pandas.
+    r.add_argument("--poll", type=_seconds("--poll", low=0, low_ok=False, high=3600), default=1.0,
+                   metavar="SECONDS", help="seconds between reads of the logs (default 1, at most 3600)")
+    r.add_argument("--grace", type=_seconds("--grace", low=0, low_ok=True), default=None, metavar="SECONDS",
+                   help="after forwarding SIGINT/SIGTERM to the training process, seconds it gets to exit before "
+                        "its process group is killed with SIGKILL (default 30; a second Ctrl-C kills at once)")
     r.add_argument("--no-live", action="store_true", help="print one line per epoch instead of a live panel")
     f = p.add_argument_group("follow a run started elsewhere")
     f.add_argument("--follow", metavar="RUN_DIR", help="tail this run directory instead of starting a command")
     f.add_argument("--apply", action="store_true", help="--follow: write control.json (default: recommend only)")
-    f.add_argument("--idle", type=_num(float, "--idle"), default=300.0, metavar="SECONDS",
+    f.add_argument("--idle", type=_seconds("--idle", low=0, low_ok=False), default=300.0, metavar="SECONDS",
                    help="--follow: stop when the logs have not grown for this long (default 300)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the training command, after --")
     p.set_defaults(handler=run)
@@ -216,6 +240,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--checkpoint and --ae-flag only go with --restart")
     if args.logdir and args.follow:
         raise UsageError("--logdir is for a started command; --follow takes the run directory itself")
+    if args.grace is not None and args.follow:
+        raise UsageError("--grace is for a started command; --follow stops no process")
     policy = policy_from_args(args, cmd)
 
     with _RichDisplay(live=not args.no_live) as display:
@@ -223,7 +249,8 @@ def run(args: argparse.Namespace) -> int:
             w = Follower(args.follow, policy, apply=args.apply, idle=args.idle, poll=args.poll, display=display)
         else:
             w = Supervisor(cmd, policy, logdir=args.logdir, restart=args.restart, checkpoint=args.checkpoint,
-                           ae_flag=args.ae_flag or None, dry_run=args.dry_run, poll=args.poll, display=display)
+                           ae_flag=args.ae_flag or None, dry_run=args.dry_run, poll=args.poll, display=display,
+                           **({"grace": args.grace} if args.grace is not None else {}))
             display.message(f"watch: {shlex.join(cmd)}  (policy {policy.name}"
                             f"{', dry run' if args.dry_run else ', restart mode' if args.restart else ''})")
         code = w.run()

@@ -207,6 +207,7 @@ class _Run:
     info: Any  # RunInfo or None
     decisions: list[dict[str, Any]] = field(default_factory=list)
     journal_error: str | None = None
+    journal_skipped: int = 0  # lines of watchdog.jsonl that were not JSON objects (torn, damaged)
 
     @property
     def label(self) -> str:
@@ -300,10 +301,11 @@ def _journal_path(info: Any) -> Path | None:
     return p if p.is_file() else None
 
 
-def _read_decisions(path: Path) -> list[dict[str, Any]]:
-    from vaediag.watch.journal import read_journal
+def _read_decisions(path: Path) -> tuple[list[dict[str, Any]], int]:
+    from vaediag.watch.journal import load_journal
 
-    return [r for r in read_journal(path) if r.get("event") == "decision"]
+    records, skipped = load_journal(path)
+    return [r for r in records if r.get("event") == "decision"], skipped
 
 
 def _views(runset: "RunSet", diagnoses: Sequence["RunDiagnosis"]) -> list[_Run]:
@@ -319,7 +321,7 @@ def _views(runset: "RunSet", diagnoses: Sequence["RunDiagnosis"]) -> list[_Run]:
         jp = _journal_path(info)
         if jp is not None:
             try:
-                v.decisions = _read_decisions(jp)
+                v.decisions, v.journal_skipped = _read_decisions(jp)
             except InputError as exc:  # a damaged journal must not cost the whole report
                 v.journal_error = exc.message
         views.append(v)
@@ -913,7 +915,7 @@ def _numbered_decisions(views: Sequence[_Run]) -> list[tuple[int, _Run, dict[str
 
 
 def _section_watchdog(views: Sequence[_Run]) -> list[str]:
-    with_journal = [v for v in views if v.decisions or v.journal_error]
+    with_journal = [v for v in views if v.decisions or v.journal_error or v.journal_skipped]
     if not with_journal:
         return []
     lines = ["## Watchdog decisions", ""]
@@ -924,6 +926,9 @@ def _section_watchdog(views: Sequence[_Run]) -> list[str]:
         lines += [f"### {v.label}: {escape(v.run)}", ""]
         if v.journal_error:
             lines += [f"The journal could not be read: {escape(v.journal_error)}", ""]
+        if v.journal_skipped:
+            lines += [f"{v.journal_skipped} line(s) of the journal were not complete JSON records (a watchdog "
+                      f"killed mid-write, or damage) and were skipped; every other line is shown.", ""]
         mine = [(n, rec) for n, w, rec in numbered if w is v]
         keeps = sum(1 for rec in v.decisions if rec.get("action") == "keep" and not rec.get("declined"))
         if mine:

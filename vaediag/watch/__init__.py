@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from vaediag.watch.inprocess import KLWatchdog
-from vaediag.watch.journal import JOURNAL_FILENAME, Journal, read_journal
+from vaediag.watch.journal import JOURNAL_FILENAME, Journal, load_journal, read_journal
 from vaediag.watch.policies import (
     ControlVAEPolicy,
     Decision,
@@ -35,6 +35,7 @@ __all__ = [
     "make_policy",
     "Journal",
     "read_journal",
+    "load_journal",
     "JOURNAL_FILENAME",
     "Supervisor",
     "Follower",

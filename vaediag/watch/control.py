@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -118,8 +119,22 @@ def read_control(path: str | os.PathLike[str]) -> Control | None:
 
 
 def write_control(run_dir: str | os.PathLike[str], control: Control) -> Path:
-    """Atomically write ``control`` to ``run_dir/control.json``: temp file, fsync, rename, fsync the directory."""
-    return atomic_write(Path(run_dir) / CONTROL_FILENAME, control.to_json() + "\n")
+    """Atomically write ``control`` to ``run_dir/control.json``: temp file, fsync, rename, fsync the directory.
+
+    Raises:
+        ControlFileError: ``control.json`` exists and is not a regular file (a FIFO, a device, a link, a
+            directory): it is never replaced.
+    """
+    target = Path(run_dir) / CONTROL_FILENAME
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        from vaediag.safeio import kind_of
+
+        raise ControlFileError(f"{target} is {kind_of(mode)}, not a regular file; it is not replaced")
+    return atomic_write(target, control.to_json() + "\n")
 
 
 def _pid_alive(pid: int) -> bool:

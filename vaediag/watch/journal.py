@@ -2,8 +2,11 @@
 
 Append-only: every decision, applied or not, is one line, written with a single ``write`` on a file
 opened in append mode, flushed and fsynced before the next one, so a crash or SIGKILL of the watchdog
-loses at most the line being written and never damages earlier ones. :func:`read_journal` skips a torn
-last line.
+loses at most the line being written and never damages earlier ones. A writer that finds the file ending
+in a torn line (a watchdog killed mid-write) starts its own on a new line: it never appends onto the torn
+one and never truncates. :func:`read_journal` keeps every complete line and skips (and
+:func:`load_journal` counts) each line that is not a JSON object: torn, damaged or foreign. The journal
+must be a regular file: a FIFO, a device or a symbolic link named ``watchdog.jsonl`` is refused.
 
 A line (keys in this order)::
 
@@ -22,17 +25,24 @@ code), ``note`` (anything else worth keeping, e.g. a control file that could not
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import stat
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from vaediag.errors import InputError
+from vaediag.safeio import kind_of, read_bytes
 from vaediag.watch.control import JOURNAL_FILENAME, now_iso
 from vaediag.watch.policies import Decision
 
-__all__ = ["JOURNAL_FILENAME", "Journal", "read_journal", "decision_record"]
+__all__ = ["JOURNAL_FILENAME", "JOURNAL_MAX_BYTES", "Journal", "JournalContents", "read_journal", "load_journal",
+           "decision_record"]
+
+#: A journal larger than this is not read (a decision line is ~1-2 KB: this is ~100,000 epochs).
+JOURNAL_MAX_BYTES = 256 << 20
 
 
 def _clean(x: Any) -> Any:
@@ -73,14 +83,37 @@ class Journal:
         if p.is_dir():
             p = p / JOURNAL_FILENAME
         self.path = p
+        self._fd = -1
+        # O_NONBLOCK: a FIFO never blocks the open; O_NOFOLLOW: a link never sends our lines elsewhere.
+        flags = (os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+                 | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
         try:
-            self._fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(p, flags, 0o644)
         except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EMLINK):
+                raise InputError(f"the watchdog journal {p} is a symbolic link; not appending through it "
+                                 f"(move it away to watch this run)") from None
+            if exc.errno == errno.ENXIO:
+                raise InputError(f"the watchdog journal {p} is not a regular file; move it away to watch this run") from None
             raise InputError(f"cannot write the watchdog journal {p}: {exc.strerror}") from None
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise InputError(f"the watchdog journal {p} is {kind_of(mode)}, not a regular file; move it away "
+                             f"to watch this run")
+        os.set_blocking(fd, True)
+        self._fd = fd
+
+    def _ends_torn(self) -> bool:
+        """True when the file's last byte is not a newline: a line cut by a crash mid-write."""
+        size = os.fstat(self._fd).st_size
+        return size > 0 and os.pread(self._fd, 1, size - 1) != b"\n"
 
     def append(self, record: Mapping[str, Any]) -> None:
         line = json.dumps(_clean(record), allow_nan=False) + "\n"
         data = line.encode("utf-8")
+        if self._ends_torn():  # never continue someone's torn line: ours starts on a line of its own
+            data = b"\n" + data
         # One write per line on an O_APPEND descriptor: lines never interleave or split across calls.
         n = os.write(self._fd, data)
         while n < len(data):  # pragma: no cover - short writes only on full disks / signals
@@ -109,30 +142,52 @@ class Journal:
             pass
 
 
-def read_journal(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """All complete records of a journal (a run directory or the file). A torn last line is skipped.
+class JournalContents(NamedTuple):
+    """What :func:`load_journal` found: the records, and how many lines it skipped as not JSON objects."""
+
+    records: list[dict[str, Any]]
+    skipped: int
+
+
+def load_journal(path: str | os.PathLike[str]) -> JournalContents:
+    """Every complete record of a journal (a run directory or the file), and the count of lines skipped.
+
+    A line that is not a JSON object (torn by a crash mid-write, damaged, not UTF-8) is skipped and
+    counted; every other line is kept, before and after it. Blank lines are not counted.
 
     Raises:
-        InputError: the journal does not exist or a line other than the last is not JSON.
+        InputError: the journal does not exist, is not a regular file, or is larger than
+            :data:`JOURNAL_MAX_BYTES`.
     """
     p = Path(path)
     if p.is_dir():
         p = p / JOURNAL_FILENAME
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"no watchdog journal at {p}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read watchdog journal {p}: {exc}") from None
-    lines = text.split("\n")
-    out = []
-    for i, line in enumerate(lines):
-        if not line.strip():
+    if not os.path.lexists(p):
+        raise InputError(f"no watchdog journal at {p}")
+    data = read_bytes(p, what="watchdog journal", max_bytes=JOURNAL_MAX_BYTES)
+    assert data is not None
+    out: list[dict[str, Any]] = []
+    skipped = 0
+    for raw in data.split(b"\n"):
+        if not raw.strip():
             continue
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:  # no newline yet: a line cut by a crash mid-write
-                break
-            raise InputError(f"{p}: line {i + 1} is not JSON; the journal is damaged") from None
-    return out
+            rec = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            skipped += 1
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+        else:
+            skipped += 1
+    return JournalContents(out, skipped)
+
+
+def read_journal(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """All complete records of a journal (a run directory or the file); lines that are not JSON objects
+    (a torn last line, a damaged one anywhere) are skipped. :func:`load_journal` also counts them.
+
+    Raises:
+        InputError: the journal does not exist or cannot be read (see :func:`load_journal`).
+    """
+    return load_journal(path).records

@@ -12,9 +12,12 @@ Supervisor, step by step
    * ``VAEDIAG_RUN_DIR_FILE``: the watchdog sets this environment variable to a fresh temporary file; a
      training script that knows the protocol (``python -m train`` does) writes its absolute run
      directory and a newline there right after creating it. Reliable and immediate.
-   * For foreign scripts: the event files that appear under ``--logdir`` (default: the current
-     directory) after the start and were not there before; their run directory (``tf/`` and
-     ``add_hparams`` children belong to their parent) is the run.
+   * For foreign scripts: event files under ``--logdir`` (default: the current directory) that are the
+     child's by evidence: held open by its process tree (``/proc/<pid>/fd`` of the child, its session
+     and descendants), or new and named after one of those pids (``events.out.tfevents.<t>.<host>.<pid>``);
+     where ``/proc`` is missing, new files named after the child's pid, else the one new run if there is
+     exactly one. Another process's new run is never attached to: the watchdog says so once and keeps
+     waiting. Their run directory (``tf/`` and ``add_hparams`` children belong to their parent) is the run.
 3. **Tail** the run's event files with :class:`vaediag.logs.Tail` (only new bytes), feed the rows to an
    :class:`~vaediag.watch.tracker.EpochTracker`, and after each completed epoch ask the policy.
 4. **Apply** a change through ``control.json`` (:func:`~vaediag.watch.control.write_control`: temp file,
@@ -27,7 +30,15 @@ Supervisor, step by step
 
 Faults: the child's exit code is the watchdog's (a signal N gives 128 + N); SIGINT and SIGTERM to the
 watchdog are forwarded to the child's process group and the watchdog waits for it, reads its last logs
-and exits with its code.
+and exits with its code. A child still running ``grace`` seconds (30) after the forwarded signal is
+killed with its whole process group (SIGKILL: exit 137), and a second signal kills it at once; each step
+is one line on the display and a ``note`` in the journal.
+
+One watchdog per run (:mod:`~vaediag.watch.lock`): before writing anything into a run directory the
+watchdog takes its ``watchdog.lock``; when another live watchdog holds it, this one writes nothing there,
+stops the child it started (SIGINT, SIGKILL after ``grace``) and raises
+:class:`~vaediag.watch.lock.RunLockedError` (exit 2). ``--restart`` refuses to stop a child whose script
+has written no checkpoint since the watch began (the decision is journalled as not applied).
 
 The child gets ``VAEDIAG_WATCHDOG_PID``: a loop that knows it (vaediag's trainer) waits at each epoch start
 until the decision about the epoch that just ended is journalled (:func:`~vaediag.watch.control.wait_for_watchdog`),
@@ -38,9 +49,13 @@ and the run's logged ``control_seq`` tell exactly which epoch applied it.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -49,10 +64,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
-from vaediag.errors import CheckpointError, ControlFileError, UsageError, VaediagError
+from vaediag.errors import CheckpointError, ControlFileError, InputError, Interrupted, UsageError, VaediagError
 from vaediag.logs.discover import _ADD_HPARAMS_DIR, is_event_file
-from vaediag.watch.control import RUN_DIR_FILE_ENV, WATCHDOG_PID_ENV, Control, now_iso, read_control, write_control
+from vaediag.safeio import kind_of
+from vaediag.watch.control import (CONTROL_FILENAME, RUN_DIR_FILE_ENV, WATCHDOG_PID_ENV, Control, now_iso, read_control,
+                                   write_control)
 from vaediag.watch.journal import Journal, decision_record
+from vaediag.watch.lock import RunLock, RunLockedError
 from vaediag.watch.panel import WatchStatus
 from vaediag.watch.policies import Decision, MissingMetricWarning, Policy
 from vaediag.watch.tracker import EpochMetrics, EpochTracker
@@ -68,6 +86,11 @@ __all__ = [
 ]
 
 OUTPUT_LOG = "train_output.log"
+#: Seconds a child has to exit after a forwarded SIGINT/SIGTERM before its process group is SIGKILLed.
+DEFAULT_GRACE_S = 30.0
+#: The longest poll interval: a watchdog that looks less than once an hour is not watching.
+MAX_POLL_S = 3600.0
+_OUTPUT_CHUNK = 4 << 20
 _CKPT_SUFFIXES = (".pt", ".pth", ".ckpt")
 _SKIP_DIRS = frozenset({"node_modules", "__pycache__", "site-packages", "wandb"})
 
@@ -163,6 +186,72 @@ def _event_files(root: Path) -> set[Path]:
     return {p for p in _walk_files(root) if is_event_file(p.name)}
 
 
+#: Where the child's process tree and its open files are read from (Linux); tests point it elsewhere.
+_PROC = Path("/proc")
+
+
+def _proc_available() -> bool:
+    return (_PROC / str(os.getpid()) / "fd").is_dir()
+
+
+def _process_tree(root: int) -> set[int]:
+    """``root``, every process of its session (the child is a session leader) and their descendants."""
+    parent: dict[int, int] = {}
+    tree = {root}
+    try:
+        entries = list(os.scandir(_PROC))
+    except OSError:
+        return tree
+    for e in entries:
+        if not e.name.isdigit():
+            continue
+        try:
+            with open(os.path.join(e.path, "stat"), "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()  # after "pid (comm)": state ppid pgrp session
+            pid, ppid, sid = int(e.name), int(fields[1]), int(fields[3])
+        except (OSError, IndexError, ValueError):
+            continue
+        parent[pid] = ppid
+        if sid == root:
+            tree.add(pid)
+    grew = True
+    while grew:  # descendants that left the session (setsid) are still the child's
+        grew = False
+        for pid, ppid in parent.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return tree
+
+
+def _open_event_files(pids: set[int], root: Path) -> set[Path]:
+    """Event files under ``root`` (resolved) that the processes ``pids`` hold open right now."""
+    out: set[Path] = set()
+    for pid in pids:
+        try:
+            fds = list(os.scandir(_PROC / str(pid) / "fd"))
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd.path)
+            except OSError:
+                continue
+            if not target.startswith("/"):
+                continue  # pipe:[...], socket:[...]
+            p = Path(target)
+            if is_event_file(p.name) and p.is_relative_to(root):
+                out.add(p)
+    return out
+
+
+def _name_pid(name: str, host: str) -> int | None:
+    """The pid in an event file's name, as TensorBoard's and TF2's writers name them:
+    ``events.out.tfevents.<time>.<host>.<pid>.<n>...`` (None when the name carries none, or another host's)."""
+    m = re.match(rf"events\.out\.tfevents\.\d+\.{re.escape(host)}\.(\d+)(\.|$)", name)
+    return int(m.group(1)) if m else None
+
+
 def _owner_dir(event_file: Path) -> Path:
     d = event_file.parent
     while d.name == "tf" or _ADD_HPARAMS_DIR.match(d.name):
@@ -213,8 +302,9 @@ class _Watch:
     """What the supervisor and the follower share: tail -> tracker -> policy -> journal (+ control)."""
 
     def __init__(self, policy: Policy, *, display: Display | None, poll: float, dry_run: bool) -> None:
-        if poll <= 0:
-            raise UsageError(f"poll interval must be > 0 seconds, got {poll!r}")
+        if isinstance(poll, bool) or not isinstance(poll, (int, float)) or not math.isfinite(poll) \
+                or not 0 < poll <= MAX_POLL_S:
+            raise UsageError(f"--poll must be a number of seconds > 0 and <= {MAX_POLL_S:g}, got {poll!r}")
         self.policy = policy
         self.display = display or _NullDisplay()
         self.poll = poll
@@ -223,6 +313,7 @@ class _Watch:
         self.tail = None
         self.tracker = EpochTracker()
         self.journal: Journal | None = None
+        self.lock: RunLock | None = None
         self.seq = 0
         self.status = WatchStatus(policy=policy.name)
         self.decisions: list[tuple[EpochMetrics, Decision]] = []
@@ -230,20 +321,35 @@ class _Watch:
     # ---- attaching to a run directory -------------------------------------------------------------
 
     def attach(self, run_dir: Path, **start_fields: Any) -> None:
+        """Take the run's lock (one watchdog per run), open its journal and start tailing it.
+
+        Raises :class:`~vaediag.watch.lock.RunLockedError` (another live watchdog holds the run) or
+        InputError (no lock or journal can be made there) before anything is written into the run."""
         from vaediag.logs import Tail  # pandas: only once there is a run to read
 
         run_dir = Path(run_dir).resolve()
         if self.run_dir == run_dir:
             return
+        lock = RunLock.acquire(run_dir, mode=self.status.mode_label)
+        try:
+            journal = Journal(run_dir)
+        except BaseException:
+            lock.release()
+            raise
+        if self.lock is not None:
+            self.lock.release()
+        self.lock = lock
         self.run_dir = run_dir
         self.tail = Tail(run_dir)
         self.tracker = _continue_tracker(self.tracker)
         if self.journal is not None:
             self.journal.close()
-        self.journal = Journal(run_dir)
+        self.journal = journal
         self.status.run_dir = str(run_dir)
         self.journal.event("start", policy=self.policy.name, params=self.policy.params(),
-                           dry_run=self.dry_run, run_dir=str(run_dir), **start_fields)
+                           dry_run=self.dry_run, run_dir=str(run_dir), lock=str(lock.path), **start_fields)
+        if lock.stale_note:
+            self.note(lock.stale_note)
 
     # ---- deciding -----------------------------------------------------------------------------------
 
@@ -312,6 +418,18 @@ class _Watch:
     def write_control(self, d: Decision) -> int | None:
         """Write a change to control.json; return its seq, or None when the file could not be written."""
         assert self.run_dir is not None
+        path = self.run_dir / CONTROL_FILENAME
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            mode = None
+        except OSError as exc:
+            self.note(f"cannot check {path}: {exc.strerror or exc}")
+            return None
+        if mode is not None and not stat.S_ISREG(mode):  # never read (a FIFO would block), never replaced
+            self.note(f"{path} is {kind_of(mode)}, not a regular file; it is left as it is and the decision is "
+                      f"not applied (move it away to let the watchdog write control.json)")
+            return None
         try:
             cur = read_control(self.run_dir)
             base = cur.seq if cur is not None else 0
@@ -326,6 +444,9 @@ class _Watch:
         except OSError as exc:
             self.note(f"cannot write control.json in {self.run_dir}: {exc.strerror}")
             return None
+        except ControlFileError as exc:
+            self.note(exc.message)
+            return None
         return self.seq
 
     def note(self, text: str) -> None:
@@ -337,6 +458,9 @@ class _Watch:
     def close(self) -> None:
         if self.journal is not None:
             self.journal.close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def _continue_tracker(old: EpochTracker) -> EpochTracker:
@@ -365,6 +489,7 @@ class _Child:
     run_dir_file: Path
     started: float
     before: set[Path] = field(default_factory=set)
+    tree: set[int] = field(default_factory=set)  # every pid seen in its process tree so far
 
 
 class Supervisor(_Watch):
@@ -380,6 +505,8 @@ class Supervisor(_Watch):
         dry_run: decide and record only.
         poll: seconds between polls.
         stop_timeout: restart/stop: seconds to wait after SIGINT before sending SIGTERM.
+        grace: seconds a child gets to exit after a forwarded SIGINT/SIGTERM (or after the SIGTERM of a
+            stop) before the watchdog SIGKILLs its process group; a second signal kills it at once.
         display: where to show the panel and the child's output.
     """
 
@@ -395,20 +522,33 @@ class Supervisor(_Watch):
         dry_run: bool = False,
         poll: float = 1.0,
         stop_timeout: float = 300.0,
+        grace: float = DEFAULT_GRACE_S,
         display: Display | None = None,
     ) -> None:
         super().__init__(policy, display=display, poll=poll, dry_run=dry_run)
+        for name, v in (("grace", grace), ("stop_timeout", stop_timeout)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise UsageError(f"{'--' + name if name == 'grace' else name} must be a finite number of seconds "
+                                 f">= 0, got {v!r}")
         if not command:
             raise UsageError("no training command given: put it after '--', e.g. vaediag watch -- python -m train")
         self.command = list(command)
         self.logdir = Path(logdir) if logdir is not None else Path.cwd()
         if logdir is not None and not self.logdir.is_dir():
             raise UsageError(f"--logdir {str(logdir)!r} is not a directory")
+        self._logdir_abs = self.logdir.resolve()
+        self._said: set[str] = set()  # discovery messages already shown (each once)
         self.restart = restart
         self.checkpoint = checkpoint
         self.ae_flag = ae_flag
         self.stop_timeout = stop_timeout
+        self.grace = float(grace)
         self.child: _Child | None = None
+        # The next step of stopping the child: (monotonic deadline, signal to send then, why). Set when a
+        # signal is forwarded or a stop begins; _tick() carries it out.
+        self._escalation: tuple[float, int, str] | None = None
+        self._pending: list[str] = []  # lines from signal handlers, shown by the loop (never print in a handler)
+        self._killed = False
         self._tmp: Path | None = None  # made in run(): the child's output and run-dir files
         self._out_path = Path(OUTPUT_LOG)
         self._out_fh = None
@@ -429,7 +569,7 @@ class Supervisor(_Watch):
         env[RUN_DIR_FILE_ENV] = str(run_dir_file)
         # The loop waits at each epoch start for our decision about the last epoch (control.py).
         env[WATCHDOG_PID_ENV] = str(os.getpid())
-        before = _event_files(self.logdir)
+        before = _event_files(self._logdir_abs)
         out = open(self._out_path, "ab")
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -445,7 +585,7 @@ class Supervisor(_Watch):
         self.status.child_state = "running"
         self.status.command = " ".join(cmd)
         if self._user_stop:  # a signal that came while it was starting had no child to reach
-            self._signal_child(self._signals[-1])
+            self._forward(self._signals[-1])
 
     def _signal_child(self, sig: int) -> None:
         if self.child is None or self.child.proc.poll() is not None:
@@ -455,30 +595,106 @@ class Supervisor(_Watch):
         except ProcessLookupError:
             pass
 
+    def _child_alive(self) -> bool:
+        return self.child is not None and self.child.proc.poll() is None
+
+    def _forward(self, sig: int) -> None:
+        """Pass a user's SIGINT/SIGTERM to the child's group; SIGKILL follows after ``grace`` seconds."""
+        if not self._child_alive():
+            return
+        name = signal.Signals(sig).name
+        self._signal_child(sig)
+        self._escalation = (time.monotonic() + self.grace, signal.SIGKILL,
+                            f"did not exit within {self.grace:g} s of {name} (--grace)")
+        self._pending.append(f"{name} forwarded to the training process (pid {self.child.proc.pid}); it is killed "
+                             f"(SIGKILL) if it has not exited in {self.grace:g} s; {name} again kills it now")
+        self.status.child_state = f"stopping ({name} forwarded)"
+
+    def _kill(self, why: str) -> None:
+        """SIGKILL the child's whole process group (its workers too), at once."""
+        self._escalation = None
+        if not self._child_alive():
+            return
+        self._signal_child(signal.SIGKILL)
+        self._killed = True
+        self._pending.append(f"the training process {why}; sent SIGKILL to its process group "
+                             f"(pid {self.child.proc.pid})")
+        self.status.child_state = "killed (SIGKILL)"
+
+    def _stop_child(self, why: str) -> None:
+        """Ask the child to stop (SIGINT: it saves a checkpoint); SIGTERM after ``stop_timeout``, then SIGKILL."""
+        self._signal_child(signal.SIGINT)
+        self._escalation = (time.monotonic() + self.stop_timeout, signal.SIGTERM,
+                            f"did not stop within {self.stop_timeout:g} s of SIGINT ({why})")
+
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signals.append(signum)
         self._user_stop = True
-        self._signal_child(signum)
-        self.status.child_state = f"stopping ({signal.Signals(signum).name} forwarded)"
+        name = signal.Signals(signum).name
+        if len(self._signals) == 1:
+            self._forward(signum)
+        elif len(self._signals) == 2:
+            self._kill(f"was killed on a second signal ({name})")
+        else:  # the loop should have ended by now: stop waiting for anything
+            raise Interrupted(f"interrupted ({name} received {len(self._signals)} times)")
+
+    def _tick(self) -> None:
+        """Show what the signal handlers said, and carry out a due escalation (SIGTERM, then SIGKILL)."""
+        esc = self._escalation
+        if esc is not None and time.monotonic() >= esc[0]:
+            _, sig, why = esc
+            if not self._child_alive():
+                self._escalation = None
+            elif sig == signal.SIGKILL:
+                self._kill(why)
+            else:
+                self._signal_child(sig)
+                name = signal.Signals(sig).name
+                self._pending.append(f"the training process {why}; sent {name}")
+                self._escalation = (time.monotonic() + self.grace, signal.SIGKILL,
+                                    f"did not exit within {self.grace:g} s of {name} (--grace)")
+        while self._pending:
+            self.note(self._pending.pop(0))
+
+    def _nap(self, seconds: float) -> None:
+        """Sleep up to ``seconds``; a signal ends the nap at once (the loop reacts to it without delay)."""
+        end = time.monotonic() + seconds
+        seen = len(self._signals)
+        while len(self._signals) == seen:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.05))
 
     def _pump_output(self, final: bool = False) -> None:
-        """Echo the child's new output lines (a tqdm-style \\r line shows its last state)."""
-        try:
-            with open(self._out_path, "rb") as fh:
-                fh.seek(self._out_pos)
-                data = fh.read()
-        except OSError:
-            return
-        if not data:
-            return
-        self._out_pos += len(data)
-        text = self._out_partial + data.decode("utf-8", errors="replace")
-        lines = text.split("\n")
-        self._out_partial = "" if final else lines.pop()
-        for line in lines:
-            line = line.rsplit("\r", 1)[-1].rstrip()
-            if line:
-                self.display.message(line)
+        """Echo the child's new output lines (a tqdm-style \\r line shows its last state); at most 4 MiB a
+        poll (``final``: all of it, 4 MiB at a time), so a child that floods its output never floods the
+        watchdog's memory; an unfinished line is kept up to its last 64 KiB."""
+        while True:
+            try:
+                with open(self._out_path, "rb") as fh:
+                    fh.seek(self._out_pos)
+                    data = fh.read(_OUTPUT_CHUNK)
+            except OSError:
+                return
+            if not data:
+                break
+            self._out_pos += len(data)
+            more = len(data) == _OUTPUT_CHUNK
+            lines = (self._out_partial + data.decode("utf-8", errors="replace")).split("\n")
+            self._out_partial = lines.pop()[-(64 << 10):]
+            for line in lines:
+                self._echo(line)
+            if not (final and more):
+                break
+        if final and self._out_partial:
+            self._echo(self._out_partial)
+            self._out_partial = ""
+
+    def _echo(self, line: str) -> None:
+        line = line.rsplit("\r", 1)[-1].rstrip()
+        if line:
+            self.display.message(line)
 
     # ---- the run directory ---------------------------------------------------------------------------
 
@@ -493,20 +709,76 @@ class Supervisor(_Watch):
             p = Path(text.strip())
             if p.is_dir():
                 return p, RUN_DIR_FILE_ENV
-        new = _event_files(self.logdir) - c.before
-        if new:
-            owners = sorted({_owner_dir(p) for p in new}, key=lambda d: min(
-                (f.stat().st_mtime for f in new if _owner_dir(f) == d), default=0.0))
-            if len(owners) > 1:
-                self.display.message(f"watch: several new runs under {self.logdir}; following {owners[0]}")
-            return owners[0], f"new event files under {self.logdir}"
+        return self._find_foreign_run_dir()
+
+    def _say_once(self, text: str) -> None:
+        if text not in self._said:
+            self._said.add(text)
+            self.display.message(text)
+
+    def _find_foreign_run_dir(self) -> tuple[Path, str] | None:
+        """The run of a script that does not name it: only event files under ``--logdir`` that are the
+        child's by evidence. On Linux: files the child's process tree holds open (``/proc/<pid>/fd``), or
+        new files named after a pid of that tree (TensorBoard's writer, which torch's SummaryWriter uses,
+        opens the file for each write, and names it ``...<host>.<pid>...``). Without ``/proc``: new files
+        named after the child's pid, else the new run if it is the only one. Anything else is another
+        process's run: said once, never attached to (no control.json is ever written there)."""
+        c = self.child
+        assert c is not None
+        root = self._logdir_abs
+        new = _event_files(root) - c.before
+        proc = _proc_available()
+        c.tree |= _process_tree(c.proc.pid) if proc else {c.proc.pid}
+        evidence: dict[Path, str] = {}
+        if proc:
+            evidence.update((f, "held open by the training process") for f in _open_event_files(c.tree, root))
+        host = socket.gethostname()
+        for f in new:
+            if _name_pid(f.name, host) in c.tree:
+                evidence.setdefault(f, "named after the training process's pid")
+        if evidence:
+            def first_seen(d: Path) -> float:
+                times = []
+                for f in evidence:
+                    if _owner_dir(f) == d:
+                        try:
+                            times.append(f.stat().st_mtime)
+                        except OSError:
+                            pass
+                return min(times, default=0.0)
+
+            owners = sorted({_owner_dir(f) for f in evidence}, key=first_seen)
+            if len(owners) > 1:  # all of them the child's: follow the first
+                self._say_once(f"watch: the training process writes several runs under {self.logdir}; "
+                               f"following {owners[0]}")
+            why = next(evidence[f] for f in sorted(evidence) if _owner_dir(f) == owners[0])
+            return owners[0], f"event files under {self.logdir} {why}"
+        if not new:
+            return None
+        others = sorted({_owner_dir(f) for f in new})
+        shown = ", ".join(str(d) for d in others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        if proc:
+            self._say_once(f"watch: new event files under {self.logdir} ({shown}) are not the training process's "
+                           f"(none is held open by it or named after its pid); not attaching to another "
+                           f"process's run, still waiting for its own")
+            return None
+        if len(others) == 1:
+            return others[0], f"new event files under {self.logdir} (the only new run since the start)"
+        self._say_once(f"watch: several new runs under {self.logdir} ({shown}) and no way to tell which is the "
+                       f"training process's; not guessing, still waiting (give --logdir the script's own log "
+                       f"directory, or have it name its run in ${RUN_DIR_FILE_ENV})")
         return None
 
     # ---- main loop -----------------------------------------------------------------------------------
 
     def run(self) -> int:
-        self._tmp = Path(tempfile.mkdtemp(prefix="vaediag-watch-"))
+        try:
+            self._tmp = Path(tempfile.mkdtemp(prefix="vaediag-watch-")).resolve()
+        except OSError as exc:
+            raise InputError(f"cannot make a temporary directory for the training output in "
+                             f"{tempfile.gettempdir()}: {exc.strerror or exc}") from None
         self._out_path = self._tmp / OUTPUT_LOG
+        self._session_started = time.time()
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self._start(self.command)
@@ -524,13 +796,16 @@ class Supervisor(_Watch):
             if self.run_dir is None or self._child_run_dir_pending:
                 found = self._find_run_dir()
                 if found is not None:
-                    self._child_run_dir_pending = False
                     path, how = found
                     if self.run_dir is None:
                         self.display.message(f"watch: run directory {path} (found by {how})")
                     first = self.run_dir is None
-                    self.attach(path, command=self.child.cmd, pid=self.child.proc.pid, found_by=how,
-                                restart=self.restart, output_log=str(self._out_path))
+                    try:
+                        self.attach(path, command=self.child.cmd, pid=self.child.proc.pid, found_by=how,
+                                    restart=self.restart, output_log=str(self._out_path))
+                    except VaediagError as exc:  # another watchdog's run, or no lock/journal possible there
+                        self._refuse(Path(path), exc)
+                    self._child_run_dir_pending = False
                     # A resumed run: its earlier epochs are history, replayed through the policy, not acted on.
                     self._backlog = first and self._has_history(self.child.started)
             if self.run_dir is not None:
@@ -540,14 +815,30 @@ class Supervisor(_Watch):
                     self._handle(batch, child_alive=rc is None)
                     if self._fatal is not None:
                         raise self._fatal
+            self._tick()
             self._pump_output()
             self.display.update(self.status)
             if rc is not None:
                 return self._ended(rc)
-            time.sleep(self.poll)
+            self._nap(self.poll)
 
     _child_run_dir_pending = False
     _backlog = False
+    _session_started = 0.0
+
+    def _refuse(self, path: Path, exc: VaediagError) -> None:
+        """The child's run cannot be watched (another watchdog holds it): write nothing there, stop the
+        child this watchdog started (SIGINT, SIGKILL after ``grace``), and raise ``exc`` (exit 2)."""
+        self.display.message(f"watch: not watching {path}: {exc.message}")
+        if self._child_alive():
+            self.display.message(f"watch: stopping the training process it started (SIGINT; SIGKILL after "
+                                 f"{self.grace:g} s)")
+            self._signal_child(signal.SIGINT)
+            self._escalation = (time.monotonic() + self.grace, signal.SIGKILL,
+                                f"did not exit within {self.grace:g} s of SIGINT (--grace)")
+            self._wait_child()
+        self._pump_output(final=True)
+        raise exc
 
     def _has_history(self, started: float) -> bool:
         """Whether the run directory held event data written before the child started (a resumed run)."""
@@ -562,15 +853,16 @@ class Supervisor(_Watch):
 
     def _ended(self, rc: int) -> int:
         code = exit_code(rc)
+        self._tick()
         self._pump_output(final=True)
-        self.status.child_state = f"exited {code}"
+        self.status.child_state = f"exited {code}" + (" (killed by the watchdog)" if self._killed else "")
         self.display.update(self.status)
         if self.run_dir is None:
             self.display.message("watch: the training process exited before it created a run directory; "
                                  "nothing to watch")
         if self.journal is not None:
             self.journal.event("exit", code=code, returncode=rc, stopped_by_policy=self._stopping_by_policy,
-                               signals=[signal.Signals(s).name for s in self._signals])
+                               signals=[signal.Signals(s).name for s in self._signals], killed=self._killed)
         if self._stopping_by_policy and not self._user_stop and code in (0, 130, 128 + signal.SIGINT):
             return 0  # the policy asked it to stop, and it stopped: success
         return code
@@ -594,71 +886,94 @@ class Supervisor(_Watch):
                 self.record(em, d, applied=True, via="stop (SIGINT)")
                 self._stopping_by_policy = True
                 self.status.child_state = "stopping (policy: stop)"
-                self._signal_child(signal.SIGINT)
+                self._stop_child("policy: stop")
             elif self.restart:
-                self.record(em, d, applied=True, via="restart")
-                self._restart(d)
+                self._restart(em, d)
             else:
                 self.apply_control(em, d)
 
     # ---- restart mode --------------------------------------------------------------------------------
 
     def _wait_child(self) -> int:
-        """Wait for the child to exit, echoing output; SIGTERM after ``stop_timeout``."""
+        """Wait for the child to exit, echoing output and carrying out the escalation (SIGTERM, SIGKILL)."""
         assert self.child is not None
-        deadline = time.time() + self.stop_timeout
-        termed = False
         while True:
             rc = self.child.proc.poll()
             if rc is not None:
                 return rc
-            if not termed and time.time() > deadline:
-                self.note(f"the training process ignored SIGINT for {self.stop_timeout:g} s; sending SIGTERM")
-                self._signal_child(signal.SIGTERM)
-                termed = True
+            self._tick()
             self._pump_output()
             self.display.update(self.status)
-            time.sleep(min(self.poll, 0.2))
+            self._nap(min(self.poll, 0.2))
 
-    def _restart(self, d: Decision) -> None:
+    def _find_ckpt(self, since: float) -> Path | None:
+        """The newest checkpoint written at or after ``since`` (see :func:`find_checkpoint`); an explicit
+        ``--checkpoint`` counts only when it too was written then."""
+        ckpt = find_checkpoint(since=since, run_dir=self.run_dir, roots=[Path.cwd(), self.run_dir],
+                               explicit=self.checkpoint)
+        if ckpt is not None and self.checkpoint:
+            try:
+                if ckpt.stat().st_mtime < since - 1.0:
+                    return None
+            except OSError:
+                return None
+        return ckpt
+
+    def _restart(self, em: EpochMetrics, d: Decision) -> None:
+        """Apply ``d`` by stopping the child and relaunching it from its checkpoint; journal the decision as
+        applied only once the relaunch happens, else as not applied with the reason."""
         assert self.child is not None and self.journal is not None
         old = self.child
+        where = self.checkpoint or f"*.pt, *.pth or *.ckpt under {Path.cwd()} or {self.run_dir}"
+
+        def not_applied(why: str) -> None:
+            self.policy.not_applied(d)
+            self.record(em, d, applied=False, note=why)
+
+        # A script that has written no checkpoint yet cannot be resumed: stopping it would only end a run.
+        earlier = self._find_ckpt(self._session_started)
+        if self._user_stop:
+            return not_applied("training is being stopped by a signal")
+        if earlier is None:
+            return not_applied(f"restart refused: the training script has written no checkpoint yet ({where}); "
+                               f"the run goes on unchanged")
         self.status.child_state = "restarting: stopping (SIGINT)"
         self.display.update(self.status)
         t_stop = time.time()
-        self._signal_child(signal.SIGINT)
+        self._stop_child("stopping for a restart")
         rc = self._wait_child()
         # Read what it logged on the way out (its last epoch) before the relaunch.
         self._pump_output()
-        if self._user_stop:
-            return  # the user stopped it meanwhile: no relaunch; the loop ends with its code
+        if self._user_stop:  # the user stopped it meanwhile: no relaunch; the loop ends with its code
+            return not_applied("training was stopped by a signal during the restart")
         code = exit_code(rc)
         if code == 0:
             self.note("the training process finished before the restart; nothing to relaunch")
-            return
+            return not_applied("training finished before the restart")
         if code not in (130, 128 + signal.SIGINT, 128 + signal.SIGTERM):
             self.note(f"the training process exited with code {code} while stopping for a restart")
-            return
+            return not_applied(f"training exited with code {code} while stopping for the restart")
         deadline = time.time() + 10.0
         ckpt = None
-        while ckpt is None and time.time() < deadline:
-            ckpt = find_checkpoint(since=t_stop, run_dir=self.run_dir, roots=[Path.cwd(), self.run_dir],
-                                   explicit=self.checkpoint)
+        while ckpt is None and time.time() < deadline and not self._user_stop:
+            ckpt = self._find_ckpt(t_stop)
             if ckpt is None:
-                time.sleep(0.2)
-        if self._user_stop:
-            return  # stopped by a signal while the checkpoint was looked for: no relaunch
+                self._nap(0.2)
+        if self._user_stop:  # stopped by a signal while the checkpoint was looked for: no relaunch
+            return not_applied("training was stopped by a signal during the restart")
+        if ckpt is None and earlier.is_file():
+            self.note(f"no checkpoint was written on the stop; resuming from the last one, {earlier}")
+            ckpt = earlier
         if ckpt is None:
-            where = self.checkpoint or f"{Path.cwd()} or {self.run_dir}"
             self._fatal = CheckpointError(
                 f"restart: the training process stopped (code {code}) but no checkpoint written after the stop "
-                f"was found in {where}; pass --checkpoint PATH")
-            self.journal.event("note", text=self._fatal.message)
-            return
+                f"was found ({where}); pass --checkpoint PATH")
+            return not_applied(self._fatal.message)
         cmd = set_option(old.cmd, "--kl-weight", format(float(d.kl_weight or 0.0), ".10g"))
         cmd = set_option(cmd, "--resume", str(ckpt))
         if d.mode == "ae" and self.ae_flag:
             cmd = set_option(cmd, self.ae_flag, None)
+        self.record(em, d, applied=True, via="restart")
         self.journal.event("restart", old_command=old.cmd, command=cmd, checkpoint=str(ckpt), old_code=code,
                            kl_weight=d.kl_weight, mode=d.mode)
         self.display.message(f"watch: restarting with {' '.join(cmd)}")
@@ -666,21 +981,38 @@ class Supervisor(_Watch):
         self._child_run_dir_pending = True  # a resumed run may or may not reuse its directory
 
     def _finish_output(self) -> None:
+        """Copy the child's output into the run directory as ``train_output.log`` (a new name, never over an
+        existing file) and remove the temporary directory. Without a run directory the output was echoed
+        and is not kept; only an output that could not be copied into the run is left, and said so."""
         self._pump_output(final=True)
-        target = None
+        keep = False
         if self.run_dir is not None and self._out_path.exists():
-            target = self.run_dir / OUTPUT_LOG
-            n = 1
-            while target.exists():  # never overwrite an earlier one
-                target = self.run_dir / f"train_output.{n}.log"
-                n += 1
-            try:
-                shutil.move(str(self._out_path), target)
-            except OSError:
-                target = None
-        if self._tmp is not None and (target is not None or not self._out_path.exists()):
+            if self._place_output() is None:
+                keep = True
+                self.note(f"the training output is left at {self._out_path}: it could not be copied into "
+                          f"{self.run_dir}")
+        if self._tmp is not None and not keep:
             shutil.rmtree(self._tmp, ignore_errors=True)
-        # else: leave the output in the temp dir (the journal's start event names it)
+
+    def _place_output(self) -> Path | None:
+        assert self.run_dir is not None
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        for n in range(1000):
+            target = self.run_dir / (OUTPUT_LOG if n == 0 else f"train_output.{n}.log")
+            try:
+                fd = os.open(target, flags, 0o644)  # O_EXCL: never over an earlier log, a link or a FIFO
+            except FileExistsError:
+                continue
+            except OSError:
+                return None
+            try:
+                with os.fdopen(fd, "wb") as out, open(self._out_path, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            except OSError:
+                target.unlink(missing_ok=True)  # our own half-written copy
+                return None
+            return target
+        return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -691,7 +1023,8 @@ class Follower(_Watch):
 
     Epochs already complete when following starts are replayed through the policy (recorded with
     ``replayed: true``, never applied) except the latest, which is live. Ends when the run's event files
-    have not grown for ``idle`` seconds (exit 0) or on SIGINT/SIGTERM (exit 130).
+    have not grown for ``idle`` seconds (exit 0) or on SIGINT/SIGTERM (exit 130): the first signal ends
+    the loop at once (no wait outlasts it), a second one raises :class:`Interrupted` wherever it lands.
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], policy: Policy, *, apply: bool = False,
@@ -701,8 +1034,8 @@ class Follower(_Watch):
         p = Path(run_dir)
         if not p.is_dir():
             raise UsageError(f"--follow {str(run_dir)!r} is not a directory; give the run directory to follow")
-        if idle <= 0:
-            raise UsageError(f"--idle must be > 0 seconds, got {idle!r}")
+        if isinstance(idle, bool) or not isinstance(idle, (int, float)) or not math.isfinite(idle) or idle <= 0:
+            raise UsageError(f"--idle must be a finite number of seconds > 0, got {idle!r}")
         self.follow_dir = p
         self.apply = apply
         self.idle = idle
@@ -712,7 +1045,17 @@ class Follower(_Watch):
         self.status.child_state = "following"
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._stop_signal is not None:
+            raise Interrupted(f"interrupted ({signal.Signals(signum).name} received twice)")
         self._stop_signal = signum
+
+    def _nap(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while self._stop_signal is None:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.05))
 
     def _size(self) -> tuple[int, int]:
         files = self.tail.event_files() if self.tail is not None else []
@@ -748,7 +1091,7 @@ class Follower(_Watch):
                     self.display.message(f"watch: no new logs for {self.idle:g} s; done")
                     return 0
                 self.display.update(self.status)
-                time.sleep(self.poll)
+                self._nap(self.poll)
         finally:
             for s, h in handlers.items():
                 signal.signal(s, h)
