@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from vaediag.atomic import atomic_write
 from vaediag.errors import InputError, RulesError, UsageError
-from vaediag.render.markdown import MISSING, escape, link_path, table
+from vaediag.render.markdown import MISSING, code_span, escape, link_path, table
+from vaediag.sanitize import plot_text, visible
 from vaediag.terms import CANONICAL_TERMS, TERM_INFO
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -626,7 +627,9 @@ def _section_summary(views: Sequence[_Run], baseline: _Run | None, targets: Sequ
 
 
 def _code(text: str, lang: str = "") -> list[str]:
-    """A fenced code block; the fence is longer than any backtick run inside, so nothing escapes it."""
+    """A fenced code block; the fence is longer than any backtick run inside, so nothing escapes it.
+    Control characters other than the line breaks show as visible escapes (the file holds none)."""
+    text = visible(text, newlines=True)
     longest = 0
     run = 0
     for ch in text:
@@ -1036,7 +1039,7 @@ def _legend_label(v: _Run) -> str:
     short = "/".join(parts[-2:]) if len(parts) > 2 else v.run
     if len(short) > 40:
         short = "…" + short[-39:]
-    return f"{v.label} {short}"
+    return plot_text(f"{v.label} {short}")  # an undecodable byte or a "$" must not stop matplotlib
 
 
 def _render_plots(views: Sequence[_Run]) -> list[tuple[str, str, str, bytes]]:
@@ -1161,7 +1164,9 @@ def build_report(
     when = generated_at or _now()
     from vaediag import __version__
 
-    src = ", ".join(f"`{s}`" if "`" not in s else escape(s) for s in sources) if sources else escape(runset.root.name)
+    # The paths as typed, each in a code span that shows it exactly: a newline, an HTML tag or a
+    # backtick in a path can neither start a block nor end the span (see markdown.code_span).
+    src = ", ".join(code_span(s) for s in sources) if sources else escape(runset.root.name)
     n = len(views)
     lines = [f"# {escape(heading)}", "",
              f"{GENERATED_PREFIX}{when.strftime('%Y-%m-%d %H:%M UTC')} by vaediag {__version__} from {src}._", "",

@@ -1,0 +1,197 @@
+"""Corpus rows: the files vaediag writes (report -o and its plots) and the text it prints (terminal,
+markdown, usage errors, library warnings).
+
+Each row runs the real command in a child process; the framework checks the exit code, one stderr line
+(or none), no hang, and that nothing under the case's directory changed (symlinks keep their targets,
+devices stay devices, event files keep their bytes).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+
+import pytest
+
+from corpus import Case, params, run_case
+from tbwrite import epoch_map, epoch_series, write_run
+
+# A run whose terms the report can plot (KL and reconstruction on train and val).
+_SERIES = {
+    "train/kl": epoch_series([900.0, 700.0, 600.0]),
+    "train/recon": epoch_series([0.3, 0.2, 0.15]),
+    "val/kl": epoch_series([950.0, 720.0, 610.0]),
+    "val/recon": epoch_series([0.32, 0.22, 0.16]),
+}
+
+# Cursor up, erase line, retitle the terminal (OSC ... BEL), a C1 CSI: what must never act.
+_ESC_NAME = "run\x1b[1A\x1b[2K\x1b]0;pwned\x07\x9b"
+_ESC_SHOWN = re.escape(r"run\x1b[1A\x1b[2K\x1b]0;pwned\x07\x9b")  # as printed on a terminal
+_ESC_MD = re.escape(r"run\\x1b\[1A\\x1b\[2K\\x1b\]0;pwned\\x07\\x9b")  # the same, escaped for markdown
+_NO_ESC = r"(?s)\A(?!.*[\x1b\x07\x9b])"  # stdout holds no raw escape byte anywhere
+
+
+def _run(tmp: Path, name: str | bytes = "run", series=None) -> Path:
+    """A run under tmp/logs; ``name`` may be bytes that are not UTF-8 (written, then renamed)."""
+    staging = tmp / "logs" / "_staging"
+    write_run(staging, series or _SERIES, epochs=epoch_map(3))
+    target = os.path.join(os.fsencode(tmp / "logs"), name if isinstance(name, bytes) else os.fsencode(name))
+    os.rename(os.fsencode(staging), target)
+    return Path(os.fsdecode(target))
+
+
+def _event(run: Path) -> Path:
+    return next(run.glob("events.out.tfevents.*"))
+
+
+def _logs(tmp: Path) -> str:
+    _run(tmp)
+    return str(tmp / "logs")
+
+
+def _report(tmp: Path, out: str | Path, *extra: str) -> list[str]:
+    return ["report", _logs(tmp), "-o", str(out), *extra]
+
+
+# --------------------------------------------------------------------------------------------------
+# Destinations that are inputs: never written over, --force or not
+
+
+def _onto_event_file(tmp: Path) -> list[str]:
+    run = _run(tmp)
+    return ["report", str(tmp / "logs"), "-o", str(_event(run)), "--force"]
+
+
+def _onto_event_file_given(tmp: Path) -> list[str]:
+    ev = _event(_run(tmp))
+    return ["report", str(ev), "-o", str(ev), "--force"]
+
+
+def _onto_hparams(tmp: Path) -> list[str]:
+    run = _run(tmp)
+    (run / "hparams.yaml").write_text("kl_weight: 0.001\n")
+    return ["report", str(tmp / "logs"), "-o", str(run / "hparams.yaml"), "--force"]
+
+
+def _beside_given_event_file(tmp: Path) -> list[str]:
+    run = _run(tmp)
+    (run / "config.json").write_text('{"kl_weight": 0.001}\n')
+    return ["report", str(_event(run)), "-o", str(run / "config.json"), "--force"]
+
+
+def _onto_hard_link(tmp: Path) -> list[str]:
+    run = _run(tmp)
+    os.link(_event(run), tmp / "copy.md")  # the same file under a name outside the tree
+    return ["report", str(tmp / "logs"), "-o", str(tmp / "copy.md"), "--force"]
+
+
+def _onto_link_to_event(tmp: Path) -> list[str]:
+    run = _run(tmp)
+    (tmp / "latest.md").symlink_to(_event(run))
+    return ["report", str(tmp / "logs"), "-o", str(tmp / "latest.md"), "--force"]
+
+
+def _onto_rules_file(tmp: Path) -> list[str]:
+    (tmp / "rules.toml").write_text("")
+    return [*_report(tmp, tmp / "rules.toml", "--force"), "--rules", str(tmp / "rules.toml")]
+
+
+def _onto_targets_file(tmp: Path) -> list[str]:
+    (tmp / "t.toml").write_text("[targets.kl]\nterm = 'kl'\nmax = 500\n")
+    return [*_report(tmp, tmp / "t.toml", "--force"), "--targets", str(tmp / "t.toml")]
+
+
+# --------------------------------------------------------------------------------------------------
+# Streams and special files: written into, never replaced; refused when they cannot take a report
+
+
+def _link(tmp: Path, name: str, to: str) -> Path:
+    (tmp / name).symlink_to(to)
+    return tmp / name
+
+
+def _fifo(tmp: Path) -> Path:
+    os.mkfifo(tmp / "pipe")
+    return tmp / "pipe"
+
+
+def _socket(tmp: Path) -> Path:
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(tmp / "sock"))  # the node stays after the socket is closed
+    s.close()
+    return tmp / "sock"
+
+
+def _existing(tmp: Path, name: str = "r.md", text: str = "my notes\n") -> Path:
+    (tmp / name).write_text(text)
+    return tmp / name
+
+
+def _plot_is_link(tmp: Path) -> list[str]:
+    _existing(tmp)
+    (tmp / "r_files").mkdir()
+    (tmp / "precious.txt").write_text("keep me\n")
+    (tmp / "r_files" / "quality.png").symlink_to(tmp / "precious.txt")
+    return _report(tmp, tmp / "r.md", "--force")
+
+
+def _plot_is_fifo(tmp: Path) -> list[str]:
+    _existing(tmp)
+    (tmp / "r_files").mkdir()
+    os.mkfifo(tmp / "r_files" / "kl_weight.png")
+    return _report(tmp, tmp / "r.md", "--force")
+
+
+# --------------------------------------------------------------------------------------------------
+# Text that reaches a terminal or markdown
+
+
+def _esc_run(tmp: Path, command: str, *extra: str) -> list[str]:
+    _run(tmp, _ESC_NAME)
+    return [command, str(tmp / "logs"), *extra]
+
+
+def _esc_tag(tmp: Path, command: str, *extra: str) -> list[str]:
+    _run(tmp, series={**_SERIES, "train/odd\x1b[2K\x1b]0;t\x07": epoch_series([1.0, 2.0, 3.0])})
+    return [command, str(tmp / "logs"), *extra]
+
+
+def _div_path(tmp: Path) -> list[str]:
+    run = _run(tmp, "evil\n<div>\n")
+    return ["report", str(run), "-o", "-"]
+
+
+def _watch_esc(tmp: Path) -> list[str]:
+    run = _run(tmp, _ESC_NAME)
+    return ["watch", "--follow", str(run), "--idle", "0.5", "--poll", "0.1", "--no-live"]
+
+
+_REPORT_FILES = ("r.md", "r_files", "r_files/*")
+
+CASES = [
+    # Text: escape sequences in a run name or a tag show as escapes, on a terminal and in markdown.
+    Case("check-escape-sequences-in-run-name", lambda t: _esc_run(t, "check"), 0, "",
+         stdout=_NO_ESC + r".*" + _ESC_SHOWN + r"  · "),
+    Case("check-escape-sequences-in-tag", lambda t: _esc_tag(t, "check"), 0, "",
+         stdout=_NO_ESC + r".*unmapped_tags: .*train/odd\\x1b\[2K\\x1b\]0;t\\x07"),
+    Case("check-json-escape-sequences-in-run-name", lambda t: _esc_run(t, "check", "--json"), 0, "",
+         stdout=_NO_ESC + r'.*"run": "run\\u001b\[1A'),
+    Case("watch-follow-escape-sequences-in-run-name", _watch_esc, 0, "",
+         stdout=_NO_ESC + r".*journal .*" + _ESC_SHOWN + r"/watchdog\.jsonl", may_create=("logs/*/watchdog.jsonl",)),
+    # A run directory whose name is not UTF-8: shown with the byte as an escape.
+    Case("check-non-utf8-run-name", lambda t: _run(t, b"run\xff") and ["check", str(t / "logs")], 0, "",
+         stdout=r"run\\xff  ·  3 completed epochs"),
+    Case("report-non-utf8-run-name", lambda t: _run(t, b"run\xff\xfe") and ["report", str(t / "logs"), "-o",
+                                                                           str(t / "r.md")], 0, "",
+         stdout=r"^Wrote .*r\.md \(1 run; plots in", may_create=_REPORT_FILES),
+    Case("report-dollar-math-in-run-name", lambda t: _run(t, "a$\\frac$") and ["report", str(t / "logs"), "-o",
+                                                                              str(t / "r.md")], 0, "",
+         stdout=r"^Wrote ", may_create=_REPORT_FILES),
+]
+
+
+@pytest.mark.parametrize("case", params(CASES))
+def test_corpus_outputs(case: Case, tmp_path: Path) -> None:
+    run_case(case, tmp_path)
