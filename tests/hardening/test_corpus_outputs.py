@@ -255,6 +255,32 @@ CASES = [
     Case("report-dollar-math-in-run-name", lambda t: _run(t, "a$\\frac$") and ["report", str(t / "logs"), "-o",
                                                                               str(t / "r.md")], 0, "",
          stdout=r"^Wrote ", may_create=_REPORT_FILES),
+    # Library warnings stay off stderr (matplotlib has no glyph for these characters).
+    Case("report-cjk-run-name-no-library-warnings", lambda t: _run(t, "実験") and ["report", str(t / "logs"), "-o",
+                                                                                 str(t / "r.md")], 0, "",
+         stdout=r"^Wrote ", may_create=_REPORT_FILES),
+    # Usage errors: one line and where the help is.
+    Case("usage-check-without-path", lambda t: ["check"], 2,
+         r"^Error: the following arguments are required: PATH; see vaediag check --help$"),
+    Case("usage-check-unknown-option", lambda t: ["check", str(t), "--bogus"], 2,
+         r"^Error: unrecognized arguments: --bogus; see vaediag check --help$"),
+    Case("usage-check-bad-kl-weight", lambda t: ["check", str(t), "--kl-weight", "x"], 2,
+         r"^Error: argument --kl-weight: must be a number like 1e-5, got 'x'; see vaediag check --help$"),
+    Case("usage-check-bad-profile", lambda t: ["check", str(t), "--profile", "\x1b[2Kx"], 2,
+         r"^Error: argument --profile: invalid choice: '\\x1b\[2Kx' .*; see vaediag check --help$"),
+    Case("usage-report-without-path", lambda t: ["report"], 2,
+         r"^Error: the following arguments are required: PATH; see vaediag report --help$"),
+    Case("usage-report-o-without-value", lambda t: ["report", str(t), "-o"], 2,
+         r"^Error: argument -o/--output: expected one argument; see vaediag report --help$"),
+    Case("usage-report-bad-latent-dim", lambda t: ["report", str(t), "--latent-dim", "x"], 2,
+         r"^Error: argument --latent-dim: invalid int value: 'x'; see vaediag report --help$"),
+    Case("usage-unknown-command", lambda t: ["nope"], 2,
+         r"^Error: argument COMMAND: invalid choice: 'nope' .*; see vaediag --help$"),
+    Case("usage-no-command", lambda t: [], 2, r"^Error: the following arguments are required: COMMAND; see vaediag --help$"),
+    Case("help-is-unchanged", lambda t: ["check", "--help"], 0, "", stdout=r"\Ausage: vaediag check \[-h\]"),
+    # Messages that carry a user's path: one line, escapes shown.
+    Case("check-missing-path-with-escapes", lambda t: ["check", str(t / "nope\x1b[2K\nx")], 2,
+         r"^Error: path '.*nope\\x1b\[2K\\nx' does not exist"),
 ]
 
 

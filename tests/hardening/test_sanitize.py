@@ -1,15 +1,18 @@
 """The sanitiser (vaediag.sanitize) and where it is applied: markdown code spans, the watch panel and
-status lines."""
+status lines, the CLI's filter for library warnings."""
 
 from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 
 import pytest
 from markdown_it import MarkdownIt
 from rich.console import Console
 
+from corpus import ROOT
 from vaediag.render.markdown import code_span, escape
 from vaediag.sanitize import is_clean, path_text, plot_text, terminal, visible
 
@@ -113,3 +116,39 @@ def test_watch_messages_are_sanitised(monkeypatch):
     d.message("watch: run directory logs/x\x1b[2K\nFAIL (found by --logdir)")
     out = buf.getvalue()
     assert r"logs/x\x1b[2K\nFAIL" in out and "\x1b[2K" not in out and out.count("\n") == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# The CLI keeps library warnings off stderr, and vaediag's own on it
+
+
+_WARN = """
+import warnings
+from vaediag.cli import _quiet_libraries
+from vaediag.watch.policies import MissingMetricWarning
+import logging
+_quiet_libraries()
+warnings.warn("from a library", UserWarning)
+warnings.warn("from numpy", RuntimeWarning)
+logging.getLogger("matplotlib.font_manager").warning("building the font cache")
+warnings.warn("vaediag's own", MissingMetricWarning)
+"""
+
+
+def _stderr(*flags: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PYTHONWARNINGS", None)
+    p = subprocess.run([sys.executable, *flags, "-c", _WARN], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stderr
+
+
+def test_library_warnings_are_quiet_and_vaediags_own_are_not():
+    err = _stderr()
+    assert "vaediag's own" in err
+    assert "from a library" not in err and "from numpy" not in err and "font cache" not in err
+
+
+def test_an_explicit_warning_option_shows_everything():
+    err = _stderr("-W", "default")
+    assert "vaediag's own" in err and "from a library" in err and "from numpy" in err
