@@ -109,6 +109,7 @@ def test_force_removes_only_the_old_reports_own_plots(tmp_path):
     assert (fdir / "notes.txt").read_text() == "mine\n"
 
 
+@pytest.mark.slow
 def test_force_keeps_plots_the_new_report_writes_again(tmp_path):
     logs = _logs(tmp_path)
     out = tmp_path / "r.md"
@@ -138,6 +139,7 @@ def test_force_through_a_symlink_replaces_the_report_it_names(tmp_path):
     assert not (tmp_path / "latest_files").exists()
 
 
+@pytest.mark.slow
 def test_a_report_inside_the_log_tree_it_reads(tmp_path):
     """A new report inside the tree is fine, and --force may replace it (vaediag wrote it); any other
     file there is never replaced."""
