@@ -5,17 +5,27 @@ Each subcommand lives in ``vaediag/commands/<name>.py`` with ``add_parser(subpar
 ``run(args) -> int``; modules are imported only when their subcommand runs, so ``vaediag check`` never
 pays for matplotlib, and nothing here imports torch (the ``train`` and ``demo`` subcommands import the
 training core when they run).
+
+What reaches stderr is vaediag's own: a usage error is one line (``Error: <what>; see vaediag check
+--help``, exit 2; ``--help`` itself is argparse's), every error message is shown through
+:func:`vaediag.sanitize.terminal` (a path with an escape sequence or a newline stays one harmless line),
+and library warnings (matplotlib's missing glyphs, pandas' and numpy's runtime and future warnings,
+TensorBoard's deprecations) and library log records are not shown. Warnings whose class vaediag defines
+stay visible, and ``python -W ...`` or ``PYTHONWARNINGS`` (an explicit request) turns the filter off.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
-from typing import Sequence
+import warnings
+from typing import NoReturn, Sequence
 
 from vaediag import __version__
-from vaediag.errors import VaediagError
+from vaediag.errors import UsageError, VaediagError
+from vaediag.sanitize import terminal
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -46,7 +56,43 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             module.add_parser(sub, name=name, help=help_text)
         else:
             sub.add_parser(name, help=help_text, add_help=False)
+    # A usage error is one line that says what is wrong and where the help is, not argparse's usage block.
+    # Errors the top-level parser reports for a subcommand's arguments ("unrecognized arguments") point
+    # at that subcommand's help. A subcommand that installed its own one-line error keeps it.
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser.error = _one_line_error(f"vaediag {first} --help" if first in COMMANDS else "vaediag --help")  # type: ignore[method-assign]
+    for name, p in sub.choices.items():
+        if "error" not in vars(p):
+            p.error = _one_line_error(f"vaediag {name} --help")  # type: ignore[method-assign]
     return parser
+
+
+def _one_line_error(hint: str):
+    def error(message: str) -> NoReturn:
+        raise UsageError(f"{message}; see {hint}")
+    return error
+
+
+def _quiet_libraries() -> None:
+    """Keep library warnings and log records off stderr; vaediag's own warning classes still show.
+
+    Off when the user asked for warnings (``python -W``, ``PYTHONWARNINGS``): then everything shows.
+    """
+    if sys.warnoptions:
+        return
+    shown = warnings.showwarning
+    if getattr(shown, "_vaediag_quiet", False):  # main() called twice in one process (tests)
+        return
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        if str(getattr(category, "__module__", "")).split(".")[0] == "vaediag":
+            shown(message, category, filename, lineno, file, line)
+
+    showwarning._vaediag_quiet = True  # type: ignore[attr-defined]
+    warnings.showwarning = showwarning
+    root = logging.getLogger()
+    if not root.handlers:  # without a handler, logging's last resort prints WARNING records to stderr
+        root.addHandler(logging.NullHandler())
 
 
 def _wants(name: str, argv: Sequence[str]) -> bool:
@@ -57,11 +103,12 @@ def _wants(name: str, argv: Sequence[str]) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script. Returns the process exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(argv).parse_args(argv)
+    _quiet_libraries()
     try:
+        args = build_parser(argv).parse_args(argv)
         return int(args.handler(args))
     except VaediagError as exc:
-        print(f"Error: {exc.message}", file=sys.stderr)
+        print(f"Error: {terminal(exc.message)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from vaediag.errors import UsageError
+from vaediag.sanitize import terminal
 
 __all__ = ["add_parser", "run"]
 
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         doc = {"runs": [d.to_dict() for d in diags]}
         sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
         for w in warnings:
-            print(f"warning: {w}", file=sys.stderr)
+            print(f"warning: {terminal(w)}", file=sys.stderr)
     else:
         from rich.console import Console
 

@@ -2,8 +2,10 @@
 
 Loads every PATH (runs or trees of runs, ours or foreign), diagnoses each run with the same rules as
 ``vaediag check``, and writes ``NAME.md`` plus ``NAME_files/*.png`` beside it. An existing report is never
-overwritten without ``--force``. Exit codes: 0 report written; 2 bad input or refusal (one line on
-stderr); 130 interrupted.
+overwritten without ``--force``, and never one of the files the report reads or a file inside a log
+tree it reads (:mod:`vaediag.outputs`). ``-o -``, ``-o /dev/stdout``, a FIFO or a character device get
+the markdown written into them (no plots; one line on stderr says so). Exit codes: 0 report written;
+2 bad input or refusal (one line on stderr); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -33,7 +36,8 @@ def add_parser(sub: argparse._SubParsersAction, *, name: str, help: str) -> argp
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="run directories or trees of runs (ours or foreign)")
     p.add_argument("-o", "--output", metavar="FILE",
-                   help="report file (default: reports/<first PATH's name>.md); a missing directory is created")
+                   help="report file (default: reports/<first PATH's name>.md); a missing directory is created; "
+                        "'-' (or /dev/stdout, a FIFO) writes the markdown alone to that stream")
     p.add_argument("--title", metavar="T", help="document title (default: 'VAE training report: <PATH name>')")
     p.add_argument("--baseline", metavar="RUN",
                    help="run id to measure improvement against (default: the earliest run)")
@@ -49,7 +53,8 @@ def add_parser(sub: argparse._SubParsersAction, *, name: str, help: str) -> argp
                    help="the checklist: seed, generic (scale-free criteria only) or auto (the default)")
     p.add_argument("--steps-per-epoch", metavar="N", type=int, dest="steps_per_epoch",
                    help="epoch alignment for runs that log no epoch")
-    p.add_argument("--force", action="store_true", help="overwrite an existing report and its plots")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite an existing report and its plots (never an input file or a file in the logs)")
     p.set_defaults(handler=run)
     return p
 
@@ -160,14 +165,18 @@ def _subset(rs, keep: list[str]):
 
 def run(args: argparse.Namespace) -> int:
     from vaediag.diagnose.engine import check_kl_weight
+    from vaediag.outputs import Inputs
     from vaediag.render.report import check_destination, diagnose_runs, files_dir_for, load_targets, write_report
+    from vaediag.sanitize import terminal
 
     check_kl_weight(args.kl_weight)
     if args.steps_per_epoch is not None and args.steps_per_epoch <= 0:
         raise UsageError(f"--steps-per-epoch must be a positive integer, got {args.steps_per_epoch}")
     # Cheap checks first: a refused destination or a bad targets/rules file costs no log reading.
-    out = Path(args.output) if args.output else default_output(args.paths)
-    check_destination(out, force=args.force)
+    out = args.output or default_output(args.paths)  # kept as typed: "./-" is a file, "-" standard output
+    # Everything the report reads; none of it (nor anything else in the log trees) is ever written over.
+    inputs = Inputs([*args.paths, args.targets, args.rules, args.tags])
+    dest = check_destination(out, force=args.force, inputs=inputs)
     targets = load_targets(args.targets)
     rules = None
     if args.rules is not None:
@@ -185,7 +194,13 @@ def run(args: argparse.Namespace) -> int:
     diagnoses = diagnose_runs(runset, rules=rules, kl_weight=args.kl_weight, baseline=baseline,
                               latent_dim=args.latent_dim, profile=args.profile)
     path = write_report(runset, diagnoses, out, title=args.title, baseline=baseline, targets=targets,
-                        force=args.force, sources=list(args.paths))
+                        force=args.force, sources=list(args.paths), inputs=inputs)
     n = len(runset.runs)
-    print(f"Wrote {path} ({n} run{'s' if n != 1 else ''}; plots in {files_dir_for(path)}/)")
+    runs = f"{n} run{'s' if n != 1 else ''}"
+    if dest.is_stream:  # stdout may be the report itself: the note goes to stderr
+        where = "standard output" if dest.given == "-" else terminal(dest.given)
+        print(f"Wrote the report into {where} ({runs}); no plots: a stream takes the markdown alone "
+              f"(give -o FILE.md for the plots)", file=sys.stderr)
+    else:
+        print(f"Wrote {terminal(path)} ({runs}; plots in {terminal(files_dir_for(path))}/)")
     return 0

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vaediag.errors import UsageError
+from vaediag.sanitize import terminal
 
 __all__ = ["add_parser", "run", "policy_from_args"]
 
@@ -216,11 +217,13 @@ class _RichDisplay:
     def decision(self, status) -> None:
         from vaediag.watch.panel import status_line
 
-        self.console.print(status_line(status), markup=False, soft_wrap=True)
+        self.console.print(status_line(status), markup=False, highlight=False, soft_wrap=True)
         sys.stdout.flush()
 
     def message(self, text: str) -> None:
-        self.console.print(text, markup=False, soft_wrap=True)
+        # Messages carry run directories, commands, notes and the child's output lines (written to a file,
+        # so well-behaved tools send no colour codes): every escape sequence shows, none acts.
+        self.console.print(terminal(text), markup=False, highlight=False, soft_wrap=True)
         sys.stdout.flush()
 
 

@@ -5,6 +5,10 @@ the seed writes it, the checklist table (milestones and success, pass / fail / p
 findings, and the recommendations with their plan arithmetic and next command. A closing line counts the
 verdicts, and the reader's warnings (skipped folders, damaged files) follow.
 
+Every text that comes from the logs (run ids, tags in messages, paths in commands, config values) goes
+through :func:`vaediag.sanitize.terminal` before it reaches rich: an escape sequence in a run name shows
+as ``\x1b[2K``, it never moves the cursor or erases a line.
+
     >>> import io                                                         # doctest: +SKIP
     >>> from rich.console import Console                                  # doctest: +SKIP
     >>> render_check(diags, console=Console(file=io.StringIO(), width=100))  # doctest: +SKIP
@@ -21,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vaediag.diagnose.numbers import fmt_value, human_epoch
+from vaediag.sanitize import terminal as _t
 
 if TYPE_CHECKING:  # pragma: no cover
     from vaediag.diagnose.model import Finding, Recommendation, RunDiagnosis
@@ -48,7 +53,7 @@ _STATUS_STYLE = {"pass": "green", "fail": "bold red", "pending": "yellow", "n/a"
 
 def _header(d: "RunDiagnosis") -> Group:
     word, _, style = VERDICT[d.severity]
-    title = Text.assemble((d.run, "bold"), f"  ·  {d.epochs} completed epoch{'s' if d.epochs != 1 else ''}  ·  ",
+    title = Text.assemble((_t(d.run), "bold"), f"  ·  {d.epochs} completed epoch{'s' if d.epochs != 1 else ''}  ·  ",
                           (word, style))
     parts = []
     for term in HEADER_TERMS:
@@ -67,11 +72,11 @@ def _penalty(d: "RunDiagnosis") -> Group | None:
         return None
     lines: list = []
     context = p.latest.get("context") if p.latest else None
-    lines.append(Text.assemble(("KL penalty", "bold"), f" ({context})" if context else ""))
+    lines.append(Text.assemble(("KL penalty", "bold"), f" ({_t(context)})" if context else ""))
     for line in p.arithmetic:
-        lines.append(Text("  " + line))
+        lines.append(Text("  " + _t(line)))
     if p.note and p.kl_weight is None:
-        lines.append(Text("  " + p.note, style="yellow"))
+        lines.append(Text("  " + _t(p.note), style="yellow"))
     return Group(*lines)
 
 
@@ -88,8 +93,8 @@ def _checklist(findings: Sequence["Finding"]) -> Table | None:
     for f in rows:
         group = "Success" if f.rule == "success" else f"After {human_epoch(f.epoch)}"
         status = f.status or f.severity
-        t.add_row(group if group != last_group else "", escape(f.label or f.key or f.rule),
-                  escape(f.value_text or ("" if f.value is None else fmt_value(f.value, f.term))),
+        t.add_row(group if group != last_group else "", escape(_t(f.label or f.key or f.rule)),
+                  escape(_t(f.value_text or ("" if f.value is None else fmt_value(f.value, f.term)))),
                   Text(status.upper() if status in ("pass", "fail") else status, style=_STATUS_STYLE.get(status, "")))
         last_group = group
     return t
@@ -104,7 +109,7 @@ def _findings(findings: Iterable["Finding"]) -> Group | None:
         if f.is_checklist:
             continue
         _, mark, style = VERDICT[f.severity]
-        grid.add_row(Text(f"  {mark}", style=style), Text.assemble((f.rule, "bold"), f": {f.message}"))
+        grid.add_row(Text(f"  {mark}", style=style), Text.assemble((_t(f.rule), "bold"), f": {_t(f.message)}"))
         n += 1
     if not n:
         return None
@@ -117,13 +122,13 @@ def _print_recommendations(recs: Sequence["Recommendation"], *, console: Console
         grid = Table.grid(padding=(0, 1))
         grid.add_column(no_wrap=True)
         grid.add_column()
-        grid.add_row(Text(f"  {i}."), Text.assemble((r.action, "bold magenta"), f": {r.reason}"))
+        grid.add_row(Text(f"  {i}."), Text.assemble((_t(r.action), "bold magenta"), f": {_t(r.reason)}"))
         for line in r.params.get("plan") or []:
-            grid.add_row("", Text(line))
+            grid.add_row("", Text(_t(line)))
         console.print(grid)
         if r.command:
             # soft_wrap: the terminal wraps a long command, so a copy and paste gets it in one piece
-            console.print(Text.assemble("     $ ", (r.command, "bold")), soft_wrap=True)
+            console.print(Text.assemble("     $ ", (_t(r.command), "bold")), soft_wrap=True)
 
 
 def render_run(d: "RunDiagnosis", *, console: Console) -> None:
@@ -159,4 +164,4 @@ def render_check(
     if warnings:
         console.print(Text("Warnings", style="bold yellow"))
         for w in warnings:
-            console.print(Text(f"  ! {w}", style="yellow"))
+            console.print(Text(f"  ! {_t(w)}", style="yellow"))

@@ -19,7 +19,9 @@ import re
 from typing import Iterable, Sequence
 from urllib.parse import quote
 
-__all__ = ["MISSING", "escape", "table", "link_path", "slug"]
+from vaediag.sanitize import visible
+
+__all__ = ["MISSING", "escape", "code_span", "table", "link_path", "slug"]
 
 # What a cell shows for a value that was not logged (a dash reads as "nothing here", unlike "0").
 MISSING = "—"
@@ -35,24 +37,43 @@ _LOOSE_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")
 # letter or "#". Elsewhere ("KL < 500", "R&D") they stay as typed.
 _HTML_OPEN = re.compile(r"<(?=[A-Za-z/!?])")
 _ENTITY_OPEN = re.compile(r"&(?=[A-Za-z#])")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 def escape(text: object) -> str:
     r"""Escape ``text`` for use anywhere in a markdown line, including inside a table cell.
 
     Backslash-escapes markdown punctuation, writes ``<`` and ``&`` as entities where they could start an
-    HTML tag or an entity (a run named ``<b>`` shows literally), and folds newlines and other control
-    characters into a space so a cell stays on one line.
+    HTML tag or an entity (a run named ``<b>`` shows literally), and shows newlines, other control
+    characters and undecodable bytes as visible escapes (:func:`vaediag.sanitize.visible`: a newline is
+    ``\n``), so a cell stays on one line, a newline can never start a block (a raw HTML ``<div>``, a
+    heading) and the file holds no terminal escape sequence.
 
         >>> print(escape("a|b *c* _d_ ear_vae <b>&amp; x < 5"))
         a\|b \*c\* \_d\_ ear_vae &lt;b>&amp;amp; x < 5
     """
-    s = _CONTROL.sub(" ", str(text))
+    s = visible(text)
     s = _ENTITY_OPEN.sub("&amp;", s)
     s = _HTML_OPEN.sub("&lt;", s)
     s = _SPECIAL.sub(r"\\\1", s)
     return _LOOSE_UNDERSCORE.sub(r"\\_", s)
+
+
+def code_span(text: object) -> str:
+    """``text`` as an inline code span that shows it exactly (control characters as visible escapes).
+
+    The fence is one backtick longer than the longest backtick run inside, padded with a space when the
+    text starts or ends with a backtick (CommonMark), so no text can close the span early; inside a code
+    span a backslash is literal, so nothing else needs escaping. Not for table cells (``|`` would split
+    the cell there: use :func:`escape`).
+
+        >>> print(code_span("logs/a`b"))
+        ``logs/a`b``
+    """
+    s = visible(text)
+    longest = max((len(m) for m in re.findall(r"`+", s)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") or (s.startswith(" ") and s.endswith(" ") and s.strip()) else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]], *, align: str | None = None) -> str:

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from vaediag.atomic import atomic_write
 from vaediag.diagnose.engine import run_order
 from vaediag.errors import InputError, RulesError, UsageError
-from vaediag.render.markdown import MISSING, escape, link_path, table
+from vaediag.render.markdown import MISSING, code_span, escape, link_path, table
+from vaediag.sanitize import plot_text, visible
 from vaediag.terms import CANONICAL_TERMS, TERM_INFO
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -600,7 +601,9 @@ def _section_summary(views: Sequence[_Run], baseline: _Run | None, targets: Sequ
 
 
 def _code(text: str, lang: str = "") -> list[str]:
-    """A fenced code block; the fence is longer than any backtick run inside, so nothing escapes it."""
+    """A fenced code block; the fence is longer than any backtick run inside, so nothing escapes it.
+    Control characters other than the line breaks show as visible escapes (the file holds none)."""
+    text = visible(text, newlines=True)
     longest = 0
     run = 0
     for ch in text:
@@ -1013,7 +1016,7 @@ def _legend_label(v: _Run) -> str:
     short = "/".join(parts[-2:]) if len(parts) > 2 else v.run
     if len(short) > 40:
         short = "…" + short[-39:]
-    return f"{v.label} {short}"
+    return plot_text(f"{v.label} {short}")  # an undecodable byte or a "$" must not stop matplotlib
 
 
 def _render_plots(views: Sequence[_Run]) -> list[tuple[str, str, str, bytes]]:
@@ -1138,7 +1141,9 @@ def build_report(
     when = generated_at or _now()
     from vaediag import __version__
 
-    src = ", ".join(f"`{s}`" if "`" not in s else escape(s) for s in sources) if sources else escape(runset.root.name)
+    # The paths as typed, each in a code span that shows it exactly: a newline, an HTML tag or a
+    # backtick in a path can neither start a block nor end the span (see markdown.code_span).
+    src = ", ".join(code_span(s) for s in sources) if sources else escape(runset.root.name)
     n = len(views)
     lines = [f"# {escape(heading)}", "",
              f"{GENERATED_PREFIX}{when.strftime('%Y-%m-%d %H:%M UTC')} by vaediag {__version__} from {src}._", "",
@@ -1163,25 +1168,89 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def check_destination(out_path: str | os.PathLike[str], *, force: bool = False) -> None:
-    """Refuse to write where a report (or its plots folder) already is, unless ``force``.
+# The plot files a report writes into NAME_files/ (see _render_plots); only these names are ever written
+# there, and only these (when the old report linked them) are removed as stale by --force.
+PLOT_FILES = ("loss_terms.png", "loss_terms_weighted.png", "quality.png", "penalty_share.png", "kl_weight.png")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_HEAD_BYTES = 4096
+
+
+def _head(path: Path, n: int = _HEAD_BYTES) -> bytes:
+    """The first ``n`` bytes of a regular file ("" for anything else); never blocks, never raises."""
+    import stat as _stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return b""
+    try:
+        if not _stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+        return os.read(fd, n)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
+def _is_own_report(path: Path) -> bool:
+    """True when ``path`` is a report vaediag wrote (its generated line is near the top)."""
+    head = _head(path).decode("utf-8", "replace")
+    return any(line.startswith(GENERATED_PREFIX) and " by vaediag " in line for line in head.splitlines()[:8])
+
+
+def _is_own_plot(path: Path) -> bool:
+    return path.name in PLOT_FILES and _head(path, len(_PNG_MAGIC)) == _PNG_MAGIC
+
+
+def _linked_plots(report: Path, fdir_name: str) -> set[str]:
+    """The plot files an existing report links from its NAME_files/ folder (empty when unreadable)."""
+    import re
+    from urllib.parse import unquote
+
+    from vaediag.safeio import read_text
+
+    try:
+        text = read_text(report, what="report", max_bytes=256 << 20)
+    except Exception:  # noqa: BLE001 - an unreadable old report only means nothing is removed
+        return set()
+    out = set()
+    for link in re.findall(r"\]\(([^)\s]+)\)", text or ""):
+        target = unquote(link)
+        head, sep, name = target.partition("/")
+        if sep and head == fdir_name and name in PLOT_FILES:
+            out.add(name)
+    return out
+
+
+def check_destination(out_path: str | os.PathLike[str], *, force: bool = False, inputs: Any = None):
+    """Plan where the report and its plots go, or refuse (see :mod:`vaediag.outputs` for the rules).
+
+    Returns the :class:`vaediag.outputs.Destination` of the markdown. A stream (``-``, ``/dev/null``, a
+    FIFO, a terminal) takes the markdown alone; for a file, ``NAME_files/`` and each plot file in it are
+    checked too: without ``force`` an existing folder is refused; with it, only regular plot files may be
+    replaced (a link, a folder or a device in the way is refused).
 
     Raises:
-        UsageError: the report or its plots folder exists (and not ``force``), or a path is in the way.
+        UsageError: the report or its plots folder exists (and not ``force``), it is an input or inside a
+            log tree the command reads, or a path is in the way.
     """
-    out = Path(out_path)
-    fdir = files_dir_for(out)
-    if out.is_dir():
-        raise UsageError(f"-o {str(out)!r} is a directory; give a file name such as {str(out / 'report.md')!r}")
-    for parent in out.parents:
-        if parent.exists() and not parent.is_dir():
-            raise UsageError(f"cannot write {str(out)!r}: {str(parent)!r} is a file, not a directory")
-    if fdir.exists() and not fdir.is_dir():
-        raise UsageError(f"cannot write the plots: {str(fdir)!r} exists and is not a directory")
-    if not force:
-        for p in (out, fdir):
-            if p.exists():
-                raise UsageError(f"{str(p)!r} already exists; pass --force to overwrite it or choose another -o")
+    from vaediag.outputs import Inputs, plan_output
+
+    inputs = inputs if inputs is not None else Inputs()
+    dest = plan_output(out_path, force=force, inputs=inputs, owned=_is_own_report)
+    if dest.is_stream:
+        return dest
+    fdir = files_dir_for(dest.path)
+    if os.path.lexists(fdir):
+        if not fdir.is_dir():
+            raise UsageError(f"cannot write the plots: {str(fdir)!r} exists and is not a directory")
+        if not force:
+            raise UsageError(f"{str(fdir)!r} already exists; pass --force to overwrite it or choose another -o")
+        for name in PLOT_FILES:
+            plan_output(fdir / name, force=True, inputs=inputs, allow_stream=False, follow_links=False,
+                        owned=_is_own_plot)
+    return dest
 
 
 def write_report(
@@ -1196,38 +1265,85 @@ def write_report(
     sources: Sequence[str] = (),
     generated_at: datetime | None = None,
     plots: bool = True,
+    inputs: Any = None,
 ) -> Path:
     """Render the report and write ``out_path`` and its plots folder (``<stem>_files/``) beside it.
 
-    Checks come first (an existing report or plots folder without ``force``, a bad baseline or targets
-    file), then rendering in memory, then writing: the plots folder and the markdown are created only
-    when everything before succeeded, each file written to a temporary name and renamed. A missing
-    parent directory of ``out_path`` is created.
+    Checks come first (:func:`check_destination`: an existing report or plots folder without ``force``,
+    an input or a file inside a log tree the report reads, a link or special file in the way; a bad
+    baseline or targets file), then rendering in memory, then writing. A missing parent directory of
+    ``out_path`` is created.
+
+    - A new report is created without a window for clobbering (:mod:`vaediag.outputs`): of two
+      processes writing one new report, the second gets "already exists". The markdown claims the name
+      first, then the plots are written; if they cannot be, the new markdown is removed again.
+    - ``force`` replaces an existing report and its plots atomically, then removes the plots the old
+      report linked that the new one does not write (no stale plots); any other file in ``NAME_files/``
+      is left alone.
+    - A stream (``-``, ``/dev/stdout``, ``/dev/null``, a FIFO, a terminal) gets the markdown written into
+      it, without ``force``; no plots are drawn or written (the returned path is the stream's).
 
     ``plots=False`` writes the text alone (no Curves section, no plots folder): quicker where no one
     will look at the pictures.
 
     Returns:
-        The path of the markdown file.
+        The path of the markdown file (the target of a followed symbolic link).
 
     Raises:
-        UsageError: the destination exists (pass ``force=True``), or ``baseline`` is not a run.
-        RulesError / InputError: a bad targets file.
+        UsageError: the destination is refused (see above), or ``baseline`` is not a run.
+        RulesError / InputError: a bad targets file; the operating system refused a write.
     """
-    out = Path(out_path)
-    check_destination(out, force=force)
+    from vaediag.outputs import NEW, write_output
+
+    dest = check_destination(out_path, force=force, inputs=inputs)
     if targets is not None and not isinstance(targets, (list, tuple)):
         targets = load_targets(targets)
+    out = dest.path
     report = build_report(runset, diagnoses, out_name=out.stem, title=title, baseline=baseline,
-                          targets=targets, sources=sources, generated_at=generated_at, plots=plots)
+                          targets=targets, sources=sources, generated_at=generated_at,
+                          plots=plots and not dest.is_stream)
+    data = report.markdown.encode("utf-8")
+    if dest.is_stream:
+        write_output(dest, data)
+        return out
+    fdir = files_dir_for(out)
+    stale = _linked_plots(out, fdir.name) - set(report.files) if dest.mode != NEW else set()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fdir = files_dir_for(out)
-        if report.files:
-            fdir.mkdir(exist_ok=True)
-            for name, data in sorted(report.files.items()):
-                atomic_write(fdir / name, data)
-        atomic_write(out, report.markdown.encode("utf-8"))
     except OSError as exc:
         raise InputError(f"cannot write the report to {str(out)!r}: {exc.strerror or exc}") from None
+    if dest.mode == NEW:
+        write_output(dest, data)  # claims the name (or says it was taken meanwhile)
+        try:
+            mine = os.stat(out)
+            _write_plots(fdir, report.files)
+        except BaseException:
+            try:  # a report without its plots is not left behind; only the file this call created goes
+                now = os.stat(out)
+                if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+                    out.unlink()
+            except (OSError, UnboundLocalError):
+                pass
+            raise
+        return out
+    _write_plots(fdir, report.files)
+    write_output(dest, data)
+    for name in sorted(stale):
+        p = fdir / name
+        if _is_own_plot(p) and not p.is_symlink():
+            try:
+                p.unlink()
+            except OSError:
+                pass
     return out
+
+
+def _write_plots(fdir: Path, files: dict[str, bytes]) -> None:
+    if not files:
+        return
+    try:
+        fdir.mkdir(exist_ok=True)
+        for name, data in sorted(files.items()):
+            atomic_write(fdir / name, data)
+    except OSError as exc:
+        raise InputError(f"cannot write the plots to {str(fdir)!r}: {exc.strerror or exc}") from None

@@ -1,7 +1,9 @@
 """What the watchdog shows: a status object (data) and its rich rendering (presentation only).
 
 The supervisor fills a :class:`WatchStatus`; ``vaediag watch`` renders it with :func:`render_panel` in a
-live display, or prints :func:`status_line` once per epoch where the output is not a terminal.
+live display, or prints :func:`status_line` once per epoch where the output is not a terminal. Text from
+the run (its directory, the command, reasons, notes) passes :func:`vaediag.sanitize.terminal` and is never
+read as rich markup: an escape sequence or ``[bold]`` in a run name shows as typed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass, field
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+
+from vaediag.sanitize import terminal as _t
 
 __all__ = ["WatchStatus", "penalty_share", "render_panel", "status_line"]
 
@@ -67,8 +71,8 @@ def render_panel(s: WatchStatus) -> Panel:
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
     t.add_column()
-    t.add_row("run", s.run_dir or "[dim]waiting for the run directory...[/dim]")
-    t.add_row("process", f"{s.child_state}" + (f" (pid {s.pid})" if s.pid else ""))
+    t.add_row("run", Text(_t(s.run_dir)) if s.run_dir else Text("waiting for the run directory...", style="dim"))
+    t.add_row("process", Text(_t(s.child_state) + (f" (pid {s.pid})" if s.pid else "")))
     t.add_row("epoch", "-" if s.epoch is None else f"{s.epoch + 1} completed")
     t.add_row("KL", _num(s.kl))
     share = s.share
@@ -77,12 +81,12 @@ def render_panel(s: WatchStatus) -> Panel:
     t.add_row("kl_weight", _num(s.kl_weight, ".3g") + ("  [bold]AE mode[/bold]" if s.mode == "ae" else ""))
     if s.last_action:
         style = "green" if s.last_action == "keep" else "bold yellow"
-        t.add_row("decision", Text(f"{s.last_action}", style=style) + Text(f"  {s.last_applied or ''}", style="dim"))
-        t.add_row("reason", Text(s.last_reason or ""))
+        t.add_row("decision", Text(_t(s.last_action), style=style) + Text(f"  {_t(s.last_applied or '')}", style="dim"))
+        t.add_row("reason", Text(_t(s.last_reason or "")))
     t.add_row("decisions", f"{s.decisions} ({s.changes} changes)")
     for note in s.notes[-3:]:
-        t.add_row("note", Text(note, style="yellow"))
-    title = f"vaediag watch - {s.policy} ({s.mode_label})"
+        t.add_row("note", Text(_t(note), style="yellow"))
+    title = Text(f"vaediag watch - {_t(s.policy)} ({_t(s.mode_label)})")
     return Panel(t, title=title, title_align="left", border_style="cyan")
 
 
@@ -102,4 +106,4 @@ def status_line(s: WatchStatus) -> str:
         if s.last_applied:
             head += f" [{s.last_applied}]"
         head += f": {s.last_reason}"
-    return head
+    return _t(head)
