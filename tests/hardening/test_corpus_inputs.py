@@ -1,7 +1,14 @@
-"""Corpus rows: bad inputs given to `check` and `report` by name (paths, event files, rules files)."""
+"""Corpus rows: bad inputs given to `check` and `report` by name (paths, event files, rules, tags and
+targets files) and the metadata files found inside a log tree.
+
+Every row: the documented exit code, one stderr line (or none), an answer within the row's timeout (a FIFO
+or ``/dev/zero`` given as a file must never block or be read without bound), and nothing under the case's
+directory changed.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -21,14 +28,6 @@ def _event_file(run: Path) -> Path:
     return next(run.glob("events.out.tfevents.*"))
 
 
-def _truncated(tmp: Path) -> list[str]:
-    run = _run(tmp)
-    f = _event_file(run)
-    data = f.read_bytes()
-    f.write_bytes(data[: len(data) // 2])
-    return ["check", str(run)]
-
-
 def _garbage(tmp: Path) -> list[str]:
     d = tmp / "logs" / "run"
     d.mkdir(parents=True)
@@ -42,7 +41,47 @@ def _rules(tmp: Path, text: str) -> list[str]:
     return ["check", str(run), "--rules", str(tmp / "rules.toml")]
 
 
+def _tags(tmp: Path, text: str) -> list[str]:
+    run = _run(tmp)
+    (tmp / "tags.toml").write_text(text)
+    return ["check", str(run), "--tags", str(tmp / "tags.toml")]
+
+
+def _targets(tmp: Path, text: str) -> list[str]:
+    run = _run(tmp)
+    (tmp / "targets.toml").write_text(text)
+    return ["report", str(run), "-o", str(tmp / "r.md"), "--targets", str(tmp / "targets.toml")]
+
+
+def _fifo(tmp: Path, name: str) -> Path:
+    os.mkfifo(tmp / name)
+    return tmp / name
+
+
+def _zero_link(tmp: Path, name: str) -> Path:
+    (tmp / name).symlink_to("/dev/zero")
+    return tmp / name
+
+
+def _named(option: str, make) -> "callable":
+    """``check RUN <option> <made file>`` (``report RUN -o r.md --targets F`` for targets)."""
+
+    def build(tmp: Path) -> list[str]:
+        run = _run(tmp)
+        f = make(tmp)
+        if option == "--targets":
+            return ["report", str(run), "-o", str(tmp / "r.md"), option, str(f)]
+        return ["check", str(run), option, str(f)]
+
+    return build
+
+
+DEEP_ARRAY = "x = " + "[" * 5000 + "]" * 5000 + "\n"
+DEEP_DOTTED = ".".join(["a"] * 3000) + " = 1\n"  # tomllib builds this without recursing; the walk must not
+
+
 CASES = [
+    # Paths.
     Case("check-missing-path", lambda t: ["check", str(t / "nope")], 2, r"^Error: .*nope.* does not exist"),
     Case("check-empty-dir", lambda t: (t / "empty").mkdir() or ["check", str(t / "empty")], 2,
          r"^Error: .*no TensorBoard event file"),
@@ -50,7 +89,56 @@ CASES = [
          r"^Error: .*does not exist"),
     Case("check-garbage-event-file", _garbage, 2, r"^Error: ",
          known_bug="issue 10: an unreadable only input exits 0 with a warning"),
+    # --rules: missing, a directory, not TOML, an unknown key, a FIFO, /dev/zero, too large, not UTF-8.
     Case("rules-malformed-toml", lambda t: _rules(t, "[penalty\nx = "), 2, r"^Error: .*rules\.toml"),
+    Case("rules-missing", _named("--rules", lambda t: t / "nope.toml"), 2, r"^Error: rules file .*nope\.toml.* does not exist"),
+    Case("rules-directory", _named("--rules", lambda t: (t / "d").mkdir() or t / "d"), 2,
+         r"^Error: rules file .* is a directory"),
+    Case("rules-unknown-key", lambda t: _rules(t, "[penalty]\nmax_rato = 0.2\n"), 2,
+         r"^Error: rules file .*, line 2: \[penalty\] key 'max_rato' is unknown"),
+    Case("rules-fifo", _named("--rules", lambda t: _fifo(t, "rules.toml")), 2,
+         r"^Error: rules file .* is a FIFO \(named pipe\), not a regular file", timeout=20),
+    Case("rules-dev-zero", _named("--rules", lambda t: Path("/dev/zero")), 2,
+         r"^Error: rules file '/dev/zero' is a character device", timeout=20),
+    Case("rules-link-to-dev-zero", _named("--rules", lambda t: _zero_link(t, "rules.toml")), 2,
+         r"^Error: rules file .* is a character device", timeout=20),
+    Case("rules-too-large", lambda t: _rules(t, "# padding\n" * 200_000), 2,
+         r"^Error: rules file .* bytes; the limit is 1,048,576"),
+    Case("rules-not-utf8", _named("--rules", lambda t: (t / "r.toml").write_bytes(b"\xff\xfe[kl]") and t / "r.toml"), 2,
+         r"^Error: rules file .* is not UTF-8 text"),
+    # Nesting that makes tomllib recurse out of stack, or that a dotted key builds without recursion.
+    Case("rules-deep-array", lambda t: _rules(t, DEEP_ARRAY), 2, r"^Error: rules file .*: nested deeper than 64 levels"),
+    Case("rules-deep-inline-table", lambda t: _rules(t, "x = " + "{a = " * 3000 + "1" + "}" * 3000 + "\n"), 2,
+         r"^Error: rules file .*: nested deeper than 64 levels"),
+    Case("rules-deep-dotted-key", lambda t: _rules(t, DEEP_DOTTED), 2,
+         r"^Error: rules file .*: nested deeper than 64 levels"),
+    Case("rules-huge-integer", lambda t: _rules(t, "[kl]\ntoo_high_after = 1" + "0" * 5000 + "\n"), 2,
+         r"^Error: rules file .*: a value that cannot be converted \(Exceeds the limit \(4300 digits\)"),
+    Case("rules-integer-beyond-float", lambda t: _rules(t, "[kl]\nexpected = 1" + "0" * 400 + "\n"), 2,
+         r"^Error: rules file .*, line 2: \[kl\] key 'expected' must be a finite number >= 0 below 2\*\*63"),
+    Case("rules-nan", lambda t: _rules(t, "[penalty]\nwarn_ratio = nan\n"), 2,
+         r"^Error: rules file .*, line 2: \[penalty\] key 'warn_ratio' must be a finite number >= 0, got nan"),
+    # --tags.
+    Case("tags-missing", _named("--tags", lambda t: t / "nope.toml"), 2, r"^Error: tags file .* does not exist"),
+    Case("tags-fifo", _named("--tags", lambda t: _fifo(t, "tags.toml")), 2,
+         r"^Error: tags file .* is a FIFO", timeout=20),
+    Case("tags-dev-zero", _named("--tags", lambda t: Path("/dev/zero")), 2,
+         r"^Error: tags file '/dev/zero' is a character device", timeout=20),
+    Case("tags-malformed", lambda t: _tags(t, "[tags\n"), 2, r"^Error: tags file .*tags\.toml: "),
+    Case("tags-unknown-term", lambda t: _tags(t, '[tags]\n"a" = "klx"\n'), 2, r"^Error: .*maps to unknown term 'klx'"),
+    Case("tags-deep-array", lambda t: _tags(t, "[tags]\n" + DEEP_ARRAY), 2, r"^Error: tags file .*: nested deeper"),
+    Case("tags-deep-dotted-key", lambda t: _tags(t, "[tags]\n" + DEEP_DOTTED), 2, r"^Error: tags file .*: nested deeper"),
+    # --targets (report): refused before any log is read or anything is written.
+    Case("targets-missing", _named("--targets", lambda t: t / "nope.toml"), 2, r"^Error: targets file .* does not exist"),
+    Case("targets-fifo", _named("--targets", lambda t: _fifo(t, "targets.toml")), 2,
+         r"^Error: targets file .* is a FIFO", timeout=20),
+    Case("targets-dev-zero", _named("--targets", lambda t: Path("/dev/zero")), 2,
+         r"^Error: targets file '/dev/zero' is a character device", timeout=20),
+    Case("targets-malformed", lambda t: _targets(t, "[targets.kl\n"), 2, r"^Error: targets file .*targets\.toml: "),
+    Case("targets-deep-array", lambda t: _targets(t, "[targets.kl]\nmin = " + "[" * 5000 + "]" * 5000 + "\n"), 2,
+         r"^Error: targets file .*: nested deeper"),
+    Case("targets-huge-integer", lambda t: _targets(t, "[targets.kl]\nmin = 1" + "0" * 400 + "\n"), 2,
+         r"^Error: targets file .*: targets\.kl\.min must be a number"),
 ]
 
 
