@@ -37,12 +37,51 @@ _CHOICES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("profiles", "default"): ("auto", "seed", "generic"),
 }
 
+# Numeric settings whose meaning bounds them beyond "a finite number >= 0" (every number's rule). One
+# table, judged when a rules file is loaded (a test holds the defaults to it too), so a value that makes
+# no sense (a cut by 0, 0.5 or 1, a fraction above 1, a window of 0 epochs) fails with one line naming
+# the key, the value and the range, instead of a ZeroDivisionError, a doubled weight or a no-op later:
+#   (section, key) -> (low, low included, high or None, high included, what the value is)
+_RANGES: dict[tuple[str, ...], tuple[float, bool, float | None, bool, str]] = {
+    ("kl", "expected"): (0, False, None, False, "the KL (nats) a plan assumes"),
+    ("penalty", "warn_ratio"): (0, False, None, False, "a share of the reconstruction loss"),
+    ("penalty", "fail_ratio"): (0, False, None, False, "a share of the reconstruction loss"),
+    ("collapse", "active_fraction_min"): (0, True, 1, True, "a fraction of the latent dimensions"),
+    ("divergence", "window"): (1, True, None, False, "epochs"),
+    ("lr", "vanished_ratio"): (0, True, 1, True, "a fraction of the first learning rate"),
+    ("converged", "window"): (1, True, None, False, "epochs of recent history"),
+    ("converged", "min_delta"): (0, True, 1, True, "a relative improvement"),
+    ("blurry", "min_grad_similarity"): (0, True, 1, True, "a gradient similarity, at most 1"),
+    ("blurry", "max_sharpness"): (0, False, None, False, "a sharpness ratio"),
+    ("dead_model", "min_spread"): (0, True, 1, True, "a fraction of the inputs' spread"),
+    ("recommend", "kl_reduce_factor"): (1, False, None, False, "kl_weight is divided by it: 1 would not cut it, "
+                                                               "below 1 would raise it"),
+    ("recommend", "max_reduce_factor"): (1, False, None, False, "the largest cut"),
+    ("recommend", "kl_increase_factor"): (1, False, None, False, "kl_weight is multiplied by it: 1 would not "
+                                                                 "raise it, below 1 would lower it"),
+    ("recommend", "latent_factor"): (2, True, None, False, "the latent size is multiplied by it"),
+    ("recommend", "max_latent_dim"): (1, True, None, False, "a latent size"),
+}
+# Pairs that must be ordered: (section, low key, high key, strictly, what breaks otherwise).
+_ORDERED: tuple[tuple[str, str, str, bool, str], ...] = (
+    ("penalty", "warn_ratio", "fail_ratio", False, "a penalty share would fail before it warns"),
+    ("blurry", "min_sharpness", "max_sharpness", True, "every sharpness ratio would be blurry or suspicious"),
+    ("recommend", "kl_reduce_factor", "max_reduce_factor", False, "the cut would exceed its own cap"),
+)
 _INT_MAX = 2**63  # TOML integers are 64-bit; Python's are not (and a larger one overflows float())
 
 
 def _value(v: Any) -> str:
     """A user's value for a message: repr, bounded in length and depth."""
     return short_repr(v)
+
+
+def _range_text(low: float, low_in: bool, high: float | None, high_in: bool) -> str:
+    if high is None:
+        return f"{'>=' if low_in else '>'} {low:g}"
+    if low_in and high_in:
+        return f"{low:g} to {high:g}"
+    return f"{'>=' if low_in else '>'} {low:g} and {'<=' if high_in else '<'} {high:g}"
 
 
 @dataclass(frozen=True)
@@ -237,7 +276,27 @@ class _Checker:
             raise self.fail(path, f"must be a finite number >= 0 below 2**63, got {_value(v)}")
         if not math.isfinite(v) or v < 0:
             raise self.fail(path, f"must be a finite number >= 0, got {_value(v)}")
+        rng = _RANGES.get(tuple(p for p in path if isinstance(p, str)))
+        if rng is not None:
+            low, low_in, high, high_in, what = rng
+            if v < low or (v == low and not low_in) or (high is not None and (v > high or (v == high and not high_in))):
+                raise self.fail(path, f"is {v!r}; allowed: {_range_text(low, low_in, high, high_in)} ({what})")
         return v
+
+    def ordered(self, user: dict[str, Any], data: dict[str, Any]) -> None:
+        """The pairs of :data:`_ORDERED` hold in the merged ``data``; blames the key the user's file set."""
+        for section, lo_key, hi_key, strict, why in _ORDERED:
+            lo, hi = data[section][lo_key], data[section][hi_key]
+            if lo < hi or (lo == hi and not strict):
+                continue
+            mine = user.get(section) if isinstance(user.get(section), dict) else {}
+            key, other = (lo_key, hi_key) if lo_key in mine and hi_key not in mine else (hi_key, lo_key)
+            if key == hi_key:
+                rel = f"{'above' if strict else 'at least'} {other}"
+            else:
+                rel = f"{'below' if strict else 'at most'} {other}"
+            raise self.fail((section, key), f"is {data[section][key]!r}; allowed: {rel} "
+                                            f"({data[section][other]!r}), else {why}")
 
     def like(self, path: tuple[Any, ...], v: Any, default: Any) -> Any:
         """``v`` validated against the type of the default value."""
@@ -457,6 +516,7 @@ def load_rules(path: str | os.PathLike[str] | None = None) -> Rules:
         if key not in base:
             raise checker.fail((key,), f"is an unknown table (choose {', '.join(base)})")
     data = checker.merge((), scalars, {k: v for k, v in user.items() if k not in _LIST_TABLES})
+    checker.ordered(user, data)
 
     ms_checker = checker if "milestones" in user else default
     milestones = ms_checker.milestones(user.get("milestones", base["milestones"]))
