@@ -76,6 +76,22 @@ def _named(option: str, make) -> "callable":
     return build
 
 
+def _meta(name: str, make) -> "callable":
+    """``check RUN`` where RUN holds a bad ``name`` (hparams.yaml, config.json) made by ``make(path)``."""
+
+    def build(tmp: Path) -> list[str]:
+        run = _run(tmp)
+        make(run / name)
+        return ["check", str(run)]
+
+    return build
+
+
+BOMB = "a: &a {x1: 1, x2: 2, x3: 3, x4: 4, x5: 5, x6: 6, x7: 7, x8: 8, x9: 9}\n" + "".join(
+    f"{n}: &{n} {{" + ", ".join(f"k{i}: *{p}" for i in range(9)) + "}\n" for p, n in zip("abcdefgh", "bcdefghi")
+)
+
+
 DEEP_ARRAY = "x = " + "[" * 5000 + "]" * 5000 + "\n"
 DEEP_DOTTED = ".".join(["a"] * 3000) + " = 1\n"  # tomllib builds this without recursing; the walk must not
 
@@ -133,6 +149,23 @@ CASES = [
          r"^Error: .*\[penalty\] key 'warn_ratio' is 0\.5; allowed: at most fail_ratio \(0\.1\)"),
     Case("rules-cut-above-its-cap", lambda t: _rules(t, "[recommend]\nmax_reduce_factor = 5.0\n"), 2,
          r"^Error: .*\[recommend\] key 'max_reduce_factor' is 5\.0; allowed: at least kl_reduce_factor"),
+    # hparams.yaml / config.json inside a log tree: skipped with a note on the run, the run still checked.
+    Case("meta-hparams-alias-bomb", _meta("hparams.yaml", lambda f: f.write_text(BOMB)), 0, "",
+         stdout=r"hparams\.yaml unreadable: its anchors and aliases expand to more than 100,000", timeout=30),
+    Case("meta-hparams-cycle", _meta("hparams.yaml", lambda f: f.write_text("a: &a {b: *a}\n")), 0, "",
+         stdout=r"hparams\.yaml unreadable: an alias refers to a value that contains it"),
+    Case("meta-hparams-fifo", _meta("hparams.yaml", os.mkfifo), 0, "",
+         stdout=r"hparams\.yaml unreadable: a FIFO \(named pipe\), not a regular file; ignored", timeout=20),
+    Case("meta-config-dev-zero", _meta("config.json", lambda f: f.symlink_to("/dev/zero")), 0, "",
+         stdout=r"config\.json unreadable: a character device", timeout=20),
+    Case("meta-config-deep", _meta("config.json", lambda f: f.write_text('{"a":' * 900 + "1" + "}" * 900)), 0, "",
+         stdout=r"config\.json unreadable: nested deeper than 64 levels"),
+    Case("meta-config-very-deep", _meta("config.json", lambda f: f.write_text("[" * 100_000 + "]" * 100_000)), 0, "",
+         stdout=r"config\.json unreadable: nested deeper than 64 levels"),
+    Case("meta-config-too-large", _meta("config.json", lambda f: f.write_text('{"a": "' + "x" * (2 << 20) + '"}')),
+         0, "", stdout=r"config\.json unreadable: 2,097,161 bytes; the limit is 1,048,576"),
+    Case("meta-config-malformed", _meta("config.json", lambda f: f.write_text("{not json")), 0, "",
+         stdout=r"config\.json unreadable: not valid JSON"),
     # --tags.
     Case("tags-missing", _named("--tags", lambda t: t / "nope.toml"), 2, r"^Error: tags file .* does not exist"),
     Case("tags-fifo", _named("--tags", lambda t: _fifo(t, "tags.toml")), 2,

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from vaediag.errors import CorruptLogError, InputError
+from vaediag.errors import CorruptLogError, InputError, VaediagError
 from vaediag.logs.discover import RunDir, discover
 from vaediag.logs.events import EventMeta, ScalarRows, decode_records
 from vaediag.logs.conventions import Note
@@ -21,6 +21,8 @@ from vaediag.logs.decode import TagRegistry
 from vaediag.logs.frame import FrameBuilder, RunRows, build_frame
 from vaediag.logs.records import scan
 from vaediag.logs.stream import FileCursor, Rows, RowsAccumulator
+from vaediag.safeio import read_text
+from vaediag.structured import loads_json, loads_yaml
 from vaediag.terms import TagMap, load_tag_map
 
 __all__ = ["ENGINES", "RunInfo", "RunSet", "FileStats", "load", "read_event_file", "read_run_metadata", "restart_warnings"]
@@ -143,23 +145,37 @@ def read_event_file(path: Path, rows: ScalarRows, meta: EventMeta) -> FileStats:
 
 
 def read_run_metadata(path: Path, info: RunInfo) -> None:
-    """Read hparams.yaml and config.json from a run directory into ``info`` (damage -> warnings)."""
-    y = path / "hparams.yaml"
-    if y.is_file():
-        try:
-            import yaml
+    """Read hparams.yaml and config.json from a run directory into ``info`` (damage -> warnings).
 
-            data = yaml.safe_load(y.read_text(encoding="utf-8"))
-            info.hparams_yaml = data if isinstance(data, dict) else {}
-        except Exception as exc:  # yaml raises many types; a bad file must not stop the analysis
-            info.warnings.append(f"hparams.yaml unreadable ({type(exc).__name__}); ignored")
-    c = path / "config.json"
-    if c.is_file():
+    Both are read through :mod:`vaediag.safeio` (regular files only, never blocking, at most 1 MiB) and
+    parsed by :mod:`vaediag.structured` (nesting, YAML aliases that expand without bound, cycles): a file
+    that fails any of it is skipped with a note in ``info.warnings``; the run is still read.
+    """
+    for name, loads in (("hparams.yaml", loads_yaml), ("config.json", loads_json)):
+        f = path / name
+        if not os.path.lexists(f):
+            continue
         try:
-            data = json.loads(c.read_text(encoding="utf-8"))
+            text = read_text(f, what=name, missing_ok=True)
+            data = None if text is None else loads(text, where=name, error=InputError)
+        except VaediagError as exc:
+            info.warnings.append(f"{name} unreadable: {_detail(exc.message, name)}; ignored")
+            continue
+        if name == "hparams.yaml":
+            info.hparams_yaml = data if isinstance(data, dict) else {}
+        else:
             info.config = data if isinstance(data, dict) else {}
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            info.warnings.append(f"config.json unreadable ({exc}); ignored")
+
+
+def _detail(message: str, name: str) -> str:
+    """What is wrong, from a safeio/structured message about ``name``: ``"hparams.yaml '/abs/hparams.yaml' is
+    a FIFO ...; pass a file"`` -> ``"a FIFO ..."`` (the warning names the run and the file already; the advice
+    to pass another file does not apply to a file found in a log tree)."""
+    import re
+
+    n = re.escape(name)
+    message = re.sub(rf"^(cannot read )?{n}( '.*?')?(: | is | )", "", message, count=1)
+    return re.sub(r"(; pass a (text )?file| \(this is not the file you meant\))$", "", message)
 
 
 def restart_warnings(files: list[tuple[Path, np.ndarray, np.ndarray, np.ndarray]]) -> list[str]:
