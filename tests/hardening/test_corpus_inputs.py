@@ -35,6 +35,32 @@ def _garbage(tmp: Path) -> list[str]:
     return ["check", str(d)]
 
 
+def _special_event_file(make) -> "callable":
+    """``check DIR`` where DIR's only event file is made by ``make(path)`` (a FIFO, a link to a device...)."""
+
+    def build(tmp: Path) -> list[str]:
+        d = tmp / "logs" / "run"
+        d.mkdir(parents=True)
+        make(d / "events.out.tfevents.1.host")
+        return ["check", str(d)]
+
+    return build
+
+
+def _mixed(*extra: str):
+    """A tree of a readable run and a run whose only event file is a FIFO: ``check TREE *extra``."""
+
+    def build(tmp: Path) -> list[str]:
+        _run(tmp, "a")
+        (tmp / "logs" / "b").mkdir()
+        os.mkfifo(tmp / "logs" / "b" / "events.out.tfevents.2.host")
+        if extra and extra[0] == "report":
+            return ["report", str(tmp / "logs"), "-o", str(tmp / "r.md")]
+        return ["check", str(tmp / "logs"), *extra]
+
+    return build
+
+
 def _rules(tmp: Path, text: str) -> list[str]:
     run = _run(tmp)
     (tmp / "rules.toml").write_text(text)
@@ -103,8 +129,32 @@ CASES = [
          r"^Error: .*no TensorBoard event file"),
     Case("report-missing-path", lambda t: ["report", str(t / "nope"), "-o", str(t / "r.md")], 2,
          r"^Error: .*does not exist"),
-    Case("check-garbage-event-file", _garbage, 2, r"^Error: ",
-         known_bug="issue 10: an unreadable only input exits 0 with a warning"),
+    # Event files that cannot be read at all: the only input -> exit 2; among readable runs -> a warning.
+    Case("check-garbage-event-file", _garbage, 2,
+         r"^Error: cannot read event file .*: not a TensorBoard event file \(no valid record in its 240 bytes\)$"),
+    Case("check-fifo-event-file", _special_event_file(os.mkfifo), 2,
+         r"^Error: cannot read event file .*: a FIFO \(named pipe\), not a regular file$", timeout=20),
+    Case("check-fifo-event-file-given-by-name",
+         lambda t: os.mkfifo(t / "events.out.tfevents.1.h") or ["check", str(t / "events.out.tfevents.1.h")], 2,
+         r"^Error: cannot read event file .*: a FIFO \(named pipe\), not a regular file$", timeout=20),
+    Case("check-fifo-given-as-path", lambda t: os.mkfifo(t / "runs") or ["check", str(t / "runs")], 2,
+         r"^Error: '.*runs' is a FIFO \(named pipe\); give a run directory", timeout=20),
+    Case("check-event-file-linked-to-dev-zero", _special_event_file(lambda f: f.symlink_to("/dev/zero")), 2,
+         r"^Error: cannot read event file .*: a character device, not a regular file$", timeout=20),
+    Case("check-event-file-dangling-link", _special_event_file(lambda f: f.symlink_to(f.parent / "gone")), 2,
+         r"^Error: cannot read event file .*: No such file or directory$"),
+    Case("report-fifo-event-file", lambda t: _special_event_file(os.mkfifo)(t)[1:2] and
+         ["report", str(t / "logs" / "run"), "-o", str(t / "r.md")], 2,
+         r"^Error: cannot read event file .*: a FIFO", timeout=20),
+    Case("check-unreadable-run-among-readable", _mixed(), 0, "", timeout=20,
+         stdout=r"(?s)b: cannot read event file .*b/events\.out\.tfevents\.2\.host: a FIFO.*run skipped"),
+    Case("check-json-unreadable-run-among-readable", _mixed("--json"), 0,
+         r"^warning: b: cannot read event file .*: a FIFO \(named pipe\), not a regular file; no readable event "
+         r"file, run skipped$", timeout=20, stdout=r'"run": "a"'),
+    Case("report-unreadable-run-among-readable", _mixed("report"), 0, "", timeout=60,
+         may_create=("r.md", "r_files", "r_files/*")),
+    # Readable but empty: a run that died before logging (a finding, not an error).
+    Case("check-empty-event-file", _special_event_file(lambda f: f.write_bytes(b"")), 0, "", stdout=r"no_scalars"),
     # --rules: missing, a directory, not TOML, an unknown key, a FIFO, /dev/zero, too large, not UTF-8.
     Case("rules-malformed-toml", lambda t: _rules(t, "[penalty\nx = "), 2, r"^Error: .*rules\.toml"),
     Case("rules-missing", _named("--rules", lambda t: t / "nope.toml"), 2, r"^Error: rules file .*nope\.toml.* does not exist"),

@@ -3,6 +3,7 @@ and a seeded mutation loop over real files in which both engines must agree and 
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import struct
@@ -185,3 +186,104 @@ def test_mutated_real_files_never_raise_and_engines_agree(realworld, tmp_path, s
             continue
         assert len(rs.frame) <= 66 + 10
     shutil.rmtree(d)
+
+
+# ---- event files that cannot be read at all (issue 10) -------------------------------------------
+
+
+def _tree_with_unreadable_runs(tmp_path):
+    import os
+
+    write_raw(tmp_path / "a", EVENTS[:3])
+    (tmp_path / "b").mkdir()
+    os.mkfifo(tmp_path / "b" / "events.out.tfevents.1.h")  # would block an open() without O_NONBLOCK
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "events.out.tfevents.1.h").write_bytes(bytes(range(256)) * 3)  # no record at all
+    write_raw(tmp_path / "d", EVENTS[3:5])
+    (tmp_path / "d" / "events.out.tfevents.9.h").symlink_to("/dev/zero")  # would never end
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "events.out.tfevents.1.h").symlink_to(tmp_path / "gone")
+
+
+def test_unreadable_event_files_are_named_and_their_runs_skipped(tmp_path):
+    _tree_with_unreadable_runs(tmp_path)
+    rs = both(tmp_path)
+    assert list(rs.runs) == ["a", "d"]  # d keeps its readable file
+    assert sorted(rs.frame["run"].astype(str).unique()) == ["a", "d"] and len(rs.frame) == 5
+    w = rs.warnings
+    assert w[0] == f"b: cannot read event file {tmp_path}/b/events.out.tfevents.1.h: a FIFO (named pipe), not a " \
+                   "regular file; no readable event file, run skipped"
+    assert w[1] == f"c: cannot read event file {tmp_path}/c/events.out.tfevents.1.h: not a TensorBoard event file " \
+                   "(no valid record in its 768 bytes); no readable event file, run skipped"
+    assert w[2] == f"d: cannot read event file {tmp_path}/d/events.out.tfevents.9.h: a character device, not a " \
+                   "regular file"
+    assert w[3].startswith("e: cannot read event file ") and w[3].endswith(": No such file or directory; no "
+                                                                           "readable event file, run skipped")
+    assert len(w) == 4 and [f.path.name for f in rs.runs["d"].files] == ["events.out.tfevents.1700000000.host.1.0"]
+
+
+@pytest.mark.parametrize("engine", ["numpy", "python"])
+@pytest.mark.parametrize("run, message", [
+    ("b", r"^cannot read event file .*b/events.out.tfevents.1.h: a FIFO \(named pipe\), not a regular file$"),
+    ("c", r"^cannot read event file .*: not a TensorBoard event file \(no valid record in its 768 bytes\)$"),
+    ("e", r"^cannot read event file .*: No such file or directory$"),
+])
+def test_an_unreadable_only_input_is_an_error(tmp_path, engine, run, message):
+    from vaediag.errors import CorruptLogError
+
+    _tree_with_unreadable_runs(tmp_path)
+    with pytest.raises(CorruptLogError, match=message) as exc:
+        vaediag.load(tmp_path / run, engine=engine)
+    assert exc.value.exit_code == 2
+
+
+def test_several_unreadable_files_are_one_line(tmp_path):
+    from vaediag.errors import CorruptLogError
+
+    _tree_with_unreadable_runs(tmp_path)
+    for keep in ("a", "d"):
+        shutil.rmtree(tmp_path / keep)
+    with pytest.raises(CorruptLogError, match=r"^none of the 3 event files under .* can be read \(first: .*b/ev"):
+        vaediag.load(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files without read permission")
+def test_an_event_file_without_read_permission(tmp_path):
+    from vaediag.errors import CorruptLogError
+
+    p = write_raw(tmp_path / "r", EVENTS[:3])
+    p.chmod(0)
+    try:
+        with pytest.raises(CorruptLogError, match=r"cannot read event file .*: Permission denied$"):
+            both(tmp_path)
+        write_raw(tmp_path / "s", EVENTS[:3])
+        assert list(both(tmp_path).runs) == ["s"]
+    finally:
+        p.chmod(0o644)
+
+
+def test_a_short_file_or_a_first_record_being_written_is_not_unreadable(tmp_path):
+    """Fewer bytes than a header, or a verified header whose record is incomplete: a run still being
+    written (no scalars yet), never 'not an event file'."""
+    data = event_bytes(EVENTS[:1])
+    for name, content in (("short", b"\x01\x02\x03"), ("first", data[: len(data) - 3])):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "events.out.tfevents.1.h").write_bytes(content)
+    rs = both(tmp_path)
+    assert list(rs.runs) == ["first", "short"] and rs.frame.empty
+
+
+def test_tail_never_blocks_on_a_fifo(tmp_path):
+    import threading
+
+    from vaediag.logs import Tail
+
+    write_raw(tmp_path, EVENTS[:2])
+    os.mkfifo(tmp_path / "events.out.tfevents.2.h")
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(Tail(tmp_path).poll()), daemon=True)
+    t.start()
+    t.join(20)
+    assert not t.is_alive(), "Tail.poll blocked on a FIFO"
+    assert len(out[0]) == 2

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import errno
-import json
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,7 +18,7 @@ from vaediag.logs.decode import TagRegistry
 from vaediag.logs.frame import FrameBuilder, RunRows, build_frame
 from vaediag.logs.records import scan
 from vaediag.logs.stream import FileCursor, Rows, RowsAccumulator
-from vaediag.safeio import read_text
+from vaediag.safeio import open_regular, read_text
 from vaediag.structured import loads_json, loads_yaml
 from vaediag.terms import TagMap, load_tag_map
 
@@ -119,18 +116,29 @@ def _unreadable(path: Path, exc: OSError) -> str:
     return f"cannot read event file {path}: {exc.strerror or exc}"
 
 
+def _not_event_file(path: Path, size: int) -> str:
+    return (f"cannot read event file {path}: not a TensorBoard event file (no valid record in its "
+            f"{size:,} bytes)")
+
+
 def read_event_file(path: Path, rows: ScalarRows, meta: EventMeta) -> FileStats:
-    """Read one whole event file into ``rows`` and ``meta``; damage is counted in the returned stats."""
+    """Read one whole event file into ``rows`` and ``meta``; damage is counted in the returned stats.
+
+    Raises:
+        CorruptLogError: the file cannot be read at all: it cannot be opened (permissions, gone), it is
+            not a regular file (a FIFO would block, a device never end), or not one record in it
+            verifies (it is not an event file).
+    """
     stats = FileStats(path=path)
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block or never end
-            raise OSError(errno.EINVAL, "not a regular file")
-        with open(path, "rb") as fh:
-            buf = fh.read()
+        with open_regular(path) as fh:
+            buf = fh.readall()
     except OSError as exc:
         raise CorruptLogError(_unreadable(path, exc)) from None
     stats.size = len(buf)
     result = scan(buf)
+    if result.lost_from == 0:
+        raise CorruptLogError(_not_event_file(path, stats.size))
     before_bad = meta.undecodable
     n_before = len(rows)
     decode_records(buf, result.records, rows, meta)
@@ -280,11 +288,15 @@ def load(
         run_dirs = selected
 
     infos: dict[str, RunInfo] = {}
+    skipped: dict[str, RunInfo] = {}  # runs none of whose event files could be read (warnings only)
     warnings: list[str] = []
     if engine == "python":
         run_rows: list[RunRows] = []
         for rd in run_dirs:
             info, rr = _read_run(rd)
+            if not info.files:
+                skipped[rd.run] = info
+                continue
             infos[rd.run] = info
             run_rows.append(rr)
         frame = build_frame(run_rows, tag_map=tag_map, steps_per_epoch=steps_per_epoch)
@@ -303,19 +315,38 @@ def load(
         )
         for rd in sorted(run_dirs, key=lambda r: r.run):
             info, rows = _read_run_fast(rd, reg, capacity=bounds[rd.run])
+            if not info.files:
+                skipped[rd.run] = info
+                continue
             infos[rd.run] = info
             result = builder.add(rd.run, rows.codes, rows.steps, rows.values, rows.wall_times)
             info.facts.extend(result.facts)
             info.notes.extend(result.notes)
             info.unmapped_tags = result.unmapped
             del rows
-        frame = builder.finish(all_runs=[rd.run for rd in run_dirs])
-    for info in infos.values():
-        warnings.extend(f"{info.run}: {w}" for w in info.warnings)
+        frame = builder.finish(all_runs=[rd.run for rd in run_dirs if rd.run not in skipped])
+    if not infos:
+        _raise_unreadable(path, skipped)
+    for run in sorted({**infos, **skipped}):
+        if run in infos:
+            warnings.extend(f"{run}: {w}" for w in infos[run].warnings)
+        else:  # only the unreadable files speak for a skipped run (its metadata is moot)
+            msgs = [w for w in skipped[run].warnings if w.startswith("cannot read event file ")]
+            msgs[-1] += "; no readable event file, run skipped"
+            warnings.extend(f"{run}: {w}" for w in msgs)
     for o in orphans:
         rel = o.relative_to(root).as_posix() if o != root else root.name
         warnings.append(f"{rel}: run metadata but no event file (the run died before logging?); skipped")
     return RunSet(root=root, frame=frame, runs=infos, warnings=warnings, orphans=orphans)
+
+
+def _raise_unreadable(path: str | os.PathLike[str], skipped: dict[str, RunInfo]) -> None:
+    """Not one event file under ``path`` could be read: one line, exit 2 (README: unreadable input)."""
+    msgs = [w for info in skipped.values() for w in info.warnings if w.startswith("cannot read event file ")]
+    if len(msgs) == 1:
+        raise CorruptLogError(msgs[0])
+    raise CorruptLogError(f"none of the {len(msgs)} event files under {os.fspath(path)!r} can be read "
+                          f"(first: {msgs[0].removeprefix('cannot read event file ')})")
 
 
 def _read_run_fast(rd: RunDir, reg: TagRegistry, *, capacity: int) -> tuple[RunInfo, Rows]:
@@ -330,6 +361,9 @@ def _read_run_fast(rd: RunDir, reg: TagRegistry, *, capacity: int) -> tuple[RunI
             cur.read(reg, meta, into=acc)
         except OSError as exc:
             info.warnings.append(_unreadable(f, exc))
+            continue
+        if cur.no_record_found:
+            info.warnings.append(_not_event_file(f, cur.size))
             continue
         st = FileStats(
             path=f,

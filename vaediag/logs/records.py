@@ -88,6 +88,7 @@ class RecordScan:
     bad_crc: int = 0  # records skipped because their data CRC failed
     resyncs: int = 0  # times the framing was lost (length CRC failed) and found again
     skipped_bytes: int = 0  # bytes skipped while resynchronising
+    lost_from: int | None = None  # where the framing was lost for good (no valid header after it), if it was
 
 
 _LEN = struct.Struct("<QI")
@@ -118,6 +119,7 @@ def scan(buf: bytes | bytearray | memoryview, start: int = 0) -> RecordScan:
             nxt = _resync(mv, pos + 1, n)
             if nxt is None:
                 # No valid header ahead: the rest may be a record being written (tail) or garbage.
+                out.lost_from = pos
                 break
             out.resyncs += 1
             out.skipped_bytes += nxt - pos

@@ -10,9 +10,7 @@ is lost in damage.
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import numpy as np
 from vaediag.logs.decode import Decoded, TagRegistry, decode_buffer
 from vaediag.logs.events import EventMeta
 from vaediag.logs.scanner import PAD, Scanner
+from vaediag.safeio import open_regular
 
 __all__ = ["CHUNK_BYTES", "FileCursor", "Rows", "RowsAccumulator"]
 
@@ -117,6 +116,13 @@ class FileCursor:
         """Bytes held back for the next read (an incomplete record, or up to 11 bytes of damage)."""
         return len(self._carry)
 
+    @property
+    def no_record_found(self) -> bool:
+        """True when the bytes read so far hold no record at all: the framing was lost at byte 0 and no
+        offset after it has a length whose CRC verifies (so not a TensorBoard event file). An empty file,
+        or one shorter than a record header, is not judged."""
+        return self._scanner.lost_from == 0
+
     def truncated_bytes(self) -> int:
         """Bytes at the end of the file that are not (yet) a complete record."""
         return self._scanner.tail_bytes(self._carry_base, self.size)
@@ -132,9 +138,7 @@ class FileCursor:
             OSError: the file cannot be opened or read.
         """
         acc = into if into is not None else RowsAccumulator()
-        if not stat.S_ISREG(os.stat(self.path).st_mode):  # a FIFO or device would block or never end
-            raise OSError(errno.EINVAL, "not a regular file")
-        with open(self.path, "rb", buffering=0) as fh:
+        with open_regular(self.path) as fh:  # a FIFO or device would block or never end: OSError
             size = os.fstat(fh.fileno()).st_size
             self.size = max(self.size, size)
             if size < self.offset:  # the file was replaced or truncated: nothing sensible to add
