@@ -61,6 +61,28 @@ def _mixed(*extra: str):
     return build
 
 
+def _damaged_length(tmp: Path) -> list[str]:
+    """12 epochs; a record a third of the way in claims 2 GB with a length CRC that matches."""
+    import struct
+
+    from crc32c import crc32c
+
+    d = tmp / "logs" / "run"
+    f = write_run(d, {"train/loss": epoch_series(range(12, 0, -1)), "val/loss": epoch_series(range(13, 1, -1))},
+                  epochs=epoch_map(12))
+    data = bytearray(f.read_bytes())
+    offs, pos = [], 0
+    while pos + 12 <= len(data):
+        offs.append(pos)
+        pos += 16 + struct.unpack_from("<Q", data, pos)[0]
+    start = offs[len(offs) // 3]
+    head = struct.pack("<Q", 2**31)
+    c = crc32c(head)
+    data[start : start + 12] = head + struct.pack("<I", (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+    f.write_bytes(bytes(data))
+    return ["check", str(d)]
+
+
 def _rules(tmp: Path, text: str) -> list[str]:
     run = _run(tmp)
     (tmp / "rules.toml").write_text(text)
@@ -153,6 +175,10 @@ CASES = [
          r"file, run skipped$", timeout=20, stdout=r'"run": "a"'),
     Case("report-unreadable-run-among-readable", _mixed("report"), 0, "", timeout=60,
          may_create=("r.md", "r_files", "r_files/*")),
+    # A valid CRC over a 2 GB length mid-file: said (file, byte, bytes), and the 8 epochs after it still read.
+    Case("check-damaged-length-mid-file", _damaged_length, 0, "",
+         stdout=r"(?s)12 completed epochs.*the record at byte [\d,]+ claims 2,147,483,648 bytes, past.*"
+                r"reading resumed at the next valid record"),
     # Readable but empty: a run that died before logging (a finding, not an error).
     Case("check-empty-event-file", _special_event_file(lambda f: f.write_bytes(b"")), 0, "", stdout=r"no_scalars"),
     # --rules: missing, a directory, not TOML, an unknown key, a FIFO, /dev/zero, too large, not UTF-8.

@@ -43,7 +43,8 @@ def test_truncated_tail_keeps_complete_records_and_warns(good, cut):
     rs = both(p.parent.parent)
     assert len(rs.frame) == 19
     assert rs.warnings == [
-        f"r: {p.name}: last record incomplete, {last_len - cut} bytes ignored (a file still being written, or a crash)"
+        f"r: {p.name}: last record incomplete, {last_len - cut} bytes ignored from byte {len(data) - last_len:,} "
+        "(a file still being written, or a crash)"
     ]
     assert rs.runs["r"].files[0].truncated_bytes == last_len - cut
 
@@ -87,7 +88,8 @@ def test_garbage_appended_is_reported(good):
     p.write_bytes(data + bytes(range(256)) * 4)
     rs = both(p.parent.parent)
     assert len(rs.frame) == 20
-    assert rs.warnings == [f"r: {p.name}: last record incomplete, 1024 bytes ignored (a file still being written, or a crash)"]
+    assert rs.warnings == [f"r: {p.name}: last record incomplete, 1,024 bytes ignored from byte {len(data):,} "
+                           "(a file still being written, or a crash)"]
 
 
 def test_garbage_between_records_is_skipped(good):
@@ -110,7 +112,7 @@ def test_huge_length_field_with_valid_crc_does_not_allocate(tmp_path):
     p.write_bytes(p.read_bytes() + record)
     rs = both(tmp_path)  # would need 4 EiB if the length were trusted
     assert len(rs.frame) == 3
-    assert "last record incomplete, 63 bytes ignored" in rs.warnings[0]
+    assert "last record incomplete, 63 bytes ignored from byte " in rs.warnings[0]
 
 
 def test_undecodable_record_with_valid_crc(tmp_path):
@@ -287,3 +289,96 @@ def test_tail_never_blocks_on_a_fifo(tmp_path):
     t.join(20)
     assert not t.is_alive(), "Tail.poll blocked on a FIFO"
     assert len(out[0]) == 2
+
+
+# ---- a valid CRC over a wrong length mid-file (issue 10: 2 GB claimed, 8 of 12 epochs hidden) ------------
+
+
+def _claim(data: bytes, start: int, length: int) -> bytes:
+    """``data`` with the record at ``start`` claiming ``length`` bytes, its length CRC made to match."""
+    from logs_helpers import _masked
+
+    head = struct.pack("<Q", length)
+    return data[:start] + head + struct.pack("<I", _masked(head)) + data[start + 12 :]
+
+
+@pytest.mark.parametrize("claim", [2**31, 2**62, 10_000])
+def test_a_length_running_past_the_end_mid_file_is_said_and_skipped(good, claim):
+    p, data = good
+    offs = record_offsets(data)
+    start = offs[5][0]  # the 5th scalar (record 0 is the header)
+    p.write_bytes(_claim(data, start, claim))
+    rs = both(p.parent.parent)
+    assert rs.frame["step"].tolist() == [s for s in range(20) if s != 4]  # only the damaged record is lost
+    skipped = offs[6][0] - start
+    assert rs.warnings == [
+        f"r: {p.name}: the record at byte {start:,} claims {claim:,} bytes, past the end of the file "
+        f"({len(data):,} bytes): a damaged length; reading resumed at the next valid record ({skipped} bytes skipped)"
+    ]
+    st = rs.runs["r"].files[0]
+    assert (st.overruns, st.overrun_at, st.overrun_claimed, st.overrun_skipped) == (1, start, claim, skipped)
+
+
+def test_the_issue_case_twelve_epochs_one_damaged_length(tmp_path):
+    """The issue's reproduction: a valid-CRC 2 GB length a third into a 12-epoch run hid epochs 5-12."""
+    from tbwrite import epoch_map, epoch_series, write_run
+
+    p = write_run(tmp_path / "run", {"train/loss": epoch_series(range(12, 0, -1)),
+                                     "val/loss": epoch_series(range(13, 1, -1))}, epochs=epoch_map(12))
+    data = p.read_bytes()
+    start = record_offsets(data)[len(record_offsets(data)) // 3][0]
+    p.write_bytes(_claim(data, start, 2**31))
+    rs = both(tmp_path)
+    epochs = rs.frame.loc[rs.frame["tag"] == "val/loss", "epoch"]
+    assert sorted(epochs.astype(int)) == list(range(12))
+    assert f"the record at byte {start:,} claims 2,147,483,648 bytes" in rs.warnings[0]
+
+
+def test_several_damaged_lengths_and_one_at_the_end(good):
+    p, data = good
+    offs = record_offsets(data)
+    b = data
+    for i in (3, 9):
+        b = _claim(b, offs[i][0], 2**40)
+    b = _claim(b, offs[-1][0], 2**40)  # the last record: nothing valid after it -> an incomplete tail
+    p.write_bytes(b)
+    rs = both(p.parent.parent)
+    assert len(rs.frame) == 17
+    skipped = (offs[4][0] - offs[3][0]) + (offs[10][0] - offs[9][0])
+    assert rs.warnings[0].endswith(f"(2 such records, {skipped} bytes skipped in all)")
+    tail = len(data) - offs[-1][0]
+    assert rs.warnings[1] == (f"r: {p.name}: last record incomplete, {tail} bytes ignored from byte {offs[-1][0]:,} "
+                              "(a file still being written, or a crash)")
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1000])
+def test_damaged_lengths_across_chunks_read_as_one_file(tmp_path, chunk):
+    from vaediag.logs.decode import TagRegistry
+    from vaediag.logs.events import EventMeta
+    from vaediag.logs.stream import FileCursor
+
+    p = write_raw(tmp_path / "r", EVENTS)
+    data = p.read_bytes()
+    offs = record_offsets(data)
+    p.write_bytes(_claim(_claim(data, offs[2][0], 2**33), offs[12][0], len(data)))
+    whole, pieces = FileCursor(p), FileCursor(p)
+    a = whole.read(TagRegistry(), EventMeta(), final=True)
+    b = pieces.read(TagRegistry(), EventMeta(), chunk=chunk, final=True)
+    assert a.steps.tolist() == b.steps.tolist() == [s for s in range(20) if s not in (1, 11)]
+    assert (whole.overruns, whole.overrun_skipped, whole.truncated_bytes()) == \
+        (pieces.overruns, pieces.overrun_skipped, pieces.truncated_bytes()) == (2, offs[3][0] - offs[2][0] +
+                                                                                offs[13][0] - offs[12][0], 0)
+
+
+def test_a_tail_keeps_waiting_for_a_long_record(good):
+    """Tailing (not final), a record longer than the file so far may still be being written: no skip."""
+    from vaediag.logs.decode import TagRegistry
+    from vaediag.logs.events import EventMeta
+    from vaediag.logs.stream import FileCursor
+
+    p, data = good
+    offs = record_offsets(data)
+    p.write_bytes(_claim(data, offs[5][0], 2**31))
+    cur = FileCursor(p)
+    assert cur.read(TagRegistry(), EventMeta()).steps.tolist() == [0, 1, 2, 3]
+    assert cur.overruns == 0 and cur.truncated_bytes() == len(data) - offs[5][0]

@@ -38,6 +38,10 @@ class FileStats:
     resyncs: int = 0
     skipped_bytes: int = 0
     truncated_bytes: int = 0
+    overruns: int = 0  # records whose length ran past the end of the file, with valid records after them
+    overrun_at: int | None = None  # byte offset of the first
+    overrun_claimed: int = 0  # the length it claimed
+    overrun_skipped: int = 0  # bytes skipped to the next valid record, in all
 
 
 @dataclass
@@ -136,7 +140,7 @@ def read_event_file(path: Path, rows: ScalarRows, meta: EventMeta) -> FileStats:
     except OSError as exc:
         raise CorruptLogError(_unreadable(path, exc)) from None
     stats.size = len(buf)
-    result = scan(buf)
+    result = scan(buf, final=True)
     if result.lost_from == 0:
         raise CorruptLogError(_not_event_file(path, stats.size))
     before_bad = meta.undecodable
@@ -149,6 +153,8 @@ def read_event_file(path: Path, rows: ScalarRows, meta: EventMeta) -> FileStats:
     stats.resyncs = result.resyncs
     stats.skipped_bytes = result.skipped_bytes
     stats.truncated_bytes = result.tail_bytes
+    stats.overruns, stats.overrun_at = result.overruns, result.overrun_at
+    stats.overrun_claimed, stats.overrun_skipped = result.overrun_claimed, result.overrun_skipped
     return stats
 
 
@@ -231,10 +237,17 @@ def restart_warnings(files: list[tuple[Path, np.ndarray, np.ndarray, np.ndarray]
 def _file_warnings(st: FileStats) -> list[str]:
     name = st.path.name
     out = []
+    if st.overruns:
+        skipped = (f"{st.overrun_skipped:,} bytes skipped" if st.overruns == 1 else
+                   f"{st.overruns} such records, {st.overrun_skipped:,} bytes skipped in all")
+        out.append(
+            f"{name}: the record at byte {st.overrun_at:,} claims {st.overrun_claimed:,} bytes, past the end of "
+            f"the file ({st.size:,} bytes): a damaged length; reading resumed at the next valid record ({skipped})"
+        )
     if st.truncated_bytes:
         out.append(
-            f"{name}: last record incomplete, {st.truncated_bytes} bytes ignored "
-            "(a file still being written, or a crash)"
+            f"{name}: last record incomplete, {st.truncated_bytes:,} bytes ignored from byte "
+            f"{st.size - st.truncated_bytes:,} (a file still being written, or a crash)"
         )
     if st.bad_crc:
         out.append(f"{name}: {st.bad_crc} record(s) with a bad CRC skipped")
@@ -358,7 +371,7 @@ def _read_run_fast(rd: RunDir, reg: TagRegistry, *, capacity: int) -> tuple[RunI
         cur = FileCursor(f)
         before, n_before = meta.undecodable, len(acc)
         try:
-            cur.read(reg, meta, into=acc)
+            cur.read(reg, meta, into=acc, final=True)
         except OSError as exc:
             info.warnings.append(_unreadable(f, exc))
             continue
@@ -375,6 +388,10 @@ def _read_run_fast(rd: RunDir, reg: TagRegistry, *, capacity: int) -> tuple[RunI
             resyncs=cur.resyncs,
             skipped_bytes=cur.skipped_bytes,
             truncated_bytes=cur.truncated_bytes(),
+            overruns=cur.overruns,
+            overrun_at=cur.overrun_at,
+            overrun_claimed=cur.overrun_claimed,
+            overrun_skipped=cur.overrun_skipped,
         )
         info.files.append(st)
         info.warnings.extend(_file_warnings(st))
