@@ -102,7 +102,11 @@ def loads_yaml(text: str, *, where: str, error: Type[VaediagError], max_nodes: i
     """``yaml.safe_load(text)`` with the node graph checked first (aliases, cycles, depth, expanded size)."""
     import yaml
 
-    loader = yaml.SafeLoader(text)
+    try:  # the reader checks the text for unprintable characters as it is constructed
+        _check_yaml_events(text, where=where, error=error)
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:
+        raise error(f"{where} is not valid YAML ({_first_line(exc)})") from None
     try:
         try:
             node = loader.get_single_node()
@@ -126,6 +130,21 @@ def loads_yaml(text: str, *, where: str, error: Type[VaediagError], max_nodes: i
 def _reason(exc: BaseException) -> str:
     """The first clause of a conversion error (Python's advice to raise its digit limit is not for users)."""
     return _first_line(exc).split(";")[0]
+
+
+def _check_yaml_events(text: str, *, where: str, error: Type[VaediagError]) -> None:
+    """Nesting depth from the parser's event stream (a state machine: no recursion), before the composer
+    (which recurses per level, and takes seconds to fail at Python's recursion limit) sees the text."""
+    import yaml
+
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _too_deep(where, error)
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
 
 
 def _first_line(exc: BaseException) -> str:
