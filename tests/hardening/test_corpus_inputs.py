@@ -83,6 +83,18 @@ def _damaged_length(tmp: Path) -> list[str]:
     return ["check", str(d)]
 
 
+def _socket(path: Path) -> Path:
+    """A Unix socket bound at ``path`` (left bound; the socket object is closed, the node stays)."""
+    import socket
+
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.bind(str(path))
+    finally:
+        s.close()
+    return path
+
+
 def _rules(tmp: Path, text: str) -> list[str]:
     run = _run(tmp)
     (tmp / "rules.toml").write_text(text)
@@ -179,6 +191,12 @@ CASES = [
     Case("check-damaged-length-mid-file", _damaged_length, 0, "",
          stdout=r"(?s)12 completed epochs.*the record at byte [\d,]+ claims 2,147,483,648 bytes, past.*"
                 r"reading resumed at the next valid record"),
+    Case("check-event-file-is-a-socket", _special_event_file(_socket), 2,
+         r"^Error: cannot read event file .*: not a regular file$", timeout=20),
+    Case("check-regular-file-not-an-event-file", lambda t: (t / "notes.txt").write_text("x") and
+         ["check", str(t / "notes.txt")], 2, r"^Error: '.*notes\.txt' is not a TensorBoard event file; give its directory"),
+    Case("check-run-glob-matches-nothing", lambda t: ["check", str(_run(t)), "--run", "zzz*"], 2,
+         r"^Error: --run 'zzz\*' matches no run"),
     # Readable but empty: a run that died before logging (a finding, not an error).
     Case("check-empty-event-file", _special_event_file(lambda f: f.write_bytes(b"")), 0, "", stdout=r"no_scalars"),
     # --rules: missing, a directory, not TOML, an unknown key, a FIFO, /dev/zero, too large, not UTF-8.
@@ -210,6 +228,14 @@ CASES = [
          r"^Error: rules file .*, line 2: \[kl\] key 'expected' must be a finite number >= 0 below 2\*\*63"),
     Case("rules-nan", lambda t: _rules(t, "[penalty]\nwarn_ratio = nan\n"), 2,
          r"^Error: rules file .*, line 2: \[penalty\] key 'warn_ratio' must be a finite number >= 0, got nan"),
+    Case("rules-symlink-loop", _named("--rules", lambda t: (t / "loop.toml").symlink_to(t / "loop.toml") or
+                                      t / "loop.toml"), 2,
+         r"^Error: cannot read rules file .*loop\.toml': Too many levels of symbolic links$"),
+    Case("rules-socket", _named("--rules", lambda t: _socket(t / "rules.sock")), 2,
+         r"^Error: rules file .* is not a regular file; pass a file$", timeout=20),
+    Case("report-rules-fifo", lambda t: ["report", str(_run(t)), "-o", str(t / "r.md"), "--rules",
+                                         str(_fifo(t, "rules.toml"))], 2,
+         r"^Error: rules file .* is a FIFO", timeout=20),
     # Values that make no sense (ZeroDivisionError, a "cut" that doubles the weight, a weight set to 0).
     Case("rules-reduce-factor-zero", lambda t: _rules(t, "[recommend]\nkl_reduce_factor = 0.0\n"), 2,
          r"^Error: rules file .*, line 2: \[recommend\] key 'kl_reduce_factor' is 0\.0; allowed: > 1"),
@@ -248,6 +274,10 @@ CASES = [
          r"^Error: tags file .* is a FIFO", timeout=20),
     Case("tags-dev-zero", _named("--tags", lambda t: Path("/dev/zero")), 2,
          r"^Error: tags file '/dev/zero' is a character device", timeout=20),
+    Case("tags-directory", _named("--tags", lambda t: (t / "d").mkdir() or t / "d"), 2,
+         r"^Error: tags file .* is a directory"),
+    Case("report-tags-dev-zero", lambda t: ["report", str(_run(t)), "-o", str(t / "r.md"), "--tags", "/dev/zero"], 2,
+         r"^Error: tags file '/dev/zero' is a character device", timeout=20),
     Case("tags-malformed", lambda t: _tags(t, "[tags\n"), 2, r"^Error: tags file .*tags\.toml: "),
     Case("tags-unknown-term", lambda t: _tags(t, '[tags]\n"a" = "klx"\n'), 2, r"^Error: .*maps to unknown term 'klx'"),
     Case("tags-deep-array", lambda t: _tags(t, "[tags]\n" + DEEP_ARRAY), 2, r"^Error: tags file .*: nested deeper"),
@@ -258,6 +288,10 @@ CASES = [
          r"^Error: targets file .* is a FIFO", timeout=20),
     Case("targets-dev-zero", _named("--targets", lambda t: Path("/dev/zero")), 2,
          r"^Error: targets file '/dev/zero' is a character device", timeout=20),
+    Case("targets-not-utf8", _named("--targets", lambda t: (t / "t.toml").write_bytes(b"[targets.kl]\nlabel = '\xff'")
+                                     and t / "t.toml"), 2, r"^Error: targets file .* is not UTF-8 text"),
+    Case("targets-unknown-key", lambda t: _targets(t, "[targets.kl]\nmin = 1.0\nmaxx = 2.0\n"), 2,
+         r"^Error: targets file .*: targets\.kl has unknown key\(s\) \['maxx'\]"),
     Case("targets-malformed", lambda t: _targets(t, "[targets.kl\n"), 2, r"^Error: targets file .*targets\.toml: "),
     Case("targets-deep-array", lambda t: _targets(t, "[targets.kl]\nmin = " + "[" * 5000 + "]" * 5000 + "\n"), 2,
          r"^Error: targets file .*: nested deeper"),
