@@ -270,7 +270,7 @@ def test_targets_loader(content) -> None:
     for t in targets:
         t.describe()
         for v in (None, math.nan, -1.0, 0.0, 1e300):
-            t.status(v)
+            t.judge(v)
 
 
 # ---- control file --------------------------------------------------------------------------------
