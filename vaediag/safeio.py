@@ -23,7 +23,7 @@ from typing import Type
 
 from vaediag.errors import InputError, VaediagError
 
-__all__ = ["read_bytes", "read_text", "is_regular_file", "kind_of", "SMALL_FILE_MAX", "NotAFileError"]
+__all__ = ["read_bytes", "read_text", "open_regular", "is_regular_file", "kind_of", "SMALL_FILE_MAX", "NotAFileError"]
 
 #: The cap for configuration-like files (rules, tags, targets, configs, control.json): 1 MiB.
 SMALL_FILE_MAX = 1 << 20
@@ -114,3 +114,28 @@ def is_regular_file(path: str | os.PathLike[str]) -> bool:
     except (OSError, ValueError):
         return False
 
+
+def open_regular(path: str | os.PathLike[str]):
+    """Open ``path`` for binary reading, unbuffered, only if it is a regular file (large files: event files).
+
+    Opened with ``O_NONBLOCK`` (a FIFO never blocks the open) and ``fstat``-ed on the open descriptor (no
+    window between a check and the open); anything but a regular file raises ``OSError(EINVAL, "a FIFO
+    (named pipe), not a regular file")``, so callers that report ``exc.strerror`` say what it is. Other
+    failures are the ``OSError`` of ``os.open`` (ENOENT, EACCES, ...). No size cap: callers read in chunks.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(os.fspath(path), flags)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a socket (or a FIFO's write side with no reader)
+            raise OSError(errno.EINVAL, "not a regular file") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"{kind_of(st.st_mode)}, not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise

@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from vaediag.errors import InputError, TagsError
+from vaediag.safeio import read_text
+from vaediag.structured import loads_toml, short_repr
 
 __all__ = [
     "SPLITS",
@@ -440,14 +441,11 @@ def _component_split(part: str) -> str | None:
 def load_tag_map(path: str | Path) -> TagMap:
     """Read a ``--tags`` TOML file (shape in :class:`TagMap`). Raises TagsError with the key at fault."""
     p = Path(path)
-    if not p.is_file():
+    # safeio: a FIFO, a device or a file over 1 MiB is refused at once (InputError), never read.
+    text = read_text(p, what="tags file", missing_ok=True)
+    if text is None:
         raise InputError(f"tags file {str(p)!r} does not exist; pass a TOML file with a [tags] table")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise TagsError(f"tags file {p}: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read tags file {p}: {exc}") from None
+    data = loads_toml(text, where=f"tags file {p}", error=TagsError)
     unknown = set(data) - {"tags", "patterns"}
     if unknown:
         raise TagsError(f"tags file {p}: unknown table(s) {sorted(unknown)} (choose tags, patterns)")
@@ -462,16 +460,16 @@ def load_tag_map(path: str | Path) -> TagMap:
             term, split = value["term"], value.get("split")
         else:
             raise TagsError(
-                f"tags file {p}: [{section}] {key!r} must be a term name or {{term = ..., split = ...}}"
+                f"tags file {p}: [{section}] {short_repr(key)} must be a term name or {{term = ..., split = ...}}"
             )
         if term not in CANONICAL_TERMS:
             raise TagsError(
-                f"tags file {p}: [{section}] {key!r} maps to unknown term {term!r} "
+                f"tags file {p}: [{section}] {short_repr(key)} maps to unknown term {short_repr(term)} "
                 f"(choose {', '.join(CANONICAL_TERMS)})"
             )
         if split is not None and split not in SPLITS:
             raise TagsError(
-                f"tags file {p}: [{section}] {key!r} has unknown split {split!r} (choose {', '.join(SPLITS)})"
+                f"tags file {p}: [{section}] {short_repr(key)} has unknown split {short_repr(split)} (choose {', '.join(SPLITS)})"
             )
         return term, split
 

@@ -92,7 +92,12 @@ def test_project_config_is_used_only_when_it_is_a_model_config(tmp_path):
     assert data["model"]["params"]["embed_dim"] == 4 and "b-project.yaml" in note  # the newest by name
     (tmp_path / "logs" / "x" / "configs" / "c-project.yaml").write_text("model: [unclosed\n")
     data, note = read_project_config(run)
-    assert data == {} and "c-project.yaml ignored: not valid YAML" in note
+    assert data == {} and "c-project.yaml ignored: c-project.yaml is not valid YAML" in note
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+    (tmp_path / "logs" / "x" / "configs" / "d-project.yaml").write_text("model: {params: {}}\n" + bomb)
+    data, note = read_project_config(run)
+    assert data == {} and note.startswith("d-project.yaml ignored")  # refused, not expanded
 
 
 def test_hf_fractional_epochs_count_right(tmp_path):

@@ -59,7 +59,50 @@ BAD = [
      "repeats id 'kl'"),
     ("[success]\ncriteria = [ { term = \"kl\", stable = 5 } ]\n", 2, "needs a tolerance"),
     ("[success]\nwhen = 3\n", 2, "[success] key 'when' is unknown"),
+    # Values that make no sense for what the key does (issue 10): the key, the value and the range.
+    ("[recommend]\nkl_reduce_factor = 0.0\n", 2, "[recommend] key 'kl_reduce_factor' is 0.0; allowed: > 1"),
+    ("[recommend]\nkl_reduce_factor = 1.0\n", 2, "[recommend] key 'kl_reduce_factor' is 1.0; allowed: > 1"),
+    ("[recommend]\nkl_increase_factor = 0.5\n", 2, "[recommend] key 'kl_increase_factor' is 0.5; allowed: > 1"),
+    ("[recommend]\nlatent_factor = 1\n", 2, "[recommend] key 'latent_factor' is 1; allowed: >= 2"),
+    ("[recommend]\nmax_latent_dim = 0\n", 2, "[recommend] key 'max_latent_dim' is 0; allowed: >= 1"),
+    ("[recommend]\nkl_reduce_factor = 2000.0\n", 2,
+     "[recommend] key 'kl_reduce_factor' is 2000.0; allowed: at most max_reduce_factor (1000.0)"),
+    ("[kl]\nexpected = 0.0\n", 2, "[kl] key 'expected' is 0.0; allowed: > 0"),
+    ("[penalty]\nwarn_ratio = 0.0\n", 2, "[penalty] key 'warn_ratio' is 0.0; allowed: > 0"),
+    ("[penalty]\nwarn_ratio = 0.01\nfail_ratio = 0.005\n", 3,
+     "[penalty] key 'fail_ratio' is 0.005; allowed: at least warn_ratio (0.01)"),
+    ("[lr]\nvanished_ratio = 2.0\n", 2, "[lr] key 'vanished_ratio' is 2.0; allowed: 0 to 1"),
+    ("[converged]\nmin_delta = 1.5\n", 2, "[converged] key 'min_delta' is 1.5; allowed: 0 to 1"),
+    ("[divergence]\nwindow = 0\n", 2, "[divergence] key 'window' is 0; allowed: >= 1"),
+    ("[blurry]\nmin_grad_similarity = 1.2\n", 2, "[blurry] key 'min_grad_similarity' is 1.2; allowed: 0 to 1"),
+    ("[blurry]\nmax_sharpness = 0.5\n", 2, "[blurry] key 'max_sharpness' is 0.5; allowed: above min_sharpness (0.6)"),
+    ("[dead_model]\nmin_spread = 3.0\n", 2, "[dead_model] key 'min_spread' is 3.0; allowed: 0 to 1"),
+    ("[collapse]\nactive_fraction_min = 1.01\n", 2, "[collapse] key 'active_fraction_min' is 1.01; allowed: 0 to 1"),
+    ("[penalty]\nwarn_ratio = inf\n", 2, "[penalty] key 'warn_ratio' must be a finite number >= 0, got inf"),
 ]
+
+
+def test_defaults_satisfy_the_value_ranges():
+    """The ranges hold for every default (the table adds checks, it never changes a default)."""
+    from vaediag.diagnose.rulesfile import _ORDERED, _RANGES, _Checker
+
+    r = load_rules()
+    checker = _Checker("default", "")
+    for (section, key), _ in _RANGES.items():
+        v = r.section(section)[key]
+        assert checker.number((section, key), v, integer=isinstance(v, int)) == v
+    checker.ordered({}, r.data)
+    assert {k for k, _ in _RANGES} <= set(r.data)
+    assert all(lo in r.data[s] and hi in r.data[s] for s, lo, hi, *_ in _ORDERED)
+
+
+def test_sensible_edge_values_load(tmp_path):
+    p = tmp_path / "r.toml"
+    p.write_text("[recommend]\nkl_reduce_factor = 1.5\nmax_reduce_factor = 1.5\nkl_increase_factor = 2.0\n"
+                 "[lr]\nvanished_ratio = 0.0\n[collapse]\nactive_fraction_min = 1.0\n"
+                 "[penalty]\nwarn_ratio = 0.2\nfail_ratio = 0.2\n")
+    r = load_rules(p)
+    assert r.section("recommend")["kl_reduce_factor"] == 1.5 and r.section("penalty")["fail_ratio"] == 0.2
 
 
 @pytest.mark.parametrize("text, line, fragment", BAD, ids=[b[2][:40] for b in BAD])

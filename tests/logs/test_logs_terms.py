@@ -118,7 +118,7 @@ def test_tags_file_missing_or_unreadable(tmp_path):
         load_tag_map(tmp_path / "nope.toml")
     bad = tmp_path / "bin.toml"
     bad.write_bytes(b"\xff\xfe[tags]")
-    with pytest.raises(InputError, match=r"cannot read tags file .*bin.toml"):
+    with pytest.raises(InputError, match=r"tags file .*bin.toml. is not UTF-8 text"):
         load_tag_map(bad)
 
 

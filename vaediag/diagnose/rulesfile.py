@@ -14,12 +14,13 @@ import copy
 import math
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vaediag.errors import InputError, RulesError
+from vaediag.safeio import read_text
+from vaediag.structured import loads_toml, short_repr
 from vaediag.terms import CANONICAL_TERMS
 
 __all__ = ["DEFAULT_RULES_PATH", "Criterion", "Milestone", "Rules", "load_rules", "CRITERION_KINDS"]
@@ -35,6 +36,52 @@ _CHOICES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("recommend", "on_collapse"): ("reduce_kl_weight", "increase_kl_weight"),
     ("profiles", "default"): ("auto", "seed", "generic"),
 }
+
+# Numeric settings whose meaning bounds them beyond "a finite number >= 0" (every number's rule). One
+# table, judged when a rules file is loaded (a test holds the defaults to it too), so a value that makes
+# no sense (a cut by 0, 0.5 or 1, a fraction above 1, a window of 0 epochs) fails with one line naming
+# the key, the value and the range, instead of a ZeroDivisionError, a doubled weight or a no-op later:
+#   (section, key) -> (low, low included, high or None, high included, what the value is)
+_RANGES: dict[tuple[str, ...], tuple[float, bool, float | None, bool, str]] = {
+    ("kl", "expected"): (0, False, None, False, "the KL (nats) a plan assumes"),
+    ("penalty", "warn_ratio"): (0, False, None, False, "a share of the reconstruction loss"),
+    ("penalty", "fail_ratio"): (0, False, None, False, "a share of the reconstruction loss"),
+    ("collapse", "active_fraction_min"): (0, True, 1, True, "a fraction of the latent dimensions"),
+    ("divergence", "window"): (1, True, None, False, "epochs"),
+    ("lr", "vanished_ratio"): (0, True, 1, True, "a fraction of the first learning rate"),
+    ("converged", "window"): (1, True, None, False, "epochs of recent history"),
+    ("converged", "min_delta"): (0, True, 1, True, "a relative improvement"),
+    ("blurry", "min_grad_similarity"): (0, True, 1, True, "a gradient similarity, at most 1"),
+    ("blurry", "max_sharpness"): (0, False, None, False, "a sharpness ratio"),
+    ("dead_model", "min_spread"): (0, True, 1, True, "a fraction of the inputs' spread"),
+    ("recommend", "kl_reduce_factor"): (1, False, None, False, "kl_weight is divided by it: 1 would not cut it, "
+                                                               "below 1 would raise it"),
+    ("recommend", "max_reduce_factor"): (1, False, None, False, "the largest cut"),
+    ("recommend", "kl_increase_factor"): (1, False, None, False, "kl_weight is multiplied by it: 1 would not "
+                                                                 "raise it, below 1 would lower it"),
+    ("recommend", "latent_factor"): (2, True, None, False, "the latent size is multiplied by it"),
+    ("recommend", "max_latent_dim"): (1, True, None, False, "a latent size"),
+}
+# Pairs that must be ordered: (section, low key, high key, strictly, what breaks otherwise).
+_ORDERED: tuple[tuple[str, str, str, bool, str], ...] = (
+    ("penalty", "warn_ratio", "fail_ratio", False, "a penalty share would fail before it warns"),
+    ("blurry", "min_sharpness", "max_sharpness", True, "every sharpness ratio would be blurry or suspicious"),
+    ("recommend", "kl_reduce_factor", "max_reduce_factor", False, "the cut would exceed its own cap"),
+)
+_INT_MAX = 2**63  # TOML integers are 64-bit; Python's are not (and a larger one overflows float())
+
+
+def _value(v: Any) -> str:
+    """A user's value for a message: repr, bounded in length and depth."""
+    return short_repr(v)
+
+
+def _range_text(low: float, low_in: bool, high: float | None, high_in: bool) -> str:
+    if high is None:
+        return f"{'>=' if low_in else '>'} {low:g}"
+    if low_in and high_in:
+        return f"{low:g} to {high:g}"
+    return f"{'>=' if low_in else '>'} {low:g} and {'<=' if high_in else '<'} {high:g}"
 
 
 @dataclass(frozen=True)
@@ -222,18 +269,40 @@ class _Checker:
     def number(self, path: tuple[Any, ...], v: Any, *, integer: bool = False) -> float | int:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             kind = "an integer" if integer else "a number"
-            raise self.fail(path, f"must be {kind}, got {v!r}")
+            raise self.fail(path, f"must be {kind}, got {_value(v)}")
         if integer and not isinstance(v, int):
-            raise self.fail(path, f"must be an integer, got {v!r}")
+            raise self.fail(path, f"must be an integer, got {_value(v)}")
+        if isinstance(v, int) and abs(v) >= _INT_MAX:
+            raise self.fail(path, f"must be a finite number >= 0 below 2**63, got {_value(v)}")
         if not math.isfinite(v) or v < 0:
-            raise self.fail(path, f"must be a finite number >= 0, got {v!r}")
+            raise self.fail(path, f"must be a finite number >= 0, got {_value(v)}")
+        rng = _RANGES.get(tuple(p for p in path if isinstance(p, str)))
+        if rng is not None:
+            low, low_in, high, high_in, what = rng
+            if v < low or (v == low and not low_in) or (high is not None and (v > high or (v == high and not high_in))):
+                raise self.fail(path, f"is {v!r}; allowed: {_range_text(low, low_in, high, high_in)} ({what})")
         return v
+
+    def ordered(self, user: dict[str, Any], data: dict[str, Any]) -> None:
+        """The pairs of :data:`_ORDERED` hold in the merged ``data``; blames the key the user's file set."""
+        for section, lo_key, hi_key, strict, why in _ORDERED:
+            lo, hi = data[section][lo_key], data[section][hi_key]
+            if lo < hi or (lo == hi and not strict):
+                continue
+            mine = user.get(section) if isinstance(user.get(section), dict) else {}
+            key, other = (lo_key, hi_key) if lo_key in mine and hi_key not in mine else (hi_key, lo_key)
+            if key == hi_key:
+                rel = f"{'above' if strict else 'at least'} {other}"
+            else:
+                rel = f"{'below' if strict else 'at most'} {other}"
+            raise self.fail((section, key), f"is {data[section][key]!r}; allowed: {rel} "
+                                            f"({data[section][other]!r}), else {why}")
 
     def like(self, path: tuple[Any, ...], v: Any, default: Any) -> Any:
         """``v`` validated against the type of the default value."""
         if isinstance(default, bool):
             if not isinstance(v, bool):
-                raise self.fail(path, f"must be true or false, got {v!r}")
+                raise self.fail(path, f"must be true or false, got {_value(v)}")
             return v
         if isinstance(default, int):
             return self.number(path, v, integer=True)
@@ -241,23 +310,23 @@ class _Checker:
             return float(self.number(path, v))
         if isinstance(default, str):
             if not isinstance(v, str):
-                raise self.fail(path, f"must be a string, got {v!r}")
+                raise self.fail(path, f"must be a string, got {_value(v)}")
             choices = _CHOICES.get(tuple(p for p in path if isinstance(p, str)))
             if choices and v not in choices:
-                raise self.fail(path, f"is {v!r}; choose {', '.join(choices)}")
+                raise self.fail(path, f"is {_value(v)}; choose {', '.join(choices)}")
             return v
         if isinstance(default, list):
             if not isinstance(v, list) or len(v) != len(default):
-                raise self.fail(path, f"must be a list of {len(default)} numbers, got {v!r}")
+                raise self.fail(path, f"must be a list of {len(default)} numbers, got {_value(v)}")
             out = [float(self.number(path, x)) for x in v]
             if len(out) == 2 and out[0] >= out[1]:
-                raise self.fail(path, f"must be [low, high] with low < high, got {v!r}")
+                raise self.fail(path, f"must be [low, high] with low < high, got {_value(v)}")
             return out
         raise self.fail(path, f"has an unsupported value {v!r}")  # pragma: no cover - schema is ours
 
     def merge(self, path: tuple[Any, ...], base: dict[str, Any], user: Any) -> dict[str, Any]:
         if not isinstance(user, dict):
-            raise self.fail(path, f"must be a table, got {user!r}")
+            raise self.fail(path, f"must be a table, got {_value(user)}")
         out = dict(base)
         for key, v in user.items():
             p = path + (key,)
@@ -272,23 +341,23 @@ class _Checker:
 
     def criterion(self, path: tuple[Any, ...], c: Any, taken: set[str]) -> Criterion:
         if not isinstance(c, dict):
-            raise self.fail(path, f"must be an inline table like {{ term = \"kl\", max = 500.0 }}, got {c!r}")
+            raise self.fail(path, f"must be an inline table like {{ term = \"kl\", max = 500.0 }}, got {_value(c)}")
         unknown = [k for k in c if k not in _CRITERION_KEYS]
         if unknown:
             raise self.fail(path + (unknown[0],), f"is unknown (choose {', '.join(_CRITERION_KEYS)})")
         for k in ("id", "label", "check", "term"):
             if k in c and not isinstance(c[k], str):
-                raise self.fail(path + (k,), f"must be a string, got {c[k]!r}")
+                raise self.fail(path + (k,), f"must be a string, got {_value(c[k])}")
         term = c.get("term")
         if term is not None and term not in CANONICAL_TERMS:
-            raise self.fail(path + ("term",), f"unknown term {term!r} (choose {', '.join(CANONICAL_TERMS)})")
+            raise self.fail(path + ("term",), f"unknown term {_value(term)} (choose {', '.join(CANONICAL_TERMS)})")
         lo = float(self.number(path + ("min",), c["min"])) if "min" in c else None
         hi = float(self.number(path + ("max",), c["max"])) if "max" in c else None
         if lo is not None and hi is not None and lo >= hi:
             raise self.fail(path + ("max",), f"must be above min ({lo}), got {hi}")
         if "check" in c:
             if c["check"] != "converged":
-                raise self.fail(path + ("check",), f"unknown check {c['check']!r} (choose converged)")
+                raise self.fail(path + ("check",), f"unknown check {_value(c['check'])} (choose converged)")
             if len(set(c) - {"check", "id", "label"}):
                 extra = sorted(set(c) - {"check", "id", "label"})[0]
                 raise self.fail(path + (extra,), "does not go with check = \"converged\"")
@@ -322,9 +391,9 @@ class _Checker:
         tol = float(self.number(path + ("tolerance",), c["tolerance"])) if "tolerance" in c else None
         cid = c.get("id", default_id)
         if not re.fullmatch(r"[a-z0-9_]+", cid):
-            raise self.fail(path + ("id",), f"must be lower-case letters, digits and _, got {cid!r}")
+            raise self.fail(path + ("id",), f"must be lower-case letters, digits and _, got {_value(cid)}")
         if cid in taken:
-            raise self.fail(path, f"repeats id {cid!r}: give one of them an id = \"...\"")
+            raise self.fail(path, f"repeats id {_value(cid)}: give one of them an id = \"...\"")
         taken.add(cid)
         return Criterion(
             id=cid,
@@ -365,7 +434,7 @@ class _Checker:
             seen.add(epoch)
             title = m.get("title", f"After epoch {epoch}")
             if not isinstance(title, str):
-                raise self.fail(p + ("title",), f"must be a string, got {title!r}")
+                raise self.fail(p + ("title",), f"must be a string, got {_value(title)}")
             if "criteria" not in m:
                 raise self.fail(p, "needs criteria = [ ... ]")
             out.append(Milestone(epoch=epoch, title=title, criteria=self.criteria(p + ("criteria",), m["criteria"])))
@@ -387,30 +456,25 @@ def _show(path: tuple[Any, ...]) -> str:
         if isinstance(p, int):
             comps[-1] += f" #{p + 1}"
         else:
-            comps.append(str(p))
+            comps.append(str(p) if len(str(p)) <= 60 else str(p)[:57] + "...")
     if not comps:
         return "the document"
     head, rest = comps[0], comps[1:]
     if not rest:
         return f"[{head}]"
     if isinstance(path[-1], str):
-        rest[-1] = f"key {rest[-1]!r}"
+        rest[-1] = f"key {_value(rest[-1])}"
     return f"[{head}] " + " ".join(rest)
 
 
 def _read(path: Path) -> tuple[dict[str, Any], str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"rules file {str(path)!r} does not exist; pass a TOML file (see vaediag/rules/default.toml)") from None
-    except IsADirectoryError:
-        raise InputError(f"rules file {str(path)!r} is a directory; pass a TOML file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read rules file {path}: {exc}") from None
-    try:
-        return tomllib.loads(text), text
-    except tomllib.TOMLDecodeError as exc:
-        raise RulesError(f"rules file {path}: {exc}") from None
+    """The parsed document and its text. Read through :mod:`vaediag.safeio` (a FIFO, ``/dev/zero`` or a
+    file over 1 MiB is refused at once) and parsed by :mod:`vaediag.structured` (any parser failure,
+    nesting too deep for it included, is one RulesError line)."""
+    text = read_text(path, what="rules file", missing_ok=True)
+    if text is None:
+        raise InputError(f"rules file {str(path)!r} does not exist; pass a TOML file (see vaediag/rules/default.toml)")
+    return loads_toml(text, where=f"rules file {path}", error=RulesError), text
 
 
 _DEFAULT_CACHE: tuple[dict[str, Any], str] | None = None
@@ -452,6 +516,7 @@ def load_rules(path: str | os.PathLike[str] | None = None) -> Rules:
         if key not in base:
             raise checker.fail((key,), f"is an unknown table (choose {', '.join(base)})")
     data = checker.merge((), scalars, {k: v for k, v in user.items() if k not in _LIST_TABLES})
+    checker.ordered(user, data)
 
     ms_checker = checker if "milestones" in user else default
     milestones = ms_checker.milestones(user.get("milestones", base["milestones"]))

@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vaediag.errors import InputError, NoRunsError
+from vaediag.errors import CorruptLogError, InputError, NoRunsError
+from vaediag.safeio import kind_of
 
 __all__ = ["EVENT_FILE_MARK", "RunDir", "is_event_file", "discover", "METADATA_FILES"]
 
@@ -60,6 +61,11 @@ def discover(path: str | os.PathLike[str]) -> tuple[Path, list[RunDir], list[Pat
     p = Path(path)
     if not p.exists():
         raise InputError(f"path {str(p)!r} does not exist; give a run directory or a tree of runs")
+    if not p.is_dir() and not p.is_file():  # a FIFO, a device, a socket: never opened (it would block or never end)
+        kind = kind_of(p.stat().st_mode)
+        if is_event_file(p.name):
+            raise CorruptLogError(f"cannot read event file {str(p)!r}: {kind}, not a regular file")
+        raise InputError(f"{str(p)!r} is {kind}; give a run directory, a tree of runs or an event file")
     if p.is_file():
         if not is_event_file(p.name):
             raise InputError(

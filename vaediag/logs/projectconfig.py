@@ -13,8 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vaediag.errors import InputError
+from vaediag.errors import InputError, VaediagError
 from vaediag.safeio import read_text
+from vaediag.structured import loads_yaml
 
 __all__ = ["find_project_config", "read_project_config", "MAX_LEVELS"]
 
@@ -44,14 +45,10 @@ def read_project_config(run_dir: Path) -> tuple[dict[str, Any], str | None]:
     path = find_project_config(run_dir)
     if path is None:
         return {}, None
-    try:
-        import yaml
-
-        data = yaml.safe_load(read_text(path, what="project config"))
-    except (InputError, RecursionError) as exc:
-        return {}, f"{path.name} ignored: {getattr(exc, 'message', type(exc).__name__)}"
-    except Exception as exc:  # yaml raises many types; a bad file must not stop the analysis
-        return {}, f"{path.name} ignored: not valid YAML ({type(exc).__name__})"
+    try:  # safeio: regular files only, capped; structured: no alias bombs, no runaway nesting
+        data = loads_yaml(read_text(path, what="project config"), where=path.name, error=InputError)
+    except VaediagError as exc:
+        return {}, f"{path.name} ignored: {exc.message}"
     model = data.get("model") if isinstance(data, dict) else None
     if not isinstance(model, dict) or not isinstance(model.get("params"), dict):
         return {}, None

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import errno
-import json
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
@@ -13,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from vaediag.errors import CorruptLogError, InputError
+from vaediag.errors import CorruptLogError, InputError, VaediagError
 from vaediag.logs.discover import RunDir, discover
 from vaediag.logs.events import EventMeta, ScalarRows, decode_records
 from vaediag.logs.conventions import Note
@@ -21,6 +18,8 @@ from vaediag.logs.decode import TagRegistry
 from vaediag.logs.frame import FrameBuilder, RunRows, build_frame
 from vaediag.logs.records import scan
 from vaediag.logs.stream import FileCursor, Rows, RowsAccumulator
+from vaediag.safeio import open_regular, read_text
+from vaediag.structured import loads_json, loads_yaml
 from vaediag.terms import TagMap, load_tag_map
 
 if TYPE_CHECKING:
@@ -42,6 +41,10 @@ class FileStats:
     resyncs: int = 0
     skipped_bytes: int = 0
     truncated_bytes: int = 0
+    overruns: int = 0  # records whose length ran past the end of the file, with valid records after them
+    overrun_at: int | None = None  # byte offset of the first
+    overrun_claimed: int = 0  # the length it claimed
+    overrun_skipped: int = 0  # bytes skipped to the next valid record, in all
 
 
 @dataclass
@@ -129,18 +132,29 @@ def _unreadable(path: Path, exc: OSError) -> str:
     return f"cannot read event file {path}: {exc.strerror or exc}"
 
 
+def _not_event_file(path: Path, size: int) -> str:
+    return (f"cannot read event file {path}: not a TensorBoard event file (no valid record in its "
+            f"{size:,} bytes)")
+
+
 def read_event_file(path: Path, rows: ScalarRows, meta: EventMeta) -> FileStats:
-    """Read one whole event file into ``rows`` and ``meta``; damage is counted in the returned stats."""
+    """Read one whole event file into ``rows`` and ``meta``; damage is counted in the returned stats.
+
+    Raises:
+        CorruptLogError: the file cannot be read at all: it cannot be opened (permissions, gone), it is
+            not a regular file (a FIFO would block, a device never end), or not one record in it
+            verifies (it is not an event file).
+    """
     stats = FileStats(path=path)
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block or never end
-            raise OSError(errno.EINVAL, "not a regular file")
-        with open(path, "rb") as fh:
-            buf = fh.read()
+        with open_regular(path) as fh:
+            buf = fh.readall()
     except OSError as exc:
         raise CorruptLogError(_unreadable(path, exc)) from None
     stats.size = len(buf)
-    result = scan(buf)
+    result = scan(buf, final=True)
+    if result.lost_from == 0:
+        raise CorruptLogError(_not_event_file(path, stats.size))
     before_bad = meta.undecodable
     n_before = len(rows)
     decode_records(buf, result.records, rows, meta)
@@ -151,29 +165,45 @@ def read_event_file(path: Path, rows: ScalarRows, meta: EventMeta) -> FileStats:
     stats.resyncs = result.resyncs
     stats.skipped_bytes = result.skipped_bytes
     stats.truncated_bytes = result.tail_bytes
+    stats.overruns, stats.overrun_at = result.overruns, result.overrun_at
+    stats.overrun_claimed, stats.overrun_skipped = result.overrun_claimed, result.overrun_skipped
     return stats
 
 
 def read_run_metadata(path: Path, info: RunInfo) -> None:
     """Read hparams.yaml and config.json from a run directory into ``info`` (damage -> warnings), and a
-    latent-diffusion project config above it (:mod:`vaediag.logs.projectconfig`)."""
-    _read_project_config(path, info)
-    y = path / "hparams.yaml"
-    if y.is_file():
-        try:
-            import yaml
+    latent-diffusion project config above it (:mod:`vaediag.logs.projectconfig`).
 
-            data = yaml.safe_load(y.read_text(encoding="utf-8"))
-            info.hparams_yaml = data if isinstance(data, dict) else {}
-        except Exception as exc:  # yaml raises many types; a bad file must not stop the analysis
-            info.warnings.append(f"hparams.yaml unreadable ({type(exc).__name__}); ignored")
-    c = path / "config.json"
-    if c.is_file():
+    Both are read through :mod:`vaediag.safeio` (regular files only, never blocking, at most 1 MiB) and
+    parsed by :mod:`vaediag.structured` (nesting, YAML aliases that expand without bound, cycles): a file
+    that fails any of it is skipped with a note in ``info.warnings``; the run is still read.
+    """
+    _read_project_config(path, info)
+    for name, loads in (("hparams.yaml", loads_yaml), ("config.json", loads_json)):
+        f = path / name
+        if not os.path.lexists(f):
+            continue
         try:
-            data = json.loads(c.read_text(encoding="utf-8"))
+            text = read_text(f, what=name, missing_ok=True)
+            data = None if text is None else loads(text, where=name, error=InputError)
+        except VaediagError as exc:
+            info.warnings.append(f"{name} unreadable: {_detail(exc.message, name)}; ignored")
+            continue
+        if name == "hparams.yaml":
+            info.hparams_yaml = data if isinstance(data, dict) else {}
+        else:
             info.config = data if isinstance(data, dict) else {}
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            info.warnings.append(f"config.json unreadable ({exc}); ignored")
+
+
+def _detail(message: str, name: str) -> str:
+    """What is wrong, from a safeio/structured message about ``name``: ``"hparams.yaml '/abs/hparams.yaml' is
+    a FIFO ...; pass a file"`` -> ``"a FIFO ..."`` (the warning names the run and the file already; the advice
+    to pass another file does not apply to a file found in a log tree)."""
+    import re
+
+    n = re.escape(name)
+    message = re.sub(rf"^(cannot read )?{n}( '.*?')?(: | is | )", "", message, count=1)
+    return re.sub(r"(; pass a (text )?file| \(this is not the file you meant\))$", "", message)
 
 
 def _read_project_config(path: Path, info: RunInfo) -> None:
@@ -229,10 +259,17 @@ def restart_warnings(files: list[tuple[Path, np.ndarray, np.ndarray, np.ndarray]
 def _file_warnings(st: FileStats) -> list[str]:
     name = st.path.name
     out = []
+    if st.overruns:
+        skipped = (f"{st.overrun_skipped:,} bytes skipped" if st.overruns == 1 else
+                   f"{st.overruns} such records, {st.overrun_skipped:,} bytes skipped in all")
+        out.append(
+            f"{name}: the record at byte {st.overrun_at:,} claims {st.overrun_claimed:,} bytes, past the end of "
+            f"the file ({st.size:,} bytes): a damaged length; reading resumed at the next valid record ({skipped})"
+        )
     if st.truncated_bytes:
         out.append(
-            f"{name}: last record incomplete, {st.truncated_bytes} bytes ignored "
-            "(a file still being written, or a crash)"
+            f"{name}: last record incomplete, {st.truncated_bytes:,} bytes ignored from byte "
+            f"{st.size - st.truncated_bytes:,} (a file still being written, or a crash)"
         )
     if st.bad_crc:
         out.append(f"{name}: {st.bad_crc} record(s) with a bad CRC skipped")
@@ -286,11 +323,15 @@ def load(
         run_dirs = selected
 
     infos: dict[str, RunInfo] = {}
+    skipped: dict[str, RunInfo] = {}  # runs none of whose event files could be read (warnings only)
     warnings: list[str] = []
     if engine == "python":
         run_rows: list[RunRows] = []
         for rd in run_dirs:
             info, rr = _read_run(rd)
+            if not info.files:
+                skipped[rd.run] = info
+                continue
             infos[rd.run] = info
             run_rows.append(rr)
         frame = build_frame(run_rows, tag_map=tag_map, steps_per_epoch=steps_per_epoch)
@@ -309,19 +350,38 @@ def load(
         )
         for rd in sorted(run_dirs, key=lambda r: r.run):
             info, rows = _read_run_fast(rd, reg, capacity=bounds[rd.run])
+            if not info.files:
+                skipped[rd.run] = info
+                continue
             infos[rd.run] = info
             result = builder.add(rd.run, rows.codes, rows.steps, rows.values, rows.wall_times)
             info.facts.extend(result.facts)
             info.notes.extend(result.notes)
             info.unmapped_tags = result.unmapped
             del rows
-        frame = builder.finish(all_runs=[rd.run for rd in run_dirs])
-    for info in infos.values():
-        warnings.extend(f"{info.run}: {w}" for w in info.warnings)
+        frame = builder.finish(all_runs=[rd.run for rd in run_dirs if rd.run not in skipped])
+    if not infos:
+        _raise_unreadable(path, skipped)
+    for run in sorted({**infos, **skipped}):
+        if run in infos:
+            warnings.extend(f"{run}: {w}" for w in infos[run].warnings)
+        else:  # only the unreadable files speak for a skipped run (its metadata is moot)
+            msgs = [w for w in skipped[run].warnings if w.startswith("cannot read event file ")]
+            msgs[-1] += "; no readable event file, run skipped"
+            warnings.extend(f"{run}: {w}" for w in msgs)
     for o in orphans:
         rel = o.relative_to(root).as_posix() if o != root else root.name
         warnings.append(f"{rel}: run metadata but no event file (the run died before logging?); skipped")
     return RunSet(root=root, frame=frame, runs=infos, warnings=warnings, orphans=orphans)
+
+
+def _raise_unreadable(path: str | os.PathLike[str], skipped: dict[str, RunInfo]) -> None:
+    """Not one event file under ``path`` could be read: one line, exit 2 (README: unreadable input)."""
+    msgs = [w for info in skipped.values() for w in info.warnings if w.startswith("cannot read event file ")]
+    if len(msgs) == 1:
+        raise CorruptLogError(msgs[0])
+    raise CorruptLogError(f"none of the {len(msgs)} event files under {os.fspath(path)!r} can be read "
+                          f"(first: {msgs[0].removeprefix('cannot read event file ')})")
 
 
 def _read_run_fast(rd: RunDir, reg: TagRegistry, *, capacity: int) -> tuple[RunInfo, Rows]:
@@ -333,9 +393,12 @@ def _read_run_fast(rd: RunDir, reg: TagRegistry, *, capacity: int) -> tuple[RunI
         cur = FileCursor(f)
         before, n_before = meta.undecodable, len(acc)
         try:
-            cur.read(reg, meta, into=acc)
+            cur.read(reg, meta, into=acc, final=True)
         except OSError as exc:
             info.warnings.append(_unreadable(f, exc))
+            continue
+        if cur.no_record_found:
+            info.warnings.append(_not_event_file(f, cur.size))
             continue
         st = FileStats(
             path=f,
@@ -347,6 +410,10 @@ def _read_run_fast(rd: RunDir, reg: TagRegistry, *, capacity: int) -> tuple[RunI
             resyncs=cur.resyncs,
             skipped_bytes=cur.skipped_bytes,
             truncated_bytes=cur.truncated_bytes(),
+            overruns=cur.overruns,
+            overrun_at=cur.overrun_at,
+            overrun_claimed=cur.overrun_claimed,
+            overrun_skipped=cur.overrun_skipped,
         )
         info.files.append(st)
         info.warnings.extend(_file_warnings(st))

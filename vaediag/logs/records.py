@@ -14,6 +14,7 @@ field never causes an allocation: lengths are only compared with the bytes at ha
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass, field
 
@@ -30,6 +31,9 @@ try:  # a C implementation (SSE4.2/ARMv8 CRC instructions where present)
         """CRC-32C (Castagnoli) of ``data``."""
         return _crc32c_c(data)
 
+    def _crc32c_update(crc: int, data: bytes | memoryview) -> int:
+        return _crc32c_c(data, crc)
+
     CRC_ENGINE = "crc32c (C)"
 except ImportError:  # pragma: no cover - exercised by test_records_pure_fallback
     CRC_ENGINE = "pure Python"
@@ -37,6 +41,9 @@ except ImportError:  # pragma: no cover - exercised by test_records_pure_fallbac
     def crc32c(data: bytes | memoryview) -> int:
         """CRC-32C (Castagnoli) of ``data`` (pure Python fallback; slow)."""
         return _crc32c_pure(data)
+
+    def _crc32c_update(crc: int, data: bytes | memoryview) -> int:
+        return _crc32c_pure(data, crc)
 
 
 def _make_table() -> list[int]:
@@ -53,8 +60,8 @@ def _make_table() -> list[int]:
 CRC_TABLE = _make_table()
 
 
-def _crc32c_pure(data: bytes | memoryview) -> int:
-    crc = 0xFFFFFFFF
+def _crc32c_pure(data: bytes | memoryview, value: int = 0) -> int:
+    crc = value ^ 0xFFFFFFFF
     t = CRC_TABLE
     for b in bytes(data):
         crc = t[(crc ^ b) & 0xFF] ^ (crc >> 8)
@@ -88,6 +95,11 @@ class RecordScan:
     bad_crc: int = 0  # records skipped because their data CRC failed
     resyncs: int = 0  # times the framing was lost (length CRC failed) and found again
     skipped_bytes: int = 0  # bytes skipped while resynchronising
+    lost_from: int | None = None  # where the framing was lost for good (no valid header after it), if it was
+    overruns: int = 0  # records whose verified length ran past the end of the buffer, with valid records after
+    overrun_at: int | None = None  # offset of the first such record
+    overrun_claimed: int = 0  # the data length it claimed
+    overrun_skipped: int = 0  # bytes skipped from such records to the next valid record
 
 
 _LEN = struct.Struct("<QI")
@@ -99,12 +111,18 @@ def _header_ok(buf: memoryview, pos: int) -> bool:
     return masked_crc(buf[pos : pos + 8]) == length_crc
 
 
-def scan(buf: bytes | bytearray | memoryview, start: int = 0) -> RecordScan:
+def scan(buf: bytes | bytearray | memoryview, start: int = 0, *, final: bool = False) -> RecordScan:
     """Find every verified record in ``buf[start:]``.
 
     Args:
         buf: the bytes of (part of) an event file.
         start: offset of the first record.
+        final: ``buf`` runs to the end of the file as it will be read (a whole-file read, not a tail). A
+            record whose verified length runs past that end is then looked at twice: when a complete,
+            valid record (length CRC and data CRC) starts anywhere after its header, the length was
+            damaged (a valid CRC over a wrong length: 2 GB claimed mid-file) and reading resumes there,
+            counted in ``overruns``; otherwise it is the file's incomplete last record, as without
+            ``final``.
 
     Returns:
         A :class:`RecordScan`.
@@ -118,6 +136,7 @@ def scan(buf: bytes | bytearray | memoryview, start: int = 0) -> RecordScan:
             nxt = _resync(mv, pos + 1, n)
             if nxt is None:
                 # No valid header ahead: the rest may be a record being written (tail) or garbage.
+                out.lost_from = pos
                 break
             out.resyncs += 1
             out.skipped_bytes += nxt - pos
@@ -126,6 +145,15 @@ def scan(buf: bytes | bytearray | memoryview, start: int = 0) -> RecordScan:
         length = _LEN.unpack_from(mv, pos)[0]
         end = pos + HEADER_BYTES + length + FOOTER_BYTES
         if end > n:
+            if final:
+                nxt = _next_record(mv, pos + 1, n)
+                if nxt is not None:
+                    if out.overrun_at is None:
+                        out.overrun_at, out.overrun_claimed = pos, length
+                    out.overruns += 1
+                    out.overrun_skipped += nxt - pos
+                    pos = nxt
+                    continue
             break  # incomplete record: keep it for the next read
         data_start = pos + HEADER_BYTES
         data_end = data_start + length
@@ -137,6 +165,33 @@ def scan(buf: bytes | bytearray | memoryview, start: int = 0) -> RecordScan:
     out.consumed = pos
     out.tail_bytes = n - pos
     return out
+
+
+def _next_record(mv: memoryview, pos: int, n: int) -> int | None:
+    """The next offset >= pos where a whole record verifies (length CRC, data in the buffer, data CRC)."""
+    while True:
+        q = _resync(mv, pos, n)
+        if q is None:
+            return None
+        length = _LEN.unpack_from(mv, q)[0]
+        data_end = q + HEADER_BYTES + length
+        if data_end + FOOTER_BYTES <= n and masked_crc(mv[q + HEADER_BYTES : data_end]) == _U32.unpack_from(mv, data_end)[0]:
+            return q
+        pos = q + 1
+
+
+def masked_crc_range(fd: int, offset: int, length: int, *, chunk: int = 4 << 20) -> int:
+    """:func:`masked_crc` of ``length`` bytes of the open file ``fd`` from ``offset``, read in chunks
+    (a record may be large; memory stays at one chunk). Short reads (a file that shrank) end early."""
+    c = 0
+    done = 0
+    while done < length:
+        data = os.pread(fd, min(chunk, length - done), offset + done)
+        if not data:
+            break
+        c = _crc32c_update(c, data)
+        done += len(data)
+    return (((c >> 15) | (c << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
 def _resync(mv: memoryview, pos: int, n: int) -> int | None:

@@ -10,9 +10,8 @@ is lost in damage.
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,9 @@ import numpy as np
 
 from vaediag.logs.decode import Decoded, TagRegistry, decode_buffer
 from vaediag.logs.events import EventMeta
-from vaediag.logs.scanner import PAD, Scanner
+from vaediag.logs.records import masked_crc_range
+from vaediag.logs.scanner import PAD, Scanner, find_header, views
+from vaediag.safeio import open_regular
 
 __all__ = ["CHUNK_BYTES", "FileCursor", "Rows", "RowsAccumulator"]
 
@@ -103,6 +104,10 @@ class FileCursor:
     _need_end: int | None = None  # absolute end of the incomplete record being carried
     _scanner: Scanner = field(default_factory=Scanner, repr=False)
     _buf: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8), repr=False)  # reused per chunk
+    overruns: int = 0  # records whose length ran past the end of the file with valid records after (final reads)
+    overrun_at: int | None = None  # offset of the first one
+    overrun_claimed: int = 0  # the data length it claimed
+    overrun_skipped: int = 0  # bytes skipped from such records to the next valid record
 
     @property
     def resyncs(self) -> int:
@@ -117,56 +122,114 @@ class FileCursor:
         """Bytes held back for the next read (an incomplete record, or up to 11 bytes of damage)."""
         return len(self._carry)
 
+    @property
+    def no_record_found(self) -> bool:
+        """True when the bytes read so far hold no record at all: the framing was lost at byte 0 and no
+        offset after it has a length whose CRC verifies (so not a TensorBoard event file). An empty file,
+        or one shorter than a record header, is not judged."""
+        return self._scanner.lost_from == 0
+
     def truncated_bytes(self) -> int:
         """Bytes at the end of the file that are not (yet) a complete record."""
         return self._scanner.tail_bytes(self._carry_base, self.size)
 
     def read(
-        self, reg: TagRegistry, meta: EventMeta, *, chunk: int = CHUNK_BYTES, into: RowsAccumulator | None = None
+        self, reg: TagRegistry, meta: EventMeta, *, chunk: int = CHUNK_BYTES, into: RowsAccumulator | None = None,
+        final: bool = False,
     ) -> Rows | None:
         """Rows from the bytes appended since the last call (all of them on the first call).
 
-        With ``into``, rows are appended there and None is returned.
+        With ``into``, rows are appended there and None is returned. ``final``: this read is the last
+        (loading a file, not tailing it): a record whose verified length runs past the end of the file is
+        a damaged length when a complete valid record follows it, and reading resumes there
+        (:func:`records.scan` with ``final``; counted in ``overruns``).
 
         Raises:
             OSError: the file cannot be opened or read.
         """
         acc = into if into is not None else RowsAccumulator()
-        if not stat.S_ISREG(os.stat(self.path).st_mode):  # a FIFO or device would block or never end
-            raise OSError(errno.EINVAL, "not a regular file")
-        with open(self.path, "rb", buffering=0) as fh:
+        with open_regular(self.path) as fh:  # a FIFO or device would block or never end: OSError
             size = os.fstat(fh.fileno()).st_size
             self.size = max(self.size, size)
             if size < self.offset:  # the file was replaced or truncated: nothing sensible to add
                 return None if into is not None else acc.rows()
             fh.seek(self.offset)
-            while self.offset < size:
-                if self._need_end is not None and self._need_end > size:
-                    break  # the carried record is not complete in the file yet (or never will be)
-                have = len(self._carry)
-                want = min(size - self.offset, max(chunk, (self._need_end or 0) - self.offset))
-                if len(self._buf) < have + want + PAD:
-                    self._buf = np.empty(have + want + PAD, dtype=np.uint8)
-                buf = self._buf
-                buf[:have] = self._carry
-                got = fh.readinto(memoryview(buf)[have : have + want])
-                if not got:
+            while True:
+                self._read_to(fh, size, reg, meta, acc, chunk)
+                if not (final and self._need_end is not None and self._need_end > size):
                     break
-                n = have + got
-                buf[n : n + PAD] = 0
-                self.offset += got
-                self.bytes_read += got
-                framing = self._scanner.scan(buf, self._carry_base, n)
-                dec = decode_buffer(buf, framing.starts, framing.lengths, reg, meta)
-                self.records += dec.records
-                self.bad_crc += dec.bad_crc
-                self.fast += dec.fast
-                acc.append(dec)
-                del dec
-                self._carry = buf[framing.consumed : n].copy()
-                self._carry_base += framing.consumed
-                self._need_end = framing.need_end
-                del buf, framing
+                nxt = _next_record(fh.fileno(), self._carry_base + 1, size)
+                if nxt is None:
+                    break  # the file's incomplete last record
+                if self.overrun_at is None:
+                    self.overrun_at, self.overrun_claimed = self._carry_base, self._need_end - self._carry_base - 16
+                self.overruns += 1
+                self.overrun_skipped += nxt - self._carry_base
+                self._carry = np.zeros(0, np.uint8)
+                self._carry_base = self.offset = nxt
+                self._need_end = None
+                fh.seek(nxt)
         if self._need_end is None or len(self._buf) > 2 * chunk:
             self._buf = np.zeros(0, np.uint8)  # done with this file for now: free the chunk buffer
         return None if into is not None else acc.rows()
+
+    def _read_to(self, fh, size: int, reg: TagRegistry, meta: EventMeta, acc: RowsAccumulator, chunk: int) -> None:
+        """Frame and decode from ``self.offset`` up to ``size`` (or to a carried record that ends beyond it)."""
+        while self.offset < size:
+            if self._need_end is not None and self._need_end > size:
+                break  # the carried record is not complete in the file yet (or never will be)
+            have = len(self._carry)
+            want = min(size - self.offset, max(chunk, (self._need_end or 0) - self.offset))
+            if len(self._buf) < have + want + PAD:
+                self._buf = np.empty(have + want + PAD, dtype=np.uint8)
+            buf = self._buf
+            buf[:have] = self._carry
+            got = fh.readinto(memoryview(buf)[have : have + want])
+            if not got:
+                break
+            n = have + got
+            buf[n : n + PAD] = 0
+            self.offset += got
+            self.bytes_read += got
+            framing = self._scanner.scan(buf, self._carry_base, n)
+            dec = decode_buffer(buf, framing.starts, framing.lengths, reg, meta)
+            self.records += dec.records
+            self.bad_crc += dec.bad_crc
+            self.fast += dec.fast
+            acc.append(dec)
+            del dec
+            self._carry = buf[framing.consumed : n].copy()
+            self._carry_base += framing.consumed
+            self._need_end = framing.need_end
+            del buf, framing
+
+
+def _next_record(fd: int, lo: int, size: int, *, window: int = 1 << 20) -> int | None:
+    """The first offset >= ``lo`` of the open file ``fd`` where a whole record verifies (length CRC, data
+    within ``size``, data CRC), searched a window at a time (vectorised header CRCs; a candidate's data is
+    CRC-checked from the file in chunks, so memory stays at a window whatever lengths the damage claims)."""
+    while lo + 12 <= size:
+        hi = min(size, lo + window + 11)
+        data = os.pread(fd, hi - lo, lo)
+        n = len(data)
+        if n < 12:
+            return None
+        buf = np.zeros(n + PAD, dtype=np.uint8)
+        buf[:n] = np.frombuffer(data, dtype=np.uint8)
+        u64, u32 = views(buf)
+        p: int | None = 0
+        while True:
+            p = find_header(u64, u32, p, n)
+            if p is None:
+                break
+            length = int(u64[p])
+            start = lo + p + 12
+            if start + length + 4 <= size:
+                (want,) = struct.unpack("<I", os.pread(fd, 4, start + length))
+                if masked_crc_range(fd, start, length) == want:
+                    return lo + p
+            p += 1
+        if hi >= size:
+            return None
+        lo = hi - 11  # the last 11 offsets of this window need bytes of the next one
+    return None

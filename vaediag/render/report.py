@@ -142,55 +142,55 @@ def load_targets(path: str | os.PathLike[str] | None = None) -> tuple[Target, ..
     """
     p = DEFAULT_TARGETS_PATH if path is None else Path(path)
     where = "default targets.toml" if path is None else f"targets file {p}"
-    if not p.is_file():
+    from vaediag.safeio import read_text
+    from vaediag.structured import loads_toml, short_repr
+
+    # safeio: a FIFO, a device or a file over 1 MiB is refused at once (InputError), never read.
+    text = read_text(p, what="targets file", missing_ok=True)
+    if text is None:
         raise InputError(f"targets file {str(p)!r} does not exist; pass a TOML file with [targets.NAME] tables")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {where}: {exc}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RulesError(f"{where}: {exc}") from None
+    data = loads_toml(text, where=where, error=RulesError)
     unknown = sorted(set(data) - {"targets"})
     if unknown:
-        raise RulesError(f"{where}: unknown table(s) {unknown} (only [targets.NAME] tables are allowed)")
+        raise RulesError(f"{where}: unknown table(s) {short_repr(unknown)} (only [targets.NAME] tables are allowed)")
     tables = data.get("targets", {})
     if not isinstance(tables, dict) or not tables:
         raise RulesError(f"{where}: no [targets.NAME] tables")
     out = []
     for name, spec in tables.items():
+        shown = short_repr(name)[1:-1]  # the name in messages, bounded (a table name is a string)
         if not isinstance(spec, dict):
-            raise RulesError(f"{where}: targets.{name} must be a table with term, min and/or max")
+            raise RulesError(f"{where}: targets.{shown} must be a table with term, min and/or max")
         bad = sorted(set(spec) - _TARGET_KEYS)
         if bad:
             raise RulesError(
-                f"{where}: targets.{name} has unknown key(s) {bad} (choose {', '.join(sorted(_TARGET_KEYS))})"
+                f"{where}: targets.{shown} has unknown key(s) {short_repr(bad)} (choose {', '.join(sorted(_TARGET_KEYS))})"
             )
         term = spec.get("term", name)
         if term not in CANONICAL_TERMS:
-            raise RulesError(f"{where}: targets.{name}.term {term!r} is not a canonical term "
+            raise RulesError(f"{where}: targets.{shown}.term {short_repr(term)} is not a canonical term "
                              f"(e.g. kl, recon, perceptual, psnr, ssim)")
         split = spec.get("split", "val")
         if split not in ("val", "train"):
-            raise RulesError(f"{where}: targets.{name}.split {split!r} is unknown (choose val, train)")
+            raise RulesError(f"{where}: targets.{shown}.split {short_repr(split)} is unknown (choose val, train)")
         bounds = {}
         for key in ("min", "max"):
             v = spec.get(key)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
-                raise RulesError(f"{where}: targets.{name}.{key} must be a number, got {v!r}")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                  or (isinstance(v, int) and abs(v) > 1e300) or not math.isfinite(v)):
+                raise RulesError(f"{where}: targets.{shown}.{key} must be a number, got {short_repr(v)}")
             bounds[key] = None if v is None else float(v)
         if bounds["min"] is None and bounds["max"] is None:
-            raise RulesError(f"{where}: targets.{name} needs min, max or both")
+            raise RulesError(f"{where}: targets.{shown} needs min, max or both")
         if bounds["min"] is not None and bounds["max"] is not None and bounds["min"] > bounds["max"]:
-            raise RulesError(f"{where}: targets.{name}: min {bounds['min']:g} is above max {bounds['max']:g}")
+            raise RulesError(f"{where}: targets.{shown}: min {bounds['min']:g} is above max {bounds['max']:g}")
         direction = spec.get("direction", _default_direction(term))
         if direction not in DIRECTIONS:
-            raise RulesError(f"{where}: targets.{name}.direction {direction!r} is unknown "
+            raise RulesError(f"{where}: targets.{shown}.direction {short_repr(direction)} is unknown "
                              f"(choose {', '.join(DIRECTIONS)})")
         label = spec.get("label", TERM_INFO[term].label if term in TERM_INFO else term)
         if not isinstance(label, str):
-            raise RulesError(f"{where}: targets.{name}.label must be a string")
+            raise RulesError(f"{where}: targets.{shown}.label must be a string")
         out.append(Target(name=str(name), term=term, low=bounds["min"], high=bounds["max"],
                           direction=direction, label=label, split=split))
     return tuple(out)

@@ -21,6 +21,7 @@ most, so a dead or stuck watchdog never stalls training for long.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -33,6 +34,8 @@ from typing import Callable
 
 from vaediag.atomic import atomic_write
 from vaediag.errors import ControlFileError
+from vaediag.safeio import read_text
+from vaediag.structured import loads_json, short_repr
 
 __all__ = [
     "CONTROL_FILENAME",
@@ -55,6 +58,8 @@ WATCHDOG_WAIT_ENV = "VAEDIAG_WATCHDOG_WAIT"
 _DEFAULT_WAIT_S = 20.0
 MODES = ("vae", "ae")
 _FIELDS = ("seq", "kl_weight", "mode", "reason", "issued_at")
+#: A control file is a few hundred bytes; anything past 64 KiB is not one of ours.
+CONTROL_MAX_BYTES = 64 << 10
 
 
 def now_iso() -> str:
@@ -73,14 +78,16 @@ class Control:
     issued_at: str = ""
 
     def __post_init__(self) -> None:
-        if isinstance(self.seq, bool) or not isinstance(self.seq, int) or self.seq < 0:
-            raise ControlFileError(f"control seq must be a non-negative integer, got {self.seq!r}")
+        if isinstance(self.seq, bool) or not isinstance(self.seq, int) or not 0 <= self.seq < 2**63:
+            raise ControlFileError(f"control seq must be an integer from 0 to 2**63 - 1, got {short_repr(self.seq)}")
         if isinstance(self.kl_weight, bool) or not isinstance(self.kl_weight, (int, float)):
-            raise ControlFileError(f"control kl_weight must be a number, got {self.kl_weight!r}")
-        if not math.isfinite(self.kl_weight) or self.kl_weight < 0:
-            raise ControlFileError(f"control kl_weight must be finite and >= 0, got {self.kl_weight!r}")
+            raise ControlFileError(f"control kl_weight must be a number, got {short_repr(self.kl_weight)}")
+        # (an int beyond float range would overflow math.isfinite; compare it first)
+        if (isinstance(self.kl_weight, int) and abs(self.kl_weight) > 1e308) or not math.isfinite(self.kl_weight) \
+                or self.kl_weight < 0:
+            raise ControlFileError(f"control kl_weight must be finite and >= 0, got {short_repr(self.kl_weight)}")
         if self.mode not in MODES:
-            raise ControlFileError(f"control mode {self.mode!r} is unknown (choose {', '.join(MODES)})")
+            raise ControlFileError(f"control mode {short_repr(self.mode)} is unknown (choose {', '.join(MODES)})")
         if not isinstance(self.reason, str) or not isinstance(self.issued_at, str):
             raise ControlFileError("control reason and issued_at must be strings")
 
@@ -97,22 +104,18 @@ def read_control(path: str | os.PathLike[str]) -> Control | None:
     p = Path(path)
     if p.is_dir():
         p = p / CONTROL_FILENAME
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    # safeio: a FIFO never blocks the reader (the trainer, the watchdog), /dev/zero or a runaway file is
+    # refused by size before it is read; structured: nesting or numbers the parser chokes on are errors too.
+    text = read_text(p, what="control file", max_bytes=CONTROL_MAX_BYTES, error=ControlFileError, missing_ok=True)
+    if text is None:
         return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ControlFileError(f"cannot read {p}: {exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ControlFileError(f"{p} is not valid JSON ({exc.msg} at char {exc.pos}); ignored") from None
+    data = loads_json(text, where=str(p), error=ControlFileError)
     if not isinstance(data, dict):
         raise ControlFileError(f"{p} must hold a JSON object, got {type(data).__name__}; ignored")
     unknown = sorted(set(data) - set(_FIELDS))
     missing = [k for k in ("seq", "kl_weight") if k not in data]
     if unknown:
-        raise ControlFileError(f"{p}: unknown key(s) {unknown} (allowed: {', '.join(_FIELDS)}); ignored")
+        raise ControlFileError(f"{p}: unknown key(s) {short_repr(unknown)} (allowed: {', '.join(_FIELDS)}); ignored")
     if missing:
         raise ControlFileError(f"{p}: missing key(s) {missing}; ignored")
     return Control(**data)
@@ -147,12 +150,25 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_JOURNAL_CHUNK = 4 << 20
+
+
+def _read_new(path: Path, offset: int) -> bytes:
+    """Up to 4 MiB of a regular file from ``offset``; a FIFO or device in its place is an OSError, never a
+    blocked open (O_NONBLOCK) or an endless read (``/dev/zero``)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return os.pread(fd, _JOURNAL_CHUNK, offset)
+    finally:
+        os.close(fd)
+
+
 def _journal_has_decision(path: Path, epoch: int, state: dict[str, int]) -> bool:
     """True once ``path`` holds a decision line for ``epoch`` or later; reads only new complete lines."""
     try:
-        with open(path, "rb") as fh:
-            fh.seek(state.get("offset", 0))
-            chunk = fh.read()
+        chunk = _read_new(path, state.get("offset", 0))
     except OSError:
         return False
     end = chunk.rfind(b"\n") + 1  # a torn last line waits for its newline

@@ -66,7 +66,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from vaediag.errors import CheckpointError, ControlFileError, InputError, Interrupted, UsageError, VaediagError
 from vaediag.logs.discover import _ADD_HPARAMS_DIR, is_event_file
-from vaediag.safeio import kind_of
+from vaediag.safeio import kind_of, read_text
 from vaediag.watch.control import (CONTROL_FILENAME, RUN_DIR_FILE_ENV, WATCHDOG_PID_ENV, Control, now_iso, read_control,
                                    write_control)
 from vaediag.watch.journal import Journal, decision_record
@@ -701,9 +701,9 @@ class Supervisor(_Watch):
     def _find_run_dir(self) -> tuple[Path, str] | None:
         c = self.child
         assert c is not None
-        try:
-            text = c.run_dir_file.read_text(encoding="utf-8")
-        except (FileNotFoundError, UnicodeDecodeError):
+        try:  # safeio: a FIFO or /dev/zero put in its place never blocks or floods the watchdog
+            text = read_text(c.run_dir_file, what="run-directory file", max_bytes=1 << 16, missing_ok=True) or ""
+        except VaediagError:
             text = ""
         if text.endswith("\n") and text.strip():  # the newline says the write is complete
             p = Path(text.strip())
