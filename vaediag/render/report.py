@@ -1017,7 +1017,7 @@ def _picture_runs(runset: "RunSet", views: Sequence[_Run]) -> list[pictures.RunP
 
 @dataclass
 class Report:
-    """A rendered report: the markdown text and the plot files (relative to the files directory)."""
+    """A rendered report: the markdown text and the plot and picture files (names in the files directory)."""
 
     markdown: str
     files: dict[str, bytes]
