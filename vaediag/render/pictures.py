@@ -242,9 +242,9 @@ def _file_name(r: RunPictures, epoch: int | None, img: "LoggedImage", taken: set
     return name
 
 
-def _tags_line(runs: Sequence[RunPictures]) -> str:
+def _tags_line(runs: Sequence[RunPictures], lead: str = "Pictures shown") -> str:
     parts = [f"{r.label} {code_span(r.tag)} ({r.count} logged)" for r in runs]
-    return "Pictures shown: " + ", ".join(parts) + "."
+    return f"{lead}: " + ", ".join(parts) + "."
 
 
 _INTRO = ("What each model makes of its inputs, before any number. Our trainer's grid (`val/recon_grid`) "
@@ -295,9 +295,9 @@ def text_only_section(runs: Sequence[RunPictures]) -> list[str]:
     """The section of a report written without figures (a stream, ``plots=False``): no picture is read."""
     if not runs:
         return []
-    return ["## Reconstructions", "", _tags_line(runs)[:-1] + "; this text-only report embeds none (a stream or "
-            "a report without plots takes the markdown alone): write it to a file (`-o report.md`) to see them.",
-            ""]
+    return ["## Reconstructions", "", _tags_line(runs, "Runs that log pictures")[:-1] + "; this text-only report "
+            "embeds none (a stream or a report without plots takes the markdown alone): write it to a file "
+            "(`-o report.md`) to see them.", ""]
 
 
 def _when(p: Picture) -> str:
