@@ -17,7 +17,8 @@ import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-__all__ = ["scalar_event", "tensor_scalar_event", "write_events", "write_run", "epoch_series"]
+__all__ = ["scalar_event", "tensor_scalar_event", "image_event", "png_bytes", "write_events", "write_run",
+           "epoch_series"]
 
 Series = Iterable[tuple[int, float]]
 
@@ -37,6 +38,28 @@ def tensor_scalar_event(tag: str, step: int, value: float, wall_time: float, *, 
                                    float_val=[value])
     summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, tensor=t, metadata=meta)])
     return event_pb2.Event(wall_time=wall_time, step=step, summary=summary)
+
+
+def image_event(tag: str, step: int, data: bytes, wall_time: float, *, width: int = 0, height: int = 0):
+    """An image summary as torch's ``SummaryWriter.add_image`` writes it (encoded bytes, PNG from torch)."""
+    img = summary_pb2.Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=data)
+    return event_pb2.Event(wall_time=wall_time, step=step, summary=summary_pb2.Summary(value=[
+        summary_pb2.Summary.Value(tag=tag, image=img)]))
+
+
+def png_bytes(height: int, width: int, seed: int = 0) -> bytes:
+    """A small RGB PNG of seeded noise, encoded here (zlib, no image library): distinct bytes per seed."""
+    import struct
+    import zlib
+
+    rgb = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    raw = b"".join(b"\0" + rgb[y].tobytes() for y in range(height))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
 
 
 def write_events(run_dir: Path, events: Iterable[event_pb2.Event], *, suffix: str = "") -> Path:
@@ -61,10 +84,12 @@ def write_run(
     hparams_yaml: Mapping | None = None,
     config: Mapping | None = None,
     suffix: str = "",
+    images: Iterable[tuple[str, int, bytes]] = (),
 ) -> Path:
     """Write one event file with the given scalar series, and optional epoch tag and metadata files.
 
-    ``epochs`` maps step -> epoch index and is logged as the ``epoch`` tag at those steps.
+    ``epochs`` maps step -> epoch index and is logged as the ``epoch`` tag at those steps. ``images``
+    are (tag, step, encoded bytes), written as image summaries after the scalars of their step.
     """
     make = tensor_scalar_event if tensor_scalars else scalar_event
     events = []
@@ -72,8 +97,14 @@ def write_run(
     if epochs:
         rows += [(step, "epoch", float(e)) for step, e in epochs.items()]
     rows.sort(key=lambda r: r[0])
+    pics = sorted(images, key=lambda r: r[1])
     for i, (step, tag, v) in enumerate(rows):
+        while pics and pics[0][1] < step:
+            t, s, data = pics.pop(0)
+            events.append(image_event(t, int(s), data, t0 + i * 0.01 - 0.005))
         events.append(make(tag, int(step), v, t0 + i * 0.01))
+    for t, s, data in pics:
+        events.append(image_event(t, int(s), data, t0 + len(rows) * 0.01))
     path = write_events(run_dir, events, suffix=suffix)
     if hparams_yaml is not None:
         import yaml

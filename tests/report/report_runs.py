@@ -50,11 +50,12 @@ SEED_RUNS = {
 
 
 def write_seed_run(run_dir: Path, spec: dict, *, grey_colour: bool = True, kl_weights: list[float] | None = None,
-                   curves: dict | None = None) -> Path:
+                   curves: dict | None = None, grid_tag: str | None = None) -> Path:
     """One run with every tag our trainer writes (train per step, val per epoch) as a real event file.
 
     ``kl_weights`` (one per epoch) overrides the config's constant weight, as a supervised run logs it;
-    ``curves`` overrides the computed per-epoch curves (same keys).
+    ``curves`` overrides the computed per-epoch curves (same keys); ``grid_tag`` logs a picture under
+    that tag at each epoch's last step, as the trainer logs ``val/recon_grid`` (:func:`grid_png`).
     """
     n = spec["epochs"]
     cfg = spec["config"]
@@ -99,8 +100,14 @@ def write_seed_run(run_dir: Path, spec: dict, *, grey_colour: bool = True, kl_we
             put(tag("val", "psnr_colour"), step, curves["psnr"][e] + 0.8)
             put(tag("val", "ssim_grey"), step, curves["ssim"][e] - 0.04)
             put(tag("val", "ssim_colour"), step, curves["ssim"][e] + 0.02)
+    images = [(grid_tag, (e + 1) * STEPS_PER_EPOCH - 1, grid_png(spec["t0"], e)) for e in range(n)] if grid_tag else []
     return tbwrite.write_run(run_dir, series, epochs=tbwrite.epoch_map(n, steps_per_epoch=STEPS_PER_EPOCH),
-                             t0=spec["t0"], config=cfg, hparams_yaml=cfg)
+                             t0=spec["t0"], config=cfg, hparams_yaml=cfg, images=images)
+
+
+def grid_png(t0: float, epoch: int) -> bytes:
+    """The picture a run started at ``t0`` logs at ``epoch``: distinct bytes per run and epoch."""
+    return tbwrite.png_bytes(8, 16, seed=int(t0) % 100_000 * 1000 + epoch)
 
 
 def run_cli(*argv: str) -> int:
@@ -120,7 +127,8 @@ def run_cli(*argv: str) -> int:
 SPECIAL_NAMES = ("a|b*c*", "x_[y](z)`q`<b>&amp;~~s~~$m$")
 
 
-def write_supervised_run(run_dir: Path, *, epochs: int = 40, start_kl_weight: float = 1e-5) -> Path:
+def write_supervised_run(run_dir: Path, *, epochs: int = 40, start_kl_weight: float = 1e-5,
+                         grid_tag: str | None = None) -> Path:
     """A run under the watchdog: the real ladder policy decides after every epoch from the run's own val
     metrics, each decision goes to a real ``watchdog.jsonl`` (the watchdog's Journal), and a change shows
     in the logged kl_weight from the next epoch, as the training loop applies control.json."""
@@ -157,4 +165,4 @@ def write_supervised_run(run_dir: Path, *, epochs: int = 40, start_kl_weight: fl
                                                      epochs=epochs))
     curves = {"kl": kl, "recon": recon, "perceptual": [0.2 + 2 * r for r in recon], "psnr": psnr,
               "ssim": [0.87 - 0.4 * math.exp(-e / 6.0) for e in range(epochs)], "sharpness": sharp}
-    return write_seed_run(run_dir, spec, kl_weights=kl_weights, curves=curves)
+    return write_seed_run(run_dir, spec, kl_weights=kl_weights, curves=curves, grid_tag=grid_tag)

@@ -1,11 +1,12 @@
 """`vaediag report PATH... [-o reports/NAME.md]`: a markdown run-comparison report with PNG plots.
 
 Loads every PATH (runs or trees of runs, ours or foreign), diagnoses each run with the same rules as
-``vaediag check``, and writes ``NAME.md`` plus ``NAME_files/*.png`` beside it. An existing report is never
-overwritten without ``--force``, and never one of the files the report reads or a file inside a log
-tree it reads (:mod:`vaediag.outputs`). ``-o -``, ``-o /dev/stdout``, a FIFO or a character device get
-the markdown written into them (no plots; one line on stderr says so). Exit codes: 0 report written;
-2 bad input or refusal (one line on stderr); 130 interrupted.
+``vaediag check``, and writes ``NAME.md`` plus ``NAME_files/`` beside it (the plots, and the runs'
+logged pictures: :mod:`vaediag.render.pictures`). An existing report is never overwritten without
+``--force``, and never one of the files the report reads or a file inside a log tree it reads
+(:mod:`vaediag.outputs`). ``-o -``, ``-o /dev/stdout``, a FIFO or a character device get the markdown
+written into them (no plots, no pictures read; one line on stderr says so). Exit codes: 0 report
+written; 2 bad input or refusal (one line on stderr); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ def add_parser(sub: argparse._SubParsersAction, *, name: str, help: str) -> argp
         name,
         help=help,
         description=(
-            "Write a markdown report that compares runs: the best run and why, configuration and final "
-            "metrics, evolution across runs, milestones, expected vs actual, findings and recommendations, "
+            "Write a markdown report that compares runs: each run's logged reconstructions (inputs over "
+            "reconstructions at the final epoch, watchdog decisions and milestones), the best run and why, "
+            "configuration and final metrics, evolution across runs, milestones, expected vs actual, findings and recommendations, "
             "watchdog decisions, and plots (PNG files in NAME_files/ beside the report)."
         ),
     )
@@ -200,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     if dest.is_stream:  # stdout may be the report itself: the note goes to stderr
         where = "standard output" if dest.given == "-" else terminal(dest.given)
         print(f"Wrote the report into {where} ({runs}); no plots: a stream takes the markdown alone "
-              f"(give -o FILE.md for the plots)", file=sys.stderr)
+              f"(give -o FILE.md for the plots and pictures)", file=sys.stderr)
     else:
         print(f"Wrote {terminal(path)} ({runs}; plots in {terminal(files_dir_for(path))}/)")
     return 0

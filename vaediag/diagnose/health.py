@@ -20,7 +20,6 @@ from vaediag.diagnose.criteria import Trend, blur_verdict, classify_trend, dead_
 from vaediag.diagnose.model import Finding
 from vaediag.diagnose.numbers import fmt_pct, fmt_sig, fmt_weight, human_epoch
 from vaediag.diagnose.tables import VALUE_TERMS
-from vaediag.terms import RECON_GRID_TAG
 
 __all__ = [
     "check_no_scalars",
@@ -330,22 +329,19 @@ def check_dead_model(table: pd.DataFrame, *, run: str, epochs: int, min_spread: 
 def check_pictures(info, frame: pd.DataFrame, *, run: str) -> list[Finding]:
     """``pictures`` (info): the run logs images; which tag, how many, the latest epoch and the file holding it.
 
-    Counted by the scalar read (``RunInfo.image_tags``); no picture is decoded here. The reconstruction grid
-    (``val/recon_grid``, or a tag that names reconstructions) comes first.
+    Counted by the scalar read (``RunInfo.image_tags``); no picture is decoded here. The tag is the one the
+    report shows (:func:`vaediag.logs.images.picture_tag`: the reconstruction grid ``val/recon_grid``, then
+    a tag that names reconstructions), its epoch by the report's rule too (:class:`StepEpochs`).
     """
-    tags = dict(getattr(info, "image_tags", None) or {})
-    if not tags:
-        return []
+    from vaediag.logs.images import StepEpochs, picture_tag  # the rule the report's pictures use too
 
-    def rank(t: str) -> tuple[int, str]:
-        low = t.lower()
-        return (0 if t == RECON_GRID_TAG else 1 if ("recon" in low or "rec" in low.split("/")[-1]) else 2, t)
-    tag = min(tags, key=rank)
+    tags = dict(getattr(info, "image_tags", None) or {})
+    tag = picture_tag(tags)
+    if tag is None:
+        return []
     n, step = tags[tag]
-    fin: list[float] = []
-    if len(frame) and "step" in frame.columns and "epoch" in frame.columns:
-        fin = [float(e) for e in frame.loc[frame["step"] == step, "epoch"] if np.isfinite(e) and e >= 0]
-    when = f"{human_epoch(int(max(fin)))} (step {step})" if fin else f"step {step}"
+    epoch = StepEpochs(frame)(step)
+    when = f"{human_epoch(epoch)} (step {step})" if epoch is not None else f"step {step}"
     files = list(getattr(info, "event_files", []) or [])
     where = files[0].name if len(files) == 1 else f"{len(files)} event files of {getattr(info, 'path', run)}"
     others = f"; also {', '.join(sorted(set(tags) - {tag})[:5])}" if len(tags) > 1 else ""

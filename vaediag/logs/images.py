@@ -20,13 +20,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from vaediag.errors import VaediagError
 from vaediag.logs.records import scan
 from vaediag.safeio import read_bytes
 
-__all__ = ["LoggedImage", "read_images", "image_format", "MIN_IMAGE_RECORD"]
+__all__ = ["LoggedImage", "read_images", "iter_images", "image_format", "picture_tag", "StepEpochs",
+           "MIN_IMAGE_RECORD"]
 
 #: Records shorter than this cannot hold an encoded image (a PNG header alone is 57 bytes) and are skipped.
 MIN_IMAGE_RECORD = 96
@@ -91,10 +92,15 @@ def read_images(files: Sequence[str | os.PathLike[str]], *, tags: Iterable[str] 
     Damaged records are skipped as the scalar reader skips them; a file that cannot be read is skipped
     (the scalar reader has already said so). Files are read whole, one at a time.
     """
+    return sorted(iter_images(files, tags=tags), key=lambda i: (i.step, i.wall_time))
+
+
+def iter_images(files: Sequence[str | os.PathLike[str]], *, tags: Iterable[str] | None = None) -> Iterator[LoggedImage]:
+    """:func:`read_images` one image at a time, in file order (not sorted): a caller that keeps only a few
+    (the report keeps the grids it shows) holds one file's bytes and those few images, never them all."""
     from tensorboard.compat.proto import event_pb2
 
     wanted = set(tags) if tags is not None else None
-    out: list[LoggedImage] = []
     for f in files:
         path = Path(f)
         try:  # regular files only, never blocking on a FIFO
@@ -114,6 +120,56 @@ def read_images(files: Sequence[str | os.PathLike[str]], *, tags: Iterable[str] 
                 continue
             for img in _images_of(ev, path):
                 if wanted is None or img.tag in wanted or img.tag.rsplit("/", 1)[0] in wanted:
-                    out.append(img)
-    out.sort(key=lambda i: (i.step, i.wall_time))
-    return out
+                    yield img
+        del buf, mv
+
+
+def picture_tag(tags: Iterable[str]) -> str | None:
+    """The image tag that shows a run's reconstructions, by one rule for ``check`` and ``report``.
+
+    Our trainer's grid (:data:`vaediag.terms.RECON_GRID_TAG`, inputs over reconstructions) first; then a
+    tag whose name says reconstructions (``val/reconstructions``, latent-diffusion's
+    ``train/reconstruction``, ``recon``, a last component starting ``rec``); then any image tag, so a run
+    that logs pictures always has one shown. Ties go to the first tag in sort order. None: no image tags.
+    """
+    from vaediag.terms import RECON_GRID_TAG
+
+    def rank(t: str) -> tuple[int, str]:
+        low = t.lower()
+        return (0 if t == RECON_GRID_TAG else 1 if ("recon" in low or "rec" in low.split("/")[-1]) else 2, t)
+
+    tags = list(tags)
+    return min(tags, key=rank) if tags else None
+
+
+class StepEpochs:
+    """A run's step -> epoch index (0-based, as the tidy frame has it), for pictures logged at a step.
+
+    The epoch of a step is the largest epoch of the run's scalar rows at that step; a step with no
+    scalar row takes the epoch of the nearest step before it that has one (an image logged between
+    scalars belongs to the epoch in progress). None before the first such step, or for a run whose
+    frame gives no epoch. Negative epochs (an evaluation before training) count as none.
+    """
+
+    def __init__(self, frame) -> None:
+        import numpy as np
+
+        steps = np.asarray([], dtype=np.int64)
+        epochs = np.asarray([], dtype=np.float64)
+        if frame is not None and len(frame) and "step" in frame.columns and "epoch" in frame.columns:
+            f = frame[["step", "epoch"]]
+            f = f[np.isfinite(f["epoch"].to_numpy(dtype=np.float64)) & (f["epoch"] >= 0)]
+            if len(f):
+                g = f.groupby("step", sort=True)["epoch"].max()
+                steps = g.index.to_numpy(dtype=np.int64)
+                epochs = g.to_numpy(dtype=np.float64)
+        self._steps, self._epochs = steps, epochs
+
+    def __bool__(self) -> bool:
+        return bool(len(self._steps))
+
+    def __call__(self, step: int) -> int | None:
+        import numpy as np
+
+        i = int(np.searchsorted(self._steps, step, side="right")) - 1
+        return int(self._epochs[i]) if i >= 0 else None

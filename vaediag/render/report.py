@@ -1,6 +1,8 @@
 """The markdown run-comparison report (``vaediag report``): one document a team reads instead of TensorBoard.
 
-Sections, in order: summary (the best run, by how much, why, what next), runs (configuration and final
+Sections, in order: reconstructions (each run's logged pictures, inputs over reconstructions, at its final
+epoch, watchdog decisions and milestones, runs side by side: :mod:`.pictures`; only for runs that log
+images), summary (the best run, by how much, why, what next), runs (configuration and final
 metrics), evolution across runs (the seed's "Run 1 ... Run 2 ... Run 3"), curves (PNG plots), milestones
 (pass / fail / pending), expected vs actual (targets from a TOML file, improvement over a baseline),
 findings and recommendations (the same rules as ``vaediag check``), watchdog decisions (runs with a
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from vaediag.atomic import atomic_write
 from vaediag.diagnose.engine import run_order
 from vaediag.errors import InputError, RulesError, UsageError
+from vaediag.render import pictures
 from vaediag.render.markdown import MISSING, code_span, escape, link_path, table
 from vaediag.sanitize import plot_text, visible
 from vaediag.terms import CANONICAL_TERMS, TERM_INFO
@@ -976,12 +979,45 @@ def _section_notes(runset: "RunSet", views: Sequence[_Run]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------
+# Pictures (vaediag.render.pictures draws the section; this picks what it needs from the views)
+
+
+def _picture_runs(runset: "RunSet", views: Sequence[_Run]) -> list[pictures.RunPictures]:
+    """The runs that log pictures, with their tag (check's rule), decisions and milestones reached.
+    Nothing is read here: the scalar read counted the image tags."""
+    from vaediag.logs.images import StepEpochs, picture_tag
+
+    numbered = _numbered_decisions(views)
+    out = []
+    for v in views:
+        tags = dict(getattr(v.info, "image_tags", None) or {})
+        tag = picture_tag(tags)
+        if tag is None:
+            continue
+        decisions = []
+        for n, w, rec in numbered:
+            e = rec.get("epoch")
+            if w is v and isinstance(e, (int, float)) and not isinstance(e, bool) and math.isfinite(e) and e >= 0:
+                decisions.append((n, int(e)))
+        reached = set()
+        for f in v.diag.findings:
+            tail = f.rule.split("_", 1)[1] if f.rule.startswith("milestone_") else ""
+            if tail.isdigit() and 1 <= int(tail) <= v.epochs:
+                reached.add(int(tail) - 1)  # "after epoch 10" is the frame's epoch index 9
+        count, latest = tags[tag]
+        out.append(pictures.RunPictures(run=v.run, label=v.label, tag=tag, count=int(count), latest_step=int(latest),
+                                        files=list(v.info.event_files), epochs=StepEpochs(runset.run_frame(v.run)),
+                                        decisions=decisions, milestones=sorted(reached)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
 # Plots
 
 
 @dataclass
 class Report:
-    """A rendered report: the markdown text and the plot files (relative to the files directory)."""
+    """A rendered report: the markdown text and the plot and picture files (names in the files directory)."""
 
     markdown: str
     files: dict[str, bytes]
@@ -1124,7 +1160,8 @@ def build_report(
         targets: expected results (default: :func:`load_targets`).
         sources: the paths the user gave, for the generated line.
         generated_at: time for the generated line (default: now, or ``SOURCE_DATE_EPOCH`` when set).
-        plots: render the PNG plots (False: text only, no Curves images).
+        plots: render the PNG plots and read the runs' pictures (False: text only, no Curves images, no
+            pictures read; the Reconstructions section says where to see them).
 
     Raises:
         UsageError: ``baseline`` is not one of the runs, or a run has no diagnosis.
@@ -1136,6 +1173,8 @@ def build_report(
     best = ranked[0] if ranked else None
     files_dir = f"{out_name}_files"
     rendered = _render_plots(views) if plots else []
+    picture_runs = _picture_runs(runset, views)
+    gallery = pictures.collect(picture_runs) if plots and picture_runs else None
 
     heading = title or f"VAE training report: {runset.root.name or runset.root}"
     when = generated_at or _now()
@@ -1148,6 +1187,8 @@ def build_report(
     lines = [f"# {escape(heading)}", "",
              f"{GENERATED_PREFIX}{when.strftime('%Y-%m-%d %H:%M UTC')} by vaediag {__version__} from {src}._", "",
              f"{n} run{'s' if n != 1 else ''}: " + ", ".join(f"{v.label} {escape(v.run)}" for v in views) + ".", ""]
+    # Inputs beside reconstructions come before any number (a VAE user looks at those first).
+    lines += pictures.section(gallery, files_dir) if gallery is not None else pictures.text_only_section(picture_runs)
     lines += _section_summary(views, base, targets)
     lines += _section_runs(views)
     lines += _section_evolution(views)
@@ -1158,7 +1199,9 @@ def build_report(
     lines += _section_watchdog(views)
     lines += _section_notes(runset, views)
     text = "\n".join(lines).rstrip("\n") + "\n"
-    return Report(markdown=text, files={name: data for name, _, _, data in rendered}, files_dir=files_dir)
+    files = {name: data for name, _, _, data in rendered}
+    files.update(gallery.files if gallery is not None else {})
+    return Report(markdown=text, files=files, files_dir=files_dir)
 
 
 def _now() -> datetime:
@@ -1168,8 +1211,9 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-# The plot files a report writes into NAME_files/ (see _render_plots); only these names are ever written
-# there, and only these (when the old report linked them) are removed as stale by --force.
+# The plot files a report writes into NAME_files/ (see _render_plots). Only these names and the pictures'
+# (vaediag.render.pictures.PICTURE_NAME) are ever written there, and only these (when the old report linked
+# them and they still hold PNG, or for a picture any image, bytes) are removed as stale by --force.
 PLOT_FILES = ("loss_terms.png", "loss_terms_weighted.png", "quality.png", "penalty_share.png", "kl_weight.png")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _HEAD_BYTES = 4096
@@ -1200,11 +1244,22 @@ def _is_own_report(path: Path) -> bool:
 
 
 def _is_own_plot(path: Path) -> bool:
-    return path.name in PLOT_FILES and _head(path, len(_PNG_MAGIC)) == _PNG_MAGIC
+    """True for a file vaediag writes into NAME_files/: a plot (its name, PNG bytes) or a picture
+    (:data:`vaediag.render.pictures.PICTURE_NAME`, starting with an image signature)."""
+    from vaediag.logs.images import image_format
+
+    if path.name in PLOT_FILES:
+        return _head(path, len(_PNG_MAGIC)) == _PNG_MAGIC
+    return pictures.is_picture_name(path.name) and image_format(_head(path, 16)) is not None
+
+
+def _is_own_name(name: str) -> bool:
+    return name in PLOT_FILES or pictures.is_picture_name(name)
 
 
 def _linked_plots(report: Path, fdir_name: str) -> set[str]:
-    """The plot files an existing report links from its NAME_files/ folder (empty when unreadable)."""
+    """The plot and picture files an existing report links from its NAME_files/ folder (empty when
+    unreadable)."""
     import re
     from urllib.parse import unquote
 
@@ -1218,7 +1273,7 @@ def _linked_plots(report: Path, fdir_name: str) -> set[str]:
     for link in re.findall(r"\]\(([^)\s]+)\)", text or ""):
         target = unquote(link)
         head, sep, name = target.partition("/")
-        if sep and head == fdir_name and name in PLOT_FILES:
+        if sep and head == fdir_name and _is_own_name(name):
             out.add(name)
     return out
 
@@ -1277,14 +1332,16 @@ def write_report(
     - A new report is created without a window for clobbering (:mod:`vaediag.outputs`): of two
       processes writing one new report, the second gets "already exists". The markdown claims the name
       first, then the plots are written; if they cannot be, the new markdown is removed again.
-    - ``force`` replaces an existing report and its plots atomically, then removes the plots the old
-      report linked that the new one does not write (no stale plots); any other file in ``NAME_files/``
-      is left alone.
+    - ``force`` replaces an existing report and its plots and pictures atomically, then removes the
+      plots and pictures the old report linked that the new one does not write (no stale files); any
+      other file in ``NAME_files/`` is left alone, and a picture's name held by something that is not an
+      image is refused before anything is written.
     - A stream (``-``, ``/dev/stdout``, ``/dev/null``, a FIFO, a terminal) gets the markdown written into
-      it, without ``force``; no plots are drawn or written (the returned path is the stream's).
+      it, without ``force``; no plots are drawn and no pictures read or written (the returned path is
+      the stream's).
 
-    ``plots=False`` writes the text alone (no Curves section, no plots folder): quicker where no one
-    will look at the pictures.
+    ``plots=False`` writes the text alone (no Curves section, no pictures, no plots folder): quicker
+    where no one will look at them.
 
     Returns:
         The path of the markdown file (the target of a followed symbolic link).
@@ -1308,6 +1365,16 @@ def write_report(
         return out
     fdir = files_dir_for(out)
     stale = _linked_plots(out, fdir.name) - set(report.files) if dest.mode != NEW else set()
+    if os.path.lexists(fdir):  # (only with --force: check_destination refused it otherwise)
+        from vaediag.outputs import Inputs, plan_output
+
+        for name in sorted(set(report.files) - set(PLOT_FILES)):  # the plots were planned already
+            p = fdir / name
+            plan_output(p, force=True, inputs=inputs if inputs is not None else Inputs(),
+                        allow_stream=False, follow_links=False, owned=_is_own_plot, what="the picture")
+            if os.path.lexists(p) and not _is_own_plot(p):
+                raise UsageError(f"cannot write the picture {str(p)!r}: a file that is not a picture is in the "
+                                 f"way (vaediag replaces only pictures it wrote there); move it or choose another -o")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
