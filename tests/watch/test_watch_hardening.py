@@ -128,8 +128,14 @@ class Proc:
         return self.p.returncode, err
 
     def kill(self) -> None:
+        """Clean up after a failed test: SIGTERM first, which the watchdog forwards to its child (in its own
+        session, out of our reach) and escalates to SIGKILL after its grace; then SIGKILL the watchdog."""
         if self.p.poll() is None:
-            self.p.kill()
+            self.p.terminate()
+            try:
+                self.p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
             self.p.wait()
 
 
