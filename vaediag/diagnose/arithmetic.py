@@ -303,8 +303,9 @@ def read_kl_convention(
         if hit and v is not None and v >= 1 and float(v).is_integer():
             conv.latent_dim, conv.latent_dim_source = int(v), f"parameter {hit[0]}"
 
-    conv.fit = fit_total(frame, "train")
-    conv.val_fit = fit_total(frame, "val")
+    if "loss" in terms:  # no logged total, nothing to fit (and no pandas work for an empty run)
+        conv.fit = fit_total(frame, "train")
+        conv.val_fit = fit_total(frame, "val")
     if conv.fit is not None:
         conv.notes.append(f"the logged total holds exactly on all {conv.fit.steps:,} shared train steps: "
                           f"{conv.fit.formula}")

@@ -52,8 +52,7 @@ def check_no_scalars(frame: pd.DataFrame, *, run: str, n_scalars: int | None = N
 
     Bookkeeping alone (``hp_metric``, ``lr``, ``epoch``) does not count as something to judge.
     """
-    judged = frame["term"].isin(_JUDGED) if len(frame) else pd.Series([], dtype=bool)
-    if len(frame) and bool(judged.any()):
+    if len(frame) and bool(frame["term"].isin(_JUDGED).any()):
         return []
     n = len(frame) if n_scalars is None else n_scalars
     if n == 0:

@@ -204,6 +204,12 @@ def decode_buffer(
 
     u64, u32 = views(buf)
     n_rec = len(starts)
+    if n_rec <= _FEW_RECORDS:
+        # A handful of records (a header-only file, a short poll): protobuf costs less than the numpy set-up.
+        empty = np.zeros(0, dtype=np.int64)
+        out = Decoded(np.zeros(0, np.int32), empty, np.zeros(0, np.float64), np.zeros(0, np.float64))
+        _decode_others(buf, u32, starts, lengths, np.arange(n_rec), empty, reg, meta, out)
+        return out
     L = lengths
     in_range = (L >= _MIN_LEN) & (L <= _MAX_LEN)
     if in_range.all():
@@ -310,8 +316,20 @@ def decode_buffer(
     fast_values = val_bits.astype(np.uint32).view(np.float32).astype(np.float64)
     fast_walls = wall_bits.view(np.float64)
 
-    # Everything else: C CRC per record, then protobuf.
-    others = np.flatnonzero(~handled)
+    out = Decoded(fast_codes, fast_steps, fast_values, fast_walls)
+    out.fast = len(fast_codes)
+    out.bad_crc = n_bad
+    out.records = len(fast_codes)
+    _decode_others(buf, u32, starts, lengths, np.flatnonzero(~handled), sel, reg, meta, out)
+    return out
+
+
+_FEW_RECORDS = 4
+
+
+def _decode_others(buf, u32, starts, lengths, others, sel, reg: TagRegistry, meta: EventMeta, out: Decoded) -> None:
+    """Records ``others`` (indices into starts/lengths): C CRC each, then protobuf; their rows are merged
+    into ``out`` in record order (``sel``: the record index of each row already in ``out``)."""
     mv = memoryview(buf)
     good_records: list[tuple[int, int]] = []
     good_index: list[int] = []
@@ -322,11 +340,8 @@ def decode_buffer(
             good_records.append((a, b))
             good_index.append(r)
         else:
-            n_bad += 1
-    out = Decoded(fast_codes, fast_steps, fast_values, fast_walls)
-    out.fast = len(fast_codes)
-    out.bad_crc = n_bad
-    out.records = len(fast_codes) + len(good_records)
+            out.bad_crc += 1
+    out.records += len(good_records)
     if good_records:
         rows = ScalarRows()
         row_rec: list[int] = []
@@ -339,4 +354,3 @@ def decode_buffer(
             out.steps = np.insert(out.steps, at, np.asarray(rows.steps, dtype=np.int64))
             out.values = np.insert(out.values, at, np.asarray(rows.values, dtype=np.float64))
             out.wall_times = np.insert(out.wall_times, at, np.asarray(rows.wall_times, dtype=np.float64))
-    return out
