@@ -80,3 +80,24 @@ def test_the_group_lists_twenty_ids_and_counts_the_rest(tmp_path):
     flat = " ".join(_text(diagnose(vaediag.load(tmp_path))).split())
     assert "runs: run_00000, run_00001," in flat and "run_00019 and 3 more (--json lists each)" in flat
     assert "run_00020" not in flat
+
+
+def test_the_loss_fit_reads_the_most_logged_tags_among_thousands(tmp_path):
+    # A real total (loss = recon + 0.5 x kl, every step) among 3,000 per-sample losses and 40 per-sample
+    # reconstruction terms logged once: the fit tried every total against every part (hours at 120,000).
+    from scaletrees import scalar_record, header_record
+    from vaediag.diagnose.arithmetic import fit_total
+
+    recs = [header_record()]
+    for step in range(30):
+        recon, kl = 1.0 / (step + 1), 2.0 + step % 3
+        for tag, v in (("train/recon", recon), ("train/kl", kl), ("train/loss", recon + 0.5 * kl)):
+            recs.append(scalar_record(tag, step, v, 1.7e9 + step))
+    recs += [scalar_record(f"train/sample_{i:04d}/loss", 29, 0.1, 1.7e9 + 30) for i in range(3000)]
+    recs += [scalar_record(f"train/sample_{i:02d}/recon", 29, 0.1, 1.7e9 + 30) for i in range(40)]
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "events.out.tfevents.1.host").write_bytes(b"".join(recs))
+    frame = vaediag.load(tmp_path).frame
+    fit = fit_total(frame, "train")
+    assert fit is not None and fit.total == "train/loss"
+    assert fit.terms == {"train/recon": "recon", "train/kl": "kl"} and fit.steps == 30

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from corpus import Case, params, run_case
-from scaletrees import deep_tree, empty_runs, remove_tree
+from scaletrees import deep_tree, empty_runs, many_tags_run, remove_tree
 
 _REPORT = ("r.md", "r_files", "r_files/*")
 
@@ -29,6 +29,13 @@ def _empty(tmp: Path) -> list[str]:
     return ["check", str(tmp / "tree")]
 
 
+def _tags(n: int, fmt: str):
+    def build(tmp: Path) -> list[str]:
+        many_tags_run(tmp / "run", n, fmt=fmt)
+        return ["check", str(tmp / "run"), "--json"]
+    return build
+
+
 CASES = [
     # os.walk recursed once per level: RecursionError (a 60-line traceback) on a tree ~1,000 deep.
     # (Deeper than PATH_MAX: tests/logs/test_logs_scale.py; the corpus's snapshot cannot lstat such paths.)
@@ -39,6 +46,15 @@ CASES = [
     # the 10,000-run timing is `make bench`'s).
     Case("check-2500-empty-runs", _empty, 0, "", timeout=600,
          stdout=r"2500 runs with nothing to judge  ·  0 completed epochs  ·  WARN(?s:.*)2500 runs checked: 2500 warn"),
+    # Very many distinct tags in one run (1M took 116 s and 0.94 GB; the 1M timing is `make bench`'s):
+    # past 50,000 unmapped tags the rest are counted, not read, and the finding says how many.
+    Case("check-150k-unmapped-tags", _tags(150_000, "hist/{:07d}"), 0, "", timeout=300,
+         stdout=r"150000 tags not mapped to any term, ignored: hist/0000000, .* the scalars of 100,000 of them "
+                r"were not read \(vaediag reads at most 50,000 per load\)"),
+    # Tags that all name a term (per-sample losses): the loss arithmetic tried every pair of them (hours);
+    # past 100,000 distinct tags the rest are not read, and a warning says so.
+    Case("check-120k-loss-tags", _tags(120_000, "sample/{:06d}/loss"), 0, "", timeout=300,
+         stdout=r"20,003 tags that vaediag reads were not read \(20,003 scalars\): past its limit of 100,000"),
 ]
 
 

@@ -76,3 +76,102 @@ def test_the_walk_lists_runs_in_name_order_and_keeps_layout_rules(tmp_path):
     _, runs, orphans = discover(tmp_path)
     assert [r.run for r in runs] == ["a/version_0", "a/version_1", "b/version_0", "c/run"]
     assert orphans == [tmp_path / "orphan"]
+
+
+# --- many distinct tags ---------------------------------------------------------------------------
+
+@pytest.fixture
+def small_limits(monkeypatch):
+    """The reader's limits on distinct tags, shrunk so a test needs hundreds of tags, not a million."""
+    import vaediag.logs.decode as decode
+
+    monkeypatch.setattr(decode, "MAX_UNMAPPED_TAGS", 100)
+    monkeypatch.setattr(decode, "MAX_TAGS", 400)
+    return decode
+
+
+def _unmapped_finding(rs):
+    from vaediag.diagnose import health
+
+    return health.check_unmapped(rs.runs["r"], run="r")
+
+
+def test_unmapped_tags_past_the_limit_are_counted_not_read(tmp_path, small_limits):
+    # 1,000 per-sample tags logged 3 times each, before the run's real tags: the real tags are read in
+    # full (a tag a term names is never refused for the unmapped limit), 100 of the others are kept.
+    many_tags_run(tmp_path / "r", 1000, steps=3, after=False)
+    rs = vaediag.load(tmp_path)
+    info, f = rs.runs["r"], rs.frame
+    assert len(f[f["tag"] == "train/loss"]) == 50 and len(f[f["tag"] == "val/loss"]) == 5
+    assert len(info.unmapped_tags) == 100 and info.unmapped_tags[0] == "hist/0000000"
+    assert (info.unmapped_not_read, info.tags_not_read, info.scalars_not_read) == (900, 0, 2700)
+    assert f["tag"].nunique() == 103 and len(f) == 50 + 50 + 5 + 300
+    assert [n.kind for n in info.facts if n.kind == "tags_not_read"] == ["tags_not_read"]
+    assert any("900 more tags that no term names were not read (2,700 scalars)" in n for n in info.notes)
+    assert info.warnings == []
+    (finding,) = _unmapped_finding(rs)
+    assert finding.message.startswith("1000 tags not mapped to any term, ignored: hist/0000000")
+    assert "the scalars of 900 of them were not read (vaediag reads at most 100 per load)" in finding.message
+
+
+def test_tags_past_the_limit_on_all_tags_are_a_warning(tmp_path, small_limits):
+    many_tags_run(tmp_path / "r", 1000, fmt="sample/{:05d}/loss")  # each names the term loss
+    rs = vaediag.load(tmp_path)
+    info = rs.runs["r"]
+    # The run's 3 real tags come first, then 397 sample tags fill the limit of 400.
+    assert rs.frame["tag"].nunique() == 400 and info.tags_not_read == 603 and info.scalars_not_read == 603
+    (w,) = info.warnings
+    assert w.startswith("603 tags that vaediag reads were not read (603 scalars): past its limit of 400 distinct tags")
+    assert any(x.startswith("r: 603 tags that vaediag reads were not read") for x in rs.warnings)
+
+
+def test_the_limits_count_distinct_tags_across_files_and_chunks(tmp_path, small_limits, monkeypatch):
+    import vaediag.logs.stream as stream
+
+    monkeypatch.setattr(stream, "CHUNK_BYTES", 4096)  # dozens of chunks: refused tags seen again and again
+    many_tags_run(tmp_path / "r", 300, steps=4)
+    second = tmp_path / "r" / "events.out.tfevents.1700000001.host.2.0"
+    second.write_bytes(many_tags_run(tmp_path / "tmp", 300, steps=2).read_bytes())
+    rs = vaediag.load(tmp_path / "r")
+    info = rs.runs["r"]
+    assert (info.unmapped_not_read, info.scalars_not_read) == (200, 200 * 6)
+    assert len(info.unmapped_tags) == 100
+
+
+def test_tags_refused_on_the_protobuf_path_are_counted_too(tmp_path, small_limits):
+    from logs_helpers import tensor_scalar_event, write_raw
+
+    write_raw(tmp_path / "r", [tensor_scalar_event(f"tf2/{i:04d}", 1, float(i), 1.7e9) for i in range(250)] * 2)
+    info = vaediag.load(tmp_path).runs["r"]
+    assert (len(info.unmapped_tags), info.unmapped_not_read, info.scalars_not_read) == (100, 150, 300)
+
+
+def test_a_registry_without_limits_registers_everything():
+    from vaediag.logs.decode import TagRegistry
+
+    reg = TagRegistry()
+    assert [reg.admit(f"t{i}") for i in range(3)] == [0, 1, 2] and reg.code("t1") == 1
+
+
+def test_tail_keeps_the_limits(tmp_path, small_limits):
+    from vaediag.logs.tail import Tail
+
+    many_tags_run(tmp_path / "r", 500)
+    tail = Tail(tmp_path / "r")
+    frame = tail.poll()
+    assert frame["tag"].nunique() == 103 and tail.meta.not_read_unmapped.tags == 400
+    assert len(tail.unmapped_tags) == 100
+
+
+def test_tags_past_the_slot_table_decode_to_their_names(tmp_path):
+    # More tags than the 65,536-slot table holds at half load: the table grows, every tag decodes to its name.
+    from vaediag.logs.decode import TagRegistry
+    from vaediag.logs.events import EventMeta
+    from vaediag.logs.stream import FileCursor
+
+    path = many_tags_run(tmp_path / "r", 40_000, fmt="x/{:06d}")
+    reg = TagRegistry()
+    rows = FileCursor(path).read(reg, EventMeta())
+    assert len(reg) == 40_003 and len(reg._slots) >= 2 * len(reg)
+    names = [reg.names[c] for c in rows.codes[-40_000:]]
+    assert names == [f"x/{i:06d}" for i in range(40_000)]

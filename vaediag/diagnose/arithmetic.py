@@ -42,6 +42,12 @@ MODEL_KINDS = ("vae", "ae", "vq", "no_kl")
 _TOL = 1e-4  # max |total - fit| relative to max |total|: float32 logging leaves ~1e-7
 _MAX_ROWS = 4000  # rows used to search subsets; the chosen fit is then checked on every shared step
 _MAX_PARTS = 5
+# A run that logs thousands of tags of one term (per-sample losses: sample/17/loss) is fitted on its most
+# logged ones: at most this many totals per split, and, past _MAX_PART_TAGS candidate parts, the
+# _PER_TERM most logged tags of each term (a real run has a handful; the search is exponential in them).
+_MAX_TOTALS = 8
+_MAX_PART_TAGS = 16
+_PER_TERM = 2
 
 
 @dataclass(frozen=True)
@@ -173,13 +179,22 @@ def fit_total(frame: pd.DataFrame, split: str) -> LossFit | None:
     terms = sub["term"].astype(object)
     tag_term = dict(zip(sub["tag"].astype(object), terms))
     totals = sorted(t for t, term in tag_term.items() if term == "loss")
+    n_rows: dict[str, int] = {}
+    if len(totals) > _MAX_TOTALS or len(tag_term) > _MAX_PART_TAGS:
+        tags, counts = np.unique(sub["tag"].astype(object).to_numpy(), return_counts=True)
+        n_rows = dict(zip(tags.tolist(), counts.tolist()))
+    if len(totals) > _MAX_TOTALS:
+        totals = sorted(sorted(totals, key=lambda t: (-n_rows[t], t))[:_MAX_TOTALS])
+    scalars = {t: term for t, term in tag_term.items() if term in ("kl_weight", "d_weight", "disc_factor")}
+    parts_of: dict[str | None, dict[str, str]] = {}  # aggregation -> candidate parts (once, not per total)
     best: LossFit | None = None
     for total in totals:
         agg = tag_aggregation(total)
-        parts = {t: term for t, term in tag_term.items() if term in PART_TERMS and tag_aggregation(t) == agg}
-        weighted = {term[: -len("_weighted")] for term in parts.values() if term.endswith("_weighted")}
-        parts = {t: term for t, term in parts.items() if term not in weighted}
-        scalars = {t: term for t, term in tag_term.items() if term in ("kl_weight", "d_weight", "disc_factor")}
+        if agg not in parts_of:
+            parts = {t: term for t, term in tag_term.items() if term in PART_TERMS and tag_aggregation(t) == agg}
+            weighted = {term[: -len("_weighted")] for term in parts.values() if term.endswith("_weighted")}
+            parts_of[agg] = _most_logged({t: term for t, term in parts.items() if term not in weighted}, n_rows)
+        parts = parts_of[agg]
         if not parts:
             continue
         keep = [total, *parts, *scalars]
@@ -203,6 +218,17 @@ def fit_total(frame: pd.DataFrame, split: str) -> LossFit | None:
         if fit is not None and (best is None or fit.steps > best.steps):
             best = fit
     return best
+
+
+def _most_logged(parts: dict[str, str], n_rows: dict[str, int]) -> dict[str, str]:
+    """``parts``, or past :data:`_MAX_PART_TAGS` of them the :data:`_PER_TERM` most logged tags per term."""
+    if len(parts) <= _MAX_PART_TAGS:
+        return parts
+    by_term: dict[str, list[str]] = {}
+    for t, term in parts.items():
+        by_term.setdefault(term, []).append(t)
+    keep = {t for tags in by_term.values() for t in sorted(tags, key=lambda t: (-n_rows.get(t, 0), t))[:_PER_TERM]}
+    return {t: term for t, term in parts.items() if t in keep}
 
 
 def _search(split: str, total: str, y: np.ndarray, cols: dict[str, np.ndarray], col_terms: dict[str, str]) -> LossFit | None:

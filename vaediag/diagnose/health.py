@@ -328,11 +328,21 @@ def check_dead_model(table: pd.DataFrame, *, run: str, epochs: int, min_spread: 
 def check_unmapped(info, *, run: str) -> list[Finding]:
     """``unmapped_tags`` (info): scalar tags that map to no term, so nothing judged them (``--tags`` maps them)."""
     tags = list(getattr(info, "unmapped_tags", None) or [])
-    if not tags:
+    not_read = int(getattr(info, "unmapped_not_read", 0) or 0)  # past the reader's limit: counted only
+    n = len(tags) + not_read
+    if not n:
         return []
-    shown = ", ".join(tags[:12]) + (f" and {len(tags) - 12} more" if len(tags) > 12 else "")
-    return [Finding("unmapped_tags", "info", run, f"{len(tags)} tag{'s' if len(tags) != 1 else ''} not mapped to any "
-                    f"term, ignored: {shown} (map them with --tags FILE)", value=float(len(tags)))]
+    shown = ", ".join(tags[:12]) + (f" and {n - 12} more" if n > 12 else "")
+    msg = f"{n} tag{'s' if n != 1 else ''} not mapped to any term, ignored: {shown} (map them with --tags FILE)"
+    if not_read:
+        msg += f"; the scalars of {not_read:,} of them were not read (vaediag reads at most {_max_unmapped():,} per load)"
+    return [Finding("unmapped_tags", "info", run, msg, value=float(n))]
+
+
+def _max_unmapped() -> int:
+    from vaediag.logs.decode import MAX_UNMAPPED_TAGS
+
+    return MAX_UNMAPPED_TAGS
 
 
 def check_kl_sign_convention(notes: Iterable[str], *, run: str) -> list[Finding]:

@@ -17,11 +17,12 @@ from vaediag.errors import CorruptLogError, InputError
 from vaediag.logs.discover import RunDir, discover
 from vaediag.logs.events import EventMeta, ScalarRows, decode_records
 from vaediag.logs.conventions import Note
+from vaediag.logs import decode as _decode
 from vaediag.logs.decode import TagRegistry
 from vaediag.logs.frame import FrameBuilder, RunRows, build_frame
 from vaediag.logs.records import scan
 from vaediag.logs.stream import FileCursor, Rows, RowsAccumulator
-from vaediag.terms import TagMap, load_tag_map
+from vaediag.terms import TagMap, load_tag_map, resolve
 
 __all__ = ["ENGINES", "RunInfo", "RunSet", "FileStats", "load", "read_event_file", "read_run_metadata", "restart_warnings"]
 
@@ -58,6 +59,10 @@ class RunInfo:
     warnings: list[str] = field(default_factory=list)  # damage found while reading, files that overlap
     unmapped_tags: list[str] = field(default_factory=list)  # scalar tags no canonical term names, sorted
     files: list[FileStats] = field(default_factory=list)
+    # Past the reader's limits on distinct tags (decode.MAX_UNMAPPED_TAGS, MAX_TAGS): counted, not read.
+    unmapped_not_read: int = 0  # distinct tags no term names
+    tags_not_read: int = 0  # distinct tags a term names (a warning says so)
+    scalars_not_read: int = 0  # their records
 
     @property
     def params(self) -> dict[str, Any]:
@@ -250,7 +255,11 @@ def load(
         run_glob: keep only runs whose id matches this glob (fnmatch).
         engine: ``"numpy"`` (default: vectorised framing, CRCs and decoding of the common scalar layout,
             protobuf for every other record) or ``"python"`` (the reference: one record at a time,
-            protobuf for all). Both give the same frame, metadata and warnings.
+            protobuf for all). Both give the same frame, metadata and warnings, up to the numpy engine's
+            limits on distinct tags (:data:`decode.MAX_UNMAPPED_TAGS` tags no term names,
+            :data:`decode.MAX_TAGS` in all, per load): past them it counts tags and scalars in
+            ``RunInfo.unmapped_not_read`` / ``tags_not_read`` / ``scalars_not_read`` instead of reading
+            them; the reference reads everything.
 
     Raises:
         InputError: the path is missing or unreadable, ``run_glob`` matches no run, or a bad option.
@@ -287,7 +296,7 @@ def load(
             infos[rr.run].facts.extend(rr.facts)
             infos[rr.run].unmapped_tags = list(rr.unmapped)
     else:
-        reg = TagRegistry()
+        reg = TagRegistry.limited(lambda name: resolve(name, tag_map)[0])
         bounds = {rd.run: _row_bound(rd.event_files) for rd in run_dirs}  # one stat per file
         builder = FrameBuilder(
             reg.names,
@@ -346,6 +355,7 @@ def _read_run_fast(rd: RunDir, reg: TagRegistry, *, capacity: int) -> tuple[RunI
         file_rows.append((f, n_before, len(acc)))
     info.hparams = meta.hparams
     info.texts = meta.texts
+    _not_read(info, meta)
     rows = acc.rows()
     if len(file_rows) > 1:
         info.warnings.extend(restart_warnings([
@@ -356,6 +366,23 @@ def _read_run_fast(rd: RunDir, reg: TagRegistry, *, capacity: int) -> tuple[RunI
     if sum(st.size for st in info.files) > _TRIM_AFTER_BYTES:
         _release_free_memory()
     return info, rows
+
+
+def _not_read(info: RunInfo, meta: EventMeta) -> None:
+    """Record the tags past the registry's limits: a fact for tags no term names, a warning for the others."""
+    un, mapped = meta.not_read_unmapped, meta.not_read_mapped
+    info.unmapped_not_read, info.tags_not_read = un.tags, mapped.tags
+    info.scalars_not_read = un.scalars + mapped.scalars
+    if un:
+        msg = (f"{un.tags:,} more tag{'s' if un.tags != 1 else ''} that no term names {'were' if un.tags != 1 else 'was'} "
+               f"not read ({un.scalars:,} scalars): vaediag reads at most {_decode.MAX_UNMAPPED_TAGS:,} such tags per load")
+        info.facts.append(Note("tags_not_read", None, msg, un.scalars))
+        info.notes.append(msg)
+    if mapped:
+        info.warnings.append(
+            f"{mapped.tags:,} tag{'s' if mapped.tags != 1 else ''} that vaediag reads {'were' if mapped.tags != 1 else 'was'} "
+            f"not read ({mapped.scalars:,} scalars): past its limit of {_decode.MAX_TAGS:,} distinct tags per load (the "
+            "tags seen first are read); in a tree, check fewer runs at a time (--run GLOB)")
 
 
 _MIN_SCALAR_RECORD = 36  # 16 bytes of framing + the smallest one-scalar Event of the common layout
