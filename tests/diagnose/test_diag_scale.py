@@ -101,3 +101,12 @@ def test_the_loss_fit_reads_the_most_logged_tags_among_thousands(tmp_path):
     fit = fit_total(frame, "train")
     assert fit is not None and fit.total == "train/loss"
     assert fit.terms == {"train/recon": "recon", "train/kl": "kl"} and fit.steps == 30
+
+
+def test_run_warnings_are_told_from_tree_warnings_by_lookup():
+    from vaediag.commands.check import _of_a_run
+
+    runs = {"a": 1, "a: b": 2, "x/y": 3}
+    ws = ["a: damaged", "a: b: damaged", "x/y: truncated", "x: y", "3 directories could not be read: a: b", "ab: no"]
+    assert [_of_a_run(w, runs) for w in ws] == [any(w.startswith(f"{r}: ") for r in runs) for w in ws]
+    assert [_of_a_run(w, runs) for w in ws] == [True, True, True, False, False, False]

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from vaediag.diagnose.numbers import fmt_weight, round_sig
+from vaediag.diagnose.tables import values_present
 from vaediag.terms import tag_aggregation
 
 __all__ = ["LossFit", "KLConvention", "fit_total", "read_kl_convention", "PART_TERMS", "MODEL_KINDS"]
@@ -316,8 +317,8 @@ def read_kl_convention(
     params = params or {}
     config = config or {}
     conv = KLConvention()
-    terms = set(map(str, frame["term"].dropna().unique())) if len(frame) else set()
-    tags = set(map(str, frame["tag"].unique())) if len(frame) else set()
+    terms = values_present(frame["term"]) if len(frame) else set()
+    tags = values_present(frame["tag"]) if len(frame) else set()
     has_kl = bool(terms & {"kl", "kl_weighted"})
 
     # Latent size: the user, then parameters.

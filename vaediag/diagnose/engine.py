@@ -24,7 +24,8 @@ import pandas as pd
 from vaediag.diagnose import checklist, collapse, health, penalty
 from vaediag.diagnose.model import Finding, Penalty, RunDiagnosis
 from vaediag.diagnose.rulesfile import Rules, load_rules
-from vaediag.diagnose.tables import _STATE_SET, _VALUE_SET, _tables, completed_epochs, latest_metrics
+from vaediag.diagnose.tables import (_STATE_SET, _VALUE_SET, _tables, completed_epochs, latest_metrics,
+                                     values_present)
 from vaediag.errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -199,13 +200,7 @@ _EMPTY: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None = None
 
 def _terms_present(frame: pd.DataFrame) -> set[str]:
     """The terms of a run's rows (cheap on the reader's categorical column)."""
-    if len(frame) == 0:
-        return set()
-    col = frame["term"]
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        codes = col.cat.codes.to_numpy()
-        return {str(t) for t in col.cat.categories[np.unique(codes[codes >= 0])]}
-    return {str(t) for t in col.dropna().unique()}
+    return values_present(frame["term"]) if len(frame) else set()
 
 
 def _empty_tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -270,7 +265,9 @@ def run_finished(
             if '"event": "exit"' in text or '"event":"exit"' in text:
                 return True, f"the run ended at epoch {epochs}: its watchdog journal records the training process's exit"
     if len(frame):
-        last = float(frame["wall_time"].max())
+        walls = frame["wall_time"].to_numpy(dtype=np.float64)
+        walls = walls[~np.isnan(walls)]
+        last = float(walls.max()) if len(walls) else math.nan
         now = time.time() if now is None else now
         if math.isfinite(last) and now - last > idle_seconds:
             hours = (now - last) / 3600

@@ -19,7 +19,7 @@ import pandas as pd
 from vaediag.diagnose.criteria import Trend, blur_verdict, classify_trend, dead_model_verdict
 from vaediag.diagnose.model import Finding
 from vaediag.diagnose.numbers import fmt_pct, fmt_sig, fmt_weight, human_epoch
-from vaediag.diagnose.tables import VALUE_TERMS
+from vaediag.diagnose.tables import VALUE_TERMS, values_present
 
 __all__ = [
     "check_no_scalars",
@@ -52,13 +52,13 @@ def check_no_scalars(frame: pd.DataFrame, *, run: str, n_scalars: int | None = N
 
     Bookkeeping alone (``hp_metric``, ``lr``, ``epoch``) does not count as something to judge.
     """
-    if len(frame) and bool(frame["term"].isin(_JUDGED).any()):
+    if len(frame) and values_present(frame["term"]) & _JUDGED:
         return []
     n = len(frame) if n_scalars is None else n_scalars
     if n == 0:
         msg = "no scalars logged at all: the run died before its first logging step, or logs elsewhere"
     else:
-        tags = sorted(map(str, frame["tag"].unique()))
+        tags = sorted(values_present(frame["tag"]))
         msg = (f"no loss or metric scalars: only {n} bookkeeping value(s) ({', '.join(tags[:5])}); "
                "the run died before its first logging step")
     return [Finding("no_scalars", "warn", run, msg, value=float(n))]
