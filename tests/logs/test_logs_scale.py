@@ -175,3 +175,18 @@ def test_tags_past_the_slot_table_decode_to_their_names(tmp_path):
     assert len(reg) == 40_003 and len(reg._slots) >= 2 * len(reg)
     names = [reg.names[c] for c in rows.codes[-40_000:]]
     assert names == [f"x/{i:06d}" for i in range(40_000)]
+
+
+@pytest.mark.slow
+def test_the_scale_benchmark_runs_small(tmp_path):
+    # `make bench`'s scale entry, at a size that takes seconds: it builds, checks and removes every tree.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-m", "bench", "scale", "--runs", "12", "--tags", "300", "--depth", "40"],
+                         cwd=root, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    last = json.loads(out.stdout.strip().splitlines()[-1])
+    assert last["bench"] == "scale" and last["runs"] == 12
+    assert {"check header", "check zero", "check tags unmapped", "check tags loss", "check deep",
+            "report deep"} <= set(last["results"])
+    assert all(r.get("exit", 0) in (0, 1) for r in last["results"].values())
+    assert "goal: check on 12 empty runs under 10 s wall" in out.stdout
