@@ -16,10 +16,11 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from vaediag.diagnose.tables import values_present
 from vaediag.diagnose.criteria import Trend, blur_verdict, classify_trend, dead_model_verdict
 from vaediag.diagnose.model import Finding
 from vaediag.diagnose.numbers import fmt_pct, fmt_sig, fmt_weight, human_epoch
-from vaediag.diagnose.tables import VALUE_TERMS, values_present
+from vaediag.diagnose.tables import VALUE_TERMS
 
 __all__ = [
     "check_no_scalars",

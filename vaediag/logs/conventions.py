@@ -67,7 +67,7 @@ class Note:
     """A structured fact about a run's data (``RunInfo.facts``); ``message`` is the text in ``notes``.
 
     Kinds: ``kl_sign_flipped``, ``kl_sign_contradicted`` (tail), ``post_fit_eval``,
-    ``split_from_cadence``, ``step_minus_one``, ``tags_not_read`` (the reader's limit on unmapped tags). ``count``: the rows concerned, where that is a number.
+    ``split_from_cadence``, ``step_minus_one``. ``count``: the rows concerned, where that is a number.
     """
 
     kind: str

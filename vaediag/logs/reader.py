@@ -22,7 +22,7 @@ from vaediag.logs.decode import TagRegistry
 from vaediag.logs.frame import FrameBuilder, RunRows, build_frame
 from vaediag.logs.records import scan
 from vaediag.logs.stream import FileCursor, Rows, RowsAccumulator
-from vaediag.terms import TagMap, load_tag_map, resolve
+from vaediag.terms import TagMap, load_tag_map
 
 __all__ = ["ENGINES", "RunInfo", "RunSet", "FileStats", "load", "read_event_file", "read_run_metadata", "restart_warnings"]
 
@@ -296,6 +296,8 @@ def load(
             infos[rr.run].facts.extend(rr.facts)
             infos[rr.run].unmapped_tags = list(rr.unmapped)
     else:
+        from vaediag.terms import resolve
+
         reg = TagRegistry.limited(lambda name: resolve(name, tag_map)[0])
         bounds = {rd.run: _row_bound(rd.event_files) for rd in run_dirs}  # one stat per file
         builder = FrameBuilder(
@@ -355,13 +357,13 @@ def _read_run_fast(rd: RunDir, reg: TagRegistry, *, capacity: int) -> tuple[RunI
         file_rows.append((f, n_before, len(acc)))
     info.hparams = meta.hparams
     info.texts = meta.texts
-    _not_read(info, meta)
     rows = acc.rows()
     if len(file_rows) > 1:
         info.warnings.extend(restart_warnings([
             (f, rows.codes[a:b], rows.steps[a:b], rows.wall_times[a:b]) for f, a, b in file_rows
         ]))
     info.n_scalars = len(rows)
+    _not_read(info, meta)
     read_run_metadata(rd.path, info)
     if sum(st.size for st in info.files) > _TRIM_AFTER_BYTES:
         _release_free_memory()
