@@ -273,8 +273,8 @@ def load(
     tag_map = load_tag_map(tags) if isinstance(tags, (str, os.PathLike)) else tags
     if steps_per_epoch is not None and (isinstance(steps_per_epoch, bool) or steps_per_epoch <= 0):
         raise InputError(f"steps per epoch must be a positive integer, got {steps_per_epoch}")
-    skipped: list[tuple[Path, str]] = []
-    root, run_dirs, orphans = discover(path, skipped=skipped)
+    unlisted: list[tuple[Path, str]] = []  # directories the walk could not list
+    root, run_dirs, orphans = discover(path, skipped=unlisted)
     if run_glob is not None:
         selected = [r for r in run_dirs if fnmatch.fnmatchcase(r.run, run_glob)]
         if not selected:
@@ -320,11 +320,11 @@ def load(
     for o in orphans:
         rel = o.relative_to(root).as_posix() if o != root else root.name
         warnings.append(f"{rel}: run metadata but no event file (the run died before logging?); skipped")
-    if skipped:
-        first, why = skipped[0]
-        more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
-        warnings.append(f"{len(skipped)} director{'y' if len(skipped) == 1 else 'ies'} could not be read and "
-                        f"{'was' if len(skipped) == 1 else 'were'} skipped: {_shown(first, root)} ({why}){more}")
+    if unlisted:
+        first, why = unlisted[0]
+        more = f" and {len(unlisted) - 1} more" if len(unlisted) > 1 else ""
+        warnings.append(f"{len(unlisted)} director{'y' if len(unlisted) == 1 else 'ies'} could not be read and "
+                        f"{'was' if len(unlisted) == 1 else 'were'} skipped: {_shown(first, root)} ({why}){more}")
     return RunSet(root=root, frame=frame, runs=infos, warnings=warnings, orphans=orphans)
 
 
