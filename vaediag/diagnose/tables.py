@@ -259,7 +259,8 @@ def values_present(col: pd.Series) -> set[str]:
     (the reader's run, tag and term), which costs microseconds where ``unique()`` costs a millisecond."""
     if len(col) == 0:
         return set()
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        codes = col.cat.codes.to_numpy()
-        return {str(v) for v in col.cat.categories[np.unique(codes[codes >= 0])]}
+    arr = col.array
+    if isinstance(arr, pd.Categorical):
+        codes = arr.codes  # (the array itself: .cat.codes builds a Series)
+        return {str(v) for v in arr.categories.take(np.unique(codes[codes >= 0])).tolist()}
     return {str(v) for v in col.dropna().unique()}
