@@ -186,7 +186,7 @@ def _in_process(fn) -> dict:
 def _row(name: str, r: dict) -> None:
     peak = f"{r['peak_mb']:8.0f}" if "peak_mb" in r else f"{'':8}"
     extra = f"  exit {r['exit']}" if r.get("exit") not in (None, 0, 1) else ""
-    print(f"{name:<44} {r['wall_s']:8.2f} {r['cpu_s']:8.2f} {peak}{extra}", flush=True)
+    print(f"{name:<50} {r['wall_s']:8.2f} {r['cpu_s']:8.2f} {peak}{extra}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv or [])
     results: dict[str, dict] = {}
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; seconds and MB")
-    print(f"{'':<44} {'wall':>8} {'cpu':>8} {'peak':>8}")
+    print(f"{'':<50} {'wall':>8} {'cpu':>8} {'peak':>8}")
     with tempfile.TemporaryDirectory(prefix="vaediag-bench-scale-") as tmp:
         base = Path(tmp)
         try:
