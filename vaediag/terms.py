@@ -249,6 +249,8 @@ _SUFFIXES: tuple[tuple[str, str], ...] = (
     ("/validation", "val"), ("_validation", "val"), ("/val", "val"), ("_val", "val"),
     ("/train", "train"), ("_train", "train"),
 )
+_PREFIX_STRINGS = tuple(p for p, _ in _PREFIXES)
+_SUFFIX_STRINGS = tuple(x for x, _ in _SUFFIXES)
 # Lightning appends _step / _epoch for on_step and on_epoch logging of the same metric.
 _AGGREGATION_SUFFIXES = ("_step", "_epoch")
 _LR_RE = re.compile(r"^lr[-_/].+|^lr$|.*learning_rate.*")
@@ -290,24 +292,30 @@ class TagMap:
 
 def _split_markers(name: str) -> tuple[str, str | None]:
     low = name.lower()
-    for prefix, split in _PREFIXES:
-        if low.startswith(prefix) and len(low) > len(prefix):
-            return low[len(prefix):], split
-    for suffix, split in _SUFFIXES:
-        if low.endswith(suffix) and len(low) > len(suffix):
-            return low[: -len(suffix)], split
+    # (The tuple tests are the loops' necessary condition, in C: most tags carry no marker.)
+    if low.startswith(_PREFIX_STRINGS):
+        for prefix, split in _PREFIXES:
+            if low.startswith(prefix) and len(low) > len(prefix):
+                return low[len(prefix):], split
+    if low.endswith(_SUFFIX_STRINGS):
+        for suffix, split in _SUFFIXES:
+            if low.endswith(suffix) and len(low) > len(suffix):
+                return low[: -len(suffix)], split
     return low, None
 
 
 def _base_term(base: str) -> str | None:
     if base in _ALIASES:
         return _ALIASES[base]
-    for agg in _AGGREGATION_SUFFIXES:
-        if base.endswith(agg) and base[: -len(agg)] in _ALIASES:
-            return _ALIASES[base[: -len(agg)]]
-    if _LR_RE.match(base):  # Lightning's LearningRateMonitor: lr-Adam, lr-AdamW/pg1, ...
+    if base.endswith(_AGGREGATION_SUFFIXES):
+        for agg in _AGGREGATION_SUFFIXES:
+            if base.endswith(agg) and base[: -len(agg)] in _ALIASES:
+                return _ALIASES[base[: -len(agg)]]
+    # Lightning's LearningRateMonitor: lr-Adam, lr-AdamW/pg1, ... (the substring tests are the patterns'
+    # necessary conditions: a million per-sample tags skip the regular expressions)
+    if (base.startswith("lr") or "learning_rate" in base) and _LR_RE.match(base):
         return "lr"
-    if _RECON_KIND_RE.match(base):
+    if base.startswith("rec") and _RECON_KIND_RE.match(base):
         return "recon"
     # "loss/kl", "losses/kl_loss": the last path component names the term.
     if "/" in base:

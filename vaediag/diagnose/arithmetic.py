@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from vaediag.diagnose.numbers import fmt_weight, round_sig
+from vaediag.diagnose.tables import values_present
 from vaediag.terms import tag_aggregation
 
 __all__ = ["LossFit", "KLConvention", "fit_total", "read_kl_convention", "PART_TERMS", "MODEL_KINDS"]
@@ -42,6 +43,12 @@ MODEL_KINDS = ("vae", "ae", "vq", "no_kl")
 _TOL = 1e-4  # max |total - fit| relative to max |total|: float32 logging leaves ~1e-7
 _MAX_ROWS = 4000  # rows used to search subsets; the chosen fit is then checked on every shared step
 _MAX_PARTS = 5
+# A run that logs thousands of tags of one term (per-sample losses: sample/17/loss) is fitted on its most
+# logged ones: at most this many totals per split, and, past _MAX_PART_TAGS candidate parts, the
+# _PER_TERM most logged tags of each term (a real run has a handful; the search is exponential in them).
+_MAX_TOTALS = 8
+_MAX_PART_TAGS = 16
+_PER_TERM = 2
 
 
 @dataclass(frozen=True)
@@ -173,13 +180,22 @@ def fit_total(frame: pd.DataFrame, split: str) -> LossFit | None:
     terms = sub["term"].astype(object)
     tag_term = dict(zip(sub["tag"].astype(object), terms))
     totals = sorted(t for t, term in tag_term.items() if term == "loss")
+    n_rows: dict[str, int] = {}
+    if len(totals) > _MAX_TOTALS or len(tag_term) > _MAX_PART_TAGS:
+        tags, counts = np.unique(sub["tag"].astype(object).to_numpy(), return_counts=True)
+        n_rows = dict(zip(tags.tolist(), counts.tolist()))
+    if len(totals) > _MAX_TOTALS:
+        totals = sorted(sorted(totals, key=lambda t: (-n_rows[t], t))[:_MAX_TOTALS])
+    scalars = {t: term for t, term in tag_term.items() if term in ("kl_weight", "d_weight", "disc_factor")}
+    parts_of: dict[str | None, dict[str, str]] = {}  # aggregation -> candidate parts (once, not per total)
     best: LossFit | None = None
     for total in totals:
         agg = tag_aggregation(total)
-        parts = {t: term for t, term in tag_term.items() if term in PART_TERMS and tag_aggregation(t) == agg}
-        weighted = {term[: -len("_weighted")] for term in parts.values() if term.endswith("_weighted")}
-        parts = {t: term for t, term in parts.items() if term not in weighted}
-        scalars = {t: term for t, term in tag_term.items() if term in ("kl_weight", "d_weight", "disc_factor")}
+        if agg not in parts_of:
+            parts = {t: term for t, term in tag_term.items() if term in PART_TERMS and tag_aggregation(t) == agg}
+            weighted = {term[: -len("_weighted")] for term in parts.values() if term.endswith("_weighted")}
+            parts_of[agg] = _most_logged({t: term for t, term in parts.items() if term not in weighted}, n_rows)
+        parts = parts_of[agg]
         if not parts:
             continue
         keep = [total, *parts, *scalars]
@@ -203,6 +219,17 @@ def fit_total(frame: pd.DataFrame, split: str) -> LossFit | None:
         if fit is not None and (best is None or fit.steps > best.steps):
             best = fit
     return best
+
+
+def _most_logged(parts: dict[str, str], n_rows: dict[str, int]) -> dict[str, str]:
+    """``parts``, or past :data:`_MAX_PART_TAGS` of them the :data:`_PER_TERM` most logged tags per term."""
+    if len(parts) <= _MAX_PART_TAGS:
+        return parts
+    by_term: dict[str, list[str]] = {}
+    for t, term in parts.items():
+        by_term.setdefault(term, []).append(t)
+    keep = {t for tags in by_term.values() for t in sorted(tags, key=lambda t: (-n_rows.get(t, 0), t))[:_PER_TERM]}
+    return {t: term for t, term in parts.items() if t in keep}
 
 
 def _search(split: str, total: str, y: np.ndarray, cols: dict[str, np.ndarray], col_terms: dict[str, str]) -> LossFit | None:
@@ -290,8 +317,8 @@ def read_kl_convention(
     params = params or {}
     config = config or {}
     conv = KLConvention()
-    terms = set(map(str, frame["term"].dropna().unique())) if len(frame) else set()
-    tags = set(map(str, frame["tag"].unique())) if len(frame) else set()
+    terms = values_present(frame["term"]) if len(frame) else set()
+    tags = values_present(frame["tag"]) if len(frame) else set()
     has_kl = bool(terms & {"kl", "kl_weighted"})
 
     # Latent size: the user, then parameters.
@@ -303,8 +330,9 @@ def read_kl_convention(
         if hit and v is not None and v >= 1 and float(v).is_integer():
             conv.latent_dim, conv.latent_dim_source = int(v), f"parameter {hit[0]}"
 
-    conv.fit = fit_total(frame, "train")
-    conv.val_fit = fit_total(frame, "val")
+    if "loss" in terms:  # no logged total, nothing to fit (and no pandas work for an empty run)
+        conv.fit = fit_total(frame, "train")
+        conv.val_fit = fit_total(frame, "val")
     if conv.fit is not None:
         conv.notes.append(f"the logged total holds exactly on all {conv.fit.steps:,} shared train steps: "
                           f"{conv.fit.formula}")

@@ -18,12 +18,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+import numpy as np
 import pandas as pd
 
 from vaediag.diagnose import checklist, collapse, health, penalty
 from vaediag.diagnose.model import Finding, Penalty, RunDiagnosis
 from vaediag.diagnose.rulesfile import Rules, load_rules
-from vaediag.diagnose.tables import _tables, completed_epochs, latest_metrics
+from vaediag.diagnose.tables import (_STATE_SET, _VALUE_SET, _tables, completed_epochs, latest_metrics,
+                                     values_present)
 from vaediag.errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -124,13 +126,17 @@ def diagnose_run(
     conv = read_kl_convention(frame, params=params, config=config, kl_weight=kl_weight, latent_dim=latent_dim,
                               ours=ours)
     prof = resolve_profile(profile or rules.section("profiles")["default"], ours=ours)
-    table, present = _tables(frame)
+    # No row of a term the epoch table reads (no rows at all, or bookkeeping like hp_metric): the table is
+    # empty, built once per process and copied (a tree of 10,000 empty runs spent most of its time here).
+    termed = bool(_terms_present(frame) & _TABLE_TERMS)
+    empty = None if termed else _empty_tables()
+    table, present = _tables(frame) if empty is None else empty[:2]
     scale = conv.raw_scale()
     if scale != 1.0:  # the logged KL already includes the weight: the rules judge the raw KL
         for col in [c for c in table.columns if c in ("kl", "train_kl", "val_kl")]:
             table[col] = table[col] * scale
-    epochs = completed_epochs(frame)
-    metrics = latest_metrics(table, present, epochs=epochs)
+    epochs = completed_epochs(frame) if termed else 0
+    metrics = latest_metrics(table, present, epochs=epochs) if termed else {}
     ended = run_finished(frame, info=info, params=params, epochs=epochs, now=now, forced=finished,
                          **rules.section("finished"))
     ae = conv.model == "ae"
@@ -141,7 +147,8 @@ def diagnose_run(
     findings += health.check_kl_sign_convention(getattr(info, "facts", None) or [], run=run)
     if findings and findings[0].rule == "no_scalars":
         pen = Penalty(kl_weight=None, kl_weight_source=None, latent_dim=conv.latent_dim,
-                      table=penalty.penalty_table(table), note="no scalars: nothing to compute")
+                      table=penalty.penalty_table(table) if empty is None else empty[2],
+                      note="no scalars: nothing to compute")
         d = RunDiagnosis(run=run, epochs=epochs, metrics=metrics, penalty=pen, findings=findings,
                          recommendations=[], table=table, info=info, convention=conv, profile=prof, finished=ended)
         d.recommendations = _recommend(d, rules, config, params)
@@ -186,6 +193,27 @@ def diagnose_run(
                      table=table, info=info, convention=conv, profile=prof, finished=ended)
     d.recommendations = _recommend(d, rules, config, params)
     return d
+
+
+_TABLE_TERMS = _VALUE_SET | _STATE_SET
+_EMPTY: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None = None
+
+
+def _terms_present(frame: pd.DataFrame) -> set[str]:
+    """The terms of a run's rows (cheap on the reader's categorical column)."""
+    return values_present(frame["term"]) if len(frame) else set()
+
+
+def _empty_tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(epoch table, presence, penalty table) of a run without termed rows, as :func:`_tables` and
+    :func:`penalty.penalty_table` make them: computed once per process; the tables a diagnosis keeps are
+    copies, the presence frame (read by nothing on this path) is shared."""
+    global _EMPTY
+    if _EMPTY is None:
+        table, present = _tables(pd.DataFrame({"run": [], "tag": [], "term": [], "split": [], "step": [],
+                                               "epoch": [], "value": [], "wall_time": []}))
+        _EMPTY = (table, present, penalty.penalty_table(table))
+    return _EMPTY[0].copy(), _EMPTY[1], _EMPTY[2].copy()
 
 
 PROFILES = ("auto", "seed", "generic")
@@ -238,7 +266,9 @@ def run_finished(
             if '"event": "exit"' in text or '"event":"exit"' in text:
                 return True, f"the run ended at epoch {epochs}: its watchdog journal records the training process's exit"
     if len(frame):
-        last = float(frame["wall_time"].max())
+        walls = frame["wall_time"].to_numpy(dtype=np.float64)
+        walls = walls[~np.isnan(walls)]
+        last = float(walls.max()) if len(walls) else math.nan
         now = time.time() if now is None else now
         if math.isfinite(last) and now - last > idle_seconds:
             hours = (now - last) / 3600

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from vaediag.diagnose.tables import values_present
 from vaediag.diagnose.criteria import Trend, blur_verdict, classify_trend, dead_model_verdict
 from vaediag.diagnose.model import Finding
 from vaediag.diagnose.numbers import fmt_pct, fmt_sig, fmt_weight, human_epoch
@@ -52,14 +53,13 @@ def check_no_scalars(frame: pd.DataFrame, *, run: str, n_scalars: int | None = N
 
     Bookkeeping alone (``hp_metric``, ``lr``, ``epoch``) does not count as something to judge.
     """
-    judged = frame["term"].isin(_JUDGED) if len(frame) else pd.Series([], dtype=bool)
-    if len(frame) and bool(judged.any()):
+    if len(frame) and values_present(frame["term"]) & _JUDGED:
         return []
     n = len(frame) if n_scalars is None else n_scalars
     if n == 0:
         msg = "no scalars logged at all: the run died before its first logging step, or logs elsewhere"
     else:
-        tags = sorted(map(str, frame["tag"].unique()))
+        tags = sorted(values_present(frame["tag"]))
         msg = (f"no loss or metric scalars: only {n} bookkeeping value(s) ({', '.join(tags[:5])}); "
                "the run died before its first logging step")
     return [Finding("no_scalars", "warn", run, msg, value=float(n))]
@@ -353,11 +353,21 @@ def check_pictures(info, frame: pd.DataFrame, *, run: str) -> list[Finding]:
 def check_unmapped(info, *, run: str) -> list[Finding]:
     """``unmapped_tags`` (info): scalar tags that map to no term, so nothing judged them (``--tags`` maps them)."""
     tags = list(getattr(info, "unmapped_tags", None) or [])
-    if not tags:
+    not_read = int(getattr(info, "unmapped_not_read", 0) or 0)  # past the reader's limit: counted only
+    n = len(tags) + not_read
+    if not n:
         return []
-    shown = ", ".join(tags[:12]) + (f" and {len(tags) - 12} more" if len(tags) > 12 else "")
-    return [Finding("unmapped_tags", "info", run, f"{len(tags)} tag{'s' if len(tags) != 1 else ''} not mapped to any "
-                    f"term, ignored: {shown} (map them with --tags FILE)", value=float(len(tags)))]
+    shown = ", ".join(tags[:12]) + (f" and {n - 12} more" if n > 12 else "")
+    msg = f"{n} tag{'s' if n != 1 else ''} not mapped to any term, ignored: {shown} (map them with --tags FILE)"
+    if not_read:
+        msg += f"; the scalars of {not_read:,} of them were not read (vaediag reads at most {_max_unmapped():,} per load)"
+    return [Finding("unmapped_tags", "info", run, msg, value=float(n))]
+
+
+def _max_unmapped() -> int:
+    from vaediag.logs.decode import MAX_UNMAPPED_TAGS
+
+    return MAX_UNMAPPED_TAGS
 
 
 def check_kl_sign_convention(facts: Iterable[Any], *, run: str) -> list[Finding]:

@@ -20,6 +20,13 @@ Engines (``load(..., engine=...)``), equal in output:
 * ``"python"``: the reference reader, one record at a time in Python (``records.scan`` + protobuf for
   every record); kept for differential tests and the fuzzer.
 
+Limits (numpy engine and tail): at most ``decode.MAX_UNMAPPED_TAGS`` (50,000) distinct tags that no term
+names and ``decode.MAX_TAGS`` (100,000) distinct tags in all are read per load; the scalars of later
+tags are counted (``RunInfo.unmapped_not_read``, ``tags_not_read``, ``scalars_not_read``; the
+``unmapped_tags`` finding or a warning says so), so a run with a million per-sample tags reads in
+seconds and bounded memory. The directory walk is iterative (any depth the OS allows; a directory it
+cannot list, e.g. past ``PATH_MAX``, is one warning).
+
 Modules: ``discover`` (runs and run ids), ``records`` (TFRecord framing, reference scanner), ``crc``
 (CRC-32C, vectorised), ``scanner`` (vectorised streaming framing), ``decode`` (vectorised Event
 decoding), ``events`` (protobuf decoding, metadata), ``stream`` (incremental file reading),

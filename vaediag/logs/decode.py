@@ -16,11 +16,19 @@ bytes in which it differs from that one. Every record that does not match the la
 tensor scalars, hparams, images, histograms, several values in one summary, a tag that is not UTF-8, a
 step of more than 7 varint bytes) goes through :func:`events.decode_records`, so results are identical to
 the protobuf path; rows are kept in file order.
+
+Limits (a run that logs a million distinct tags must read in bounded time and memory): a
+:meth:`TagRegistry.limited` registry, the one :func:`vaediag.load` and the tail use, registers at most
+:data:`MAX_UNMAPPED_TAGS` distinct tags that no term names and at most :data:`MAX_TAGS` distinct tags in
+all, in the order they first appear. The records of a tag past a limit are counted per run
+(:class:`events.NotRead`: scalars and distinct tags, by 64-bit hash of the tag bytes), never decoded
+into rows. Tags that map to a term are only refused past :data:`MAX_TAGS`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -28,7 +36,13 @@ from vaediag.logs import crc as _crc
 from vaediag.logs.events import EventMeta, ScalarRows, decode_records
 from vaediag.logs.records import masked_crc
 
-__all__ = ["TagRegistry", "Decoded", "decode_buffer"]
+__all__ = ["TagRegistry", "Decoded", "decode_buffer", "MAX_UNMAPPED_TAGS", "MAX_TAGS"]
+
+#: Distinct tags no term names that one load (or one tail) registers; the rest are counted, not read.
+MAX_UNMAPPED_TAGS = 50_000
+#: Distinct tags of any kind that one load (or one tail) registers.
+MAX_TAGS = 100_000
+_DROPPED = -2  # a tag code: past a limit (not read); -1 is "not UTF-8: protobuf decides"
 
 _MIN_LEN = 20  # 09+8, 2a len 0a len 0a len, 15+4: the smallest record of the layout (empty tag, step 0)
 _MAX_LEN = 160  # 9 + 8 + 6 + 127 + 5, rounded: one-byte length fields cap the layout
@@ -55,43 +69,120 @@ def _tag_keys(raw: bytes) -> tuple[int, int, list[int]]:
 
 
 class TagRegistry:
-    """Tag names seen so far, each with a code; bytes-level tables for the vectorised path."""
+    """Tag names seen so far, each with a code; bytes-level tables for the vectorised path.
 
-    def __init__(self) -> None:
+    ``TagRegistry()`` registers every tag. :meth:`limited` makes one that refuses tags past
+    :data:`MAX_UNMAPPED_TAGS` / :data:`MAX_TAGS` (the module docstring): a refused tag is remembered by
+    hash (64-bit, of its bytes) so its later records are dropped without decoding their tag again.
+    """
+
+    def __init__(
+        self,
+        *,
+        term_of: Callable[[str], str | None] | None = None,
+        max_unmapped: int | None = None,
+        max_tags: int | None = None,
+    ) -> None:
         self.names: list[str] = []
         self.index: dict[str, int] = {}
+        self._slot_bits = _SLOT_BITS
         self._slots = np.full(1 << _SLOT_BITS, -1, dtype=np.int32)
         self._by_hash: dict[int, int] = {}  # every registered hash -> code (-1: not UTF-8, protobuf path)
         self._keys: list[tuple[int, int, int, list[int]]] = []  # (length, head, tail, middles) per code
-        self._arrays: tuple | None = None  # numpy copies of _keys, rebuilt after registrations
+        self._arrays: tuple | None = None  # numpy copies of _keys[:_n_arrays], extended after registrations
+        self._n_arrays = 0
+        self._term_of = term_of
+        self._max_unmapped = max_unmapped
+        self._max_tags = max_tags
+        self.unmapped = 0  # registered tags that no term names (counted when term_of is given)
+        self._dropped: dict[int, bool] = {}  # hash of a refused tag -> whether a term names it
+        self._dropped_names: dict[str, bool] = {}  # the same, for tags refused on the protobuf path
+
+    @classmethod
+    def limited(cls, term_of: Callable[[str], str | None] | None = None) -> "TagRegistry":
+        """A registry with the per-load limits; ``term_of(name)``: the tag's term or None (default:
+        :func:`vaediag.terms.resolve` without user mappings)."""
+        if term_of is None:
+            from vaediag.terms import resolve
+
+            def term_of(name: str) -> str | None:
+                return resolve(name)[0]
+        return cls(term_of=term_of, max_unmapped=MAX_UNMAPPED_TAGS, max_tags=MAX_TAGS)
 
     def __len__(self) -> int:
         return len(self.names)
 
-    def code(self, name: str) -> int:
-        """The code of ``name``, registering it on first sight."""
-        c = self.index.get(name)
-        if c is None:
-            c = self.index[name] = len(self.names)
-            self.names.append(name)
-            raw = name.encode("utf-8")
-            self._keys.append((len(raw), *_tag_keys(raw)))
-            self._arrays = None
+    def _refuse(self, name: str) -> bool | None:
+        """None when ``name`` may be registered (counting it); else whether a term names it."""
+        if self._term_of is None:
+            return None
+        mapped = self._term_of(name) is not None
+        if self._max_tags is not None and len(self.names) >= self._max_tags:
+            return mapped
+        if not mapped:
+            if self._max_unmapped is not None and self.unmapped >= self._max_unmapped:
+                return mapped
+            self.unmapped += 1
+        return None
+
+    def _add(self, name: str) -> int:
+        c = self.index[name] = len(self.names)
+        self.names.append(name)
+        raw = name.encode("utf-8")
+        self._keys.append((len(raw), *_tag_keys(raw)))
         return c
 
+    def code(self, name: str) -> int:
+        """The code of ``name``, registering it on first sight (past the limits too)."""
+        c = self.index.get(name)
+        if c is None:
+            if self._term_of is not None and self._term_of(name) is None:
+                self.unmapped += 1
+            c = self._add(name)
+        return c
+
+    def admit(self, name: str) -> int:
+        """The code of ``name``, registering it on first sight; -2 when it is past a limit."""
+        c = self.index.get(name)
+        if c is not None:
+            return c
+        if name in self._dropped_names:
+            return _DROPPED
+        mapped = self._refuse(name)
+        if mapped is not None:
+            self._dropped_names[name] = mapped
+            return _DROPPED
+        return self._add(name)
+
+    def refused_is_mapped(self, h: int) -> bool:
+        """Whether the refused tag of hash ``h`` maps to a term."""
+        return self._dropped[h]
+
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(length, head, tail, middle words) of every code, as arrays."""
-        if self._arrays is None:
-            width = max((len(k[3]) for k in self._keys), default=0)
-            mids = np.zeros((len(self._keys), width), dtype=np.uint64)
-            for i, k in enumerate(self._keys):
+        """(length, head, tail, middle words) of every code, as arrays (extended, not rebuilt)."""
+        n = len(self._keys)
+        if self._arrays is None or self._n_arrays != n:
+            new = self._keys[self._n_arrays :]
+            width = max((len(k[3]) for k in new), default=0)
+            if self._arrays is None:
+                old = (np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros(0, np.uint64),
+                       np.zeros((0, width), np.uint64))
+            else:
+                old = self._arrays
+            width = max(width, old[3].shape[1])
+            mids = np.zeros((len(new), width), dtype=np.uint64)
+            for i, k in enumerate(new):
                 mids[i, : len(k[3])] = k[3]
+            old_mids = old[3]
+            if old_mids.shape[1] < width:
+                old_mids = np.pad(old_mids, ((0, 0), (0, width - old_mids.shape[1])))
             self._arrays = (
-                np.fromiter((k[0] for k in self._keys), dtype=np.int64, count=len(self._keys)),
-                np.fromiter((k[1] for k in self._keys), dtype=np.uint64, count=len(self._keys)),
-                np.fromiter((k[2] for k in self._keys), dtype=np.uint64, count=len(self._keys)),
-                mids,
+                np.concatenate([old[0], np.fromiter((k[0] for k in new), dtype=np.int64, count=len(new))]),
+                np.concatenate([old[1], np.fromiter((k[1] for k in new), dtype=np.uint64, count=len(new))]),
+                np.concatenate([old[2], np.fromiter((k[2] for k in new), dtype=np.uint64, count=len(new))]),
+                np.concatenate([old_mids, mids]),
             )
+            self._n_arrays = n
         return self._arrays
 
     def _register_bytes(self, h: int, raw: bytes) -> int:
@@ -100,12 +191,29 @@ class TagRegistry:
         except UnicodeDecodeError:
             self._by_hash[h] = -1
             return -1
-        c = self.code(name)
+        c = self.index.get(name)
+        if c is None:
+            mapped = self._refuse(name)
+            if mapped is not None:
+                self._dropped[h] = mapped
+                return _DROPPED
+            c = self._add(name)
         self._by_hash[h] = c
-        slot = h >> (64 - _SLOT_BITS)
+        if len(self.names) * 2 > len(self._slots):
+            self._grow_slots()
+        slot = h >> (64 - self._slot_bits)
         if self._slots[slot] < 0:
             self._slots[slot] = c
         return c
+
+    def _grow_slots(self) -> None:
+        """Double the slot table (kept at most half full, so most tags resolve without Python)."""
+        self._slot_bits += 1
+        self._slots = np.full(1 << self._slot_bits, -1, dtype=np.int32)
+        shift = 64 - self._slot_bits
+        for h, c in self._by_hash.items():
+            if c >= 0 and self._slots[h >> shift] < 0:
+                self._slots[h >> shift] = c
 
 
 @dataclass
@@ -119,6 +227,7 @@ class Decoded:
     records: int = 0  # records whose data CRC verified
     bad_crc: int = 0
     fast: int = 0  # records decoded by the vectorised path
+    not_read: int = 0  # records of tags past the registry's limits (counted in ``EventMeta.not_read``)
 
 
 def _tag_codes(
@@ -152,23 +261,27 @@ def _tag_codes(
     h ^= h >> np.uint64(31)
     h *= _K1
     h ^= h >> np.uint64(29)
-    codes = reg._slots[(h >> np.uint64(64 - _SLOT_BITS)).astype(np.intp)]
+    codes = reg._slots[(h >> np.uint64(64 - reg._slot_bits)).astype(np.intp)]
     ok = _verify(reg, codes, tl, head, tail, mids)
     if not ok.all():
         bad = np.flatnonzero(~ok)
         uh, first, inv = np.unique(h[bad], return_index=True, return_inverse=True)
-        mapped = np.empty(len(uh), dtype=np.int32)
-        for k, hv in enumerate(uh.tolist()):
-            c = reg._by_hash.get(hv)
+        order = np.argsort(first, kind="stable")  # new tags in the order they first appear
+        at = bad[first[order]]
+        mv = memoryview(buf)
+        by_hash, dropped = reg._by_hash, reg._dropped
+        found = []
+        for hv, a, n in zip(uh[order].tolist(), t0[at].tolist(), tl[at].tolist()):
+            c = by_hash.get(hv)
             if c is None:
-                r = int(bad[first[k]])
-                raw = bytes(buf[int(t0[r]) : int(t0[r]) + int(tl[r])])
-                c = reg._register_bytes(hv, raw)
-            mapped[k] = c
+                c = _DROPPED if hv in dropped else reg._register_bytes(hv, mv[a : a + n].tobytes())
+            found.append(c)
+        mapped = np.empty(len(uh), dtype=np.int32)
+        mapped[order] = found
         codes[bad] = mapped[inv.reshape(-1)]
         ok = _verify(reg, codes, tl, head, tail, mids)  # a 64-bit hash collision is caught here
-        codes[~ok] = -1
-    return codes
+        codes[~ok & (codes != _DROPPED)] = -1  # (a refused tag is known by its hash alone)
+    return codes, h
 
 
 def _verify(reg: TagRegistry, codes: np.ndarray, tl, head, tail, mids) -> np.ndarray:
@@ -204,6 +317,12 @@ def decode_buffer(
 
     u64, u32 = views(buf)
     n_rec = len(starts)
+    if n_rec <= _FEW_RECORDS:
+        # A handful of records (a header-only file, a short poll): protobuf costs less than the numpy set-up.
+        empty = np.zeros(0, dtype=np.int64)
+        out = Decoded(np.zeros(0, np.int32), empty, np.zeros(0, np.float64), np.zeros(0, np.float64))
+        _decode_others(buf, u32, starts, lengths, np.arange(n_rec), empty, reg, meta, out)
+        return out
     L = lengths
     in_range = (L >= _MIN_LEN) & (L <= _MAX_LEN)
     if in_range.all():
@@ -255,7 +374,14 @@ def decode_buffer(
         s, e, Ls, k, q, tl = s[good], e[good], Ls[good], k[good], q[good], tl[good]
         wall_bits, w9, step, tw = wall_bits[good], w9[good], step[good], tw[good]
         sel = sel[good]
-    codes = _tag_codes(reg, buf, u64, q + 6, tl, e) if len(s) else np.zeros(0, dtype=np.int32)
+    if len(s):
+        codes, hashes = _tag_codes(reg, buf, u64, q + 6, tl, e)
+    else:
+        codes, hashes = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.uint64)
+    refused = codes == _DROPPED
+    not_read_sel = sel[refused] if refused.any() else None
+    if not_read_sel is not None:
+        _count_not_read(reg, meta, hashes[refused])
     known = codes >= 0
     if not known.all():
         keep = np.flatnonzero(known)
@@ -300,6 +426,8 @@ def decode_buffer(
         crc_ok = _crc.mask(acc) == u32[e]
     handled = np.zeros(n_rec, dtype=bool)
     handled[sel] = True  # of the layout: decoded here, or rejected for a bad CRC
+    if not_read_sel is not None:
+        handled[not_read_sel] = True  # a tag past the limits: counted, not read
     n_bad = int(len(crc_ok) - np.count_nonzero(crc_ok))
     if n_bad:
         okk = np.flatnonzero(crc_ok)
@@ -310,8 +438,21 @@ def decode_buffer(
     fast_values = val_bits.astype(np.uint32).view(np.float32).astype(np.float64)
     fast_walls = wall_bits.view(np.float64)
 
-    # Everything else: C CRC per record, then protobuf.
-    others = np.flatnonzero(~handled)
+    out = Decoded(fast_codes, fast_steps, fast_values, fast_walls)
+    out.fast = len(fast_codes)
+    out.bad_crc = n_bad
+    out.not_read = 0 if not_read_sel is None else len(not_read_sel)
+    out.records = len(fast_codes)
+    _decode_others(buf, u32, starts, lengths, np.flatnonzero(~handled), sel, reg, meta, out)
+    return out
+
+
+_FEW_RECORDS = 4
+
+
+def _decode_others(buf, u32, starts, lengths, others, sel, reg: TagRegistry, meta: EventMeta, out: Decoded) -> None:
+    """Records ``others`` (indices into starts/lengths): C CRC each, then protobuf; their rows are merged
+    into ``out`` in record order (``sel``: the record index of each row already in ``out``)."""
     mv = memoryview(buf)
     good_records: list[tuple[int, int]] = []
     good_index: list[int] = []
@@ -322,11 +463,8 @@ def decode_buffer(
             good_records.append((a, b))
             good_index.append(r)
         else:
-            n_bad += 1
-    out = Decoded(fast_codes, fast_steps, fast_values, fast_walls)
-    out.fast = len(fast_codes)
-    out.bad_crc = n_bad
-    out.records = len(fast_codes) + len(good_records)
+            out.bad_crc += 1
+    out.records += len(good_records)
     if good_records:
         rows = ScalarRows()
         row_rec: list[int] = []
@@ -334,9 +472,36 @@ def decode_buffer(
         if len(rows):
             rec_of_row = np.asarray(good_index, dtype=np.int64)[np.asarray(row_rec, dtype=np.int64)]
             at = np.searchsorted(sel, rec_of_row)
-            fb_codes = np.fromiter((reg.code(t) for t in rows.tags), dtype=np.int32, count=len(rows))
+            fb_codes = np.fromiter((reg.admit(t) for t in rows.tags), dtype=np.int32, count=len(rows))
+            refused = fb_codes == _DROPPED
+            if refused.any():  # tags past the limits: counted, their rows left out
+                kept = np.flatnonzero(~refused)
+                names = [rows.tags[i] for i in np.flatnonzero(refused).tolist()]
+                _count_not_read_names(reg, meta, names)
+                out.not_read += len(names)
+                fb_codes, rec_of_row = fb_codes[kept], rec_of_row[kept]
+                rows = ScalarRows([rows.tags[i] for i in kept.tolist()], [rows.steps[i] for i in kept.tolist()],
+                                  [rows.values[i] for i in kept.tolist()], [rows.wall_times[i] for i in kept.tolist()])
+                at = np.searchsorted(sel, rec_of_row)
             out.codes = np.insert(out.codes, at, fb_codes)
             out.steps = np.insert(out.steps, at, np.asarray(rows.steps, dtype=np.int64))
             out.values = np.insert(out.values, at, np.asarray(rows.values, dtype=np.float64))
             out.wall_times = np.insert(out.wall_times, at, np.asarray(rows.wall_times, dtype=np.float64))
-    return out
+
+
+def _count_not_read(reg: TagRegistry, meta: EventMeta, hashes: np.ndarray) -> None:
+    """Count records of refused tags (by the hash of their tag bytes) into ``meta.not_read``."""
+    uh, counts = np.unique(hashes, return_counts=True)
+    kind = np.fromiter((reg.refused_is_mapped(int(x)) for x in uh.tolist()), dtype=bool, count=len(uh))
+    for mapped in (False, True):
+        sel = kind == mapped
+        if sel.any():
+            meta.not_read_of(mapped).add(uh[sel], int(counts[sel].sum()))
+
+
+def _count_not_read_names(reg: TagRegistry, meta: EventMeta, names: list[str]) -> None:
+    for mapped in (False, True):
+        sub = [n for n in names if reg._dropped_names[n] == mapped]
+        if sub:
+            hashes = np.fromiter((hash(n) for n in sub), dtype=np.int64, count=len(sub)).view(np.uint64)
+            meta.not_read_of(mapped).add(np.unique(hashes), len(sub))

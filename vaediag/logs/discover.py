@@ -13,6 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from vaediag.errors import CorruptLogError, InputError, NoRunsError
 from vaediag.safeio import kind_of
@@ -46,8 +47,49 @@ def _owner(rel: Path) -> Path:
     return Path(*parts) if parts else Path(".")
 
 
-def discover(path: str | os.PathLike[str]) -> tuple[Path, list[RunDir], list[Path]]:
+def _walk(root: Path, skipped: list[tuple[Path, str]] | None) -> Iterator[tuple[Path, list[str]]]:
+    """``(relative dir, file names)`` for every directory under ``root``, parents before children, siblings
+    in name order; without recursion (a tree deeper than Python's recursion limit is walked like any
+    other). Like ``os.walk(followlinks=False)``: a symlink to a directory is not entered. A directory
+    that cannot be listed (no permission, a path longer than the OS allows) is skipped and, when
+    ``skipped`` is a list, appended to it with the reason."""
+    stack: list[tuple[str, Path]] = [(os.fspath(root), Path("."))]
+    while stack:
+        top, rel = stack.pop()
+        try:
+            with os.scandir(top) as it:
+                entries = list(it)
+        except OSError as exc:
+            if skipped is not None:
+                skipped.append((Path(top), exc.strerror or type(exc).__name__))
+            continue
+        files: list[str] = []
+        subdirs: list[str] = []
+        for e in entries:
+            try:
+                is_dir = e.is_dir()
+            except OSError:
+                is_dir = False
+            if not is_dir:
+                files.append(e.name)
+                continue
+            try:
+                if not e.is_symlink():
+                    subdirs.append(e.name)
+            except OSError:
+                pass
+        yield rel, files
+        for name in sorted(subdirs, reverse=True):  # popped in name order
+            stack.append((os.path.join(top, name), rel / name))
+
+
+def discover(
+    path: str | os.PathLike[str], *, skipped: list[tuple[Path, str]] | None = None
+) -> tuple[Path, list[RunDir], list[Path]]:
     """Find runs under ``path``.
+
+    The walk is iterative (any depth the OS allows). Directories that cannot be listed are skipped;
+    pass a list as ``skipped`` to receive them as ``(path, reason)``.
 
     Returns:
         ``(root, runs, orphans)``: the resolved root directory; runs sorted by id, each with its event
@@ -79,16 +121,10 @@ def discover(path: str | os.PathLike[str]) -> tuple[Path, list[RunDir], list[Pat
     root = p
     groups: dict[Path, list[Path]] = {}
     meta_dirs: list[Path] = []
-
-    def onerror(exc: OSError) -> None:  # unreadable sub-directory: skip it, don't die
-        pass
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=False):
-        dirnames.sort()
-        d = Path(dirpath)
+    for rel, filenames in _walk(root, skipped):
         events = sorted(f for f in filenames if is_event_file(f))
-        rel = d.relative_to(root)
         if events:
+            d = root / rel
             groups.setdefault(_owner(rel), []).extend(d / f for f in events)
         elif any(m in filenames for m in METADATA_FILES):
             meta_dirs.append(rel)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ScalarRows", "EventMeta", "decode_records"]
+__all__ = ["ScalarRows", "EventMeta", "NotRead", "decode_records"]
 
 # TensorFlow DataType enum values that hold a real scalar.
 _DT_FLOAT, _DT_DOUBLE, _DT_HALF, _DT_BFLOAT16 = 1, 2, 19, 14
@@ -40,6 +40,42 @@ class ScalarRows:
         self.wall_times.extend(other.wall_times)
 
 
+class NotRead:
+    """Scalars of tags past the tag registry's limits (``decode.MAX_TAGS``...): counted, not read.
+
+    ``scalars``: records; ``tags``: distinct tags (by a 64-bit hash of each tag; the hashes are kept
+    compacted, so memory stays at about 8 bytes per distinct tag, never per record).
+    """
+
+    def __init__(self) -> None:
+        self.scalars = 0
+        self._parts: list[np.ndarray] = []
+        self._pending = 0
+        self._unique = 0
+
+    def add(self, hashes: np.ndarray, scalars: int) -> None:
+        self.scalars += scalars
+        self._parts.append(np.asarray(hashes, dtype=np.uint64))
+        self._pending += len(hashes)
+        if self._pending > 2 * self._unique + 65536:
+            self._compact()
+
+    def _compact(self) -> None:
+        if len(self._parts) > 1 or self._pending:
+            u = np.unique(np.concatenate(self._parts)) if self._parts else np.zeros(0, np.uint64)
+            self._parts = [u]
+            self._unique = len(u)
+            self._pending = 0
+
+    @property
+    def tags(self) -> int:
+        self._compact()
+        return self._unique
+
+    def __bool__(self) -> bool:
+        return self.scalars > 0
+
+
 @dataclass
 class EventMeta:
     """Run metadata found inside event files."""
@@ -48,6 +84,11 @@ class EventMeta:
     texts: dict[str, str] = field(default_factory=dict)  # text summaries: tag -> latest text
     images: dict[str, tuple[int, int]] = field(default_factory=dict)  # image tag -> (count, latest step)
     undecodable: int = 0  # records whose CRC verified but whose protobuf did not parse
+    not_read_unmapped: NotRead = field(default_factory=NotRead)  # tags no term names, past the limit
+    not_read_mapped: NotRead = field(default_factory=NotRead)  # tags a term names, past the limit on all tags
+
+    def not_read_of(self, mapped: bool) -> NotRead:
+        return self.not_read_mapped if mapped else self.not_read_unmapped
 
 
 def _event_cls():

@@ -301,9 +301,17 @@ class FrameBuilder:
         self._value = np.empty(capacity, dtype=np.float64)
         self._wall = np.empty(capacity, dtype=np.float64)
         self._split = np.empty(capacity, dtype=np.int8)  # per row: the split rules are per run
+        self._resolved: list[tuple[str | None, str] | None] = []  # resolve() of each code, once
 
     def _resolve(self, code: int) -> tuple[str | None, str]:
-        return resolve(self._names[code], self._tag_map)
+        # Once per code: resolve's LRU cache thrashes past 65,536 distinct tags (a run of per-sample tags).
+        cache = self._resolved
+        if code >= len(cache):
+            cache.extend([None] * (len(self._names) - len(cache)))
+        r = cache[code]
+        if r is None:
+            r = cache[code] = resolve(self._names[code], self._tag_map)
+        return r
 
     def add(
         self,
@@ -392,14 +400,13 @@ class FrameBuilder:
             return empty_frame()
         n_names = len(self._names)
         used = np.flatnonzero(np.r_[self._used, np.zeros(max(0, n_names - len(self._used)), dtype=bool)])
-        tag_cats = sorted(self._names[c] for c in used)
-        rank = {t: i for i, t in enumerate(tag_cats)}
+        order = sorted(used.tolist(), key=self._names.__getitem__)  # codes by name: the categories' order
+        tag_cats = [self._names[c] for c in order]
         lut = np.zeros(n_names, dtype=_min_int_dtype(len(tag_cats)))
-        for c in used.tolist():
-            lut[c] = rank[self._names[c]]
+        lut[np.asarray(order, dtype=np.intp)] = np.arange(len(order))
         tag_codes = lut[self._tag]
         self._tag = np.zeros(0, dtype=np.int16)
-        resolved = [resolve(t, self._tag_map) for t in tag_cats]
+        resolved = [self._resolve(c) for c in order]
         term_cats = sorted({term for term, _ in resolved if term is not None})
         term_rank = {t: i for i, t in enumerate(term_cats)}
         term_lut = np.asarray([term_rank[t] if t is not None else -1 for t, _ in resolved], dtype=_min_int_dtype(len(term_cats)))

@@ -14,6 +14,7 @@ from vaediag.errors import CorruptLogError, InputError, VaediagError
 from vaediag.logs.discover import RunDir, discover
 from vaediag.logs.events import EventMeta, ScalarRows, decode_records
 from vaediag.logs.conventions import Note
+from vaediag.logs import decode as _decode
 from vaediag.logs.decode import TagRegistry
 from vaediag.logs.frame import FrameBuilder, RunRows, build_frame
 from vaediag.logs.records import scan
@@ -66,6 +67,10 @@ class RunInfo:
     warnings: list[str] = field(default_factory=list)  # damage found while reading, files that overlap
     unmapped_tags: list[str] = field(default_factory=list)  # scalar tags no canonical term names, sorted
     files: list[FileStats] = field(default_factory=list)
+    # Past the reader's limits on distinct tags (decode.MAX_UNMAPPED_TAGS, MAX_TAGS): counted, not read.
+    unmapped_not_read: int = 0  # distinct tags no term names
+    tags_not_read: int = 0  # distinct tags a term names (a warning says so)
+    scalars_not_read: int = 0  # their records
 
     @property
     def params(self) -> dict[str, Any]:
@@ -126,6 +131,15 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
             else:
                 out[key] = v
     return out
+
+
+def _shown(path: Path, root: Path) -> str:
+    """``path`` for a message: relative to ``root``, and shortened in the middle past 120 characters."""
+    try:
+        text = path.relative_to(root).as_posix()
+    except ValueError:
+        text = str(path)
+    return text if len(text) <= 120 else f"{text[:50]}…{text[-60:]}"
 
 
 def _unreadable(path: Path, exc: OSError) -> str:
@@ -300,7 +314,11 @@ def load(
         run_glob: keep only runs whose id matches this glob (fnmatch).
         engine: ``"numpy"`` (default: vectorised framing, CRCs and decoding of the common scalar layout,
             protobuf for every other record) or ``"python"`` (the reference: one record at a time,
-            protobuf for all). Both give the same frame, metadata and warnings.
+            protobuf for all). Both give the same frame, metadata and warnings, up to the numpy engine's
+            limits on distinct tags (:data:`decode.MAX_UNMAPPED_TAGS` tags no term names,
+            :data:`decode.MAX_TAGS` in all, per load): past them it counts tags and scalars in
+            ``RunInfo.unmapped_not_read`` / ``tags_not_read`` / ``scalars_not_read`` instead of reading
+            them; the reference reads everything.
 
     Raises:
         InputError: the path is missing or unreadable, ``run_glob`` matches no run, or a bad option.
@@ -314,7 +332,8 @@ def load(
     tag_map = load_tag_map(tags) if isinstance(tags, (str, os.PathLike)) else tags
     if steps_per_epoch is not None and (isinstance(steps_per_epoch, bool) or steps_per_epoch <= 0):
         raise InputError(f"steps per epoch must be a positive integer, got {steps_per_epoch}")
-    root, run_dirs, orphans = discover(path)
+    unlisted: list[tuple[Path, str]] = []  # directories the walk could not list
+    root, run_dirs, orphans = discover(path, skipped=unlisted)
     if run_glob is not None:
         selected = [r for r in run_dirs if fnmatch.fnmatchcase(r.run, run_glob)]
         if not selected:
@@ -340,7 +359,9 @@ def load(
             infos[rr.run].facts.extend(rr.facts)
             infos[rr.run].unmapped_tags = list(rr.unmapped)
     else:
-        reg = TagRegistry()
+        from vaediag.terms import resolve
+
+        reg = TagRegistry.limited(lambda name: resolve(name, tag_map)[0])
         bounds = {rd.run: _row_bound(rd.event_files) for rd in run_dirs}  # one stat per file
         builder = FrameBuilder(
             reg.names,
@@ -372,6 +393,11 @@ def load(
     for o in orphans:
         rel = o.relative_to(root).as_posix() if o != root else root.name
         warnings.append(f"{rel}: run metadata but no event file (the run died before logging?); skipped")
+    if unlisted:
+        first, why = unlisted[0]
+        more = f" and {len(unlisted) - 1} more" if len(unlisted) > 1 else ""
+        warnings.append(f"{len(unlisted)} director{'y' if len(unlisted) == 1 else 'ies'} could not be read and "
+                        f"{'was' if len(unlisted) == 1 else 'were'} skipped: {_shown(first, root)} ({why}){more}")
     return RunSet(root=root, frame=frame, runs=infos, warnings=warnings, orphans=orphans)
 
 
@@ -427,10 +453,28 @@ def _read_run_fast(rd: RunDir, reg: TagRegistry, *, capacity: int) -> tuple[RunI
             (f, rows.codes[a:b], rows.steps[a:b], rows.wall_times[a:b]) for f, a, b in file_rows
         ]))
     info.n_scalars = len(rows)
+    _not_read(info, meta)
     read_run_metadata(rd.path, info)
     if sum(st.size for st in info.files) > _TRIM_AFTER_BYTES:
         _release_free_memory()
     return info, rows
+
+
+def _not_read(info: RunInfo, meta: EventMeta) -> None:
+    """Record the tags past the registry's limits: a fact for tags no term names, a warning for the others."""
+    un, mapped = meta.not_read_unmapped, meta.not_read_mapped
+    info.unmapped_not_read, info.tags_not_read = un.tags, mapped.tags
+    info.scalars_not_read = un.scalars + mapped.scalars
+    if un:
+        msg = (f"{un.tags:,} more tag{'s' if un.tags != 1 else ''} that no term names {'were' if un.tags != 1 else 'was'} "
+               f"not read ({un.scalars:,} scalars): vaediag reads at most {_decode.MAX_UNMAPPED_TAGS:,} such tags per load")
+        info.facts.append(Note("tags_not_read", None, msg, un.scalars))
+        info.notes.append(msg)
+    if mapped:
+        info.warnings.append(
+            f"{mapped.tags:,} tag{'s' if mapped.tags != 1 else ''} that vaediag reads {'were' if mapped.tags != 1 else 'was'} "
+            f"not read ({mapped.scalars:,} scalars): past its limit of {_decode.MAX_TAGS:,} distinct tags per load (the "
+            "tags seen first are read); in a tree, check fewer runs at a time (--run GLOB)")
 
 
 _MIN_SCALAR_RECORD = 36  # 16 bytes of framing + the smallest one-scalar Event of the common layout

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vaediag.logs.crc import masked_crc32c_u64
-from vaediag.logs.records import FOOTER_BYTES, HEADER_BYTES
+from vaediag.logs.records import FOOTER_BYTES, HEADER_BYTES, masked_crc
 
 __all__ = ["Framing", "Scanner", "views", "find_header", "PAD"]
 
@@ -33,6 +33,7 @@ PAD = 16  # zero bytes after a buffer's data, so 8-byte reads near its end stay 
 _EVENT_FIRST_BYTE = 0x09  # Event.wall_time: field 1, fixed64
 _MAX_CHAIN_LENGTH = 1 << 31  # lengths taken by the vectorised path; larger ones go the slow way
 _EMPTY = np.zeros(0, dtype=np.int64)
+_SMALL_BUFFER = 512  # bytes: below this, the walk alone frames the records (same result)
 
 
 def views(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -44,7 +45,7 @@ def views(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _header_ok_at(u64: np.ndarray, u32: np.ndarray, p: int) -> bool:
-    return int(masked_crc32c_u64(u64[p : p + 1])[0]) == int(u32[p + 8])
+    return masked_crc(u64[p : p + 1].tobytes()) == int(u32[p + 8])
 
 
 def find_header(u64: np.ndarray, u32: np.ndarray, lo: int, n: int) -> int | None:
@@ -93,8 +94,8 @@ class Scanner:
             self.lost_from = None
             pos = nxt
 
-        # 1. Candidate headers, verified.
-        if n - HEADER_BYTES > pos:
+        # 1. Candidate headers, verified (a small buffer is walked record by record: cheaper than numpy's set-up).
+        if n - pos > _SMALL_BUFFER:
             cand = np.flatnonzero(buf[pos + HEADER_BYTES : n] == _EVENT_FIRST_BYTE)
             cand += pos
             lens = u64[cand]

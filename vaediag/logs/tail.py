@@ -36,7 +36,7 @@ from vaediag.logs.events import EventMeta
 from vaediag.logs.conventions import Note, RunHistory
 from vaediag.logs.frame import FrameBuilder, empty_frame
 from vaediag.logs.stream import FileCursor, Rows
-from vaediag.terms import TagMap
+from vaediag.terms import TagMap, resolve
 
 __all__ = ["Tail"]
 
@@ -71,6 +71,9 @@ class Tail:
         self.run_dir = Path(self.run_dir)
         if self.run is None:
             self.run = self.run_dir.name
+        # The reader's limits on distinct tags (decode.MAX_UNMAPPED_TAGS, MAX_TAGS): a run logging a
+        # million per-sample tags is tailed in bounded memory; what is past them is counted in ``meta``.
+        self._reg = TagRegistry.limited(lambda name: resolve(name, self.tags)[0])
 
     @property
     def bytes_read(self) -> int:

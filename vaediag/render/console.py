@@ -30,7 +30,7 @@ from vaediag.sanitize import terminal as _t
 if TYPE_CHECKING:  # pragma: no cover
     from vaediag.diagnose.model import Finding, Recommendation, RunDiagnosis
 
-__all__ = ["render_check", "render_run", "HEADER_TERMS", "VERDICT"]
+__all__ = ["render_check", "render_run", "HEADER_TERMS", "VERDICT", "GROUP_EMPTY_AFTER"]
 
 # Metrics shown in a run's header, in this order, when logged.
 HEADER_TERMS = ("kl", "recon", "perceptual", "ssim_loss", "edge", "loss", "psnr", "psnr_grey", "psnr_colour",
@@ -144,15 +144,59 @@ def render_run(d: "RunDiagnosis", *, console: Console) -> None:
         _print_recommendations(d.recommendations, console=console)
 
 
+# More runs than this with the same "nothing logged" diagnosis are listed in one block, not one block each.
+GROUP_EMPTY_AFTER = 5
+_LIST_IDS = 20  # run ids listed in such a block
+
+
+def _empty_key(d: "RunDiagnosis") -> tuple | None:
+    """What a run with nothing to judge (its one finding ``no_scalars``) shares with others like it."""
+    if len(d.findings) != 1 or d.findings[0].rule != "no_scalars" or d.epochs or d.metrics:
+        return None
+    return d.findings[0].message, tuple((r.action, r.reason, r.command) for r in d.recommendations)
+
+
+def _render_empty_group(group: Sequence["RunDiagnosis"], *, console: Console) -> None:
+    d = group[0]
+    word, _, style = VERDICT[d.severity]
+    f = d.findings[0]
+    console.rule(style="dim")
+    console.print(Text.assemble((f"{len(group)} runs with nothing to judge", "bold"), "  ·  0 completed epochs  ·  ",
+                                (word, style)))
+    ids = ", ".join(x.run for x in group[:_LIST_IDS])
+    more = f" and {len(group) - _LIST_IDS} more (--json lists each)" if len(group) > _LIST_IDS else ""
+    console.print(Text(f"runs: {ids}{more}", style="dim"))
+    console.print()
+    console.print(_findings([f]))
+    if d.recommendations:
+        console.print()
+        _print_recommendations(d.recommendations, console=console)
+
+
 def render_check(
     diagnoses: Sequence["RunDiagnosis"],
     *,
     console: Console,
     warnings: Sequence[str] = (),
 ) -> None:
-    """Print every run's block, a summary line and the reader's warnings."""
+    """Print every run's block, a summary line and the reader's warnings.
+
+    Runs with nothing to judge (only a ``no_scalars`` finding) that share one message are listed in one
+    block after the others when there are more than :data:`GROUP_EMPTY_AFTER` of them: a tree of
+    10,000 runs that died at start-up gets one block, not 10,000 identical ones.
+    """
+    groups: dict[tuple, list] = {}
     for d in diagnoses:
-        render_run(d, console=console)
+        key = _empty_key(d)
+        if key is not None:
+            groups.setdefault(key, []).append(d)
+    grouped = {id(d) for g in groups.values() if len(g) > GROUP_EMPTY_AFTER for d in g}
+    for d in diagnoses:
+        if id(d) not in grouped:
+            render_run(d, console=console)
+    for g in groups.values():
+        if len(g) > GROUP_EMPTY_AFTER:
+            _render_empty_group(g, console=console)
     console.rule(style="dim")
     counts: dict[str, int] = {}
     for d in diagnoses:
