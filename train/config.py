@@ -241,8 +241,12 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "config") -> Trai
             try:
                 values[k] = float(v)
             except OverflowError:
-                raise ConfigError(f"{k} must be a finite number, got an integer of {len(str(v))} digits") from None
-    return TrainConfig(**values)
+                raise ConfigError(f"{source}: {k} must be a finite number, got an integer of {len(str(v))} "
+                                  "digits") from None
+    try:
+        return TrainConfig(**values)
+    except ConfigError as exc:  # say where the bad value came from
+        raise ConfigError(f"{source}: {exc.message}") from None
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -57,9 +57,9 @@ CONFIG_CASES = [
     Case("train-config-unknown-key", _config("kl_wieght: 0.1\n"), 2, r"^Error: config file .* unknown key\(s\) 'kl_wieght'",
          program="train"),
     Case("train-config-nul-in-name", _config('{"name": "a\\u0000b"}', "c.json"), 2,
-         r"^Error: name must be text without NUL", program="train"),
+         r"^Error: config file .*c\.json: name must be text without NUL", program="train"),
     Case("train-config-huge-int", _config('{"lr": 1' + "0" * 400 + "}", "c.json"), 2,
-         r"^Error: lr must be a finite number, got an integer of 401 digits", program="train"),
+         r"^Error: config file .*c\.json: lr must be a finite number, got an integer of 401 digits", program="train"),
 ]
 
 CASES = CONFIG_CASES
