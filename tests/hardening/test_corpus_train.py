@@ -7,11 +7,14 @@ starts); rows that train use a tiny model on a few real crops built inside the c
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from corpus import Case, params, run_case
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))  # trainhelp: runs built without training
 
 
 def _config(text: str | bytes, name: str = "c.yaml"):
@@ -62,9 +65,108 @@ CONFIG_CASES = [
          r"^Error: config file .*c\.json: lr must be a finite number, got an integer of 401 digits", program="train"),
 ]
 
+
+
+def _resume(damage):
+    """A run directory and checkpoint laid out as the trainer does; ``damage(payload, tmp)`` edits a copy."""
+
+    def build(tmp: Path) -> list[str]:
+        import torch
+        from trainhelp import make_run_and_checkpoint
+
+        _, _, payload = make_run_and_checkpoint(tmp)
+        damage(payload, tmp)
+        torch.save(payload, tmp / "damaged.pt")
+        return ["--resume", str(tmp / "damaged.pt"), "--epochs", "3"]
+    return build
+
+
+def _victim(payload, tmp):
+    (tmp / "victim").mkdir()
+    (tmp / "victim" / "config.json").write_text("{}")
+    payload["run_dir"] = str(tmp / "victim")
+
+
+def _not_a_checkpoint(kind):
+    def build(tmp: Path) -> list[str]:
+        p = tmp / "last.pt"
+        if kind == "fifo":
+            os.mkfifo(p)
+        elif kind == "garbage":
+            p.write_bytes(b"PK\x03\x04 not a zip at all" * 100)
+        elif kind == "pickle":  # a classic pickle that would run code: weights_only refuses it
+            p.write_bytes(b"cos\nsystem\n(S'true'\ntR.")
+        return ["--resume", str(p)]
+    return build
+
+
+RESUME_CASES = [
+    Case("train-resume-missing", _not_a_checkpoint("missing"), 2, r"^Error: checkpoint .*last\.pt' does not exist",
+         program="train"),
+    Case("train-resume-fifo", _not_a_checkpoint("fifo"), 2, r"^Error: checkpoint .*last\.pt' is not a regular file",
+         program="train", timeout=30),
+    Case("train-resume-dev-zero", lambda t: ["--resume", "/dev/zero"], 2,
+         r"^Error: checkpoint '/dev/zero' is not a regular file", program="train", timeout=30),
+    Case("train-resume-garbage", _not_a_checkpoint("garbage"), 2, r"^Error: checkpoint .* cannot be loaded with "
+         r"weights_only=True", program="train"),
+    Case("train-resume-code-pickle", _not_a_checkpoint("pickle"), 2, r"^Error: checkpoint .* cannot be loaded with "
+         r"weights_only=True", program="train"),
+    Case("train-resume-no-state", _resume(lambda pl, t: pl.pop("state")), 2,
+         r"^Error: checkpoint .*damaged\.pt is incomplete: the loop's counters \('state'\) is missing",
+         program="train"),
+    Case("train-resume-no-config", _resume(lambda pl, t: pl.pop("config")), 2,
+         r"^Error: checkpoint .* is incomplete: the run's config \('config'\) is missing", program="train"),
+    Case("train-resume-wrong-weights", _resume(lambda pl, t: pl["model"].update({next(iter(pl["model"])): pl["model"][
+        next(iter(pl["model"]))][:1]})), 2, r"^Error: checkpoint .* does not fit the model of its own config",
+         program="train"),
+    Case("train-resume-run-dir-elsewhere", _resume(_victim), 2,
+         r"^Error: checkpoint .* names run directory '.*victim', which is not a run directory of this trainer",
+         program="train"),
+    Case("train-resume-run-dir-relative", _resume(lambda pl, t: pl.update(run_dir="logs/proj/run/version_0")), 2,
+         r"^Error: checkpoint .* which is not an absolute path", program="train"),
+    Case("train-resume-bad-counter", _resume(lambda pl, t: pl["state"].update(epoch=-1)), 2,
+         r"^Error: checkpoint .* is damaged: the loop's epoch is '-1'", program="train"),
+]
+
 CASES = CONFIG_CASES
 
 
 @pytest.mark.parametrize("case", params(CASES))
 def test_corpus_train(case: Case, tmp_path: Path) -> None:
+    run_case(case, tmp_path)
+
+
+@pytest.mark.slow  # each imports torch in the child (a few seconds on a busy machine)
+@pytest.mark.parametrize("case", params(RESUME_CASES))
+def test_corpus_train_resume(case: Case, tmp_path: Path) -> None:
+    run_case(case, tmp_path)
+
+
+# Rows that train a few steps (torch, the perceptual trunk, a tiny model on 32 px random images).
+
+def _diverging(**flags):
+    def build(tmp: Path) -> list[str]:
+        from trainhelp import tiny_argv, tiny_data
+
+        npy = tiny_data(tmp / "data")
+        return tiny_argv(tmp, npy, **{"epochs": 2, "image_size": 32, **flags})
+    return build
+
+
+_TRAINED = ("logs", "logs/*", "ckpt", "ckpt/*")
+
+TRAINING_CASES = [
+    Case("train-diverges-lr-1e30", _diverging(lr=1e30), 3,
+         r"^Error: training diverged at step 1: loss nan \(every term nan; kl_weight 1e-07, lr .*\); no checkpoint "
+         r"was saved \(the run diverged in its first epoch\); logged in .*version_0; try a lower --lr or --kl-weight$",
+         program="train", timeout=180, may_create=_TRAINED),
+    Case("train-diverges-kl-weight-1e308", _diverging(kl_weight=1e308), 3,
+         r"^Error: training diverged at step 0: loss inf \(kl_weighted inf; kl_weight 1e\+308, lr .*\); no checkpoint",
+         program="train", timeout=180, may_create=_TRAINED),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", params(TRAINING_CASES))
+def test_corpus_train_training(case: Case, tmp_path: Path) -> None:
     run_case(case, tmp_path)
