@@ -330,8 +330,8 @@ def save_run_config(cfg: TrainConfig, run_dir: str | os.PathLike[str]) -> None:
     data = cfg.to_dict()
     new_json = json.dumps(data, indent=2) + "\n"
     cfg_path, hp_path = d / "config.json", d / "hparams.yaml"
-    if cfg_path.exists():
-        if cfg_path.read_text(encoding="utf-8") == new_json:
+    if os.path.lexists(cfg_path):
+        if read_text(cfg_path, what="config file", max_bytes=CONFIG_FILE_MAX) == new_json:
             return
         k = 1
         while (d / f"config.before_resume_{k}.json").exists():

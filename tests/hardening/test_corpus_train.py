@@ -128,6 +128,33 @@ RESUME_CASES = [
          r"^Error: checkpoint .* is damaged: the loop's epoch is '-1'", program="train"),
 ]
 
+
+
+def _data_door(flag: str, kind: str):
+    """Real tiny data, with the file behind ``flag`` replaced by a FIFO or a device."""
+
+    def build(tmp: Path) -> list[str]:
+        from trainhelp import tiny_argv, tiny_data
+
+        npy = tiny_data(tmp / "data")
+        target = {"fifo": str(tmp / "door"), "device": "/dev/zero"}[kind]
+        if kind == "fifo":
+            os.mkfifo(target)
+        return [*tiny_argv(tmp, npy, image_size=32), f"--{flag}", target]
+    return build
+
+
+DATA_CASES = [
+    Case("train-data-fifo", _data_door("train-npy", "fifo"), 2, r"^Error: train data .*door' is not a regular file",
+         program="train", timeout=60),
+    Case("train-data-device", _data_door("val-npy", "device"), 2,
+         r"^Error: val data '/dev/zero' is not a regular file", program="train", timeout=60),
+    Case("train-perceptual-weights-fifo", _data_door("perceptual-weights", "fifo"), 2,
+         r"^Error: perceptual weights .*door' are not a regular file", program="train", timeout=60),
+    Case("train-perceptual-weights-device", _data_door("perceptual-weights", "device"), 2,
+         r"^Error: perceptual weights '/dev/zero' are not a regular file", program="train", timeout=60),
+]
+
 CASES = CONFIG_CASES
 
 
@@ -137,8 +164,8 @@ def test_corpus_train(case: Case, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # each imports torch in the child (a few seconds on a busy machine)
-@pytest.mark.parametrize("case", params(RESUME_CASES))
-def test_corpus_train_resume(case: Case, tmp_path: Path) -> None:
+@pytest.mark.parametrize("case", params(RESUME_CASES + DATA_CASES))
+def test_corpus_train_torch_inputs(case: Case, tmp_path: Path) -> None:
     run_case(case, tmp_path)
 
 
