@@ -384,7 +384,7 @@ class _ControlReader:
         """Apply a new control to ``state``; return a one-line message to print, or None."""
         try:
             control = read_control(self.path)
-        except ControlFileError as exc:
+        except (ControlFileError, InputError) as exc:  # a bad control file never stops training
             if exc.message == self._last_error:
                 return None
             self._last_error = exc.message
