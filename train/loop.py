@@ -806,8 +806,9 @@ def train(cfg: TrainConfig, *, on_epoch_end: Callable[[EpochEnd], None] | None =
         undo()
         if d.enabled and dist.is_initialized():
             if together:
-                # No rank tears its process group down while another still communicates: gloo aborts a
-                # process whose peer closes a connection under an operation in flight.
+                # No rank tears its process group down while another may still communicate: the last
+                # collective can complete on one rank before its peer is done with it, and a peer whose
+                # connections close under it can be aborted by gloo ("terminate called ...").
                 try:
                     dist.barrier()
                 except Exception:

@@ -338,3 +338,71 @@ def test_file_size_limit_on_the_event_file_is_one_line(tmp_path):
         r"checkpoint .*last\.pt \(step \d+\) is intact; raise the file-size limit", err[0]), err
     ckpt = load_checkpoint(tmp_path / "ckpt" / "proj" / "run" / "version_0" / "last.pt")
     assert 0 < ckpt["state"]["epoch"] < 40
+
+
+# --- the GPU path: steps buffered and checked at each 20-step flush --------------------------------------
+
+
+class _Writer:
+    def __init__(self):
+        self.rows = []
+
+    def add_scalar(self, tag, value, step):
+        self.rows.append((tag, step, value))
+
+
+def test_a_buffered_logger_finds_the_first_bad_step_and_writes_nothing_after_it():
+    from train.loop import StepLogger
+
+    w = _Writer()
+    logger = StepLogger(w, ["recon", "kl"], flush_every=20)
+    for step in range(12):
+        bad = float("inf") if step >= 5 else 1.0
+        raw = {"recon": torch.tensor(0.5), "kl": torch.tensor(bad)}
+        weighted = {k: v * 2 for k, v in raw.items()}
+        total = sum(weighted.values())
+        logger.log(step, 0, total, raw, weighted, kl_weight=2.0, lr=1e-3, write=step % 4 == 0)
+    assert w.rows == []  # nothing before the flush: no host transfer per step
+    logger.flush()
+    assert logger.bad is not None and logger.bad.step == 5 and logger.bad.values["kl"] == float("inf")
+    assert sorted({s for _, s, _ in w.rows}) == [0, 4, 5]  # the --log-every steps, and the bad one
+    n = len(w.rows)
+    logger.log(12, 0, torch.tensor(1.0), {"recon": torch.tensor(0.5), "kl": torch.tensor(0.5)},
+               {"recon": torch.tensor(0.5), "kl": torch.tensor(0.5)}, kl_weight=1.0, lr=1e-3)
+    logger.flush()
+    assert len(w.rows) == n  # nothing is logged after the divergence
+
+
+@pytest.mark.slow
+def test_divergence_found_at_the_epoch_end_flush_stops_before_validation(tmp_path, tiny_cfg, monkeypatch):
+    # On a GPU the logger flushes every 20 steps: a NaN inside an epoch is found at the epoch's last flush,
+    # and the epoch must then be neither validated nor checkpointed.
+    import train.loop as loop
+
+    class Buffered(loop.StepLogger):
+        def __init__(self, writer, names, *, flush_every=1):
+            super().__init__(writer, names, flush_every=20)
+
+    monkeypatch.setattr(loop, "StepLogger", Buffered)
+    with pytest.raises(TrainingDiverged, match="at step 1: loss nan"):
+        train(tiny_cfg.replace(lr=1e30))
+    run_dir = tmp_path / "logs" / "proj" / "run" / "version_0"
+    assert [s for s, _ in _values(run_dir, "train/loss")] == [0, 1]
+    assert "val/loss" not in read_events(run_dir)["scalars"]
+    assert not any((tmp_path / "ckpt").rglob("*.pt"))
+
+
+def test_a_control_file_the_reader_refuses_is_a_warning_not_a_stop(tmp_path, monkeypatch):
+    # safeio refuses a FIFO or device named control.json with an InputError; training must go on.
+    import train.loop as loop
+    from vaediag.errors import InputError
+
+    def refuse(path):
+        raise InputError(f"control file {str(path)!r} is a FIFO (named pipe), not a regular file; pass a file")
+
+    monkeypatch.setattr(loop, "read_control", refuse)
+    reader = loop._ControlReader(tmp_path)
+    state = loop._LoopState(kl_weight=1e-3)
+    assert reader.poll(state).startswith("warning: control file: control file")
+    assert reader.poll(state) is None  # reported once
+    assert state.kl_weight == 1e-3 and state.control_seq == -1
