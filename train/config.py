@@ -232,7 +232,8 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "config") -> Trai
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted((k for k in data if k not in known), key=repr)  # YAML keys may be numbers, dates, ...
     if unknown:
-        shown = ", ".join(_short(k) for k in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        shown = ", ".join(_short(k) for k in unknown[:5]) + more
         raise ConfigError(f"{source}: unknown key(s) {shown} "
                           f"(valid keys are the TrainConfig fields, e.g. kl_weight, latent_dim)")
     values = dict(data)

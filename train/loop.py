@@ -167,9 +167,9 @@ def _new_version_dirs(cfg: TrainConfig) -> tuple[Path, Path]:
     base = Path(cfg.logdir) / cfg.name
     ckpt_base = Path(cfg.checkpoint_dir) / cfg.project / cfg.name
     base.mkdir(parents=True, exist_ok=True)
+    ckpt_base.mkdir(parents=True, exist_ok=True)  # before a version is claimed: a bad --checkpoint-dir leaves none
     taken = [_version(p) for p in base.iterdir()]
-    if ckpt_base.is_dir():
-        taken += [_version(p) for p in ckpt_base.iterdir()]
+    taken += [_version(p) for p in ckpt_base.iterdir()]
     n = max(taken, default=-1) + 1
     while True:
         run_dir = base / f"version_{n}"
@@ -281,8 +281,8 @@ def _check_loop_state(data: dict[str, Any], p: Path) -> None:
     names = [f.name for f in fields(_LoopState)]
     missing, unknown = [k for k in names if k not in data], sorted(str(k) for k in data if k not in names)
     if missing or unknown:
-        raise CheckpointError(f"checkpoint {p} is damaged: the loop's counters "
-                              + (f"lack {', '.join(missing)}" if missing else f"have unknown key(s) {', '.join(unknown)}"))
+        what = f"lack {', '.join(missing)}" if missing else f"have unknown key(s) {', '.join(unknown)}"
+        raise CheckpointError(f"checkpoint {p} is damaged: the loop's counters {what}")
 
     def is_int(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
@@ -1003,7 +1003,8 @@ class _Run:
                 try:
                     self.run_dir, self.ckpt_dir = _new_version_dirs(cfg)
                 except OSError as exc:
-                    raise _os_failure(exc, f"the run directory under {cfg.logdir}", "nothing was trained") from None
+                    raise _os_failure(exc, f"the run's directories under {cfg.logdir} and {cfg.checkpoint_dir}",
+                                      "nothing was trained") from None
             _announce_run_dir(self.run_dir)
             try:
                 save_run_config(cfg, self.run_dir)

@@ -155,6 +155,27 @@ DATA_CASES = [
          r"^Error: perceptual weights '/dev/zero' are not a regular file", program="train", timeout=60),
 ]
 
+
+
+def _dir_is_a_file(flag: str):
+    def build(tmp: Path) -> list[str]:
+        from trainhelp import tiny_argv, tiny_data
+
+        npy = tiny_data(tmp / "data")
+        (tmp / "a_file").write_text("not a directory")
+        return [*tiny_argv(tmp, npy, image_size=32), f"--{flag}", str(tmp / "a_file")]
+    return build
+
+
+DATA_CASES += [
+    Case("train-logdir-is-a-file", _dir_is_a_file("logdir"), 2,
+         r"^Error: cannot create the run's directories under .*a_file and .*: Not a directory \(.*a_file/run\); "
+         r"choose another --logdir or --checkpoint-dir$", program="train", timeout=60),
+    Case("train-checkpoint-dir-is-a-file", _dir_is_a_file("checkpoint-dir"), 2,
+         r"^Error: cannot create the run's directories under .*: Not a directory \(.*a_file/proj/run\)",
+         program="train", timeout=60, may_create=("logs", "logs/proj", "logs/proj/run")),  # parents, no version
+]
+
 CASES = CONFIG_CASES
 
 
