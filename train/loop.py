@@ -24,6 +24,7 @@ step; rank 0 alone validates, logs and checkpoints.
 from __future__ import annotations
 
 import errno
+import gc
 import math
 import os
 import signal
@@ -813,7 +814,12 @@ def train(cfg: TrainConfig, *, on_epoch_end: Callable[[EpochEnd], None] | None =
                     dist.barrier()
                 except Exception:
                     pass
+            # Whatever still holds the process group (a DDP wrapper in a traceback's reference cycle) goes
+            # now, while the interpreter is whole: gloo objects freed during interpreter shutdown abort the
+            # process ("terminate called without an active exception", SIGABRT) after its work is done.
+            gc.collect()
             dist.destroy_process_group()
+            gc.collect()
 
 
 @dataclass
@@ -1038,14 +1044,23 @@ class _Run:
 
     # --- the loop -----------------------------------------------------------------------------------
     def loop(self) -> TrainResult:
+        self.train_model: torch.nn.Module | None = self.model
+        if self.d.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            cuda = self.device.type == "cuda"
+            self.train_model = DistributedDataParallel(self.model, device_ids=[self.d.local_rank] if cuda else None)
+        try:
+            return self._loop()
+        finally:
+            # The DDP wrapper holds the process group: no traceback's frames may keep it past train()
+            # (only this attribute refers to it; _loop and the steps read it from here).
+            self.train_model = None
+
+    def _loop(self) -> TrainResult:
         cfg, d, state, out, device = self.cfg, self.d, self.state, self.out, self.device
         model, optimizer, perceptual = self.model, self.optimizer, self.prep.perceptual
         train_set = self.prep.train_set
-        train_model: torch.nn.Module = model
-        if d.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
-            train_model = DistributedDataParallel(model, device_ids=[d.local_rank] if device.type == "cuda" else None)
         model.train()
 
         weight_map = center_weight_map(cfg.image_size, center_weight=cfg.center_weight, device=device)
@@ -1111,9 +1126,10 @@ class _Run:
                                             ae_mode=state.ae_mode)
                         self.lr, self.kl_w = lr, kl_w
                         x = train_set.batch(torch.as_tensor(batches[b]), device)
-                        total, raw, weighted = train_step(train_model, x, optimizer, weights=cfg.loss_weights(kl_w),
-                                                          weight_map=weight_map, perceptual=perceptual,
-                                                          deterministic=state.ae_mode, grad_clip=cfg.grad_clip)
+                        total, raw, weighted = train_step(self.train_model, x, optimizer,
+                                                          weights=cfg.loss_weights(kl_w), weight_map=weight_map,
+                                                          perceptual=perceptual, deterministic=state.ae_mode,
+                                                          grad_clip=cfg.grad_clip)
                         failure = None
                         try:  # every step is checked for NaN/inf; --log-every decides which ones are written
                             logger.log(step, epoch, total, raw, weighted, kl_weight=kl_w, lr=lr,
