@@ -8,7 +8,18 @@ defaults are. The seed's command works as written::
 
     python -m train --train-npy data/train.npy --val-npy data/val.npy --epochs 100
 
-Exit codes: 0 done, 2 bad input or usage (one line on stderr), 130 interrupted (checkpoint saved).
+Exit codes (every failure is one line on stderr, ``Error: ...``):
+
+* 0: done.
+* 2: bad input or usage: a flag, a ``--config`` file, the data, a ``--resume`` checkpoint (its fields,
+  its weights, its run directory); refused before anything is written.
+* 3: the run diverged: the loss (train or val) or the weights became NaN or infinite. The step is
+  logged (``vaediag check`` reports it as ``nonfinite``), nothing non-finite is checkpointed, and the
+  line names the last good checkpoint; resume from it with a lower ``--lr`` or ``--kl-weight``.
+* 4: a write failed: disk full, quota, I/O error, file-size limit, read-only file system, while saving
+  a checkpoint or writing the event log. The previous checkpoint is intact (checkpoints are written to
+  a temporary name and renamed); free the space, then ``--resume`` it.
+* 130: interrupted by SIGINT/SIGTERM (checkpoint saved).
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from vaediag.atomic import atomic_write
-from vaediag.errors import ConfigError, InputError
+from vaediag.errors import ConfigError
+from vaediag.safeio import read_text
 
 __all__ = [
     "TrainConfig",
@@ -26,6 +27,7 @@ __all__ = [
     "ARCHITECTURE_FIELDS",
     "config_from_dict",
     "load_config_file",
+    "CONFIG_FILE_MAX",
     "save_run_config",
     "parse_layers",
 ]
@@ -160,14 +162,17 @@ def _validate(cfg: TrainConfig) -> None:
         value = getattr(cfg, f.name)
         kind = _field_type(f.name)
         if kind is bool:
-            need(isinstance(value, bool), f"{f.name} must be true or false, got {value!r}")
+            need(isinstance(value, bool), f"{f.name} must be true or false, got {_short(value)}")
         elif kind is int:
-            need(isinstance(value, int) and not isinstance(value, bool), f"{f.name} must be an integer, got {value!r}")
+            need(isinstance(value, int) and not isinstance(value, bool),
+                 f"{f.name} must be an integer, got {_short(value)}")
         elif kind is float:
-            need(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
-                 f"{f.name} must be a finite number, got {value!r}")
+            need(isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(value),
+                 f"{f.name} must be a finite number, got {_short(value)}")
         elif kind is str:
-            need(isinstance(value, str), f"{f.name} must be a string, got {value!r}")
+            need(isinstance(value, str), f"{f.name} must be a string, got {_short(value)}")
+            need("\0" not in value and _utf8(value),
+                 f"{f.name} must be text without NUL characters or lone surrogates, got {_short(value)}")
 
     size = cfg.image_size
     need(size == 0 or (32 <= size <= 256 and size & (size - 1) == 0),
@@ -179,6 +184,7 @@ def _validate(cfg: TrainConfig) -> None:
         need(getattr(cfg, name) >= 0, f"{name} must be >= 0, got {getattr(cfg, name)!r}")
     need(cfg.center_weight > 0, f"center_weight must be > 0, got {cfg.center_weight!r}")
     need(cfg.lr > 0, f"lr must be > 0, got {cfg.lr!r}")
+    need(0 <= cfg.seed < 2**62, f"seed must be in 0..2**62, got {_short(cfg.seed)}")
     need(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
     need(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
     for name in ("warmup_steps", "kl_warmup_steps", "grid_images"):
@@ -188,9 +194,24 @@ def _validate(cfg: TrainConfig) -> None:
          f"lr_schedule {cfg.lr_schedule!r} is unknown (choose {', '.join(_SCHEDULES)})")
     need(cfg.device in _DEVICES, f"device {cfg.device!r} is unknown (choose {', '.join(_DEVICES)})")
     need(bool(cfg.perceptual_weights), "perceptual_weights is empty (choose auto, none or a PATH)")
-    need(bool(cfg.name) and "/" not in cfg.name and cfg.name not in (".", ".."),
-         f"name {cfg.name!r} must be a plain directory name")
+    need(bool(cfg.name) and "/" not in cfg.name and cfg.name not in (".", "..") and len(os.fsencode(cfg.name)) <= 200,
+         f"name {_short(cfg.name)} must be a plain directory name (at most 200 bytes)")
     parse_layers(cfg.perceptual_layers)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8", "surrogateescape")  # a path from argv may carry its non-UTF-8 bytes this way
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 _TYPES: dict[str, type] = {}
@@ -209,38 +230,93 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "config") -> Trai
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source} must be a mapping of field names to values, got {type(data).__name__}")
     known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(data) - known)
+    unknown = sorted((k for k in data if k not in known), key=repr)  # YAML keys may be numbers, dates, ...
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(repr(k) for k in unknown)} "
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        shown = ", ".join(_short(k) for k in unknown[:5]) + more
+        raise ConfigError(f"{source}: unknown key(s) {shown} "
                           f"(valid keys are the TrainConfig fields, e.g. kl_weight, latent_dim)")
     values = dict(data)
     for k, v in values.items():  # JSON/YAML give ints for floats written as 1 or 0
         if _field_type(k) is float and isinstance(v, int) and not isinstance(v, bool):
-            values[k] = float(v)
-    return TrainConfig(**values)
+            try:
+                values[k] = float(v)
+            except OverflowError:
+                raise ConfigError(f"{source}: {k} must be a finite number, got an integer of {len(str(v))} "
+                                  "digits") from None
+    try:
+        return TrainConfig(**values)
+    except ConfigError as exc:  # say where the bad value came from
+        raise ConfigError(f"{source}: {exc.message}") from None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages about values a user may not have meant."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: A training config is about a kilobyte; a file 64 times that is not one (and would cost seconds to parse).
+CONFIG_FILE_MAX = 64 * 1024
+#: How deeply a config file may nest (a config is a flat mapping; 8 leaves room for hand-written oddities).
+CONFIG_MAX_DEPTH = 8
 
 
 def load_config_file(path: str | os.PathLike[str]) -> TrainConfig:
-    """Read a ``config.json`` or ``hparams.yaml`` written by a run (or by hand)."""
+    """Read a ``config.json`` or ``hparams.yaml`` written by a run (or by hand).
+
+    The file is read through :func:`vaediag.safeio.read_text` (regular files only, never a blocking open,
+    at most :data:`CONFIG_FILE_MAX` bytes). YAML is scanned before it is built: an alias (``*name``, the
+    "billion laughs" expansion) or nesting deeper than :data:`CONFIG_MAX_DEPTH` is refused with one line,
+    so no config file can make the trainer spend time or memory before it says what is wrong.
+    """
     p = Path(path)
+    text = read_text(p, what="config file", max_bytes=CONFIG_FILE_MAX)
+    is_yaml = p.suffix in (".yaml", ".yml")
+    kind = "YAML" if is_yaml else "JSON"
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"config file {str(p)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read config file {p}: {exc}") from None
-    try:
-        if p.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
+        data = _parse_yaml(text, p) if is_yaml else json.loads(text)
+    except ConfigError:
+        raise
+    except RecursionError:
+        raise ConfigError(f"config file {p} is nested too deeply to be a config (a config is a flat mapping "
+                          "of field names to values)") from None
     except Exception as exc:  # json or yaml syntax: one line with the parser's message
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"config file {p} is not valid {'YAML' if p.suffix in ('.yaml', '.yml') else 'JSON'}: {msg}") from None
-    return config_from_dict(data or {}, source=f"config file {p}")
+        raise ConfigError(f"config file {p} is not valid {kind}: {_parser_message(exc)}") from None
+    if data is None:  # an empty file (or one holding only comments): the defaults
+        data = {}
+    return config_from_dict(data, source=f"config file {p}")
 
+
+def _parser_message(exc: Exception) -> str:
+    """One line from a json or yaml error (YAML's first line is often its context, not the problem)."""
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if problem:
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return f"{problem}{where}".replace("\n", " ")
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _parse_yaml(text: str, p: Path) -> Any:
+    """``yaml.safe_load`` after a scan of the event stream that refuses aliases and deep nesting."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    depth = 0
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.AliasEvent):
+            line = event.start_mark.line + 1 if event.start_mark is not None else "?"
+            raise ConfigError(f"config file {p} uses a YAML alias (*{event.anchor} at line {line}); a training "
+                              "config takes plain values: write each value out")
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > CONFIG_MAX_DEPTH:
+                raise ConfigError(f"config file {p} nests more than {CONFIG_MAX_DEPTH} levels deep; a training "
+                                  "config is a flat mapping of field names to values")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+    return yaml.load(text, Loader=loader)
 
 
 def save_run_config(cfg: TrainConfig, run_dir: str | os.PathLike[str]) -> None:
@@ -255,8 +331,8 @@ def save_run_config(cfg: TrainConfig, run_dir: str | os.PathLike[str]) -> None:
     data = cfg.to_dict()
     new_json = json.dumps(data, indent=2) + "\n"
     cfg_path, hp_path = d / "config.json", d / "hparams.yaml"
-    if cfg_path.exists():
-        if cfg_path.read_text(encoding="utf-8") == new_json:
+    if os.path.lexists(cfg_path):
+        if read_text(cfg_path, what="config file", max_bytes=CONFIG_FILE_MAX) == new_json:
             return
         k = 1
         while (d / f"config.before_resume_{k}.json").exists():

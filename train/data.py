@@ -97,6 +97,8 @@ def load_npy(path: str | os.PathLike[str], *, role: str = "train") -> np.ndarray
     p = Path(path)
     flag = f"--{role}-npy"
     if not p.is_file():
+        if p.exists():  # a FIFO would block np.load forever, a device never ends
+            raise DataError(f"{role} data {str(p)!r} is not a regular file; pass {flag} PATH of a .npy file")
         raise DataError(f"{role} data {str(p)!r} does not exist; pass {flag} PATH "
                         f"(or build demo data with: python -m train.data build-demo --out data/)")
     try:

@@ -23,6 +23,8 @@ step; rank 0 alone validates, logs and checkpoints.
 
 from __future__ import annotations
 
+import errno
+import gc
 import math
 import os
 import signal
@@ -39,11 +41,12 @@ from torch.utils.data import DistributedSampler
 
 from vaediag import terms
 from vaediag.atomic import atomic_write
-from vaediag.errors import CheckpointError, ConfigError, ControlFileError, InputError, Interrupted
+from vaediag.errors import CheckpointError, ConfigError, ControlFileError, InputError, Interrupted, VaediagError
 from vaediag.watch.control import CONTROL_FILENAME, RUN_DIR_FILE_ENV, read_control, wait_for_watchdog
 
 from train.config import ARCHITECTURE_FIELDS, TrainConfig, config_from_dict, save_run_config
 from train.data import ImageSet, load_pair
+from train.errors import OutputError, TrainingDiverged, describe_os_error, shown
 from train.losses import center_weight_map, loss_terms, weighted_total
 from train.metrics import ValAccumulator
 from train.model import ConvVAE
@@ -60,6 +63,7 @@ __all__ = [
     "train_step",
     "evaluate",
     "StepLogger",
+    "BadStep",
     "make_grid",
     "RUN_DIR_FILE_ENV",
     "CHECKPOINT_NAME",
@@ -164,9 +168,9 @@ def _new_version_dirs(cfg: TrainConfig) -> tuple[Path, Path]:
     base = Path(cfg.logdir) / cfg.name
     ckpt_base = Path(cfg.checkpoint_dir) / cfg.project / cfg.name
     base.mkdir(parents=True, exist_ok=True)
+    ckpt_base.mkdir(parents=True, exist_ok=True)  # before a version is claimed: a bad --checkpoint-dir leaves none
     taken = [_version(p) for p in base.iterdir()]
-    if ckpt_base.is_dir():
-        taken += [_version(p) for p in ckpt_base.iterdir()]
+    taken += [_version(p) for p in ckpt_base.iterdir()]
     n = max(taken, default=-1) + 1
     while True:
         run_dir = base / f"version_{n}"
@@ -193,23 +197,141 @@ def _announce_run_dir(run_dir: Path) -> None:
     print(f"run directory: {run_dir}", flush=True)
 
 
+class _KeepWriteError:
+    """The file ``torch.save`` writes into, keeping the OSError of a failed write: torch turns it into a
+    RuntimeError without the errno ("unexpected pos ..."), and the user needs "No space left on device"."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
 def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write(path, lambda fh: torch.save(payload, fh))
+    """Write ``payload`` to ``path`` atomically (temporary name, fsync, rename): a failed write leaves the
+    previous checkpoint as it was and raises the OSError of the disk (ENOSPC, EIO, EFBIG, ...)."""
+
+    def write(fh: Any) -> None:
+        sink = _KeepWriteError(fh)
+        try:
+            torch.save(payload, sink)
+        except RuntimeError:
+            if sink.error is not None:
+                raise sink.error from None
+            raise
+
+    atomic_write(path, write)
+
+
+# What a checkpoint holds (beside "format"): key -> (type, what it is, required).
+_CKPT_FIELDS: dict[str, tuple[type | tuple[type, ...], str, bool]] = {
+    "config": (dict, "the run's config", True),
+    "model": (dict, "the model's weights", True),
+    "optimizer": (dict, "the optimizer's state", True),
+    "state": (dict, "the loop's counters", True),
+    "run_dir": (str, "the run directory", True),
+    "rng_cpu": (torch.Tensor, "the CPU random state", False),
+    "rng_cuda": (torch.Tensor, "the CUDA random state", False),
+    "torch_version": (str, "the torch version", False),
+}
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; raises CheckpointError with one line."""
+    """Load a checkpoint with ``weights_only=True`` and check its fields; raises CheckpointError with one line.
+
+    Only the shape of the payload is checked here (every field present, of the right type, the loop's
+    counters in range); :func:`train` then loads the weights into the model before it writes anything.
+    """
     p = Path(path)
     if not p.is_file():
-        raise CheckpointError(f"checkpoint {str(p)!r} does not exist; pass the last.pt of a run to --resume")
+        what = "is not a regular file" if p.exists() else "does not exist"
+        raise CheckpointError(f"checkpoint {str(p)!r} {what}; pass the last.pt of a run to --resume")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # zip, pickle and unpickler errors come in many types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {p} cannot be loaded with weights_only=True: {first}") from None
+        raise CheckpointError(f"checkpoint {p} cannot be loaded with weights_only=True: {first[:200]}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != _CKPT_FORMAT:
         raise CheckpointError(f"checkpoint {p} was not written by this training core (format {_CKPT_FORMAT})")
+    for key, (kind, what, required) in _CKPT_FIELDS.items():
+        if key not in ckpt:
+            if required:
+                raise CheckpointError(f"checkpoint {p} is incomplete: {what} ({key!r}) is missing; resume from "
+                                      "a last.pt that python -m train wrote")
+        elif not isinstance(ckpt[key], kind):
+            raise CheckpointError(f"checkpoint {p} is damaged: {what} ({key!r}) is a {type(ckpt[key]).__name__}")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt["model"].items()):
+        raise CheckpointError(f"checkpoint {p} is damaged: the model's weights are not a mapping of names to tensors")
+    opt = ckpt["optimizer"]
+    if not isinstance(opt.get("state"), dict) or not isinstance(opt.get("param_groups"), list):
+        raise CheckpointError(f"checkpoint {p} is damaged: the optimizer's state lacks 'state' or 'param_groups'")
+    _check_loop_state(ckpt["state"], p)
     return ckpt
+
+
+def _check_loop_state(data: dict[str, Any], p: Path) -> None:
+    names = [f.name for f in fields(_LoopState)]
+    missing, unknown = [k for k in names if k not in data], sorted(str(k) for k in data if k not in names)
+    if missing or unknown:
+        what = f"lack {', '.join(missing)}" if missing else f"have unknown key(s) {', '.join(unknown)}"
+        raise CheckpointError(f"checkpoint {p} is damaged: the loop's counters {what}")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    checks = {
+        "global_step": is_int(data["global_step"]) and data["global_step"] >= 0,
+        "epoch": is_int(data["epoch"]) and data["epoch"] >= 0,
+        "batch_in_epoch": is_int(data["batch_in_epoch"]) and data["batch_in_epoch"] >= 0,
+        "kl_weight": isinstance(data["kl_weight"], (int, float)) and not isinstance(data["kl_weight"], bool)
+                     and math.isfinite(data["kl_weight"]) and data["kl_weight"] >= 0,
+        "ae_mode": isinstance(data["ae_mode"], bool),
+        "control_seq": is_int(data["control_seq"]) and data["control_seq"] >= -1,
+    }
+    bad = [k for k, ok in checks.items() if not ok]
+    if bad:
+        raise CheckpointError(f"checkpoint {p} is damaged: the loop's {bad[0]} is {str(data[bad[0]])[:40]!r}")
+
+
+def _check_run_dir(ckpt: dict[str, Any], cfg: TrainConfig, p: Path) -> Path:
+    """The checkpoint's run directory, if it is one of ours; CheckpointError otherwise.
+
+    A resumed run appends event files to it and rotates its config.json, so it must be the directory this
+    trainer made for the checkpoint's run: an absolute ``.../<name>/version_N`` holding a config.json of
+    the same run (same name and architecture) and an event file. A checkpoint edited (or damaged) to name
+    any other directory is refused before anything is written.
+    """
+    raw = ckpt["run_dir"]
+    run_dir = Path(raw)
+    where = f"checkpoint {p} names run directory {raw[:200]!r}"
+    hint = "resume from the last.pt of a run that python -m train wrote, beside its logs"
+    if not run_dir.is_absolute() or "\0" in raw:
+        raise CheckpointError(f"{where}, which is not an absolute path; {hint}")
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{where}, which no longer exists (moved or deleted?); {hint}")
+    if _version(run_dir) < 0 or run_dir.parent.name != cfg.name:
+        raise CheckpointError(f"{where}, which is not a run directory of this trainer (not "
+                              f"<logdir>/{cfg.name}/version_N); {hint}")
+    try:
+        from train.config import load_config_file
+
+        theirs = load_config_file(run_dir / "config.json")
+    except (InputError, ConfigError):
+        theirs = None
+    if theirs is None or any(getattr(theirs, k) != getattr(cfg, k) for k in (*ARCHITECTURE_FIELDS, "name")):
+        raise CheckpointError(f"{where}, which holds no config.json of this run; {hint}")
+    if not any(run_dir.glob("events.out.tfevents.*")):
+        raise CheckpointError(f"{where}, which holds no event file; {hint}")
+    return run_dir
 
 
 def resume_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
@@ -263,7 +385,7 @@ class _ControlReader:
         """Apply a new control to ``state``; return a one-line message to print, or None."""
         try:
             control = read_control(self.path)
-        except ControlFileError as exc:
+        except (ControlFileError, InputError) as exc:  # a bad control file never stops training
             if exc.message == self._last_error:
                 return None
             self._last_error = exc.message
@@ -296,11 +418,25 @@ def _sync_control(state: _LoopState, d: _Dist) -> None:
 # Logging.
 
 
+@dataclass(frozen=True)
+class BadStep:
+    """The first train step whose logged values were not all finite (the step the run diverged)."""
+
+    step: int
+    epoch: int
+    values: dict[str, float]
+    kl_weight: float
+    lr: float
+
+
 class StepLogger:
     """Per-step train scalars, written with one host transfer per flush (not one per scalar).
 
     Each step's loss values are stacked into one tensor on the device; ``flush`` stacks the buffered
-    steps and calls ``.tolist()`` once, so logging adds no GPU synchronisation per scalar.
+    steps and calls ``.tolist()`` once, so logging adds no GPU synchronisation per scalar. Every step is
+    checked for NaN/inf at its flush (steps not due for writing under ``--log-every`` too): the first
+    non-finite step is written whatever ``--log-every`` says (so ``vaediag check`` sees it), kept in
+    :attr:`bad`, and nothing after it is logged.
     """
 
     def __init__(self, writer: Any, term_names: list[str], *, flush_every: int = 1) -> None:
@@ -308,40 +444,118 @@ class StepLogger:
         self.names = ["loss", *term_names, *[terms.weighted(t) for t in term_names]]
         self.tags = [terms.tag("train", n) for n in self.names]
         self.flush_every = flush_every
-        self._rows: list[tuple[int, int, float, float, torch.Tensor]] = []
+        self._rows: list[tuple[int, int, float, float, bool, torch.Tensor]] = []
         self.last: dict[str, float] = {}
+        self.bad: BadStep | None = None
 
     def log(self, step: int, epoch: int, total: torch.Tensor, raw: dict[str, torch.Tensor],
-            weighted: dict[str, torch.Tensor], *, kl_weight: float, lr: float) -> None:
+            weighted: dict[str, torch.Tensor], *, kl_weight: float, lr: float, write: bool = True) -> None:
+        """Buffer one step; ``write=False`` checks it for divergence without writing it (``--log-every``)."""
+        if self.bad is not None:
+            return
         values = torch.stack([total, *raw.values(), *weighted.values()]).detach()
-        self._rows.append((step, epoch, kl_weight, lr, values))
+        self._rows.append((step, epoch, kl_weight, lr, write, values))
         if len(self._rows) >= self.flush_every:
             self.flush()
 
     def flush(self) -> None:
         if not self._rows:
             return
-        table = torch.stack([r[-1] for r in self._rows]).tolist()
+        rows, self._rows = self._rows, []
+        table = torch.stack([r[-1] for r in rows]).tolist()
         kl_tag, lr_tag = terms.tag("train", "kl_weight"), terms.tag("train", "lr")
-        for (step, epoch, kl_weight, lr, _), values in zip(self._rows, table):
-            if self.writer is not None:
+        for (step, epoch, kl_weight, lr, write, _), values in zip(rows, table):
+            finite = all(math.isfinite(v) for v in values)
+            if self.writer is not None and (write or not finite):
                 add = self.writer.add_scalar
                 for tag, v in zip(self.tags, values):
                     add(tag, v, step)
                 add(kl_tag, kl_weight, step)
                 add(lr_tag, lr, step)
                 add(terms.EPOCH_TAG, epoch, step)
-        self.last = dict(zip(self.names, table[-1]))
-        self._rows.clear()
+            self.last = dict(zip(self.names, values))
+            if not finite:
+                self.bad = BadStep(step, epoch, dict(self.last), kl_weight, lr)
+                break
 
 
-def _add_text(writer: Any, tag: str, text: str, step: int) -> None:
-    """A text summary under exactly ``tag`` (SummaryWriter.add_text would append '/text_summary')."""
-    from torch.utils.tensorboard.summary import text as text_summary
+class _EventLog:
+    """The run's SummaryWriter, for rank 0. An OSError while writing events (disk full, I/O error, the
+    file-size limit) becomes one :class:`OutputError` naming the run directory; the writer is then
+    abandoned, never retried (tensorboard's writer thread keeps failing once its file did)."""
 
-    summary = text_summary(tag, text)
-    summary.value[0].tag = tag
-    writer._get_file_writer().add_summary(summary, step, time.time())
+    def __init__(self, run_dir: Path, on_error: Callable[[OSError], OutputError]) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run_dir = run_dir
+        self._on_error = on_error
+        self._w: Any = None
+        self._w = self._call(SummaryWriter, log_dir=str(run_dir))
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except OSError as exc:
+            self.abandon()
+            raise self._on_error(exc) from None
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self._call(self._w.add_scalar, tag, value, step)
+
+    def add_histogram(self, tag: str, values: Any, step: int) -> None:
+        self._call(self._w.add_histogram, tag, values, step)
+
+    def add_image(self, tag: str, image: Any, step: int, **kwargs: Any) -> None:
+        self._call(self._w.add_image, tag, image, step, **kwargs)
+
+    def add_text(self, tag: str, text: str, step: int) -> None:
+        """A text summary under exactly ``tag`` (SummaryWriter.add_text would append '/text_summary')."""
+        from torch.utils.tensorboard.summary import text as text_summary
+
+        summary = text_summary(tag, text)
+        summary.value[0].tag = tag
+        self._call(lambda: self._w._get_file_writer().add_summary(summary, step, time.time()))
+
+    def flush(self) -> None:
+        self._call(self._w.flush)
+
+    def close(self) -> None:
+        w, self._w = self._w, None
+        if w is not None:
+            try:
+                w.close()
+            except OSError as exc:
+                self._w = w
+                self.abandon()
+                raise self._on_error(exc) from None
+
+    def abandon(self) -> None:
+        """Stop the writer's thread and close its file without raising (after a failed write)."""
+        w, self._w = self._w, None
+        for fw in ((getattr(w, "all_writers", None) or {}).values() if w is not None else ()):
+            try:
+                fw.close()
+            except Exception:
+                pass
+
+
+def _quiet_writer_threads() -> Callable[[], None]:
+    """Keep tensorboard's writer thread from printing a traceback when its write fails: the same error
+    reaches the loop at the writer's next call, as one OutputError line. Returns the undo function."""
+    previous = threading.excepthook
+
+    def hook(args: Any) -> None:
+        if type(args.thread).__name__ == "_AsyncWriterThread" and isinstance(args.exc_value, OSError):
+            return
+        previous(args)
+
+    threading.excepthook = hook
+
+    def undo() -> None:
+        if threading.excepthook is hook:
+            threading.excepthook = previous
+
+    return undo
 
 
 def make_grid(x: torch.Tensor, recon: torch.Tensor, *, pad: int = 2) -> torch.Tensor:
@@ -435,13 +649,64 @@ class _StopOnSignal:
             signal.signal(s, h)
 
 
-def _any_rank(flag: bool, d: _Dist, device: torch.device) -> bool:
-    """True on every rank when any rank saw a signal (so all stop at the same step)."""
+def _collective_device(d: _Dist) -> torch.device:
+    """Where the small tensors of this loop's own collectives live (NCCL needs CUDA, gloo takes CPU)."""
+    if d.enabled and dist.get_backend() == "nccl":
+        return torch.device("cuda", d.local_rank)
+    return torch.device("cpu")
+
+
+def _agree(d: _Dist, *values: float) -> list[float]:
+    """Each value maxed over every process (one all_reduce), so all ranks take the same branch; in a single
+    process, the values themselves."""
     if not d.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+        return [float(v) for v in values]
+    t = torch.tensor(values, dtype=torch.float64, device=_collective_device(d))
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return t.tolist()
+
+
+def _any_rank(flag: bool, d: _Dist) -> bool:
+    """True on every rank when any rank saw a signal (so all stop at the same step)."""
+    return _agree(d, 1.0 if flag else 0.0)[0] > 0
+
+
+# A step travels through MAX as _STEP_BASE - step, so the earliest bad step of any rank wins.
+_STEP_BASE = float(2**52)
+
+
+def _step_code(step: int | None) -> float:
+    return 0.0 if step is None else _STEP_BASE - step
+
+
+def _step_of(code: float) -> int | None:
+    return None if code <= 0 else int(_STEP_BASE - code)
+
+
+def _failure_code(exc: BaseException | None) -> float:
+    return float(getattr(exc, "exit_code", 1) or 1) if exc is not None else 0.0
+
+
+def _elsewhere(code: float) -> VaediagError:
+    """What a rank raises when another one failed (that one prints why)."""
+    return VaediagError("stopped: another process of this run failed (its message says why)", exit_code=int(code))
+
+
+def _together(d: _Dist, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on every process; when it raises a VaediagError on any of them, every process raises, so
+    no rank is left waiting in a collective for one that has gone."""
+    failure: VaediagError | None = None
+    result = None
+    try:
+        result = fn()
+    except VaediagError as exc:
+        failure = exc
+    worst = _agree(d, _failure_code(failure))[0]
+    if failure is not None:
+        raise failure
+    if worst:
+        raise _elsewhere(worst)
+    return result
 
 
 # --------------------------------------------------------------------------------------------------
@@ -521,21 +786,63 @@ def train(cfg: TrainConfig, *, on_epoch_end: Callable[[EpochEnd], None] | None =
     """Train (or resume, when ``cfg.resume`` is set) and return where it went.
 
     Raises:
-        DataError, ConfigError, InputError, CheckpointError: bad input, before any run directory exists.
+        DataError, ConfigError, InputError, CheckpointError: bad input, before anything is written.
         Interrupted: SIGINT/SIGTERM; the step in flight was finished and a checkpoint saved.
+        TrainingDiverged: the loss or the weights became non-finite; that step is logged, nothing
+            non-finite is checkpointed (exit code 3).
+        OutputError: a write failed (disk full, I/O error, file-size limit); the previous checkpoint is
+            intact (exit code 4).
     """
     d = _init_distributed(cfg.device)
+    undo = _quiet_writer_threads()
+    together = False  # every rank ends here at the same point (a result, or an error all of them raise)
     try:
-        return _train(cfg, d, on_epoch_end)
+        result = _train(cfg, d, on_epoch_end)
+        together = True
+        return result
+    except VaediagError:
+        together = True  # the loop's own errors are agreed between ranks before any of them raises
+        raise
     finally:
+        undo()
         if d.enabled and dist.is_initialized():
+            if together:
+                # No rank tears its process group down while another may still communicate: the last
+                # collective can complete on one rank before its peer is done with it, and a peer whose
+                # connections close under it can be aborted by gloo ("terminate called ...").
+                try:
+                    dist.barrier()
+                except Exception:
+                    pass
+            # Whatever still holds the process group (a DDP wrapper in a traceback's reference cycle) goes
+            # now, while the interpreter is whole: gloo objects freed during interpreter shutdown abort the
+            # process ("terminate called without an active exception", SIGABRT) after its work is done.
+            gc.collect()
             dist.destroy_process_group()
+            gc.collect()
 
 
-def _train(cfg: TrainConfig, d: _Dist, on_epoch_end: Callable[[EpochEnd], None] | None) -> TrainResult:
-    out = _Out(d.is_main)
+@dataclass
+class _Prepared:
+    """Everything :func:`_prepare` checked and built; nothing of it is on disk yet."""
 
-    # --- everything that can fail on bad input, before anything is written -----------------------
+    cfg: TrainConfig
+    device: torch.device
+    train_set: ImageSet
+    val_set: ImageSet
+    perceptual: torch.nn.Module | None
+    backbone: Any
+    model: ConvVAE
+    optimizer: torch.optim.Optimizer
+    state: _LoopState
+    changed: dict[str, tuple[Any, Any]]
+    run_dir: Path | None  # a resumed run's (checked on rank 0); None for a new run
+    ckpt_dir: Path | None
+
+
+def _prepare(cfg: TrainConfig, d: _Dist) -> _Prepared:
+    """Everything that can fail on bad input, before anything is written: the checkpoint (fields, run
+    directory, weights, optimizer, random state), the device, the data, the perceptual trunk."""
     ckpt = load_checkpoint(cfg.resume) if cfg.resume else None
     device = _resolve_device(cfg.device, d)
     train_set, val_set = load_pair(cfg.train_npy, cfg.val_npy, image_size=cfg.image_size)
@@ -543,7 +850,9 @@ def _train(cfg: TrainConfig, d: _Dist, on_epoch_end: Callable[[EpochEnd], None] 
     perceptual, backbone = load_perceptual(cfg.perceptual_weights, cfg.layers)
     cfg = cfg.replace(perceptual_backbone=backbone.description)
     changed: dict[str, tuple[Any, Any]] = {}
+    run_dir = ckpt_dir = None
     if ckpt is not None:
+        source = Path(cfg.resume)
         old = config_from_dict(ckpt["config"], source=f"checkpoint {cfg.resume}")
         changed = _changed_fields(old, cfg)
         fixed = [k for k in ARCHITECTURE_FIELDS if k in changed]
@@ -551,34 +860,12 @@ def _train(cfg: TrainConfig, d: _Dist, on_epoch_end: Callable[[EpochEnd], None] 
             k = fixed[0]
             raise ConfigError(f"cannot resume with {k} = {changed[k][1]}: the checkpoint's model has {k} = "
                               f"{changed[k][0]} (start a new run to change the architecture)")
-        run_dir = Path(ckpt["run_dir"])
-        if d.is_main and not run_dir.is_dir():
-            raise CheckpointError(f"the run directory of checkpoint {cfg.resume} ({run_dir}) no longer exists")
-        ckpt_dir = Path(cfg.resume).resolve().parent
+        if d.is_main:
+            run_dir = _check_run_dir(ckpt, old, source)
+        ckpt_dir = source.resolve().parent
     if perceptual is not None:
         perceptual = perceptual.to(device)
 
-    # --- run directory, handshake, config ----------------------------------------------------------
-    writer = None
-    if d.is_main:
-        if ckpt is None:
-            run_dir, ckpt_dir = _new_version_dirs(cfg)
-        _announce_run_dir(run_dir)
-        save_run_config(cfg, run_dir)
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(log_dir=str(run_dir))
-    else:
-        run_dir = ckpt_dir = None  # type: ignore[assignment]
-    ckpt_path = ckpt_dir / CHECKPOINT_NAME if ckpt_dir is not None else None
-    if perceptual is None:
-        out.warn("WARNING: the perceptual loss is DISABLED (--perceptual-weights none): reconstructions will be "
-                 "judged by pixels, SSIM and edges only; the logs record it under "
-                 f"{terms.BACKBONE_TEXT_TAG}")
-    else:
-        out.info(f"perceptual backbone: {backbone.description}")
-
-    # --- model, optimizer, state --------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
     model = ConvVAE(channels=cfg.channels, image_size=cfg.image_size, latent_dim=cfg.latent_dim,
                     base_channels=cfg.base_channels).to(device)
@@ -586,8 +873,7 @@ def _train(cfg: TrainConfig, d: _Dist, on_epoch_end: Callable[[EpochEnd], None] 
     state = _LoopState(kl_weight=cfg.kl_weight, ae_mode=cfg.ae)
     torch.manual_seed(cfg.seed + 1 + d.rank)  # sampling noise differs per rank
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        _load_weights(ckpt, model, optimizer, Path(cfg.resume))
         for k, v in ckpt["state"].items():
             setattr(state, k, v)
         # An explicit flag on the resume command wins over what the checkpoint (or a control) set.
@@ -595,144 +881,418 @@ def _train(cfg: TrainConfig, d: _Dist, on_epoch_end: Callable[[EpochEnd], None] 
             state.kl_weight = cfg.kl_weight
         if "ae" in changed:
             state.ae_mode = cfg.ae
-        if d.is_main and "rng_cpu" in ckpt:
-            torch.set_rng_state(ckpt["rng_cpu"])
-        else:
-            torch.manual_seed(cfg.seed + 1 + d.rank + state.global_step)
-        if "rng_cuda" in ckpt and device.type == "cuda" and d.is_main:
-            torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
-        msg = f"resumed {cfg.resume} at step {state.global_step} (epoch {state.epoch}, batch {state.batch_in_epoch})"
-        if changed:
-            msg += "; overrides: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
-        out.info(msg)
-        if writer is not None:
-            _add_text(writer, terms.RESUME_TEXT_TAG, msg, state.global_step)
-    if writer is not None:
-        _add_text(writer, terms.BACKBONE_TEXT_TAG, backbone.description, state.global_step)
-    train_model: torch.nn.Module = model
-    if d.enabled:
-        from torch.nn.parallel import DistributedDataParallel
+        try:
+            if d.is_main and "rng_cpu" in ckpt:
+                torch.set_rng_state(ckpt["rng_cpu"])
+            else:
+                torch.manual_seed(cfg.seed + 1 + d.rank + state.global_step)
+            if "rng_cuda" in ckpt and device.type == "cuda" and d.is_main:
+                torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {cfg.resume} is damaged: its random state cannot be restored "
+                                  f"({_one_line(exc)})") from None
+    return _Prepared(cfg=cfg, device=device, train_set=train_set, val_set=val_set, perceptual=perceptual,
+                     backbone=backbone, model=model, optimizer=optimizer, state=state, changed=changed,
+                     run_dir=run_dir, ckpt_dir=ckpt_dir)
 
-        train_model = DistributedDataParallel(model, device_ids=[d.local_rank] if device.type == "cuda" else None)
-    model.train()
 
-    weight_map = center_weight_map(cfg.image_size, center_weight=cfg.center_weight, device=device)
-    sampler = DistributedSampler(range(len(train_set)), num_replicas=d.world, rank=d.rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=d.enabled)
-    steps_per_epoch = math.ceil(len(sampler) / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-    term_names = [t for t in terms.LOSS_TERMS if t != "perceptual" or perceptual is not None]
-    logger = StepLogger(writer, term_names, flush_every=1 if device.type == "cpu" else 20)
-    control = _ControlReader(run_dir) if d.is_main else None
-    show_bar = d.is_main and not cfg.quiet and sys.stdout.isatty()
-    val: dict[str, float] = {}
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
-    def checkpoint() -> None:
-        if not d.is_main:
-            return
-        payload = {"format": _CKPT_FORMAT, "config": cfg.to_dict(), "model": model.state_dict(),
-                   "optimizer": optimizer.state_dict(), "state": state.to_dict(), "run_dir": str(run_dir),
-                   "rng_cpu": torch.get_rng_state(), "torch_version": str(torch.__version__)}
-        if device.type == "cuda":
-            payload["rng_cuda"] = torch.cuda.get_rng_state(device)
-        _save_checkpoint(ckpt_path, payload)
 
-    def stop_now(reason: str) -> Interrupted:
-        logger.flush()
-        checkpoint()
-        if writer is not None:
-            writer.flush()
-            writer.close()
-        where = f"; checkpoint {ckpt_path}; continue with --resume {ckpt_path}" if ckpt_path else ""
-        return Interrupted(f"{reason}: stopped after step {state.global_step}{where}")
+def _load_weights(ckpt: dict[str, Any], model: ConvVAE, optimizer: torch.optim.Optimizer, p: Path) -> None:
+    """Load the checkpoint's weights and optimizer state, or raise CheckpointError (before any write)."""
+    weights = ckpt["model"]
+    if not all(bool(torch.isfinite(t).all()) for t in weights.values() if t.is_floating_point()):
+        raise CheckpointError(f"checkpoint {p} holds non-finite (NaN or inf) weights; resume from an earlier one")
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {p} does not fit the model of its own config: {_one_line(exc)}") from None
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        raise CheckpointError(f"checkpoint {p} holds an optimizer state that does not fit the model: "
+                              f"{_one_line(exc)}") from None
 
-    if state.epoch >= cfg.epochs:
-        out.warn(f"nothing to train: the checkpoint has finished {state.epoch} epoch(s) and --epochs is "
-                 f"{cfg.epochs}; pass a larger --epochs to continue")
+    def number(v: Any, lo: float, hi: float) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
 
-    # --- the loop -------------------------------------------------------------------------------
-    with _StopOnSignal() as stop:
-        for epoch in range(state.epoch, cfg.epochs):
-            t0 = time.perf_counter()
-            if control is not None and epoch > 0:
-                note = control.await_watchdog(epoch - 1, lambda: stop.requested is not None)
-                if note:
-                    out.warn(note)
-            # A signal during that wait (the watchdog's stop, or its restart, follows its decision) stops the
-            # run here, on the epoch boundary, not after one more step at the settings it is about to change.
-            if _any_rank(stop.requested is not None, d, device):
-                raise stop_now(stop.requested or "stopped by another rank")
-            # control.json is read at the start of each epoch; a new seq is applied once.
-            if control is not None:
-                message = control.poll(state)
-                if message:
-                    (out.warn if message.startswith("warning") else out.info)(message)
-            _sync_control(state, d)
-            if writer is not None:
-                writer.add_scalar(terms.tag("train", "control_seq"), state.control_seq, state.global_step)
-                writer.add_scalar(terms.tag("train", "ae_mode"), float(state.ae_mode), state.global_step)
+    for group in optimizer.param_groups:
+        betas = group.get("betas")
+        ok = (number(group.get("lr"), 0, math.inf) and number(group.get("eps"), 0, math.inf)
+              and number(group.get("weight_decay"), 0, math.inf) and isinstance(betas, (tuple, list))
+              and len(betas) == 2 and all(number(b, 0, 1) for b in betas))
+        if not ok:
+            raise CheckpointError(f"checkpoint {p} holds a damaged optimizer setting (lr, eps, betas or weight_decay)")
+        for param in group["params"]:
+            for k, v in optimizer.state.get(param, {}).items():
+                if k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") and (
+                        not isinstance(v, torch.Tensor) or v.shape != param.shape):
+                    raise CheckpointError(f"checkpoint {p} holds an optimizer state ({k}) of the wrong shape")
 
-            sampler.set_epoch(epoch)
-            order = list(sampler)
-            batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-            progress = _progress(show_bar)
-            task = None
-            if progress is not None:
-                progress.start()
-                task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(batches),
-                                         completed=state.batch_in_epoch, info="")
+
+def _finite_weights(model: torch.nn.Module) -> bool:
+    flags = [torch.isfinite(p).all() for p in model.parameters()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+def _os_failure(exc: OSError, what: str, then: str) -> VaediagError:
+    """One line for an OSError while creating or writing ``what``: the machine's refusals (disk full,
+    quota, I/O error, file-size limit, read-only) are OutputError (exit 4); a path that cannot be used
+    (not a directory, no permission, a name too long) is InputError (exit 2)."""
+    said, advice = describe_os_error(exc)
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1), errno.EIO, errno.EFBIG, errno.EROFS):
+        return OutputError(f"cannot write {what}: {said}; {then}; {advice}")
+    name = f" ({shown(exc.filename)})" if exc.filename else ""
+    return InputError(f"cannot create {what}: {said}{name}; choose another --logdir or --checkpoint-dir")
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "?"
+    return f"{v:.4g}" if math.isfinite(v) else str(v)
+
+
+def _nonfinite_terms(values: dict[str, float]) -> str:
+    """``"kl inf, kl_weighted inf; "``, or ``"every term nan; "``: the terms besides the total that are not finite."""
+    terms_ = {k: v for k, v in values.items() if k != "loss"}
+    bad = {k: v for k, v in terms_.items() if not math.isfinite(v)}
+    if not bad:
+        return ""
+    if len(bad) == len(terms_) and len({_fmt(v) for v in bad.values()}) == 1:
+        return f"every term {_fmt(next(iter(bad.values())))}; "
+    shown_ = [f"{k} {_fmt(v)}" for k, v in bad.items()]
+    more = f" and {len(shown_) - 4} more" if len(shown_) > 4 else ""
+    return ", ".join(shown_[:4]) + more + "; "
+
+
+def _train(cfg: TrainConfig, d: _Dist, on_epoch_end: Callable[[EpochEnd], None] | None) -> TrainResult:
+    prep: _Prepared = _together(d, lambda: _prepare(cfg, d))  # bad input: every rank stops, nothing written
+    run = _Run(prep, d, on_epoch_end)
+    _together(d, run.open)
+    try:
+        return run.loop()
+    finally:
+        run.release()
+
+
+class _Run:
+    """One run after its input was checked: where it writes, what it has kept, and how it stops.
+
+    Every way out of the loop goes through :meth:`settle`, one all_reduce per step that tells every rank
+    whether any rank saw a signal, a non-finite step or a failed write, so all of them stop at the same
+    step and none is left waiting in a collective.
+    """
+
+    def __init__(self, prep: _Prepared, d: _Dist, on_epoch_end: Callable[[EpochEnd], None] | None) -> None:
+        self.prep, self.d, self.on_epoch_end = prep, d, on_epoch_end
+        self.cfg, self.state, self.model, self.optimizer = prep.cfg, prep.state, prep.model, prep.optimizer
+        self.device = prep.device
+        self.out = _Out(d.is_main)
+        self.resumed = bool(self.cfg.resume)
+        self.run_dir, self.ckpt_dir = prep.run_dir, prep.ckpt_dir
+        self.ckpt_path: Path | None = None
+        self.events: _EventLog | None = None
+        self.logger: StepLogger | None = None
+        self.stop: _StopOnSignal | None = None
+        # The last checkpoint that holds finite weights, (path, step): where a diverged or failed run resumes.
+        self.last_good: tuple[Path, int] | None = None
+        self.lr, self.kl_w = self.cfg.lr, self.state.kl_weight  # in effect at the last step
+
+    # --- setup (rank 0 writes) ----------------------------------------------------------------------
+    def open(self) -> None:
+        cfg, state, out = self.cfg, self.state, self.out
+        if self.d.is_main:
+            if not self.resumed:
+                try:
+                    self.run_dir, self.ckpt_dir = _new_version_dirs(cfg)
+                except OSError as exc:
+                    raise _os_failure(exc, f"the run's directories under {cfg.logdir} and {cfg.checkpoint_dir}",
+                                      "nothing was trained") from None
+            _announce_run_dir(self.run_dir)
             try:
-                for b in range(state.batch_in_epoch, len(batches)):
-                    step = state.global_step
-                    lr = lr_at(step, lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=total_steps,
-                               schedule=cfg.lr_schedule, min_lr=cfg.min_lr)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    kl_w = kl_weight_at(step, kl_weight=state.kl_weight, warmup_steps=cfg.kl_warmup_steps,
-                                        ae_mode=state.ae_mode)
-                    x = train_set.batch(torch.as_tensor(batches[b]), device)
-                    total, raw, weighted = train_step(train_model, x, optimizer, weights=cfg.loss_weights(kl_w),
-                                                      weight_map=weight_map, perceptual=perceptual,
-                                                      deterministic=state.ae_mode, grad_clip=cfg.grad_clip)
-                    if step % cfg.log_every == 0:
-                        logger.log(step, epoch, total, raw, weighted, kl_weight=kl_w, lr=lr)
-                    state.global_step += 1
-                    state.batch_in_epoch = b + 1
-                    if progress is not None:
-                        info = f"loss {logger.last['loss']:.4f}" if logger.last else ""
-                        progress.update(task, advance=1, info=info)
-                    if _any_rank(stop.requested is not None, d, device):
-                        raise stop_now(stop.requested or "stopped by another rank")
-            finally:
+                save_run_config(cfg, self.run_dir)
+            except OSError as exc:
+                raise _os_failure(exc, f"the config in {self.run_dir}", "nothing was trained") from None
+            self.events = _EventLog(self.run_dir, self._event_failure)
+        self.ckpt_path = self.ckpt_dir / CHECKPOINT_NAME if self.ckpt_dir is not None else None
+        if self.resumed and self.d.is_main:
+            self.last_good = (Path(cfg.resume), state.global_step)
+        backbone = self.prep.backbone
+        if self.prep.perceptual is None:
+            out.warn("WARNING: the perceptual loss is DISABLED (--perceptual-weights none): reconstructions will be "
+                     "judged by pixels, SSIM and edges only; the logs record it under "
+                     f"{terms.BACKBONE_TEXT_TAG}")
+        else:
+            out.info(f"perceptual backbone: {backbone.description}")
+        if self.resumed:
+            msg = (f"resumed {cfg.resume} at step {state.global_step} (epoch {state.epoch}, "
+                   f"batch {state.batch_in_epoch})")
+            if self.prep.changed:
+                msg += "; overrides: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in self.prep.changed.items())
+            out.info(msg)
+            if self.events is not None:
+                self.events.add_text(terms.RESUME_TEXT_TAG, msg, state.global_step)
+        if self.events is not None:
+            self.events.add_text(terms.BACKBONE_TEXT_TAG, backbone.description, state.global_step)
+
+    def release(self) -> None:
+        if self.events is not None:
+            self.events.abandon()  # a no-op after a clean close; after a failure, stops its thread quietly
+
+    # --- the loop -----------------------------------------------------------------------------------
+    def loop(self) -> TrainResult:
+        self.train_model: torch.nn.Module | None = self.model
+        if self.d.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            cuda = self.device.type == "cuda"
+            self.train_model = DistributedDataParallel(self.model, device_ids=[self.d.local_rank] if cuda else None)
+        try:
+            return self._loop()
+        finally:
+            # The DDP wrapper holds the process group: no traceback's frames may keep it past train()
+            # (only this attribute refers to it; _loop and the steps read it from here).
+            self.train_model = None
+
+    def _loop(self) -> TrainResult:
+        cfg, d, state, out, device = self.cfg, self.d, self.state, self.out, self.device
+        model, optimizer, perceptual = self.model, self.optimizer, self.prep.perceptual
+        train_set = self.prep.train_set
+        model.train()
+
+        weight_map = center_weight_map(cfg.image_size, center_weight=cfg.center_weight, device=device)
+        self.weight_map = weight_map
+        sampler = DistributedSampler(range(len(train_set)), num_replicas=d.world, rank=d.rank, shuffle=True,
+                                     seed=cfg.seed, drop_last=d.enabled)
+        steps_per_epoch = math.ceil(len(sampler) / cfg.batch_size)
+        total_steps = cfg.epochs * steps_per_epoch
+        term_names = [t for t in terms.LOSS_TERMS if t != "perceptual" or perceptual is not None]
+        self.logger = logger = StepLogger(self.events, term_names, flush_every=1 if device.type == "cpu" else 20)
+        control = _ControlReader(self.run_dir) if d.is_main else None
+        show_bar = d.is_main and not cfg.quiet and sys.stdout.isatty()
+        val: dict[str, float] = {}
+
+        if state.epoch >= cfg.epochs:
+            out.warn(f"nothing to train: the checkpoint has finished {state.epoch} epoch(s) and --epochs is "
+                     f"{cfg.epochs}; pass a larger --epochs to continue")
+
+        with _StopOnSignal() as stop:
+            self.stop = stop
+            for epoch in range(state.epoch, cfg.epochs):
+                t0 = time.perf_counter()
+                if control is not None and epoch > 0:
+                    note = control.await_watchdog(epoch - 1, lambda: stop.requested is not None)
+                    if note:
+                        out.warn(note)
+                # A signal during that wait (the watchdog's stop, or its restart, follows its decision) stops the
+                # run here, on the epoch boundary, not after one more step at the settings it is about to change.
+                if _any_rank(stop.requested is not None, d):
+                    raise self.stop_now(stop.requested or "stopped by another rank")
+                # control.json is read at the start of each epoch; a new seq is applied once.
+                if control is not None:
+                    message = control.poll(state)
+                    if message:
+                        (out.warn if message.startswith("warning") else out.info)(message)
+                _sync_control(state, d)
+                failure = None
+                if self.events is not None:
+                    try:
+                        self.events.add_scalar(terms.tag("train", "control_seq"), state.control_seq, state.global_step)
+                        self.events.add_scalar(terms.tag("train", "ae_mode"), float(state.ae_mode), state.global_step)
+                    except OutputError as exc:
+                        failure = exc
+                self.settle(failure, stop_here=False)  # a signal now stops after the epoch's first step, as before
+
+                sampler.set_epoch(epoch)
+                order = list(sampler)
+                batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+                progress = _progress(show_bar)
+                task = None
                 if progress is not None:
-                    progress.stop()
-            logger.flush()
+                    progress.start()
+                    task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(batches),
+                                             completed=state.batch_in_epoch, info="")
+                try:
+                    for b in range(state.batch_in_epoch, len(batches)):
+                        step = state.global_step
+                        lr = lr_at(step, lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=total_steps,
+                                   schedule=cfg.lr_schedule, min_lr=cfg.min_lr)
+                        for group in optimizer.param_groups:
+                            group["lr"] = lr
+                        kl_w = kl_weight_at(step, kl_weight=state.kl_weight, warmup_steps=cfg.kl_warmup_steps,
+                                            ae_mode=state.ae_mode)
+                        self.lr, self.kl_w = lr, kl_w
+                        x = train_set.batch(torch.as_tensor(batches[b]), device)
+                        total, raw, weighted = train_step(self.train_model, x, optimizer,
+                                                          weights=cfg.loss_weights(kl_w), weight_map=weight_map,
+                                                          perceptual=perceptual, deterministic=state.ae_mode,
+                                                          grad_clip=cfg.grad_clip)
+                        failure = None
+                        try:  # every step is checked for NaN/inf; --log-every decides which ones are written
+                            logger.log(step, epoch, total, raw, weighted, kl_weight=kl_w, lr=lr,
+                                       write=step % cfg.log_every == 0)
+                        except OutputError as exc:
+                            failure = exc
+                        state.global_step += 1
+                        state.batch_in_epoch = b + 1
+                        if progress is not None:
+                            info = f"loss {logger.last['loss']:.4f}" if logger.last else ""
+                            progress.update(task, advance=1, info=info)
+                        self.settle(failure)
+                finally:
+                    if progress is not None:
+                        progress.stop()
+                failure = None
+                try:
+                    logger.flush()
+                except OutputError as exc:
+                    failure = exc
+                self.settle(failure)
 
-            # --- end of epoch: validate (rank 0), log at the epoch's last step, checkpoint ---------
-            state.epoch, state.batch_in_epoch = epoch + 1, 0
-            if d.is_main:
-                val_step = state.global_step - 1
-                val, kl_dims, grid = evaluate(model, val_set, weights=cfg.loss_weights(kl_weight_at(
-                    val_step, kl_weight=state.kl_weight, warmup_steps=cfg.kl_warmup_steps, ae_mode=state.ae_mode)),
-                    weight_map=weight_map, perceptual=perceptual, device=device, batch_size=cfg.batch_size,
-                    grid_images=cfg.grid_images)
-                for term, value in val.items():
-                    writer.add_scalar(terms.tag("val", term), value, val_step)
-                writer.add_histogram(terms.KL_PER_DIM_HIST_TAG, kl_dims.numpy(), val_step)
-                if grid is not None:
-                    writer.add_image(terms.RECON_GRID_TAG, grid, val_step, dataformats="CHW")
-                writer.flush()  # the watchdog reads the epoch as soon as it ends
-                checkpoint()
-                out.info(_epoch_line(epoch, cfg.epochs, state.global_step, logger.last, val, time.perf_counter() - t0))
-                if on_epoch_end is not None:
-                    on_epoch_end(EpochEnd(epoch=epoch, global_step=state.global_step, run_dir=run_dir,
-                                          checkpoint=ckpt_path, val=dict(val)))
-            if d.enabled:
-                dist.barrier()
-            if _any_rank(stop.requested is not None, d, device):
-                raise stop_now(stop.requested or "stopped by another rank")
+                # --- end of epoch: validate (rank 0), log at the epoch's last step, checkpoint ---------
+                state.epoch, state.batch_in_epoch = epoch + 1, 0
+                failure = None
+                if d.is_main:
+                    try:
+                        val = self.validate()
+                        self.checkpoint()
+                        out.info(_epoch_line(epoch, cfg.epochs, state.global_step, logger.last, val,
+                                             time.perf_counter() - t0))
+                        if self.on_epoch_end is not None:
+                            self.on_epoch_end(EpochEnd(epoch=epoch, global_step=state.global_step, run_dir=self.run_dir,
+                                                       checkpoint=self.ckpt_path, val=dict(val)))
+                    except VaediagError as exc:
+                        failure = exc
+                self.settle(failure)
 
-    if writer is not None:
-        writer.close()
-    return TrainResult(run_dir=run_dir, checkpoint=ckpt_path, global_step=state.global_step,
-                       epochs_done=state.epoch, val=val, config=cfg)
+        self.close_events()
+        return TrainResult(run_dir=self.run_dir, checkpoint=self.ckpt_path, global_step=state.global_step,
+                           epochs_done=state.epoch, val=val, config=cfg)
+
+    def settle(self, failure: VaediagError | None, *, stop_here: bool = True) -> None:
+        """Agree with every rank on how to go on (one all_reduce): a failed write, a non-finite step or a
+        signal on any rank stops all of them here. Raises what stops this rank."""
+        bad = self.logger.bad if self.logger is not None else None
+        requested = self.stop is not None and self.stop.requested is not None
+        stop_f, bad_f, fail_f = _agree(self.d, 1.0 if requested else 0.0, _step_code(bad.step if bad else None),
+                                       _failure_code(failure))
+        if failure is not None:
+            raise failure
+        if fail_f:
+            raise _elsewhere(fail_f)
+        if bad_f:
+            raise self.diverged(_step_of(bad_f))
+        if stop_f and stop_here:
+            raise self.stop_now((self.stop.requested if self.stop else None) or "stopped by another rank")
+
+    # --- validation and checkpoints (rank 0) ----------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        """Evaluate, log every val scalar (non-finite ones too: the ``nonfinite`` rule must see them), the
+        histogram and image only when finite; TrainingDiverged when a val loss term is not finite."""
+        cfg, state, ev = self.cfg, self.state, self.events
+        val_step = state.global_step - 1
+        kl_w = kl_weight_at(val_step, kl_weight=state.kl_weight, warmup_steps=cfg.kl_warmup_steps,
+                            ae_mode=state.ae_mode)
+        val, kl_dims, grid = evaluate(self.model, self.prep.val_set, weights=cfg.loss_weights(kl_w),
+                                      weight_map=self.weight_map, perceptual=self.prep.perceptual, device=self.device,
+                                      batch_size=cfg.batch_size, grid_images=cfg.grid_images)
+        for term, value in val.items():
+            ev.add_scalar(terms.tag("val", term), value, val_step)
+        if bool(torch.isfinite(kl_dims).all()):
+            ev.add_histogram(terms.KL_PER_DIM_HIST_TAG, kl_dims.numpy(), val_step)
+        if grid is not None and bool(torch.isfinite(grid).all()):
+            ev.add_image(terms.RECON_GRID_TAG, grid, val_step, dataformats="CHW")
+        ev.flush()  # the watchdog reads the epoch as soon as it ends
+        bad = [k for k in self.logger.names if k in val and not math.isfinite(val[k])]
+        if bad:
+            losses = {k: val[k] for k in self.logger.names if k in val}
+            raise self._diverged_error(val_step, f"val loss {_fmt(val.get('loss'))} ({_nonfinite_terms(losses)}"
+                                                 f"kl_weight {kl_w:.3g}, lr {self.lr:.3g})")
+        return val
+
+    def checkpoint(self) -> None:
+        """Save ``last.pt`` (rank 0): never non-finite weights, and a failed write leaves the old one intact."""
+        if not self.d.is_main:
+            return
+        state = self.state
+        if not _finite_weights(self.model):
+            raise self._diverged_error(state.global_step - 1, "the model's weights are not finite (NaN or inf) "
+                                       f"although the logged loss was (kl_weight {self.kl_w:.3g}, lr {self.lr:.3g})")
+        payload = {"format": _CKPT_FORMAT, "config": self.cfg.to_dict(), "model": self.model.state_dict(),
+                   "optimizer": self.optimizer.state_dict(), "state": state.to_dict(), "run_dir": str(self.run_dir),
+                   "rng_cpu": torch.get_rng_state(), "torch_version": str(torch.__version__)}
+        if self.device.type == "cuda":
+            payload["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        try:
+            _save_checkpoint(self.ckpt_path, payload)
+        except OSError as exc:
+            said, advice = describe_os_error(exc)
+            if self.last_good is not None:
+                path, step = self.last_good
+                kept = f"the checkpoint {path} (step {step}) is intact; {advice}, then continue with --resume {path}"
+            else:
+                kept = f"no checkpoint was saved; {advice}, then start the run again"
+            raise OutputError(f"cannot save checkpoint {self.ckpt_path}: {said}; training stopped at step "
+                              f"{state.global_step}; {kept}") from None
+        self.last_good = (self.ckpt_path, state.global_step)
+
+    # --- ways to stop -------------------------------------------------------------------------------
+    def _event_failure(self, exc: OSError) -> OutputError:
+        said, advice = describe_os_error(exc)
+        if self.last_good is not None:
+            path, step = self.last_good
+            kept = f"the checkpoint {path} (step {step}) is intact; {advice}, then continue with --resume {path}"
+        else:
+            kept = f"no checkpoint was saved; {advice}, then start the run again"
+        return OutputError(f"cannot write the event log in {self.run_dir}: {said}; training stopped at step "
+                           f"{self.state.global_step}; {kept}")
+
+    def diverged(self, step: int | None) -> TrainingDiverged:
+        """The error for a non-finite train step (``step``, agreed between ranks)."""
+        bad = self.logger.bad if self.logger is not None else None
+        if bad is not None and bad.step == step:
+            seq = self.state.control_seq
+            source = f" from control.json seq {seq}" if seq >= 0 and bad.kl_weight == self.state.kl_weight else ""
+            detail = (f"loss {_fmt(bad.values.get('loss'))} ({_nonfinite_terms(bad.values)}"
+                      f"kl_weight {bad.kl_weight:.3g}{source}, lr {bad.lr:.3g})")
+        else:
+            detail = "the loss was not finite on another process"
+        return self._diverged_error(step, detail)
+
+    def _diverged_error(self, step: int | None, detail: str) -> TrainingDiverged:
+        if self.events is not None:  # the non-finite values must reach the disk: they are the evidence
+            try:
+                self.events.close()
+            except OutputError:
+                pass
+        if self.last_good is not None:
+            path, good_step = self.last_good
+            kept = f"last good checkpoint {path} (step {good_step})"
+        else:
+            kept = "no checkpoint was saved (the run diverged in its first epoch)"
+        logged = f"; logged in {self.run_dir}" if self.run_dir is not None else ""
+        return TrainingDiverged(f"training diverged at step {step}: {detail}; {kept}{logged}; "
+                                "try a lower --lr or --kl-weight")
+
+    def stop_now(self, reason: str) -> VaediagError:
+        """After a signal: save a checkpoint (finite weights only) and say how to continue."""
+        try:
+            self.logger.flush()
+        except OutputError as exc:
+            return exc
+        if self.logger.bad is not None:
+            return self.diverged(self.logger.bad.step)
+        try:
+            self.checkpoint()
+            self.close_events()
+        except (TrainingDiverged, OutputError) as exc:
+            return exc
+        where = f"; checkpoint {self.ckpt_path}; continue with --resume {self.ckpt_path}" if self.ckpt_path else ""
+        return Interrupted(f"{reason}: stopped after step {self.state.global_step}{where}")
+
+    def close_events(self) -> None:
+        if self.events is not None:
+            self.events.close()

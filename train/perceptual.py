@@ -46,6 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vaediag.errors import ConfigError, InputError
+from vaediag.safeio import is_regular_file
 
 from train.config import PERCEPTUAL_LAYERS
 
@@ -215,6 +216,9 @@ def _natural(key: str) -> tuple:
 
 
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
+    if path.exists() and not is_regular_file(path):  # a FIFO would block torch.load forever, a device never ends
+        raise InputError(f"perceptual weights {str(path)!r} are not a regular file; pass a torchvision VGG16 "
+                         f"state dict, 'auto' or 'none'")
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

@@ -128,3 +128,106 @@ def test_config_file_then_flags(tmp_path):
 def test_config_and_resume_conflict(tmp_path):
     with pytest.raises(UsageError, match="either --resume"):
         config_from_args(build_parser().parse_args(["--config", "a.json", "--resume", "b.pt"]))
+
+
+# --- hostile config files (issue 10): one line, quickly, nothing read that is not a small regular file ---
+
+
+_BOMB = "\n".join([f"{c}: &{c} [" + ", ".join([f"*{p}"] * 9) + "]" for p, c in zip("abcdefgh", "bcdefghi")])
+
+
+@pytest.mark.parametrize(
+    "name, text, match",
+    [
+        ("c.yaml", 'a: &a ["lol", "lol", "lol"]\n' + _BOMB, r"uses a YAML alias \(\*a at line 2\)"),
+        ("c.yaml", "kl_weight: &w 0.1\nw_l1: *w\n", r"uses a YAML alias \(\*w at line 2\)"),
+        ("c.yaml", "- " * 40 + "x\n", "nests more than 8 levels deep"),
+        ("c.yaml", "a: " + "[" * 2000 + "]" * 2000, "not valid YAML: exceeded maximum nesting depth"),
+        ("c.json", "[" * 30000 + "]" * 30000, "nested too deeply"),
+        ("c.json", "0", "must be a mapping"),
+        ("c.yaml", "false", "must be a mapping"),
+        ("c.yaml", "1: 2\nb: 3\n", r"unknown key\(s\) 'b', 1"),
+        ("c.json", '{"kl_weight": 1' + "0" * 400 + "}", "kl_weight must be a finite number, got an integer of 401 digits"),
+        ("c.json", '{"name": "a\\u0000b"}', "name must be text without NUL"),
+        ("c.json", '{"logdir": "\\ud800"}', "logdir must be text without NUL characters or lone surrogates"),
+        ("c.json", '{"name": "' + "n" * 300 + '"}', "must be a plain directory name"),
+        ("c.json", '{"seed": -1}', "seed must be in 0..2"),
+        ("c.json", '{"train_npy": [' + "1, " * 500 + '1]}', r"train_npy must be a string, got \[1, 1, .*\.\.\.$"),
+    ],
+)
+def test_hostile_config_files_are_refused_with_one_line(tmp_path, name, text, match):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=match) as exc:
+        load_config_file(tmp_path / name)
+    assert "\n" not in exc.value.message and len(exc.value.message) < 300
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda p: __import__("os").mkfifo(p), "is a FIFO"),
+    (lambda p: p.mkdir(), "is a directory"),
+    (lambda p: p.write_text("{" + " " * (1 << 17) + "}"), "131,074 bytes; the limit is 65,536"),
+    (lambda p: p.write_bytes(b'{"name": "\xff"}'), "is not UTF-8"),
+])
+def test_config_file_that_is_not_a_small_text_file(tmp_path, make, match):
+    make(tmp_path / "c.json")
+    with pytest.raises(InputError, match=match):
+        load_config_file(tmp_path / "c.json")
+
+
+def test_config_file_from_a_device_is_refused():
+    with pytest.raises(InputError, match="'/dev/zero' is a character device"):
+        load_config_file("/dev/zero")
+
+
+def test_empty_yaml_config_is_the_defaults(tmp_path):
+    (tmp_path / "c.yaml").write_text("# nothing set\n")
+    assert load_config_file(tmp_path / "c.yaml") == TrainConfig()
+
+
+# Property tests: whatever a config file holds, loading it gives a config or one ConfigError/InputError line.
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_FIELD_NAMES = [f.name for f in fields(TrainConfig)]
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+_configs = st.dictionaries(st.sampled_from(_FIELD_NAMES) | st.text(max_size=8), _values, max_size=6)
+
+
+def _load_or_refuse(path):
+    try:
+        cfg = load_config_file(path)
+    except (ConfigError, InputError) as exc:
+        assert exc.message and "\n" not in exc.message and len(exc.message) < 400, exc.message
+        return None
+    assert isinstance(cfg, TrainConfig)
+    return cfg
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=_configs, as_yaml=st.booleans())
+def test_any_mapping_in_a_config_file_loads_or_is_refused_with_one_line(tmp_path, data, as_yaml):
+    p = tmp_path / ("c.yaml" if as_yaml else "c.json")
+    try:
+        text = yaml.safe_dump(data) if as_yaml else json.dumps(data)
+    except (ValueError, yaml.YAMLError):
+        return  # not representable (e.g. NaN in strict JSON is fine, but some floats are not in YAML)
+    p.write_text(text, encoding="utf-8", errors="surrogatepass")
+    cfg = _load_or_refuse(p)
+    if cfg is not None:  # what loads, saves and loads back the same
+        saved = tmp_path / "saved"
+        saved.mkdir(exist_ok=True)
+        save_run_config(cfg, saved)
+        assert load_config_file(saved / "config.json") == cfg
+        assert load_config_file(saved / "hparams.yaml") == cfg
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=300), as_yaml=st.booleans())
+def test_any_text_in_a_config_file_loads_or_is_refused_with_one_line(tmp_path, text, as_yaml):
+    p = tmp_path / ("c.yaml" if as_yaml else "c.json")
+    p.write_bytes(text.encode("utf-8", "surrogatepass"))
+    _load_or_refuse(p)

@@ -123,3 +123,21 @@ def test_torch_stays_out_of_vaediag_cli():
     proc = run_python(["-c", "import sys, vaediag.cli; import vaediag.commands.train, vaediag.commands.demo; "
                              "print('torch' in sys.modules)"])
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+@pytest.mark.slow
+def test_two_process_run_that_diverges_stops_every_rank_with_one_line_each(tmp_path, npy):
+    # Rank 0 alone validates; its divergence must stop rank 1 too (agreed in one all_reduce), not leave it
+    # waiting in a collective; both say so in one line and exit 3 (torchrun then reports the failure).
+    argv = tiny_argv(tmp_path, npy, epochs=2, device="cpu", lr=1e30)
+    proc = run_python(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                       "--master_port", str(_free_port()), "-m", "train", *argv],
+                      env={"OMP_NUM_THREADS": "1"}, timeout=240)
+    assert proc.returncode != 0
+    ours = [ln for ln in proc.stderr.splitlines() if ln.startswith("Error: ")]
+    # rank 0 says why; rank 1 says it stopped (unless torchrun's SIGTERM, sent once rank 0 exited, beats it)
+    assert sum(ln.startswith("Error: training diverged at step 0: val loss nan") for ln in ours) == 1, ours
+    assert all(ln.startswith(("Error: training diverged", "Error: stopped: another process")) for ln in ours), ours
+    assert "exitcode  : 3" in proc.stderr  # torchrun's report of the ranks' exit code
+    assert "The histogram is empty" not in proc.stderr and "terminate called" not in proc.stderr
+    assert not any((tmp_path / "ckpt").rglob("*.pt"))

@@ -56,3 +56,46 @@ def run_python(args: list[str], *, env: dict | None = None, timeout: float = 120
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=kw.pop("cwd", ROOT), env=full_env, capture_output=True,
                           text=True, timeout=timeout, **kw)
+
+
+def tiny_data(d: Path, *, n_train: int = 16, n_val: int = 8, size: int = 32) -> tuple[Path, Path]:
+    """Small random RGB uint8 images as d/train.npy and d/val.npy (for tests about doors, not learning)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    d.mkdir(parents=True, exist_ok=True)
+    np.save(d / "train.npy", rng.integers(0, 256, (n_train, size, size, 3), dtype=np.uint8))
+    np.save(d / "val.npy", rng.integers(0, 256, (n_val, size, size, 3), dtype=np.uint8))
+    return d / "train.npy", d / "val.npy"
+
+
+def make_run_and_checkpoint(tmp: Path, **fields) -> tuple[Path, Path, dict]:
+    """A run directory and a last.pt exactly as the trainer lays them out, built without training.
+
+    Returns (run_dir, checkpoint path, payload); tests damage the payload and save it elsewhere.
+    The config is the tiny one on 32 px random data (tiny_data under tmp/data).
+    """
+    import torch
+
+    from train.config import TrainConfig, save_run_config
+    from train.loop import _CKPT_FORMAT, _LoopState
+    from train.model import ConvVAE
+
+    npy = tiny_data(tmp / "data")
+    cfg = TrainConfig(**{**tiny_overrides(tmp, npy), "image_size": 32, "channels": 3,
+                         "perceptual_weights": "none", "perceptual_backbone": "none", **fields})
+    run_dir = (tmp / "logs" / "proj" / "run" / "version_0").resolve()
+    ckpt_dir = (tmp / "ckpt" / "proj" / "run" / "version_0").resolve()
+    run_dir.mkdir(parents=True)
+    ckpt_dir.mkdir(parents=True)
+    save_run_config(cfg, run_dir)
+    (run_dir / "events.out.tfevents.1700000000.host.1.0").write_bytes(b"")
+    model = ConvVAE(channels=3, image_size=32, latent_dim=cfg.latent_dim, base_channels=cfg.base_channels)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    state = _LoopState(global_step=2, epoch=1, kl_weight=cfg.kl_weight)
+    payload = {"format": _CKPT_FORMAT, "config": cfg.to_dict(), "model": model.state_dict(),
+               "optimizer": optimizer.state_dict(), "state": state.to_dict(), "run_dir": str(run_dir),
+               "rng_cpu": torch.get_rng_state(), "torch_version": str(torch.__version__)}
+    ckpt = ckpt_dir / "last.pt"
+    torch.save(payload, ckpt)
+    return run_dir, ckpt, payload
