@@ -55,8 +55,9 @@ def params(cases: Sequence[Case]) -> list:
 
     ids = [c.id for c in cases]
     assert len(ids) == len(set(ids)), "corpus ids must be unique"
-    return [pytest.param(c, id=c.id, marks=pytest.mark.xfail(strict=True, reason=c.known_bug)) if c.known_bug
-            else pytest.param(c, id=c.id) for c in cases]
+    # Every row starts a child process (~1 s): slow, so `pytest -m "not slow"` stays a fast subset.
+    return [pytest.param(c, id=c.id, marks=[pytest.mark.slow, pytest.mark.xfail(strict=True, reason=c.known_bug)])
+            if c.known_bug else pytest.param(c, id=c.id, marks=pytest.mark.slow) for c in cases]
 
 
 def _fingerprint(p: Path) -> tuple:
