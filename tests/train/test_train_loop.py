@@ -118,6 +118,7 @@ def test_resume_continues_steps_in_the_same_run_dir(tmp_path, npy, capsys):
     assert load_checkpoint(ckpt)["state"]["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_resume_refuses_an_architecture_change(tmp_path, tiny_cfg):
     first = train(tiny_cfg)
     with pytest.raises(ConfigError, match="cannot resume with latent_dim = 16"):
@@ -148,6 +149,7 @@ def _epoch_values(ev, tag):
     return out
 
 
+@pytest.mark.slow
 def test_control_file_is_applied_exactly_once(tmp_path, tiny_cfg, capsys):
     def steer(end):
         if end.epoch == 0:
@@ -181,6 +183,7 @@ def test_control_mode_ae_switches_to_z_equals_mu(tmp_path, tiny_cfg):
     assert load_checkpoint(result.checkpoint)["state"]["ae_mode"] is True
 
 
+@pytest.mark.slow
 def test_malformed_control_file_is_reported_once_and_ignored(tmp_path, tiny_cfg, capsys):
     def corrupt(end):
         (end.run_dir / "control.json").write_text('{"seq": 1, "kl_weight": ')
@@ -193,6 +196,7 @@ def test_malformed_control_file_is_reported_once_and_ignored(tmp_path, tiny_cfg,
     assert _epoch_values(read_events(result.run_dir), "train/kl_weight")[2] == {1e-7}
 
 
+@pytest.mark.slow
 def test_ae_flag_trains_as_autoencoder(tmp_path, tiny_cfg):
     result = train(tiny_cfg.replace(ae=True))
     sc = read_events(result.run_dir)["scalars"]
@@ -216,6 +220,7 @@ def test_cuda_requested_but_absent(tmp_path, npy, capsys):
     assert not (tmp_path / "logs").exists()
 
 
+@pytest.mark.slow
 def test_grey_single_channel_data_at_128px(tmp_path, crops):
     import numpy as np
 
@@ -280,6 +285,7 @@ def test_a_signal_while_waiting_for_the_watchdog_stops_on_the_epoch_boundary(tin
     assert steps_of(ev, terms.EPOCH_TAG) == list(range(STEPS_PER_EPOCH))  # no step of epoch 2 was logged
 
 
+@pytest.mark.slow
 def test_input_dependence_and_blur_metrics_are_logged_on_val_every_epoch(tiny_cfg):
     result = train(tiny_cfg.replace(epochs=2))
     ev = read_events(result.run_dir)

@@ -50,6 +50,7 @@ def test_neither_stlpips_modules_nor_torchvision_are_imported(full):
     assert "torchvision" not in sys.modules
 
 
+@pytest.mark.slow
 def test_zero_on_identical_and_grows_with_blur(full, real):
     dist, _ = full
     with torch.no_grad():

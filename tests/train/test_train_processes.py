@@ -84,6 +84,7 @@ def test_two_process_gloo_run(tmp_path, npy):
     assert load_checkpoint(tmp_path / "ckpt" / "proj" / "run" / "version_0" / "last.pt")["state"]["global_step"] == 2
 
 
+@pytest.mark.slow
 def test_vaediag_train_forwards_to_the_training_cli(tmp_path, npy, capsys):
     assert vaediag_main(["train", *tiny_argv(tmp_path, npy)]) == 0
     assert "run directory:" in capsys.readouterr().out
