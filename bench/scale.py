@@ -23,12 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench.trees import deep_tree, empty_runs, many_tags_run, remove_tree
 
 __all__ = ["GOAL_SECONDS", "main", "measure"]
 
@@ -38,119 +39,9 @@ _ROOT = Path(__file__).resolve().parent.parent
 
 # --- building --------------------------------------------------------------------------------------
 
-def _varint(v: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, v = v & 0x7F, v >> 7
-        out.append(b | (0x80 if v else 0))
-        if not v:
-            return bytes(out)
-
-
-def _scalar(tag: str, step: int, value: float, wall: float) -> bytes:
-    from vaediag.logs.records import frame_record
-
-    t = tag.encode()
-    val = b"\x0a" + bytes([len(t)]) + t + b"\x15" + struct.pack("<f", value)
-    summ = b"\x0a" + bytes([len(val)]) + val
-    ev = (b"\x09" + struct.pack("<d", wall) + (b"\x10" + _varint(step) if step else b"")
-          + b"\x2a" + bytes([len(summ)]) + summ)
-    return frame_record(ev)
-
-
-def _header(wall: float = 1.7e9) -> bytes:
-    from tensorboard.compat.proto import event_pb2
-
-    from vaediag.logs.records import frame_record
-
-    return frame_record(event_pb2.Event(wall_time=wall, file_version="brain.Event:2").SerializeToString())
-
-
-def _epochs() -> bytes:
-    parts = []
-    for step in range(50):
-        parts += [_scalar("train/loss", step, 1.0 / (step + 1), 1.7e9 + step), _scalar("epoch", step, step // 10, 1.7e9 + step)]
-        if step % 10 == 9:
-            parts.append(_scalar("val/loss", step, 1.0 / (step + 1), 1.7e9 + step))
-    return b"".join(parts)
-
-
-def build_empty(root: Path, n: int, kind: str) -> None:
-    """``n`` runs whose event files hold no scalar (kinds: module docstring)."""
-    if kind == "lightning":
-        from bench.gen import _header_records
-
-    for i in range(n):
-        d = root / f"run_{i:05d}"
-        d.mkdir(parents=True)
-        data = {"header": lambda: _header(1.7e9 + i), "zero": lambda: b"",
-                "lightning": lambda: _header_records(1.7e9 + i)}[kind]()
-        (d / f"events.out.tfevents.{1700000000 + i}.host.{i}.0").write_bytes(data)
-        if kind == "lightning":
-            (d / "hparams.yaml").write_text(f"lr: 0.005\nkld_weight: 0.00025\nlatent_dim: 128\nrun: {i}\n")
-
-
 def build_tags(run: Path, n: int, fmt: str) -> int:
     """One run: 5 epochs of real tags, then ``n`` distinct tags ``fmt.format(i)``; returns its bytes."""
-    run.mkdir(parents=True)
-    path = run / "events.out.tfevents.1700000000.host.1.0"
-    with open(path, "wb") as fh:
-        fh.write(_header() + _epochs())
-        for lo in range(0, n, 100_000):
-            fh.write(b"".join(_scalar(fmt.format(i), 49, float(i), 1.7e9 + 50) for i in range(lo, min(n, lo + 100_000))))
-    return path.stat().st_size
-
-
-def build_deep(root: Path, depth: int) -> None:
-    """A run ``depth`` directories down (made through directory fds) and a shallow one."""
-    data = _header() + _epochs()
-    root.mkdir(parents=True)
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for _ in range(depth):
-            os.mkdir("d", dir_fd=fd)
-            nxt = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = nxt
-        out = os.open("events.out.tfevents.1700000000.host.1.0", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=fd)
-        with os.fdopen(out, "wb") as fh:
-            fh.write(data)
-    finally:
-        os.close(fd)
-    (root / "shallow").mkdir()
-    (root / "shallow" / "events.out.tfevents.1700000000.host.2.0").write_bytes(data)
-
-
-def remove(path: Path) -> None:
-    """Delete a tree of any depth: iteratively, through directory fds."""
-    if not path.exists():
-        return
-    parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    stack = [(parent, path.name, None)]
-    try:
-        while stack:
-            pfd, name, fd = stack[-1]
-            if fd is None:
-                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=pfd)
-                stack[-1] = (pfd, name, fd)
-            sub = None
-            with os.scandir(fd) as it:
-                for e in it:
-                    if e.is_dir(follow_symlinks=False):
-                        sub = e.name
-                        break
-                    os.unlink(e.name, dir_fd=fd)
-            if sub is not None:
-                stack.append((fd, sub, None))
-                continue
-            os.close(fd)
-            stack.pop()
-            os.rmdir(name, dir_fd=pfd)
-    finally:
-        for _, _, fd in stack:
-            if fd is not None:
-                os.close(fd)
-        os.close(parent)
+    return many_tags_run(run, n, fmt=fmt).stat().st_size
 
 
 # --- measuring -------------------------------------------------------------------------------------
@@ -209,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 for kind in [k.strip() for k in args.kinds.split(",") if k.strip()]:
                     tree = base / f"empty-{kind}"
-                    build_empty(tree, args.runs, kind)
+                    empty_runs(tree, args.runs, kind=kind)
                     results[f"discover {kind}"] = r = _in_process(lambda: discover(tree))
                     _row(f"discover {args.runs:,} {kind} runs (in process)", r)
                     results[f"load {kind}"] = r = _in_process(lambda: vaediag.load(tree))
@@ -218,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                     _row(f"vaediag check: {args.runs:,} {kind} runs", r)
                     results[f"check --json {kind}"] = r = measure(["check", str(tree), "--json"])
                     _row(f"vaediag check --json: {args.runs:,} {kind} runs", r)
-                    remove(tree)
+                    remove_tree(tree)
             if args.only in (None, "tags"):
                 for label, fmt in (("unmapped", "hist/{:07d}"), ("loss", "sample/{:07d}/loss")):
                     run = base / f"tags-{label}" / "run"
@@ -226,18 +117,18 @@ def main(argv: list[str] | None = None) -> int:
                     results[f"check tags {label}"] = r = measure(["check", str(run)])
                     r["file_mb"] = round(size / 1e6, 1)
                     _row(f"vaediag check: {args.tags:,} {label} tags ({size / 1e6:.0f} MB)", r)
-                    remove(run.parent)
+                    remove_tree(run.parent)
             if args.only in (None, "deep"):
                 tree = base / "deep"
-                build_deep(tree, args.depth)
+                deep_tree(tree, args.depth)
                 results["check deep"] = r = measure(["check", str(tree)])
                 _row(f"vaediag check: a tree {args.depth:,} directories deep", r)
                 results["report deep"] = r = measure(["report", str(tree), "-o", str(base / "deep.md")])
                 _row(f"vaediag report: a tree {args.depth:,} directories deep", r)
-                remove(tree)
+                remove_tree(tree)
         finally:
             for child in list(base.iterdir()):  # TemporaryDirectory's own clean-up recurses
-                remove(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+                remove_tree(child)  # a file, a link or a tree of any depth
     checks = [v for k, v in results.items() if k.startswith("check ") and k.split()[-1] in ("header", "zero")
               and "--json" not in k]
     if checks:

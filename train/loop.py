@@ -1229,24 +1229,22 @@ class _Run:
         try:
             _save_checkpoint(self.ckpt_path, payload)
         except OSError as exc:
-            said, advice = describe_os_error(exc)
-            if self.last_good is not None:
-                path, step = self.last_good
-                kept = f"the checkpoint {path} (step {step}) is intact; {advice}, then continue with --resume {path}"
-            else:
-                kept = f"no checkpoint was saved; {advice}, then start the run again"
+            said, kept = self._what_is_kept(exc)
             raise OutputError(f"cannot save checkpoint {self.ckpt_path}: {said}; training stopped at step "
                               f"{state.global_step}; {kept}") from None
         self.last_good = (self.ckpt_path, state.global_step)
 
     # --- ways to stop -------------------------------------------------------------------------------
-    def _event_failure(self, exc: OSError) -> OutputError:
+    def _what_is_kept(self, exc: OSError) -> tuple[str, str]:
+        """(what failed, what is intact and what to do) for a refused write."""
         said, advice = describe_os_error(exc)
-        if self.last_good is not None:
-            path, step = self.last_good
-            kept = f"the checkpoint {path} (step {step}) is intact; {advice}, then continue with --resume {path}"
-        else:
-            kept = f"no checkpoint was saved; {advice}, then start the run again"
+        if self.last_good is None:
+            return said, f"no checkpoint was saved; {advice}, then start the run again"
+        path, step = self.last_good
+        return said, f"the checkpoint {path} (step {step}) is intact; {advice}, then continue with --resume {path}"
+
+    def _event_failure(self, exc: OSError) -> OutputError:
+        said, kept = self._what_is_kept(exc)
         return OutputError(f"cannot write the event log in {self.run_dir}: {said}; training stopped at step "
                            f"{self.state.global_step}; {kept}")
 

@@ -11,7 +11,7 @@ from rich.console import Console
 
 import vaediag
 import vaediag.diagnose.engine as engine
-from scaletrees import empty_runs, many_tags_run
+from bench.trees import empty_runs, many_tags_run
 from tbwrite import epoch_map, epoch_series, write_run
 from vaediag.diagnose import diagnose
 from vaediag.render.console import GROUP_EMPTY_AFTER, render_check
@@ -85,7 +85,7 @@ def test_the_group_lists_twenty_ids_and_counts_the_rest(tmp_path):
 def test_the_loss_fit_reads_the_most_logged_tags_among_thousands(tmp_path):
     # A real total (loss = recon + 0.5 x kl, every step) among 3,000 per-sample losses and 40 per-sample
     # reconstruction terms logged once: the fit tried every total against every part (hours at 120,000).
-    from scaletrees import scalar_record, header_record
+    from bench.trees import scalar_record, header_record
     from vaediag.diagnose.arithmetic import fit_total
 
     recs = [header_record()]

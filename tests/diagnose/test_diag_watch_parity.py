@@ -81,9 +81,10 @@ def test_watch_rules_file_moves_the_ladder_as_it_moves_check(tmp_path):
     """--rules FILE for watch: the same file that changes check's milestones changes the ladder's."""
     rules = tmp_path / "r.toml"
     rules.write_text("[kl]\ntoo_high_after = 3\ntarget = [100.0, 400.0]\n[recommend]\nkl_reduce_factor = 4.0\n"
-                     "blurry_after = 5\n")
+                     "blurry_after = 5\n[blurry]\nmin_grad_similarity = 0.7\n")
     p = make_policy("ladder", rules=load_rules(rules), kl_weight=1e-3)
     assert (p.reduce_at, p.target_kl, p.factor, p.ae_at) == (3, 400.0, 4.0, 5)
+    assert p.min_grad_similarity == 0.7  # the blur line too: check and the ladder read one [blurry]
     d = p.update(2, {"kl": 450.0, "recon": 10.0})
     # penalty 1e-3 x 450 = 4.5 % of recon: the smallest power of 4 that brings it under 1 % is 16
     assert d.action == "set_kl_weight" and d.kl_weight == pytest.approx(1e-3 / 16)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from corpus import Case, params, run_case
-from scaletrees import deep_tree, empty_runs, many_tags_run, remove_tree
+from bench.trees import deep_tree, empty_runs, many_tags_run, remove_tree
 
 _REPORT = ("r.md", "r_files", "r_files/*")
 

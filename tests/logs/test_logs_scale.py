@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import vaediag
-from scaletrees import deep_tree, empty_runs, many_tags_run, remove_tree
+from bench.trees import deep_tree, empty_runs, many_tags_run, remove_tree
 from vaediag.logs.discover import discover
 
 

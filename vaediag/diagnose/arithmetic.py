@@ -23,7 +23,6 @@ dim is derived from the total (collapse is judged on what holds under either red
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 

@@ -34,7 +34,6 @@ happens (the ladder's rung, ControlVAE's integral) is committed only when the de
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from collections import deque
@@ -79,7 +78,7 @@ def policy_defaults(rules: Any = None) -> dict[str, float | None]:
       ``window``/``min_delta`` = ``[converged]``;
     * ``factor``/``max_factor`` = ``[recommend] kl_reduce_factor``/``max_reduce_factor``; ``max_share``/``warn_share``
       = ``[penalty] fail_ratio``/``warn_ratio``; ``collapse_kl`` = ``[collapse] kl_total_max``;
-      ``min_sharpness`` = ``[blurry] min_sharpness``; ``min_kl_weight``/``max_kl_weight`` = ``[watch]``.
+      ``min_sharpness``/``min_grad_similarity``/``max_sharpness`` = ``[blurry]``; ``min_kl_weight``/``max_kl_weight`` = ``[watch]``.
     """
     if rules is None:
         from vaediag.diagnose.rulesfile import load_rules
@@ -108,6 +107,8 @@ def policy_defaults(rules: Any = None) -> dict[str, float | None]:
         "collapse_kl": float(rules.section("collapse")["kl_total_max"]),
         "target_psnr": 28.0 if target_psnr is None else float(target_psnr),
         "min_sharpness": float(rules.section("blurry")["min_sharpness"]),
+        "min_grad_similarity": float(rules.section("blurry")["min_grad_similarity"]),
+        "max_sharpness": float(rules.section("blurry")["max_sharpness"]),
         "window": int(conv["window"]),
         "min_delta": float(conv["min_delta"]),
         "tiny_kl_weight": float(rec["tiny_kl_weight"]),
@@ -118,14 +119,6 @@ def policy_defaults(rules: Any = None) -> dict[str, float | None]:
 
 # The packaged rules' values (what every policy parameter defaults to without --rules).
 DEFAULTS: dict[str, Any] = policy_defaults()
-
-
-@functools.lru_cache(maxsize=1)
-def _RULES() -> dict[str, float]:
-    """The rules file's blur thresholds (the same file `vaediag check` reads), read once per process."""
-    from vaediag.diagnose.rulesfile import load_rules
-
-    return load_rules().section("blurry")
 
 
 def psnr_to_mse(psnr_db: float, *, data_range: float = 1.0) -> float:
@@ -464,6 +457,7 @@ class LadderPolicy(Policy):
     param_types = {
         **Policy.param_types, "target_kl": float, "reduce_at": int, "ae_at": int, "stop_at": int,
         "factor": float, "target_psnr": float, "min_sharpness": float, "window": int, "min_delta": float,
+        "min_grad_similarity": float, "max_sharpness": float,
         "max_share": float, "warn_share": float, "max_factor": float, "collapse_kl": float,
         "collapse_factor": float, "tiny_kl_weight": float,
     }
@@ -478,6 +472,8 @@ class LadderPolicy(Policy):
         factor: float = DEFAULTS["factor"],
         target_psnr: float | None = DEFAULTS["target_psnr"],
         min_sharpness: float | None = DEFAULTS["min_sharpness"],
+        min_grad_similarity: float = DEFAULTS["min_grad_similarity"],
+        max_sharpness: float = DEFAULTS["max_sharpness"],
         window: int = int(DEFAULTS["window"]),
         min_delta: float = DEFAULTS["min_delta"],
         max_share: float | None = DEFAULTS["max_share"],
@@ -501,6 +497,8 @@ class LadderPolicy(Policy):
         self.factor = _number("factor", factor, low=1.0, low_open=True)
         self.target_psnr = None if target_psnr is None else _number("target_psnr", target_psnr, low=0.0)
         self.min_sharpness = None if min_sharpness is None else _number("min_sharpness", min_sharpness, low=0.0)
+        self.min_grad_similarity = _number("min_grad_similarity", min_grad_similarity, low=0.0, high=1.0)
+        self.max_sharpness = _number("max_sharpness", max_sharpness, low=0.0)
         self.window = _number("window", window, low=1, integer=True)
         self.min_delta = _number("min_delta", min_delta, low=0.0)
         self.max_share = None if max_share is None else _number("max_share", max_share, low=0.0, low_open=True)
@@ -524,12 +522,11 @@ class LadderPolicy(Policy):
     # judges a run with; the ladder adds only its milestones and guards.
 
     def _blurry(self, m: Mapping[str, float]) -> str | None:
-        r = _RULES()
         verdict = blur_verdict(grad_similarity=m.get("grad_similarity"),
                                sharpness=m.get("sharpness") if self.min_sharpness is not None else None,
-                               min_grad_similarity=r["min_grad_similarity"],
+                               min_grad_similarity=self.min_grad_similarity,
                                min_sharpness=self.min_sharpness if self.min_sharpness is not None else 0.0,
-                               max_sharpness=r["max_sharpness"])
+                               max_sharpness=self.max_sharpness)
         if verdict is not None and verdict[0] in ("blurry", "artefacts"):
             return verdict[1]
         if self.target_psnr is not None and "psnr" in m and m["psnr"] < self.target_psnr:

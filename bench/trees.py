@@ -1,4 +1,4 @@
-"""Trees and event files at scale, for the scale tests and corpus rows (bench/scale.py has its own copy).
+"""Trees and event files at scale: the one builder for `make bench`'s scale entry and the scale tests and corpus rows.
 
 * :func:`deep_tree`: a run ``depth`` directories down, built through directory fds so that depths past
   Python's recursion limit (``Path.mkdir(parents=True)`` recurses) and past ``PATH_MAX`` can be made;
