@@ -444,9 +444,11 @@ import sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from tbwrite import scalar_event, write_events
-for name in sys.argv[3:]:
-    p = write_events(Path("logs") / name, [scalar_event("val/kl", 0, 30.0, time.time())])
+for name in sys.argv[3:]:  # written outside logs/, then moved in back to back: the runs appear together
+    p = write_events(Path("stage") / name, [scalar_event("val/kl", 0, 30.0, time.time())])
     p.rename(p.with_name("events.out.tfevents.1700000000.elsewhere." + name))  # no pid to go by
+for name in sys.argv[3:]:
+    (Path("stage") / name).rename(Path("logs") / name)
 time.sleep(float(sys.argv[2]))
 """
 
@@ -565,3 +567,42 @@ def test_a_child_flooding_its_output_is_echoed_in_bounded_chunks_and_to_the_end(
     out = [m for m in rec.messages if not m.startswith("watch:")]
     assert len(out) == 100001 and out[0] == "x" * 99 and out[-1] == "last"  # 10 MB, every line, in 4 MiB reads
     assert list(tmp_path.iterdir()) == []  # and no temporary folder left behind
+
+
+def test_without_proc_the_only_new_run_waits_to_stay_the_only_one(tmp_path, monkeypatch):
+    """A script that writes two runs a moment apart: the first alone must not be taken for the child's
+    while the child runs; it is once it has stayed the only new run for the settle time, or once the child ends."""
+    from tbwrite import scalar_event, write_events
+    from vaediag.watch import supervisor as sup
+    from vaediag.watch.policies import make_policy
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sup, "_PROC", tmp_path / "no-proc-here")
+    (tmp_path / "logs").mkdir()
+    clock = [1000.0]
+    monkeypatch.setattr(sup.time, "monotonic", lambda: clock[0])
+
+    class Running:
+        pid, returncode = 999_999, None
+
+        def poll(self):
+            return self.returncode
+
+    w = sup.Supervisor([PY, "-c", "pass"], make_policy("ladder", kl_weight=1e-2), logdir="logs", poll=0.05,
+                       display=Recorder())
+    w.child = sup._Child(cmd=[PY], proc=Running(), run_dir_file=tmp_path / "none", started=0.0)
+    write_events(tmp_path / "logs" / "a", [scalar_event("val/kl", 0, 30.0, 1.0)])
+    assert w._find_foreign_run_dir() is None  # just appeared: not yet
+    clock[0] += sup._SOLE_SETTLE_S / 2
+    write_events(tmp_path / "logs" / "b", [scalar_event("val/kl", 0, 30.0, 1.0)])
+    clock[0] += sup._SOLE_SETTLE_S
+    assert w._find_foreign_run_dir() is None  # two runs: never guessed
+    import shutil
+    shutil.rmtree(tmp_path / "logs" / "b")
+    assert w._find_foreign_run_dir() is None  # the only one again: the settle time starts over
+    clock[0] += sup._SOLE_SETTLE_S
+    assert w._find_foreign_run_dir()[0] == (tmp_path / "logs" / "a").resolve()
+
+    w.child = sup._Child(cmd=[PY], proc=Running(), run_dir_file=tmp_path / "none", started=0.0)
+    w.child.proc.returncode = 0  # the child has ended: its runs are all there, no wait
+    assert w._find_foreign_run_dir()[0] == (tmp_path / "logs" / "a").resolve()

@@ -188,6 +188,9 @@ def _event_files(root: Path) -> set[Path]:
 
 #: Where the child's process tree and its open files are read from (Linux); tests point it elsewhere.
 _PROC = Path("/proc")
+# Without /proc, "the only new run" is attached to once it has stayed the only one this long while the child
+# runs (a script that writes two runs in quick succession must not be guessed to own the first).
+_SOLE_SETTLE_S = 1.0
 
 
 def _proc_available() -> bool:
@@ -490,6 +493,7 @@ class _Child:
     started: float
     before: set[Path] = field(default_factory=set)
     tree: set[int] = field(default_factory=set)  # every pid seen in its process tree so far
+    sole: tuple[Path, float] | None = None  # without /proc: the only new run so far, and since when
 
 
 class Supervisor(_Watch):
@@ -721,7 +725,8 @@ class Supervisor(_Watch):
         child's by evidence. On Linux: files the child's process tree holds open (``/proc/<pid>/fd``), or
         new files named after a pid of that tree (TensorBoard's writer, which torch's SummaryWriter uses,
         opens the file for each write, and names it ``...<host>.<pid>...``). Without ``/proc``: new files
-        named after the child's pid, else the new run if it is the only one. Anything else is another
+        named after the child's pid, else the new run if it is the only one (and has stayed so for
+        ``_SOLE_SETTLE_S`` while the child runs, or the child has ended). Anything else is another
         process's run: said once, never attached to (no control.json is ever written there)."""
         c = self.child
         assert c is not None
@@ -763,7 +768,13 @@ class Supervisor(_Watch):
                            f"process's run, still waiting for its own")
             return None
         if len(others) == 1:
-            return others[0], f"new event files under {self.logdir} (the only new run since the start)"
+            now = time.monotonic()
+            if c.sole is None or c.sole[0] != others[0]:
+                c.sole = (others[0], now)
+            if c.proc.poll() is not None or now - c.sole[1] >= _SOLE_SETTLE_S:  # ended: the set is final
+                return others[0], f"new event files under {self.logdir} (the only new run since the start)"
+            return None
+        c.sole = None
         self._say_once(f"watch: several new runs under {self.logdir} ({shown}) and no way to tell which is the "
                        f"training process's; not guessing, still waiting (give --logdir the script's own log "
                        f"directory, or have it name its run in ${RUN_DIR_FILE_ENV})")
