@@ -46,7 +46,7 @@ from train.config import ARCHITECTURE_FIELDS, TrainConfig, config_from_dict, sav
 from train.data import ImageSet, load_pair
 from train.losses import center_weight_map, loss_terms, weighted_total
 from train.metrics import ValAccumulator
-from train.model import ConvVAE
+from train.model import ConvVAE, build_model
 from train.perceptual import load_perceptual
 
 __all__ = [
@@ -67,6 +67,9 @@ __all__ = [
 
 CHECKPOINT_NAME = "last.pt"
 _CKPT_FORMAT = "vaediag-train/1"
+# Config fields a checkpoint written before they existed lacks, with the value its run used: every such
+# checkpoint holds the flat model.
+_LEGACY_FIELDS = {"arch": "flat"}
 # Fields a resume may change without the user saying so: they are about where, not what.
 _RUNTIME_FIELDS = ("resume", "quiet", "device")
 
@@ -209,6 +212,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {p} cannot be loaded with weights_only=True: {first}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != _CKPT_FORMAT:
         raise CheckpointError(f"checkpoint {p} was not written by this training core (format {_CKPT_FORMAT})")
+    if isinstance(ckpt.get("config"), dict):
+        ckpt["config"] = {**_LEGACY_FIELDS, **ckpt["config"]}
     return ckpt
 
 
@@ -580,13 +585,18 @@ def _train(cfg: TrainConfig, d: _Dist, on_epoch_end: Callable[[EpochEnd], None] 
 
     # --- model, optimizer, state --------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
-    model = ConvVAE(channels=cfg.channels, image_size=cfg.image_size, latent_dim=cfg.latent_dim,
-                    base_channels=cfg.base_channels).to(device)
+    model = build_model(arch=cfg.arch, channels=cfg.channels, image_size=cfg.image_size, latent_dim=cfg.latent_dim,
+                        base_channels=cfg.base_channels, latent_channels=cfg.latent_channels).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = _LoopState(kl_weight=cfg.kl_weight, ae_mode=cfg.ae)
     torch.manual_seed(cfg.seed + 1 + d.rank)  # sampling noise differs per rank
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:  # torch lists every mismatched key over many lines
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointError(f"checkpoint {cfg.resume}: its weights do not fit the {cfg.arch} model its config "
+                                  f"describes ({first})") from None
         optimizer.load_state_dict(ckpt["optimizer"])
         for k, v in ckpt["state"].items():
             setattr(state, k, v)

@@ -103,7 +103,9 @@ def edge_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def kl_elements(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(q(z|x) || N(0, I)) per sample and latent dimension, ``(N, latent_dim)``:
-    ``0.5 * (mu**2 + exp(logvar) - 1 - logvar)``. The reductions below (and the val metrics) start here."""
+    ``0.5 * (mu**2 + exp(logvar) - 1 - logvar)``. The reductions below (and the val metrics) start here.
+    A spatial latent ``(N, C, H, W)`` counts as its ``C * H * W`` values (flattened channel-major)."""
+    mu, logvar = mu.flatten(1), logvar.flatten(1)
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
 
 

@@ -292,3 +292,32 @@ def test_input_dependence_and_blur_metrics_are_logged_on_val_every_epoch(tiny_cf
     assert all(0 <= v < 5 for v in sc["val/recon_spread"])
     assert all(-1 <= v <= 1 for v in sc["val/grad_similarity"])
     assert result.val["psnr_trivial"] == pytest.approx(sc["val/psnr_trivial"][1], rel=1e-6)
+
+
+def _strip_new_fields(ckpt_path, *names):
+    """Rewrite a checkpoint as one written before ``names`` were config fields."""
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    for n in names:
+        ckpt["config"].pop(n, None)
+    torch.save(ckpt, ckpt_path)
+
+
+def test_a_flat_checkpoint_from_before_the_arch_field_resumes_as_flat(tmp_path, tiny_cfg, capsys):
+    first = train(tiny_cfg.replace(arch="flat"))
+    _strip_new_fields(first.checkpoint, "arch", "latent_channels")
+    assert load_checkpoint(first.checkpoint)["config"]["arch"] == "flat"  # what every such checkpoint holds
+    resumed = train(resume_config(first.checkpoint, epochs=2))
+    assert resumed.config.arch == "flat" and resumed.global_step == 2 * STEPS_PER_EPOCH
+    assert "arch" not in capsys.readouterr().out.split("overrides:")[-1]  # not an override: the same model
+    with pytest.raises(ConfigError, match="cannot resume with arch = resnet: the checkpoint's model has arch = flat"):
+        train(resume_config(first.checkpoint, arch="resnet", epochs=3))
+
+
+def test_weights_that_do_not_fit_the_config_are_refused_in_one_line(tmp_path, tiny_cfg):
+    first = train(tiny_cfg.replace(arch="flat"))
+    ckpt = torch.load(first.checkpoint, weights_only=True)
+    ckpt["config"]["arch"] = "resnet"  # a config that lies about its weights
+    torch.save(ckpt, first.checkpoint)
+    with pytest.raises(CheckpointError, match="its weights do not fit the resnet model its config describes") as info:
+        train(resume_config(first.checkpoint, epochs=2))
+    assert "\n" not in info.value.message
