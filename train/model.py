@@ -15,7 +15,7 @@ Residual model (``ConvVAE``), for an ``S x S`` image and the latent layout ``cha
     encoder: conv3x3 C -> w0 | n x [ResBlock(w_i), Down(w_i -> w_i+1)] | ResBlock(w_n)
              | GroupNorm, SiLU, conv3x3 -> 2 x channels (mu, logvar)        (+ shortcut into mu)
     decoder: conv3x3 channels -> w_n (+ shortcut) | ResBlock(w_n) | n x [Up(w_i+1 -> w_i), ResBlock(w_i)]
-             | GroupNorm, SiLU, conv3x3 w0 -> C, + 0.5, clamp to [0, 1] (straight-through)
+             | GroupNorm, SiLU, conv3x3 w0 -> C (zero-initialised), + 0.5, clamp to [0, 1] (straight-through)
 
 with widths ``w_i = base_channels * 2**i`` capped at ``4 * base_channels``. ``ResBlock(w)`` is
 ``x + conv3x3(SiLU(GroupNorm(conv3x3(SiLU(GroupNorm(x))))))``. Every change of resolution has a parameter-free
@@ -187,6 +187,10 @@ class ConvVAE(nn.Module):
             dec += [_Up(w[i + 1], w[i]), ResBlock(w[i])]
         dec += [_gnorm(w[0]), nn.SiLU(), nn.Conv2d(w[0], channels, 3, padding=1)]
         self.decoder = nn.Sequential(*dec)
+        # The untrained model outputs flat grey (0.5), not clamped noise: its first grids and metrics read as
+        # "nothing learnt yet" (noise scored a sharpness ratio of 57 and PSNR 8 dB), and it learns as fast.
+        nn.init.zeros_(self.decoder[-1].weight)
+        nn.init.zeros_(self.decoder[-1].bias)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mu, logvar)``, each ``(N, latent_dim)`` (the latent map flattened channel-major)."""

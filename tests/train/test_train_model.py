@@ -80,6 +80,7 @@ def test_config_refuses_the_layout_in_one_line():
 def test_ae_mode_is_deterministic_and_vae_mode_samples():
     torch.manual_seed(0)
     m = ConvVAE(channels=3, image_size=64, latent_dim=16, base_channels=8).train()
+    torch.nn.init.normal_(m.decoder[-1].weight, std=0.05)  # untrained, the output is grey whatever z is
     x = torch.rand(3, 3, 64, 64)
     a, mu_a, _ = m(x, deterministic=True)
     b, mu_b, _ = m(x, deterministic=True)
@@ -94,6 +95,8 @@ def test_gradient_reaches_every_parameter_and_flows_through_the_skips():
     torch.manual_seed(0)
     m = ConvVAE(channels=3, image_size=64, latent_dim=2048, base_channels=8)
     x = torch.rand(2, 3, 64, 64)
+    assert torch.equal(m(x)[0], torch.full_like(x, 0.5))  # untrained: flat grey (the last conv starts at zero)
+    torch.nn.init.normal_(m.decoder[-1].weight, std=0.05)  # as after a first step, so every layer gets gradient
     recon, mu, logvar = m(x)
     (recon.sub(x).abs().mean() + 1e-3 * mu.pow(2).mean() + 1e-3 * logvar.mean()).backward()
     for name, p in m.named_parameters():
