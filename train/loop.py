@@ -369,10 +369,12 @@ def train_step(model: torch.nn.Module, x: torch.Tensor, optimizer: torch.optim.O
                deterministic: bool, grad_clip: float) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Forward, every loss term, backward, (clip), optimizer step. Returns (total, raw, weighted)."""
     recon, mu, logvar = model(x, deterministic=deterministic)
-    raw = loss_terms(recon, x, mu, logvar, weight_map=weight_map, perceptual=perceptual)
+    raw = loss_terms(recon, x, mu, logvar, weight_map=weight_map, perceptual=perceptual,
+                     no_grad=[t for t, w in weights.items() if w == 0])  # logged, not back-propagated
     total, weighted = weighted_total(raw, weights)
     optimizer.zero_grad(set_to_none=True)
-    total.backward()
+    if total.requires_grad:  # every weight 0: nothing to learn from this step
+        total.backward()
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
