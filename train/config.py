@@ -82,6 +82,8 @@ class TrainConfig:
                                          "PATH (a torchvision-format VGG16 state dict) or none (term off)")
     perceptual_layers: str = _f(",".join(PERCEPTUAL_LAYERS), "comma-separated VGG16 layers to compare "
                                 "(" + ", ".join(PERCEPTUAL_LAYERS) + ") or 'all'")
+    perceptual_every: int = _f(4, "compute the perceptual term on every Nth step only (global step mod N = 0), "
+                                  "weighted N x there so its expected contribution is unchanged (1 = every step)")
     perceptual_backbone: str = _f("", "which backbone ran; filled in at start", cli=False)
 
     # --- optimisation ------------------------------------------------------------------------------
@@ -183,6 +185,7 @@ def _validate(cfg: TrainConfig) -> None:
     need(1 <= cfg.latent_dim <= 2048, f"latent_dim {cfg.latent_dim} is out of range (choose 1..2048)")
     need(4 <= cfg.base_channels <= 256, f"base_channels {cfg.base_channels} is out of range (choose 4..256)")
     need(cfg.arch in _ARCHS, f"arch {cfg.arch!r} is unknown (choose {', '.join(_ARCHS)})")
+    need(cfg.perceptual_every >= 1, f"perceptual_every must be >= 1, got {cfg.perceptual_every}")
     need(0 <= cfg.latent_channels <= 256, f"latent_channels {cfg.latent_channels} is out of range (choose 0..256)")
     if cfg.arch == "resnet" and size and 1 <= cfg.latent_dim <= 2048:  # size 0: checked once the data's is known
         try:

@@ -7,7 +7,8 @@ What a run leaves behind (ARCHITECTURE):
 
 * ``<logdir>/<name>/version_N/`` (N = next free number, claimed with an atomic ``mkdir``): event files,
   ``config.json``, ``hparams.yaml``. Train scalars every step (``terms.TRAIN_STEP_TAGS`` plus the
-  0-based ``epoch``), val scalars once per epoch at the epoch's last global step
+  0-based ``epoch``; the perceptual term's only on the steps that compute it, :func:`perceptual_factor`),
+  val scalars once per epoch at the epoch's last global step
   (``terms.VAL_EPOCH_TAGS``), what control.json made the loop apply (``terms.CONTROL_TAGS``) at each
   epoch's first step, a reconstruction grid, a KL-per-dimension histogram, the backbone as text.
 * ``<checkpoint_dir>/<project>/<name>/version_N/last.pt`` after every epoch and on SIGINT/SIGTERM,
@@ -55,6 +56,7 @@ __all__ = [
     "EpochEnd",
     "lr_at",
     "kl_weight_at",
+    "perceptual_factor",
     "load_checkpoint",
     "resume_config",
     "train_step",
@@ -68,8 +70,8 @@ __all__ = [
 CHECKPOINT_NAME = "last.pt"
 _CKPT_FORMAT = "vaediag-train/1"
 # Config fields a checkpoint written before they existed lacks, with the value its run used: every such
-# checkpoint holds the flat model.
-_LEGACY_FIELDS = {"arch": "flat"}
+# checkpoint holds the flat model trained with the perceptual term on every step.
+_LEGACY_FIELDS = {"arch": "flat", "perceptual_every": 1}
 # Fields a resume may change without the user saying so: they are about where, not what.
 _RUNTIME_FIELDS = ("resume", "quiet", "device")
 
@@ -107,6 +109,17 @@ def kl_weight_at(step: int, *, kl_weight: float, warmup_steps: int, ae_mode: boo
     if step < warmup_steps:
         return kl_weight * (step + 1) / warmup_steps
     return kl_weight
+
+
+def perceptual_factor(step: int, *, every: int) -> int:
+    """How many times its weight the perceptual term gets at ``step``: ``every`` on the steps it is computed
+    (``step % every == 0``), 0 on the others, so its expected contribution over any ``every`` consecutive
+    steps is the configured weight's (``every = 1``: every step, weight x 1).
+
+    >>> [perceptual_factor(s, every=4) for s in range(6)]
+    [4, 0, 0, 0, 4, 0]
+    """
+    return every if step % every == 0 else 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -310,33 +323,40 @@ class StepLogger:
 
     def __init__(self, writer: Any, term_names: list[str], *, flush_every: int = 1) -> None:
         self.writer = writer
+        self.term_names = list(term_names)
         self.names = ["loss", *term_names, *[terms.weighted(t) for t in term_names]]
         self.tags = [terms.tag("train", n) for n in self.names]
         self.flush_every = flush_every
-        self._rows: list[tuple[int, int, float, float, torch.Tensor]] = []
+        self._rows: list[tuple[int, int, float, float, torch.Tensor, list[bool]]] = []
         self.last: dict[str, float] = {}
 
     def log(self, step: int, epoch: int, total: torch.Tensor, raw: dict[str, torch.Tensor],
             weighted: dict[str, torch.Tensor], *, kl_weight: float, lr: float) -> None:
-        values = torch.stack([total, *raw.values(), *weighted.values()]).detach()
-        self._rows.append((step, epoch, kl_weight, lr, values))
+        """Buffer one step; a term absent from ``raw`` (the perceptual term between its steps, see
+        :func:`perceptual_factor`) is not written at this step, raw or weighted."""
+        gap = total.detach().new_zeros(())
+        present = [True, *[t in raw for t in self.term_names], *[t in weighted for t in self.term_names]]
+        values = torch.stack([total, *[raw.get(t, gap) for t in self.term_names],
+                              *[weighted.get(t, gap) for t in self.term_names]]).detach()
+        self._rows.append((step, epoch, kl_weight, lr, values, present))
         if len(self._rows) >= self.flush_every:
             self.flush()
 
     def flush(self) -> None:
         if not self._rows:
             return
-        table = torch.stack([r[-1] for r in self._rows]).tolist()
+        table = torch.stack([r[4] for r in self._rows]).tolist()
         kl_tag, lr_tag = terms.tag("train", "kl_weight"), terms.tag("train", "lr")
-        for (step, epoch, kl_weight, lr, _), values in zip(self._rows, table):
+        for (step, epoch, kl_weight, lr, _, present), values in zip(self._rows, table):
             if self.writer is not None:
                 add = self.writer.add_scalar
-                for tag, v in zip(self.tags, values):
-                    add(tag, v, step)
+                for tag, v, here in zip(self.tags, values, present):
+                    if here:
+                        add(tag, v, step)
                 add(kl_tag, kl_weight, step)
                 add(lr_tag, lr, step)
                 add(terms.EPOCH_TAG, epoch, step)
-        self.last = dict(zip(self.names, table[-1]))
+        self.last = {n: v for n, v, here in zip(self.names, table[-1], self._rows[-1][5]) if here}
         self._rows.clear()
 
 
@@ -584,6 +604,12 @@ def _train(cfg: TrainConfig, d: _Dist, on_epoch_end: Callable[[EpochEnd], None] 
                  f"{terms.BACKBONE_TEXT_TAG}")
     else:
         out.info(f"perceptual backbone: {backbone.description}")
+    cadence = ""
+    if perceptual is not None and cfg.perceptual_every > 1:
+        n = cfg.perceptual_every
+        cadence = (f"; computed on one step in {n} (global step % {n} == 0) at {n} x its weight, so its "
+                   f"expected contribution is unchanged; train/perceptual is logged on those steps only")
+        out.info("perceptual term" + cadence)
 
     # --- model, optimizer, state --------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
@@ -620,7 +646,7 @@ def _train(cfg: TrainConfig, d: _Dist, on_epoch_end: Callable[[EpochEnd], None] 
         if writer is not None:
             _add_text(writer, terms.RESUME_TEXT_TAG, msg, state.global_step)
     if writer is not None:
-        _add_text(writer, terms.BACKBONE_TEXT_TAG, backbone.description, state.global_step)
+        _add_text(writer, terms.BACKBONE_TEXT_TAG, backbone.description + cadence, state.global_step)
     train_model: torch.nn.Module = model
     if d.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -703,8 +729,12 @@ def _train(cfg: TrainConfig, d: _Dist, on_epoch_end: Callable[[EpochEnd], None] 
                     kl_w = kl_weight_at(step, kl_weight=state.kl_weight, warmup_steps=cfg.kl_warmup_steps,
                                         ae_mode=state.ae_mode)
                     x = train_set.batch(torch.as_tensor(batches[b]), device)
-                    total, raw, weighted = train_step(train_model, x, optimizer, weights=cfg.loss_weights(kl_w),
-                                                      weight_map=weight_map, perceptual=perceptual,
+                    weights = cfg.loss_weights(kl_w)
+                    p_factor = perceptual_factor(step, every=cfg.perceptual_every)
+                    weights["perceptual"] *= p_factor
+                    total, raw, weighted = train_step(train_model, x, optimizer, weights=weights,
+                                                      weight_map=weight_map,
+                                                      perceptual=perceptual if p_factor else None,
                                                       deterministic=state.ae_mode, grad_clip=cfg.grad_clip)
                     if step % cfg.log_every == 0:
                         logger.log(step, epoch, total, raw, weighted, kl_weight=kl_w, lr=lr)
