@@ -21,6 +21,8 @@ from vaediag.atomic import atomic_write
 from vaediag.errors import ConfigError
 from vaediag.safeio import read_text
 
+from train.layout import latent_layout
+
 __all__ = [
     "TrainConfig",
     "PERCEPTUAL_LAYERS",
@@ -36,9 +38,10 @@ __all__ = [
 PERCEPTUAL_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 
 # Fields that fix the shapes of the model's weights: a resumed run cannot change them.
-ARCHITECTURE_FIELDS = ("image_size", "channels", "latent_dim", "base_channels")
+ARCHITECTURE_FIELDS = ("image_size", "channels", "arch", "latent_dim", "latent_channels", "base_channels")
 
 _DEVICES = ("auto", "cpu", "cuda")
+_ARCHS = ("resnet", "flat")
 _SCHEDULES = ("constant", "cosine")
 
 
@@ -59,8 +62,12 @@ class TrainConfig:
     channels: int = _f(0, "image channels (1 or 3); filled in from the data", cli=False)
 
     # --- model -------------------------------------------------------------------------------------
-    latent_dim: int = _f(256, "latent dimensions (1..2048)")
-    base_channels: int = _f(32, "channels of the first conv stage; doubles per stage up to 8x")
+    arch: str = _f("resnet", "model: resnet (residual blocks, spatial latent channels x side x side) or flat "
+                             "(the seed's conv stack with a flat latent vector; learns one output for every input)")
+    latent_dim: int = _f(256, "latent size: the number of latent values (1..2048); resnet lays them out as "
+                              "channels x side x side (train/layout.py: 2048 at 64 px = 8 x 16 x 16)")
+    latent_channels: int = _f(0, "resnet: channels of the latent map (0 = chosen from latent_dim and image size)")
+    base_channels: int = _f(32, "channels of the first conv stage; doubles per stage up to 4x (resnet) or 8x (flat)")
     ae: bool = _f(False, "Option B of the seed: a plain autoencoder (z = mu, KL weight 0)")
 
     # --- loss weights (the seed's final recipe) ----------------------------------------------------
@@ -77,6 +84,8 @@ class TrainConfig:
                                          "PATH (a torchvision-format VGG16 state dict) or none (term off)")
     perceptual_layers: str = _f(",".join(PERCEPTUAL_LAYERS), "comma-separated VGG16 layers to compare "
                                 "(" + ", ".join(PERCEPTUAL_LAYERS) + ") or 'all'")
+    perceptual_every: int = _f(4, "compute the perceptual term on every Nth step only (global step mod N = 0), "
+                                  "weighted N x there so its expected contribution is unchanged (1 = every step)")
     perceptual_backbone: str = _f("", "which backbone ran; filled in at start", cli=False)
 
     # --- optimisation ------------------------------------------------------------------------------
@@ -180,6 +189,14 @@ def _validate(cfg: TrainConfig) -> None:
     need(cfg.channels in (0, 1, 3), f"channels {cfg.channels} is not supported (choose 1 or 3)")
     need(1 <= cfg.latent_dim <= 2048, f"latent_dim {cfg.latent_dim} is out of range (choose 1..2048)")
     need(4 <= cfg.base_channels <= 256, f"base_channels {cfg.base_channels} is out of range (choose 4..256)")
+    need(cfg.arch in _ARCHS, f"arch {cfg.arch!r} is unknown (choose {', '.join(_ARCHS)})")
+    need(cfg.perceptual_every >= 1, f"perceptual_every must be >= 1, got {cfg.perceptual_every}")
+    need(0 <= cfg.latent_channels <= 256, f"latent_channels {cfg.latent_channels} is out of range (choose 0..256)")
+    if cfg.arch == "resnet" and size and 1 <= cfg.latent_dim <= 2048:  # size 0: checked once the data's is known
+        try:
+            latent_layout(size, cfg.latent_dim, cfg.latent_channels)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     for name in ("kl_weight", "w_l1", "w_perceptual", "w_ssim", "w_edge", "weight_decay", "grad_clip", "min_lr"):
         need(getattr(cfg, name) >= 0, f"{name} must be >= 0, got {getattr(cfg, name)!r}")
     need(cfg.center_weight > 0, f"center_weight must be > 0, got {cfg.center_weight!r}")
@@ -262,13 +279,14 @@ CONFIG_FILE_MAX = 64 * 1024
 CONFIG_MAX_DEPTH = 8
 
 
-def load_config_file(path: str | os.PathLike[str]) -> TrainConfig:
+def load_config_file(path: str | os.PathLike[str], *, missing: Mapping[str, Any] | None = None) -> TrainConfig:
     """Read a ``config.json`` or ``hparams.yaml`` written by a run (or by hand).
 
     The file is read through :func:`vaediag.safeio.read_text` (regular files only, never a blocking open,
     at most :data:`CONFIG_FILE_MAX` bytes). YAML is scanned before it is built: an alias (``*name``, the
     "billion laughs" expansion) or nesting deeper than :data:`CONFIG_MAX_DEPTH` is refused with one line,
     so no config file can make the trainer spend time or memory before it says what is wrong.
+    ``missing`` gives values for keys the file lacks (a run's config.json written before a field existed).
     """
     p = Path(path)
     text = read_text(p, what="config file", max_bytes=CONFIG_FILE_MAX)
@@ -285,6 +303,8 @@ def load_config_file(path: str | os.PathLike[str]) -> TrainConfig:
         raise ConfigError(f"config file {p} is not valid {kind}: {_parser_message(exc)}") from None
     if data is None:  # an empty file (or one holding only comments): the defaults
         data = {}
+    if missing and isinstance(data, dict):
+        data = {**missing, **data}
     return config_from_dict(data, source=f"config file {p}")
 
 

@@ -7,7 +7,8 @@ What a run leaves behind (ARCHITECTURE):
 
 * ``<logdir>/<name>/version_N/`` (N = next free number, claimed with an atomic ``mkdir``): event files,
   ``config.json``, ``hparams.yaml``. Train scalars every step (``terms.TRAIN_STEP_TAGS`` plus the
-  0-based ``epoch``), val scalars once per epoch at the epoch's last global step
+  0-based ``epoch``; the perceptual term's only on the steps that compute it, :func:`perceptual_factor`),
+  val scalars once per epoch at the epoch's last global step
   (``terms.VAL_EPOCH_TAGS``), what control.json made the loop apply (``terms.CONTROL_TAGS``) at each
   epoch's first step, a reconstruction grid, a KL-per-dimension histogram, the backbone as text.
 * ``<checkpoint_dir>/<project>/<name>/version_N/last.pt`` after every epoch and on SIGINT/SIGTERM,
@@ -49,7 +50,7 @@ from train.data import ImageSet, load_pair
 from train.errors import OutputError, TrainingDiverged, describe_os_error, shown
 from train.losses import center_weight_map, loss_terms, weighted_total
 from train.metrics import ValAccumulator
-from train.model import ConvVAE
+from train.model import ConvVAE, build_model
 from train.perceptual import load_perceptual
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "EpochEnd",
     "lr_at",
     "kl_weight_at",
+    "perceptual_factor",
     "load_checkpoint",
     "resume_config",
     "train_step",
@@ -71,6 +73,9 @@ __all__ = [
 
 CHECKPOINT_NAME = "last.pt"
 _CKPT_FORMAT = "vaediag-train/1"
+# Config fields a checkpoint written before they existed lacks, with the value its run used: every such
+# checkpoint holds the flat model trained with the perceptual term on every step.
+_LEGACY_FIELDS = {"arch": "flat", "perceptual_every": 1}
 # Fields a resume may change without the user saying so: they are about where, not what.
 _RUNTIME_FIELDS = ("resume", "quiet", "device")
 
@@ -108,6 +113,17 @@ def kl_weight_at(step: int, *, kl_weight: float, warmup_steps: int, ae_mode: boo
     if step < warmup_steps:
         return kl_weight * (step + 1) / warmup_steps
     return kl_weight
+
+
+def perceptual_factor(step: int, *, every: int) -> int:
+    """How many times its weight the perceptual term gets at ``step``: ``every`` on the steps it is computed
+    (``step % every == 0``), 0 on the others, so its expected contribution over any ``every`` consecutive
+    steps is the configured weight's (``every = 1``: every step, weight x 1).
+
+    >>> [perceptual_factor(s, every=4) for s in range(6)]
+    [4, 0, 0, 0, 4, 0]
+    """
+    return every if step % every == 0 else 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -275,6 +291,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(opt.get("state"), dict) or not isinstance(opt.get("param_groups"), list):
         raise CheckpointError(f"checkpoint {p} is damaged: the optimizer's state lacks 'state' or 'param_groups'")
     _check_loop_state(ckpt["state"], p)
+    if isinstance(ckpt.get("config"), dict):
+        ckpt["config"] = {**_LEGACY_FIELDS, **ckpt["config"]}
     return ckpt
 
 
@@ -324,7 +342,7 @@ def _check_run_dir(ckpt: dict[str, Any], cfg: TrainConfig, p: Path) -> Path:
     try:
         from train.config import load_config_file
 
-        theirs = load_config_file(run_dir / "config.json")
+        theirs = load_config_file(run_dir / "config.json", missing=_LEGACY_FIELDS)
     except (InputError, ConfigError):
         theirs = None
     if theirs is None or any(getattr(theirs, k) != getattr(cfg, k) for k in (*ARCHITECTURE_FIELDS, "name")):
@@ -441,20 +459,26 @@ class StepLogger:
 
     def __init__(self, writer: Any, term_names: list[str], *, flush_every: int = 1) -> None:
         self.writer = writer
+        self.term_names = list(term_names)
         self.names = ["loss", *term_names, *[terms.weighted(t) for t in term_names]]
         self.tags = [terms.tag("train", n) for n in self.names]
         self.flush_every = flush_every
-        self._rows: list[tuple[int, int, float, float, bool, torch.Tensor]] = []
+        self._rows: list[tuple[int, int, float, float, bool, torch.Tensor, list[bool]]] = []
         self.last: dict[str, float] = {}
         self.bad: BadStep | None = None
 
     def log(self, step: int, epoch: int, total: torch.Tensor, raw: dict[str, torch.Tensor],
             weighted: dict[str, torch.Tensor], *, kl_weight: float, lr: float, write: bool = True) -> None:
-        """Buffer one step; ``write=False`` checks it for divergence without writing it (``--log-every``)."""
+        """Buffer one step; ``write=False`` checks it for divergence without writing it (``--log-every``).
+        A term absent from ``raw`` (the perceptual term between its steps, see :func:`perceptual_factor`)
+        is not written at this step, raw or weighted."""
         if self.bad is not None:
             return
-        values = torch.stack([total, *raw.values(), *weighted.values()]).detach()
-        self._rows.append((step, epoch, kl_weight, lr, write, values))
+        gap = total.detach().new_zeros(())
+        present = [True, *[t in raw for t in self.term_names], *[t in weighted for t in self.term_names]]
+        values = torch.stack([total, *[raw.get(t, gap) for t in self.term_names],
+                              *[weighted.get(t, gap) for t in self.term_names]]).detach()
+        self._rows.append((step, epoch, kl_weight, lr, write, values, present))
         if len(self._rows) >= self.flush_every:
             self.flush()
 
@@ -462,18 +486,19 @@ class StepLogger:
         if not self._rows:
             return
         rows, self._rows = self._rows, []
-        table = torch.stack([r[-1] for r in rows]).tolist()
+        table = torch.stack([r[5] for r in rows]).tolist()
         kl_tag, lr_tag = terms.tag("train", "kl_weight"), terms.tag("train", "lr")
-        for (step, epoch, kl_weight, lr, write, _), values in zip(rows, table):
+        for (step, epoch, kl_weight, lr, write, _, present), values in zip(rows, table):
             finite = all(math.isfinite(v) for v in values)
             if self.writer is not None and (write or not finite):
                 add = self.writer.add_scalar
-                for tag, v in zip(self.tags, values):
-                    add(tag, v, step)
+                for tag, v, here in zip(self.tags, values, present):
+                    if here:
+                        add(tag, v, step)
                 add(kl_tag, kl_weight, step)
                 add(lr_tag, lr, step)
                 add(terms.EPOCH_TAG, epoch, step)
-            self.last = dict(zip(self.names, values))
+            self.last = {n: v for n, v, here in zip(self.names, values, present) if here}
             if not finite:
                 self.bad = BadStep(step, epoch, dict(self.last), kl_weight, lr)
                 break
@@ -578,10 +603,12 @@ def train_step(model: torch.nn.Module, x: torch.Tensor, optimizer: torch.optim.O
                deterministic: bool, grad_clip: float) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Forward, every loss term, backward, (clip), optimizer step. Returns (total, raw, weighted)."""
     recon, mu, logvar = model(x, deterministic=deterministic)
-    raw = loss_terms(recon, x, mu, logvar, weight_map=weight_map, perceptual=perceptual)
+    raw = loss_terms(recon, x, mu, logvar, weight_map=weight_map, perceptual=perceptual,
+                     no_grad=[t for t, w in weights.items() if w == 0])  # logged, not back-propagated
     total, weighted = weighted_total(raw, weights)
     optimizer.zero_grad(set_to_none=True)
-    total.backward()
+    if total.requires_grad:  # every weight 0: nothing to learn from this step
+        total.backward()
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
@@ -867,8 +894,8 @@ def _prepare(cfg: TrainConfig, d: _Dist) -> _Prepared:
         perceptual = perceptual.to(device)
 
     torch.manual_seed(cfg.seed)
-    model = ConvVAE(channels=cfg.channels, image_size=cfg.image_size, latent_dim=cfg.latent_dim,
-                    base_channels=cfg.base_channels).to(device)
+    model = build_model(arch=cfg.arch, channels=cfg.channels, image_size=cfg.image_size, latent_dim=cfg.latent_dim,
+                        base_channels=cfg.base_channels, latent_channels=cfg.latent_channels).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = _LoopState(kl_weight=cfg.kl_weight, ae_mode=cfg.ae)
     torch.manual_seed(cfg.seed + 1 + d.rank)  # sampling noise differs per rank
@@ -909,7 +936,9 @@ def _load_weights(ckpt: dict[str, Any], model: ConvVAE, optimizer: torch.optim.O
     try:
         model.load_state_dict(weights)
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {p} does not fit the model of its own config: {_one_line(exc)}") from None
+        arch = ckpt["config"].get("arch", "?")
+        raise CheckpointError(f"checkpoint {p} does not fit the {arch} model of its own config: "
+                              f"{_one_line(exc)}") from None
     try:
         optimizer.load_state_dict(ckpt["optimizer"])
     except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as exc:
@@ -1027,6 +1056,12 @@ class _Run:
                      f"{terms.BACKBONE_TEXT_TAG}")
         else:
             out.info(f"perceptual backbone: {backbone.description}")
+        cadence = ""
+        if self.prep.perceptual is not None and cfg.perceptual_every > 1:
+            n = cfg.perceptual_every
+            cadence = (f"; computed on one step in {n} (global step % {n} == 0) at {n} x its weight, so its "
+                       f"expected contribution is unchanged; train/perceptual is logged on those steps only")
+            out.info("perceptual term" + cadence)
         if self.resumed:
             msg = (f"resumed {cfg.resume} at step {state.global_step} (epoch {state.epoch}, "
                    f"batch {state.batch_in_epoch})")
@@ -1036,7 +1071,7 @@ class _Run:
             if self.events is not None:
                 self.events.add_text(terms.RESUME_TEXT_TAG, msg, state.global_step)
         if self.events is not None:
-            self.events.add_text(terms.BACKBONE_TEXT_TAG, backbone.description, state.global_step)
+            self.events.add_text(terms.BACKBONE_TEXT_TAG, backbone.description + cadence, state.global_step)
 
     def release(self) -> None:
         if self.events is not None:
@@ -1126,10 +1161,13 @@ class _Run:
                                             ae_mode=state.ae_mode)
                         self.lr, self.kl_w = lr, kl_w
                         x = train_set.batch(torch.as_tensor(batches[b]), device)
-                        total, raw, weighted = train_step(self.train_model, x, optimizer,
-                                                          weights=cfg.loss_weights(kl_w), weight_map=weight_map,
-                                                          perceptual=perceptual, deterministic=state.ae_mode,
-                                                          grad_clip=cfg.grad_clip)
+                        weights = cfg.loss_weights(kl_w)
+                        p_factor = perceptual_factor(step, every=cfg.perceptual_every)
+                        weights["perceptual"] *= p_factor
+                        total, raw, weighted = train_step(self.train_model, x, optimizer, weights=weights,
+                                                          weight_map=weight_map,
+                                                          perceptual=perceptual if p_factor else None,
+                                                          deterministic=state.ae_mode, grad_clip=cfg.grad_clip)
                         failure = None
                         try:  # every step is checked for NaN/inf; --log-every decides which ones are written
                             logger.log(step, epoch, total, raw, weighted, kl_weight=kl_w, lr=lr,

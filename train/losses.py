@@ -10,7 +10,7 @@ and each term is logged raw and weighted (``terms.LOSS_TERMS``).
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Collection, Mapping
 
 import torch
 from pytorch_msssim import ssim as _ssim
@@ -103,7 +103,9 @@ def edge_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def kl_elements(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(q(z|x) || N(0, I)) per sample and latent dimension, ``(N, latent_dim)``:
-    ``0.5 * (mu**2 + exp(logvar) - 1 - logvar)``. The reductions below (and the val metrics) start here."""
+    ``0.5 * (mu**2 + exp(logvar) - 1 - logvar)``. The reductions below (and the val metrics) start here.
+    A spatial latent ``(N, C, H, W)`` counts as its ``C * H * W`` values (flattened channel-major)."""
+    mu, logvar = mu.flatten(1), logvar.flatten(1)
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
 
 
@@ -132,16 +134,26 @@ def weighted_total(raw: Mapping[str, torch.Tensor], weights: Mapping[str, float]
 
 def loss_terms(recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, *,
                weight_map: torch.Tensor,
-               perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None) -> dict[str, torch.Tensor]:
+               perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
+               no_grad: Collection[str] = ()) -> dict[str, torch.Tensor]:
     """Every raw loss term, keyed by canonical term in ``terms.LOSS_TERMS`` order.
 
     ``perceptual`` is None when the term is disabled; it is then absent from the result (not 0, which
-    would read as a perfect perceptual match).
+    would read as a perfect perceptual match). Terms named in ``no_grad`` (the loop passes those of weight 0)
+    are computed for the logs only, outside autograd, so they cost no backward pass.
     """
-    raw = {"recon": center_weighted_l1(recon, x, weight_map)}
+    def term(name: str, fn: Callable[[], torch.Tensor]) -> None:
+        if name in no_grad:
+            with torch.no_grad():
+                raw[name] = fn()
+        else:
+            raw[name] = fn()
+
+    raw: dict[str, torch.Tensor] = {}
+    term("recon", lambda: center_weighted_l1(recon, x, weight_map))
     if perceptual is not None:
-        raw["perceptual"] = perceptual(recon, x)
-    raw["ssim_loss"] = ssim_loss(recon, x)
-    raw["edge"] = edge_loss(recon, x)
-    raw["kl"] = kl_divergence(mu, logvar)
+        term("perceptual", lambda: perceptual(recon, x))
+    term("ssim_loss", lambda: ssim_loss(recon, x))
+    term("edge", lambda: edge_loss(recon, x))
+    term("kl", lambda: kl_divergence(mu, logvar))
     return raw

@@ -199,7 +199,7 @@ class ValAccumulator:
         self._spread = _spread_update(self._spread, recon, x)
         self._ssim.append(ssim_per_image(recon, x).cpu())
         self._grey.append(grey.cpu().bool())
-        self._mu.append(mu.detach().double().cpu())
+        self._mu.append(mu.detach().flatten(1).double().cpu())  # a latent map counts as its values
         kl = kl_elements(mu, logvar).detach().double().sum(0).cpu()
         self._kl_sum = kl if self._kl_sum is None else self._kl_sum + kl
         self._energy += torch.stack([gradient_energy(recon).double().sum(), gradient_energy(x).double().sum()]).cpu()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -63,8 +64,12 @@ def test_one_epoch_writes_every_trainer_tag(tmp_path, tiny_cfg, capsys, monkeypa
     assert ev["other"][terms.KL_PER_DIM_HIST_TAG] == "histo"
     assert ev["other"][terms.BACKBONE_TEXT_TAG] == "text"
     # per step: every train tag and the 0-based epoch; per epoch: val at the epoch's last step.
+    # The perceptual term (raw and weighted) only on the steps that computed it: step % perceptual_every == 0.
+    every = tiny_cfg.perceptual_every
+    assert every == 4
     for t in terms.TRAIN_STEP_TAGS:
-        assert steps_of(ev, t) == list(range(STEPS_PER_EPOCH)), t
+        want = [s for s in range(STEPS_PER_EPOCH) if "perceptual" not in t or s % every == 0]
+        assert steps_of(ev, t) == want, t
     assert [v for _, v, _ in ev["scalars"][terms.EPOCH_TAG]] == [0.0] * STEPS_PER_EPOCH
     for t in terms.VAL_EPOCH_TAGS:
         assert steps_of(ev, t) == [STEPS_PER_EPOCH - 1], t
@@ -72,9 +77,13 @@ def test_one_epoch_writes_every_trainer_tag(tmp_path, tiny_cfg, capsys, monkeypa
     sc = {t: [v for _, v, _ in pts] for t, pts in ev["scalars"].items()}
     assert sc["train/kl_weight"] == pytest.approx([1e-7, 1e-7])
     assert sc["train/kl_weighted"][0] == pytest.approx(1e-7 * sc["train/kl"][0], rel=1e-4)
-    assert sc["train/perceptual_weighted"][0] == pytest.approx(1.2 * sc["train/perceptual"][0], rel=1e-5)
+    # weighted `every` x on its steps, so its expected contribution is the configured 1.2 x per step
+    assert sc["train/perceptual_weighted"][0] == pytest.approx(every * 1.2 * sc["train/perceptual"][0], rel=1e-5)
     total = sum(sc[f"train/{t}_weighted"][0] for t in terms.LOSS_TERMS)
     assert sc["train/loss"][0] == pytest.approx(total, rel=1e-5)
+    rest = sum(sc[f"train/{t}_weighted"][1] for t in terms.LOSS_TERMS if t != "perceptual")
+    assert sc["train/loss"][1] == pytest.approx(rest, rel=1e-5)  # step 1 had no perceptual term
+    assert sc["val/perceptual_weighted"][0] == pytest.approx(1.2 * sc["val/perceptual"][0], rel=1e-5)
     assert sc["val/psnr_grey"][0] > 5 and sc["val/psnr_colour"][0] > 5
     assert (sc["train/control_seq"], sc["train/ae_mode"]) == ([-1.0], [0.0])
 
@@ -298,3 +307,68 @@ def test_input_dependence_and_blur_metrics_are_logged_on_val_every_epoch(tiny_cf
     assert all(0 <= v < 5 for v in sc["val/recon_spread"])
     assert all(-1 <= v <= 1 for v in sc["val/grad_similarity"])
     assert result.val["psnr_trivial"] == pytest.approx(sc["val/psnr_trivial"][1], rel=1e-6)
+
+
+def _strip_new_fields(ckpt_path, *names):
+    """Rewrite a checkpoint, and its run's config.json, as written before ``names`` were config fields."""
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    for n in names:
+        ckpt["config"].pop(n, None)
+    torch.save(ckpt, ckpt_path)
+    cfg_file = Path(ckpt["run_dir"]) / "config.json"
+    data = json.loads(cfg_file.read_text())
+    for n in names:
+        data.pop(n, None)
+    cfg_file.write_text(json.dumps(data))
+
+
+def test_a_flat_checkpoint_from_before_the_arch_field_resumes_as_flat(tmp_path, tiny_cfg, capsys):
+    first = train(tiny_cfg.replace(arch="flat"))
+    _strip_new_fields(first.checkpoint, "arch", "latent_channels")
+    assert load_checkpoint(first.checkpoint)["config"]["arch"] == "flat"  # what every such checkpoint holds
+    resumed = train(resume_config(first.checkpoint, epochs=2))
+    assert resumed.config.arch == "flat" and resumed.global_step == 2 * STEPS_PER_EPOCH
+    assert "arch" not in capsys.readouterr().out.split("overrides:")[-1]  # not an override: the same model
+    with pytest.raises(ConfigError, match="cannot resume with arch = resnet: the checkpoint's model has arch = flat"):
+        train(resume_config(first.checkpoint, arch="resnet", epochs=3))
+
+
+def test_weights_that_do_not_fit_the_config_are_refused_in_one_line(tmp_path, tiny_cfg):
+    first = train(tiny_cfg.replace(arch="flat"))
+    ckpt = torch.load(first.checkpoint, weights_only=True)
+    ckpt["config"]["arch"] = "resnet"  # a config (the checkpoint's and its run's) that lies about its weights
+    torch.save(ckpt, first.checkpoint)
+    run_cfg = first.run_dir / "config.json"
+    run_cfg.write_text(json.dumps({**json.loads(run_cfg.read_text()), "arch": "resnet"}))
+    with pytest.raises(CheckpointError, match="does not fit the resnet model of its own config") as info:
+        train(resume_config(first.checkpoint, epochs=2))
+    assert "\n" not in info.value.message
+
+
+def test_perceptual_cadence_bookkeeping_over_epochs_and_a_resume(tmp_path, npy, capsys):
+    """perceptual_every 3 over 3 epochs of 2 steps, interrupted after epoch 2: the term is computed, weighted
+    3 x and logged exactly at global steps 0 and 3 (a resume keeps counting global steps), every other tag on
+    every step; the cadence is printed and recorded with the backbone."""
+    from train.loop import perceptual_factor
+
+    assert [perceptual_factor(s, every=3) for s in range(7)] == [3, 0, 0, 3, 0, 0, 3]
+    assert [perceptual_factor(s, every=1) for s in range(3)] == [1, 1, 1]
+    assert train_main(tiny_argv(tmp_path, npy, perceptual_every=3, epochs=2)) == 0
+    assert "computed on one step in 3 (global step % 3 == 0) at 3 x its weight" in capsys.readouterr().out
+    ckpt = tmp_path / "ckpt" / "proj" / "run" / "version_0" / "last.pt"
+    assert train_main(["--resume", str(ckpt), "--epochs", "3"]) == 0
+    ev = read_events(tmp_path / "logs" / "proj" / "run" / "version_0")
+    assert steps_of(ev, "train/perceptual") == steps_of(ev, "train/perceptual_weighted") == [0, 3]
+    assert steps_of(ev, "train/recon") == steps_of(ev, "train/loss") == list(range(6))
+    sc = {t: dict((s, v) for s, v, _ in pts) for t, pts in ev["scalars"].items()}
+    for s in (0, 3):
+        assert sc["train/perceptual_weighted"][s] == pytest.approx(3 * 1.2 * sc["train/perceptual"][s], rel=1e-5)
+    assert steps_of(ev, "val/perceptual") == [1, 3, 5]  # validation always measures it
+
+
+def test_a_checkpoint_from_before_the_cadence_resumes_with_the_term_on_every_step(tmp_path, tiny_cfg):
+    first = train(tiny_cfg.replace(perceptual_every=1))
+    _strip_new_fields(first.checkpoint, "perceptual_every")
+    resumed = train(resume_config(first.checkpoint, epochs=2))
+    assert resumed.config.perceptual_every == 1
+    assert steps_of(read_events(resumed.run_dir), "train/perceptual") == list(range(2 * STEPS_PER_EPOCH))

@@ -119,3 +119,15 @@ def test_weighted_total_and_loss_terms(x):
     assert float(total) == pytest.approx(sum(float(v) for v in weighted.values()), rel=1e-6)
     with_p = loss_terms(x, x, torch.ones(2, 4), torch.zeros(2, 4), weight_map=wm, perceptual=lambda a, b: (a - b).abs().mean())
     assert list(with_p) == ["recon", "perceptual", "ssim_loss", "edge", "kl"]
+
+
+def test_terms_of_weight_zero_are_logged_without_a_backward_pass(x):
+    wm = center_weight_map(x.shape[-1], center_weight=3.0)
+    recon = (x + 0.1).clamp(0, 1).requires_grad_(True)
+    mu, logvar = torch.ones(2, 4, requires_grad=True), torch.zeros(2, 4, requires_grad=True)
+    full = loss_terms(recon, x, mu, logvar, weight_map=wm, perceptual=None)
+    part = loss_terms(recon, x, mu, logvar, weight_map=wm, perceptual=None, no_grad=["ssim_loss", "edge", "kl"])
+    assert full.keys() == part.keys()
+    for k in full:
+        assert torch.equal(full[k].detach(), part[k]), k  # the same values for the logs
+    assert part["recon"].requires_grad and not any(part[k].requires_grad for k in ("ssim_loss", "edge", "kl"))

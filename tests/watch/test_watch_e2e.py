@@ -30,12 +30,13 @@ def tiny_data(tmp_path_factory):
 
 def train_cmd(data, *extra: str) -> list[str]:
     return [PY, "-m", "train", "--train-npy", str(data / "train.npy"), "--val-npy", str(data / "val.npy"),
-            "--latent-dim", "8", "--base-channels", "8", "--batch-size", "16", "--perceptual-weights", "none",
+            "--latent-dim", "32", "--base-channels", "8", "--batch-size", "16", "--perceptual-weights", "none",
             "--warmup-steps", "0", "--logdir", "logs/e2e", "--quiet", *extra]
 
 
 def test_real_trainer_under_watch_applies_decision(tmp_path, tiny_data):
-    # KL of this tiny model is around 1 nat: a target of 0.01 makes 1e-2 "too high" after epoch 1.
+    # KL of this tiny model (latent 32 = 8 x 2 x 2 at 32 px) is around 1 nat: a target of 0.01 makes 1e-2
+    # "too high" after epoch 1 (with latent 8 it falls under 0.5 nats, and the collapse rule answers instead).
     r = subprocess.run(
         [PY, "-m", "vaediag.cli", "watch", "--no-live", "--poll", "0.1", "--param", "reduce_at=1",
          "--target-kl", "0.01", "--", *train_cmd(tiny_data, "--epochs", "4", "--kl-weight", "1e-2")],
