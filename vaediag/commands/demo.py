@@ -6,7 +6,8 @@
    high (1e-2), with the ladder policy's milestones scaled to the short run (epochs 1 / 5 / 8 instead of
    10 / 30 / 60), so the watchdog is seen deciding: it cuts kl_weight when the penalty eats the
    reconstruction signal, and switches to the autoencoder when the run is still blurry. The run goes to
-   ``logs/demo/demo/version_N`` (a new N each time; nothing is overwritten).
+   ``logs/demo/demo/version_N`` (a new N each time; nothing is overwritten), its checkpoint beside it in
+   ``version_N/checkpoints/last.pt``.
 3. ``vaediag check`` on the run.
 4. ``vaediag report`` on the run, written to ``reports/demo/report.md`` with its plots and pictures (the
    demo's own output, git-ignored and rewritten by every demo; pass ``--report`` to write elsewhere). The
@@ -115,10 +116,12 @@ def run(args: argparse.Namespace) -> int:
 
     print()
     print(f"demo done in {time.perf_counter() - t0:.0f} s")
-    print(f"  logs:    {run_dir}  (tensorboard --logdir {args.logdir})")
-    print(f"  journal: {run_dir / 'watchdog.jsonl'}")
-    print(f"  report:  {args.report}")
-    print(f"  check:   exit code {check_rc} ({'all checks pass or pending' if check_rc == 0 else 'some checks fail: see above'})")
+    print(f"  logs:       {run_dir}  (tensorboard --logdir {args.logdir})")
+    ckpt = run_dir / "checkpoints" / "last.pt"  # beside the run (train/loop.py, CHECKPOINT_SUBDIR)
+    print(f"  checkpoint: {ckpt if ckpt.is_file() else 'none saved'}")
+    print(f"  journal:    {run_dir / 'watchdog.jsonl'}")
+    print(f"  report:     {args.report}")
+    print(f"  check:      exit code {check_rc} ({'all checks pass or pending' if check_rc == 0 else 'some checks fail: see above'})")
     return 0
 
 
