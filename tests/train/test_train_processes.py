@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -120,6 +121,13 @@ def test_vaediag_demo_builds_data_and_trains(tmp_path, monkeypatch, capsys):
     assert not set(terms.TRAINER_SCALAR_TAGS) - set(read_events(run_dir)["scalars"])
     assert vaediag_main(["demo", "--epochs", "1"]) == 0  # data reused, a new version
     assert "reused" in capsys.readouterr().out and (run_dir.parent / "version_1").is_dir()
+    assert re.search(r"result:  final val PSNR \d+\.\d dB \(each image's own mean colour: \d+\.\d dB\)", out)
+    # Everything the demo wrote is git-ignored in this repository: `make demo` leaves a clone's tracked files alone.
+    written = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*") if f.is_file())
+    assert any(w.startswith("reports/demo/") for w in written) and any(w.startswith("data/demo/") for w in written)
+    check = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", "--stdin"], input="\n".join(written),
+                           capture_output=True, text=True)
+    assert sorted(check.stdout.split()) == written, set(written) - set(check.stdout.split())
 
 
 def test_torch_stays_out_of_vaediag_cli():
