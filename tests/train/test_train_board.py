@@ -21,7 +21,7 @@ from train.__main__ import main as train_main
 from train.config import TrainConfig
 from train.errors import TrainingDiverged
 from train.loop import train
-from trainhelp import plugin_values, read_events, tiny_argv, tiny_overrides
+from trainhelp import ckpt_of, plugin_values, read_events, tiny_argv, tiny_overrides
 from vaediag import terms
 from vaediag.watch.control import REASON_MAX_CHARS, Control, write_control
 
@@ -191,6 +191,9 @@ def _copy_without(run_dir: Path, dest: Path, tags: set[str]) -> None:
 
     dest.mkdir(parents=True)
     for f in run_dir.iterdir():
+        if f.is_dir():  # checkpoints/
+            shutil.copytree(f, dest / f.name)
+            continue
         if not f.name.startswith("events.out.tfevents."):
             shutil.copy2(f, dest / f.name)
             continue
@@ -239,7 +242,7 @@ def test_vaediag_reads_the_run_as_before(steered, tmp_path, capsys):
 
 def test_a_resume_keeps_one_layout_and_one_session_in_tensorboard(tmp_path, npy, capsys):
     assert train_main(tiny_argv(tmp_path, npy)) == 0
-    ckpt = tmp_path / "ckpt" / "proj" / "run" / "version_0" / "last.pt"
+    ckpt = ckpt_of(tmp_path)
     # the resume turns the perceptual term off: the run directory holds it all the same (epoch 1)
     assert train_main(["--resume", str(ckpt), "--epochs", "2", "--perceptual-weights", "none"]) == 0
     logdir = tmp_path / "logs" / "proj"

@@ -6,10 +6,12 @@
    high (1e-2), with the ladder policy's milestones scaled to the short run (epochs 1 / 5 / 8 instead of
    10 / 30 / 60), so the watchdog is seen deciding: it cuts kl_weight when the penalty eats the
    reconstruction signal, and switches to the autoencoder when the run is still blurry. The run goes to
-   ``logs/demo/demo/version_N`` (a new N each time; nothing is overwritten).
+   ``logs/demo/demo/version_N`` (a new N each time; nothing is overwritten), its checkpoint beside it in
+   ``version_N/checkpoints/last.pt``.
 3. ``vaediag check`` on the run.
-4. ``vaediag report`` on the run, written to ``reports/demo.md`` with its plots (this file is the demo's
-   own output and is rewritten on every demo; pass ``--report`` to write elsewhere).
+4. ``vaediag report`` on the run, written to ``reports/demo/report.md`` with its plots and pictures (the
+   demo's own output, git-ignored and rewritten by every demo; pass ``--report`` to write elsewhere). The
+   committed example of this report is ``docs/example/demo.md``: a demo never touches a tracked file.
 
 The run is sized to finish in about a minute and a half: 64 px images, a small model (16 base channels,
 64-dim latent), eight epochs of 12 steps of 8 images, and the seed's full loss recipe including the
@@ -30,7 +32,7 @@ __all__ = ["add_parser", "run", "demo_config", "demo_watch_args", "DEMO_DATA", "
 
 DEMO_DATA = "data/demo"
 DEMO_LOGDIR = "logs/demo"
-DEMO_REPORT = "reports/demo.md"
+DEMO_REPORT = "reports/demo/report.md"  # git-ignored: a demo never touches a tracked file
 DEMO_START_KL_WEIGHT = 1e-2  # far too high: the penalty takes most of the signal
 # Sized for ~1 minute of training on 2 idle CPU cores: 96 train crops / batch 8 = 12 steps per epoch.
 DEMO_N_TRAIN, DEMO_N_VAL, DEMO_SIZE, DEMO_EPOCHS, DEMO_BATCH = 96, 32, 64, 8, 8
@@ -54,14 +56,15 @@ def demo_config(*, data_dir: str = DEMO_DATA, logdir: str = DEMO_LOGDIR, epochs:
 
     d = Path(data_dir)
     return TrainConfig(train_npy=str(d / "train.npy"), val_npy=str(d / "val.npy"), logdir=logdir, name="demo",
-                       epochs=epochs, batch_size=DEMO_BATCH, latent_dim=64, base_channels=16, lr=1e-3,
-                       warmup_steps=5, min_lr=1e-4, grid_images=8, quiet=True, kl_weight=DEMO_START_KL_WEIGHT)
+                       epochs=epochs, batch_size=DEMO_BATCH, latent_dim=2048, base_channels=16, lr=1e-3,
+                       warmup_steps=5, min_lr=1e-4, grid_images=8, quiet=True, kl_weight=DEMO_START_KL_WEIGHT,
+                       perceptual_layers="relu1_2,relu2_2,relu3_3")
 
 
 def demo_watch_args(epochs: int) -> list[str]:
     """The ladder's milestones scaled to a run of ``epochs`` (the seed's 10 / 30 / 60 of ~100)."""
-    reduce_at = max(1, round(epochs * 0.1))
-    ae_at = max(reduce_at + 1, round(epochs * 0.6))
+    reduce_at = 1
+    ae_at = min(3, epochs)
     stop_at = max(ae_at + 1, epochs)
     return ["--policy", "ladder", "--param", f"reduce_at={reduce_at}", "--param", f"ae_at={ae_at}",
             "--param", f"stop_at={stop_at}"]
@@ -113,10 +116,12 @@ def run(args: argparse.Namespace) -> int:
 
     print()
     print(f"demo done in {time.perf_counter() - t0:.0f} s")
-    print(f"  logs:    {run_dir}  (tensorboard --logdir {args.logdir})")
-    print(f"  journal: {run_dir / 'watchdog.jsonl'}")
-    print(f"  report:  {args.report}")
-    print(f"  check:   exit code {check_rc} ({'all checks pass or pending' if check_rc == 0 else 'some checks fail: see above'})")
+    print(f"  logs:       {run_dir}  (tensorboard --logdir {args.logdir})")
+    ckpt = run_dir / "checkpoints" / "last.pt"  # beside the run (train/loop.py, CHECKPOINT_SUBDIR)
+    print(f"  checkpoint: {ckpt if ckpt.is_file() else 'none saved'}")
+    print(f"  journal:    {run_dir / 'watchdog.jsonl'}")
+    print(f"  report:     {args.report}")
+    print(f"  check:      exit code {check_rc} ({'all checks pass or pending' if check_rc == 0 else 'some checks fail: see above'})")
     return 0
 
 
