@@ -540,7 +540,8 @@ class Supervisor(_Watch):
     Args:
         command: the training command line (argv list).
         policy: a policy instance (build it with :func:`~vaediag.watch.policies.make_policy`).
-        logdir: where a foreign script's new event files are looked for (default: the current directory).
+        logdir: where a foreign script's new event files are looked for (default: the current directory); it
+            may not exist yet (the script creates it), but must be a directory if it does.
         restart: apply changes by stop + relaunch with ``--kl-weight``/``--resume`` instead of control.json.
         checkpoint: restart mode: the checkpoint path or glob (default: found, see :func:`find_checkpoint`).
         ae_flag: restart mode: the flag that turns the autoencoder on (None: never add one).
@@ -576,7 +577,9 @@ class Supervisor(_Watch):
             raise UsageError("no training command given: put it after '--', e.g. vaediag watch -- python -m train")
         self.command = list(command)
         self.logdir = Path(logdir) if logdir is not None else Path.cwd()
-        if logdir is not None and not self.logdir.is_dir():
+        # A --logdir that does not exist yet is the script's to create (it is watched for, like its runs);
+        # anything else that is not a directory (a file, a FIFO) is a mistake.
+        if logdir is not None and os.path.lexists(self.logdir) and not self.logdir.is_dir():
             raise UsageError(f"--logdir {str(logdir)!r} is not a directory")
         self._logdir_abs = self.logdir.resolve()
         self._said: set[str] = set()  # discovery messages already shown (each once)
@@ -769,6 +772,10 @@ class Supervisor(_Watch):
         c = self.child
         assert c is not None
         root = self._logdir_abs
+        if not root.is_dir():
+            self._say_once(f"watch: --logdir {self.logdir} does not exist yet; waiting for the training script to "
+                           "create it")
+            return None
         new = _event_files(root) - c.before
         proc = _proc_available()
         c.tree |= _process_tree(c.proc.pid) if proc else {c.proc.pid}
