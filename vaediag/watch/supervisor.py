@@ -899,7 +899,7 @@ class Supervisor(_Watch):
     def _has_history(self, started: float) -> bool:
         """Whether the run directory held event data written before the child started (a resumed run)."""
         assert self.tail is not None
-        for f in self.tail.event_files():
+        for f in self.tail.files():
             try:
                 if f.stat().st_mtime < started - 0.5:
                     return True
@@ -1088,9 +1088,10 @@ class Follower(_Watch):
     """Follow a run started elsewhere: same tail, policy, journal and panel; control.json only with ``apply``.
 
     Epochs already complete when following starts are replayed through the policy (recorded with
-    ``replayed: true``, never applied) except the latest, which is live. Ends when the run's event files
-    have not grown for ``idle`` seconds (exit 0) or on SIGINT/SIGTERM (exit 130): the first signal ends
-    the loop at once (no wait outlasts it), a second one raises :class:`Interrupted` wherever it lands.
+    ``replayed: true``, never applied) except the latest, which is live. Ends when the run's event files (or
+    its metrics log: Lightning's metrics.csv, HF's trainer_state.json, a CSV/JSONL export) have not changed
+    for ``idle`` seconds (exit 0) or on SIGINT/SIGTERM (exit 130): the first signal ends the loop at once (no
+    wait outlasts it), a second one raises :class:`Interrupted` wherever it lands.
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], policy: Policy, *, apply: bool = False,
@@ -1123,15 +1124,19 @@ class Follower(_Watch):
                 return
             time.sleep(min(left, 0.05))
 
-    def _size(self) -> tuple[int, int]:
-        files = self.tail.event_files() if self.tail is not None else []
-        total = 0
+    def _size(self) -> tuple[int, int, int]:
+        """(files, bytes, newest modification): a change in any is growth (HF's trainer_state.json is
+        rewritten whole, so its size alone may not move)."""
+        files = self.tail.files() if self.tail is not None else []
+        total = newest = 0
         for f in files:
             try:
-                total += f.stat().st_size
+                st = f.stat()
             except OSError:
-                pass
-        return len(files), total
+                continue
+            total += st.st_size
+            newest = max(newest, st.st_mtime_ns)
+        return len(files), total, newest
 
     def run(self) -> int:
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
