@@ -446,3 +446,25 @@ def test_committed_source_fixtures_are_what_the_generators_write(tmp_path):
     rs = load_both(committed)
     assert sorted((r, i.source) for r, i in rs.runs.items()) == [
         ("hf/vae-out", "hf_trainer_state"), ("lightning/lightning_logs/version_0", "lightning_csv"), ("wandb", "csv")]
+
+
+def test_pieces_and_batches_read_as_the_whole(tmp_path, monkeypatch):
+    """A file is read a piece at a time (TAIL_CHUNK bytes, cut at the last newline) and its rows converted a
+    batch at a time, whatever its size: tiny pieces and batches give the frame of one piece."""
+    for fmt in ("csv", "jsonl"):
+        tr = write_wandb_export(tmp_path / fmt, fmt=fmt, epochs=3)
+        whole = vaediag.load(tr.run_dir).frame
+        with monkeypatch.context() as m:
+            m.setattr(S, "TAIL_CHUNK", 300)  # longer than a line, a small part of the file
+            m.setattr(S, "_BATCH_ROWS", 2)
+            rs = vaediag.load(tr.run_dir)
+        pd.testing.assert_frame_equal(rs.frame, whole)
+        assert not rs.warnings
+
+
+def test_a_line_longer_than_a_piece_is_skipped_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(S, "TAIL_CHUNK", 64)
+    _write(tmp_path / "r" / "m.csv", "step,val/kl\n0,1.0\n1," + "9" * 200 + ",1\n2,3.0\n3,4.0\n")
+    rs = vaediag.load(tmp_path / "r")
+    assert rs.frame["step"].tolist() == [0, 2, 3]
+    assert rs.warnings == ["r: m.csv: 1 line(s) longer than 64 bytes skipped"]

@@ -90,6 +90,7 @@ TIME_COLUMNS = ("_timestamp", "timestamp", "wall_time", "walltime")
 # Bookkeeping columns of exports that are not metrics (W&B's seconds since start, pandas' index).
 _NOT_METRICS = frozenset({"_runtime", "", "unnamed: 0"})
 _SNIFF_BYTES = 64 << 10
+_BATCH_ROWS = 65536  # CSV rows converted to numbers at a time
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 _NUMERIC_STRINGS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "infinity": math.inf,
                     "-infinity": -math.inf, "+inf": math.inf, "+infinity": math.inf}
@@ -125,6 +126,15 @@ class SourceRows:
     def empty(cls, names: list[str] | None = None) -> "SourceRows":
         return cls(list(names or []), np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.float64),
                    np.zeros(0, np.float64), np.zeros(0, np.float64))
+
+
+def _concat(parts: list[SourceRows], names: list[str]) -> SourceRows:
+    if not parts:
+        return SourceRows.empty(names)
+    if len(parts) == 1:
+        return parts[0]
+    return SourceRows(names, *(np.concatenate([getattr(p, c) for p in parts])
+                               for c in ("codes", "steps", "values", "order", "walls")))
 
 
 def hf_tag(key: str) -> str:
@@ -336,6 +346,7 @@ class SourceCursor:
     _skip: int = 0  # rows to skip after a rewrite (already returned)
     _json_step: str | None = None
     _state_key: tuple | None = None
+    _in_long_line: bool = False
 
     def __post_init__(self) -> None:
         if not self.label:
@@ -400,37 +411,51 @@ class SourceCursor:
         self._header_raw = b""
 
     def _read_lines(self, fd: int, size: int, *, final: bool) -> SourceRows:
+        """CSV/JSONL: the complete lines from ``offset`` to ``size``, read and parsed a piece of
+        :data:`TAIL_CHUNK` bytes at a time (memory stays at a piece and its rows, whatever the file's size). An
+        unterminated last line is held back (tail) or counted as incomplete (``final``)."""
         if self._header_raw and (size < self.offset or self._pread(fd, len(self._header_raw), 0) != self._header_raw):
             self._restart()
         elif self.offset and size < self.offset:
             self._restart()
-        if self.offset >= size:
-            return SourceRows.empty(self._names)
-        want = size - self.offset if final else min(size - self.offset, TAIL_CHUNK)
-        start = self.offset
-        data = self._pread(fd, want, start)
-        cut = data.rfind(b"\n") + 1
-        rest = b""
-        if final:
-            rest = data[cut:]
-            data = data[:cut]
-            self.offset = start + cut + len(rest)
-        else:
-            if cut == 0:
-                if len(data) >= TAIL_CHUNK:  # one line longer than a piece: not a metrics row
-                    self.damage.long_lines += 1
+        parts: list[SourceRows] = []
+        while self.offset < size:
+            start = self.offset
+            data = self._pread(fd, min(size - start, TAIL_CHUNK), start)
+            if not data:
+                break
+            if self._in_long_line:  # the rest of a line longer than a piece: skipped up to its newline
+                nl = data.find(b"\n")
+                if nl < 0:
                     self.offset = start + len(data)
-                return SourceRows.empty(self._names)
-            data = data[:cut]
+                    continue
+                self._in_long_line = False
+                self.offset = start = start + nl + 1
+                data = data[nl + 1:]
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                if start + len(data) >= size:  # the last line, not terminated (yet)
+                    if final:
+                        self.damage.truncated_bytes += len(data)
+                        self.offset = size
+                    break
+                if not data:
+                    continue
+                self.damage.long_lines += 1  # a line longer than a piece: not a metrics row
+                self._in_long_line = True
+                self.offset = start + len(data)
+                continue
             self.offset = start + cut
-        if self.source.kind == "csv" and self.header is None:
-            nl = data.find(b"\n")
-            self._header_raw = data[: nl + 1] if nl >= 0 else b""
-        text = self._decode(data, start)
-        out = self._parse_csv(text) if self.source.kind == "csv" else self._parse_jsonl(text)
-        if rest:
-            self.damage.truncated_bytes += len(rest)
-        return out
+            data = data[:cut]
+            if self.source.kind == "csv" and self.header is None:
+                nl = data.find(b"\n")
+                self._header_raw = data[: nl + 1]
+            text = self._decode(data, start)
+            del data
+            part = self._parse_csv(text) if self.source.kind == "csv" else self._parse_jsonl(text)
+            if len(part):
+                parts.append(part)
+        return _concat(parts, self._names)
 
     def _decode(self, data: bytes, base: int) -> str:
         try:
@@ -474,6 +499,7 @@ class SourceCursor:
         ncols = len(self.header)
         good: list[list[str]] = []
         good_idx: list[int] = []
+        parts: list[SourceRows] = []
         reader = csv.reader(io.StringIO(body))
         d = self.damage
         while True:
@@ -501,9 +527,17 @@ class SourceCursor:
                 continue
             good.append(row)
             good_idx.append(idx)
+            if len(good) >= _BATCH_ROWS:  # converted a batch at a time: the strings never pile up
+                parts.append(self._convert(good, good_idx))
+                good, good_idx = [], []
         self._line += reader.line_num
-        if not good:
-            return SourceRows.empty(self._names)
+        if good:
+            parts.append(self._convert(good, good_idx))
+        return _concat(parts, self._names)
+
+    def _convert(self, good: list[list[str]], good_idx: list[int]) -> SourceRows:
+        """Rows of the right width as columns of numbers: steps, the time column, each metric column."""
+        d = self.damage
         cols = list(zip(*good))
         order = np.asarray(good_idx, dtype=np.float64)
         steps_f, has_step, _ = _parse_numbers(cols[self._step_col])
