@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __all__ = ["__version__", "load", "RunSet", "VaediagError"]
+# The one place the version is written: pyproject.toml reads it (dynamic), `vaediag --version` prints it.
 __version__ = "0.1.0"
 
 from vaediag.errors import VaediagError

@@ -69,8 +69,8 @@ class Inputs:
     """What a command reads: files (known by device and inode) and log trees (their root directories).
 
     Build it from the paths the user gave (run directories, trees, event files, rules/targets/tags
-    files); missing paths are ignored here (the reader reports them). An event file given by name
-    makes its run directory a tree too: the reader takes that run's hparams.yaml and config.json.
+    files); missing paths are ignored here (the reader reports them). An event file or a metrics log given
+    by name makes its run directory a tree too: the reader takes that run's hparams.yaml and config.json.
     """
 
     def __init__(self, paths: Iterable[str | os.PathLike[str] | None] = ()) -> None:
@@ -126,9 +126,12 @@ class Inputs:
 
 
 def _is_event_file(name: str) -> bool:
+    """An event file or a metrics log (metrics.csv, trainer_state.json, an export): a log whose run
+    directory the reader reads too."""
     from vaediag.logs.discover import is_event_file
+    from vaediag.logs.sources import is_log_name
 
-    return is_event_file(name)
+    return is_event_file(name) or is_log_name(name)
 
 
 def _find_in_tree(root: str, ident: tuple[int, int]) -> str | None:

@@ -131,7 +131,8 @@ def test_json_of_the_seed_runs_is_strict_json(seed_diags):
     for d in seed_diags.values():
         doc = json.loads(d.to_json())
         assert list(doc) == ["run", "epochs", "metrics", "penalty", "findings", "recommendations", "model", "profile",
-                             "finished", "kl_convention", "unmapped_tags"]
+                             "finished", "kl_convention", "unmapped_tags", "source"]
+        assert doc["source"]["kind"] == "tensorboard" and doc["source"]["files"]
         assert len(doc["penalty"]["per_epoch"]) == d.epochs
 
 

@@ -147,6 +147,37 @@ def _meta(name: str, make) -> "callable":
     return build
 
 
+def _metrics_log(name: str, make) -> "callable":
+    """``check DIR`` where DIR's only log is ``name`` (metrics.csv, trainer_state.json) made by ``make(path)``."""
+
+    def build(tmp: Path) -> list[str]:
+        d = tmp / "logs" / "run"
+        d.mkdir(parents=True)
+        make(d / name)
+        return ["check", str(d)]
+
+    return build
+
+
+CSV_HEAD = "epoch,step,train/recon_step,val/recon\r\n"
+CSV_ROWS = "".join(f"{e},{10 * e + 9},{1.0 / (e + 1)},\r\n{e},{10 * e + 9},,{1.1 / (e + 1)}\r\n" for e in range(4))
+
+
+def _sparse(size: int):
+    def make(path: Path) -> None:
+        with open(path, "wb") as fh:
+            fh.write(CSV_HEAD.encode())
+            fh.truncate(size)
+    return make
+
+
+def _csv_among_readable(tmp: Path) -> list[str]:
+    _run(tmp, "a")
+    (tmp / "logs" / "b").mkdir()
+    os.mkfifo(tmp / "logs" / "b" / "metrics.csv")
+    return ["check", str(tmp / "logs")]
+
+
 BOMB = "a: &a {x1: 1, x2: 2, x3: 3, x4: 4, x5: 5, x6: 6, x7: 7, x8: 8, x9: 9}\n" + "".join(
     f"{n}: &{n} {{" + ", ".join(f"k{i}: *{p}" for i in range(9)) + "}\n" for p, n in zip("abcdefgh", "bcdefghi")
 )
@@ -199,6 +230,37 @@ CASES = [
          r"^Error: --run 'zzz\*' matches no run"),
     # Readable but empty: a run that died before logging (a finding, not an error).
     Case("check-empty-event-file", _special_event_file(lambda f: f.write_bytes(b"")), 0, "", stdout=r"no_scalars"),
+    # Metrics logs that are not event files (metrics.csv, trainer_state.json): unreadable -> one line, exit 2
+    # (a warning among readable runs); damaged -> a log_warning finding, the rest read.
+    Case("check-fifo-metrics-csv", _metrics_log("metrics.csv", os.mkfifo), 2,
+         r"^Error: cannot read metrics log .*run/metrics\.csv: a FIFO \(named pipe\), not a regular file$", timeout=20),
+    Case("check-fifo-metrics-csv-given-by-name",
+         lambda t: os.mkfifo(t / "metrics.csv") or ["check", str(t / "metrics.csv")], 2,
+         r"^Error: cannot read metrics log .*metrics\.csv.: a FIFO \(named pipe\), not a regular file$", timeout=20),
+    Case("check-metrics-csv-linked-to-dev-zero", _metrics_log("metrics.csv", lambda f: f.symlink_to("/dev/zero")), 2,
+         r"^Error: cannot read metrics log .*: a character device, not a regular file$", timeout=20),
+    Case("check-huge-metrics-csv", _metrics_log("metrics.csv", _sparse((300 << 20))), 2,
+         r"^Error: cannot read metrics log .*: 314,572,800 bytes; vaediag reads metrics logs of at most 268,435,456 "
+         r"bytes$", timeout=20),
+    Case("check-metrics-csv-without-step-column", _metrics_log("metrics.csv", lambda f: f.write_text("a,b\n1,2\n")), 2,
+         r"^Error: cannot read metrics log .*: no step column in its header \('a', 'b'; vaediag looks for "),
+    Case("check-trainer-state-not-json", _metrics_log("trainer_state.json", lambda f: f.write_text('{"log_history": [')),
+         2, r"^Error: cannot read metrics log .*trainer_state\.json: not valid JSON \(.*\); a save cut short\?$"),
+    Case("check-metrics-csv-unreadable-among-readable", _csv_among_readable, 0, "", timeout=20,
+         stdout=r"(?s)b: cannot read metrics log .*b/metrics\.csv: a FIFO.*run skipped"),
+    Case("check-truncated-metrics-csv", _metrics_log("metrics.csv", lambda f: f.write_text(CSV_HEAD + CSV_ROWS + "4,49,0.")),
+         0, "", stdout=r"(?s)4 completed epochs.*metrics\.csv: last line incomplete, 7 bytes ignored"),
+    Case("check-metrics-csv-row-of-the-wrong-width",
+         _metrics_log("metrics.csv", lambda f: f.write_text(CSV_HEAD + CSV_ROWS + "4,49,0.2,,,,\r\n")), 0, "",
+         stdout=r"(?s)4 completed epochs.*metrics\.csv: 1 row with the wrong number of fields skipped \(first at line 10\)"),
+    Case("check-metrics-csv-nan-strings",
+         _metrics_log("metrics.csv", lambda f: f.write_text(CSV_HEAD + CSV_ROWS + "4,49,nan,\r\n4,49,,NaN\r\n")), 1, "",
+         stdout=r"nonfinite: train/recon_step is nan from step 49"),
+    Case("check-metrics-csv-not-utf8",
+         _metrics_log("metrics.csv", lambda f: f.write_bytes((CSV_HEAD + CSV_ROWS).encode() + b"4,49,\xff\xfe,\r\n")), 0,
+         "", stdout=r"(?s)metrics\.csv: not UTF-8 text from byte 164; undecodable bytes replaced"),
+    Case("report-metrics-csv-run", lambda t: _metrics_log("metrics.csv", lambda f: f.write_text(CSV_HEAD + CSV_ROWS))(t)[1:2]
+         and ["report", str(t / "logs" / "run"), "-o", str(t / "r.md")], 0, "", may_create=("r.md", "r_files", "r_files/*")),
     # --rules: missing, a directory, not TOML, an unknown key, a FIFO, /dev/zero, too large, not UTF-8.
     Case("rules-malformed-toml", lambda t: _rules(t, "[penalty\nx = "), 2, r"^Error: .*rules\.toml"),
     Case("rules-missing", _named("--rules", lambda t: t / "nope.toml"), 2, r"^Error: rules file .*nope\.toml.* does not exist"),

@@ -122,7 +122,10 @@ CASES = [
     Case("watch-grace-with-follow", lambda t: _follow(t, "--grace", "1"), 2, r"^Error: --grace is for a started command"),
     Case("watch-logdir-is-a-file", lambda t: _watch("--logdir", str(_a_file(t))), 2,
          r"^Error: --logdir '.*afile' is not a directory$"),
-    Case("watch-logdir-missing", lambda t: _watch("--logdir", str(t / "nope")), 2, r"is not a directory"),
+    # A --logdir that does not exist yet is the script's to create: the watchdog starts it and waits.
+    Case("watch-logdir-not-yet-created", lambda t: ["watch", "--no-live", "--poll", "0.05", "--logdir", str(t / "nope"),
+         "--", PY, "-c", MARK], 0, "", stdout=r"--logdir .*nope does not exist yet; waiting for the training script "
+         r"to create it", may_create=("child-started",), env={"TMPDIR": "."}),
     Case("watch-follow-a-file", lambda t: ["watch", "--follow", str(_a_file(t))], 2, r"^Error: --follow '.*afile' is not a directory"),
     Case("watch-command-not-found", lambda t: ["watch", "--no-live", "--", "vaediag-no-such-command-xyz"], 2,
          r"^Error: cannot start 'vaediag-no-such-command-xyz': command not found"),

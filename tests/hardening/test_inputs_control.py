@@ -119,6 +119,7 @@ def test_the_watchdog_never_blocks_on_the_run_dir_handshake_file(tmp_path: Path,
         os.mkfifo(f) if {make!r} == "fifo" else f.symlink_to("/dev/zero")
         s = Supervisor.__new__(Supervisor)
         s.logdir = tmp / "logs"
+        s.logdir.mkdir()  # as Supervisor() required before --logdir could be waited for (no display here to say so)
         s._logdir_abs = s.logdir.resolve()
         s._said = set()
         s.child = _Child(["true"], subprocess.Popen(["true"]), f, 0.0, set())

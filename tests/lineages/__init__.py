@@ -6,6 +6,7 @@ diagnosis must recover. See README.md for the table of lineages, tags and arithm
 
 from ._common import Truth
 from .antixk import write_antixk
+from .exports import write_wandb_export
 from .hf_trainer import write_hf_trainer
 from .latent_diffusion import write_latent_diffusion
 from .lightning_generic import write_lightning
@@ -16,6 +17,7 @@ from .vqvae import write_vqvae
 __all__ = [
     "Truth",
     "write_antixk",
+    "write_wandb_export",
     "write_hf_trainer",
     "write_latent_diffusion",
     "write_lightning",

@@ -191,6 +191,14 @@ class LightningSim:
         self.hp_metric = hp_metric
         self.batches_that_stepped = 0
         self.current_epoch = 0
+        # Every Logger.log_metrics(metrics, step) call, in order, as any logger receives it (CSVLogger writes
+        # one row per call: lightning_csv.write_csv_logger). hp_metric is TensorBoardLogger.log_hyperparams'
+        # own scalar, not a log_metrics call: it is not here.
+        self.calls: list[tuple[dict, int]] = []
+
+    def _emit(self, metrics: Mapping[str, float], step: int) -> None:
+        self.log.scalars(metrics, step)
+        self.calls.append((dict(metrics), int(step)))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, add_epoch: bool = True):
         metrics = dict(metrics)
@@ -200,11 +208,11 @@ class LightningSim:
             step = self.batches_that_stepped
             if add_epoch:
                 metrics.setdefault("epoch", self.current_epoch)
-        self.log.scalars(metrics, step)
+        self._emit(metrics, step)
 
     def start(self):
         if self.hp_metric:
-            self.log_metrics({"hp_metric": -1.0}, step=0)
+            self.log.scalars({"hp_metric": -1.0}, 0)
 
     def fit(self, epochs: int, *, train_step=None, train_epoch=None, val_epoch=None, epoch_start=None,
             batch_start=None):
@@ -215,12 +223,12 @@ class LightningSim:
         for e in range(epochs):
             self.current_epoch = e
             if epoch_start is not None:
-                self.log.scalars(epoch_start(e), self.batches_that_stepped)
+                self._emit(epoch_start(e), self.batches_that_stepped)
             for b in range(self.N):
                 g = e * self.N + b
                 should_log = (self.batches_that_stepped + 1) % self.every == 0
                 if batch_start is not None and should_log:
-                    self.log.scalars(batch_start(g), self.batches_that_stepped)
+                    self._emit(batch_start(g), self.batches_that_stepped)
                 if train_step is not None and should_log:
                     self.log_metrics(train_step(g))
                 if b == self.N - 1 and val_epoch is not None:

@@ -1,4 +1,4 @@
-"""A generic PyTorch Lightning VAE, as users write it, logged by Lightning's TensorBoardLogger.
+"""A generic PyTorch Lightning VAE, as users write it, logged by Lightning's TensorBoardLogger (or its CSVLogger).
 
 Sources read (Lightning-AI/pytorch-lightning, src/lightning/pytorch/):
 - trainer/connectors/logger_connector/result.py ``_Metadata.forked_name``: a metric logged with
@@ -34,7 +34,9 @@ from ._common import EventLog, F32, LightningSim, Truth, decay, f32, kl_rise_set
 def write_lightning(root: Path, *, epochs: int = 8, steps_per_epoch: int = 60, seed: int = 0, beta: float = 1.0,
                     latent_dim: int = 16, batch_size: int = 128, val_batches: int = 5, log_every_n_steps: int = 10,
                     unprefixed_val: bool = True, post_fit_validate: bool = True, post_fit_test: bool = True,
-                    test_prefix: str = "test_", regress_after: int | None = None) -> Truth:
+                    test_prefix: str = "test_", regress_after: int | None = None, logger: str = "tensorboard") -> Truth:
+    """``logger``: ``"tensorboard"`` (TensorBoardLogger: the event file) or ``"csv"`` (CSVLogger: metrics.csv with
+    the same log_metrics calls, lightning_csv.py); hparams.yaml either way."""
     rng = np.random.default_rng(seed)
     run_dir = Path(root) / "lightning_logs" / "version_0"
     N, E = steps_per_epoch, epochs
@@ -75,7 +77,14 @@ def write_lightning(root: Path, *, epochs: int = 8, steps_per_epoch: int = 60, s
         m = eval_metrics(float(E), tn)
         step, ep = sim.evaluate(m)
         post.append({"kind": "test", "step": step, "epoch": ep, "metrics": {k: float(v) for k, v in m.items()}})
-    path = log.write(run_dir)
+    if logger == "csv":
+        from .lightning_csv import write_csv_logger
+
+        path = write_csv_logger(run_dir, sim.calls)
+        event_files: tuple = ()
+    else:
+        path = log.write(run_dir)
+        event_files = (path,)
     write_yaml(run_dir / "hparams.yaml", {"latent_dim": latent_dim, "beta": beta, "lr": 1e-3,
                                           "batch_size": batch_size})
     last = val[E - 1]
@@ -89,8 +98,8 @@ def write_lightning(root: Path, *, epochs: int = 8, steps_per_epoch: int = 60, s
         total_formula=f"train/loss_step = train/recon_step + beta * train/kl_step (likewise _epoch and "
                       f"{vnames[2]} = {vnames[1]} + beta * {vnames[0]}); kl summed over latent dims, mean over batch",
         final={"total": float(last[vnames[2]]), "kl": float(last[vnames[0]]), "recon": float(last[vnames[1]])},
-        event_files=(path,),
-        notes={"post_fit_rows": post, "val_rows_step": [(e + 1) * N - 1 for e in range(E)],
+        event_files=event_files,
+        notes={"log_file": path, "logger": logger, "post_fit_rows": post, "val_rows_step": [(e + 1) * N - 1 for e in range(E)],
                "unprefixed_val": unprefixed_val, "log_every_n_steps": log_every_n_steps,
                "regress_after": regress_after},
     )

@@ -12,7 +12,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lineages import (write_antixk, write_hf_trainer, write_latent_diffusion, write_lightning, write_pl_bolts,
-                      write_plain_loop, write_vqvae)
+                      write_plain_loop, write_vqvae, write_wandb_export)
 
 F32 = np.float32
 
@@ -240,3 +240,107 @@ def test_plain_loop_restart_counter(tmp_path):
     ea = EventAccumulator(str(tr.run_dir), size_guidance={"scalars": 0})       # the folder: both runs, interleaved
     ea.Reload()
     assert [e.step for e in ea.Scalars("val/loss")] == [20, 40, 60, 80, 20, 40]
+
+
+# ------------------------------------------------------------------------------- metrics logs (not event files)
+
+def _csv_rows(path: Path) -> tuple[list[str], list[dict]]:
+    import csv
+
+    with open(path, newline="") as fh:
+        r = csv.DictReader(fh)
+        return list(r.fieldnames or []), list(r)
+
+
+def test_lightning_csv_is_the_same_log_metrics_calls_as_the_event_file(tmp_path):
+    """CSVLogger: one row per log_metrics call, sorted header, a step column, blanks where a call did not log a
+    key, rows ending \\r\\n; the values and steps are the TensorBoard lineage's, bit for bit (float32)."""
+    tb = write_lightning(tmp_path / "tb", epochs=4, steps_per_epoch=30)
+    cv = write_lightning(tmp_path / "csv", epochs=4, steps_per_epoch=30, logger="csv")
+    path = cv.notes["log_file"]
+    assert path == cv.run_dir / "metrics.csv" and not list(cv.run_dir.glob("events.*"))
+    assert (cv.run_dir / "hparams.yaml").is_file()
+    raw = path.read_bytes()
+    assert raw.endswith(b"\r\n") and raw.count(b"\r\n") == raw.count(b"\n")
+    header, rows = _csv_rows(path)
+    assert header == sorted(header) and "step" in header and "epoch" in header and "hp_metric" not in header
+    events = only(tb)
+    got: dict[str, list[tuple[int, float]]] = {}
+    for r in rows:
+        for k, v in r.items():
+            if k != "step" and v != "":
+                got.setdefault(k, []).append((int(r["step"]), float(v)))
+    assert set(got) == set(events) - {"hp_metric"}
+    for tag, pts in got.items():
+        assert [(s, float(F32(v))) for s, v in pts] == [(s, v) for s, v in events[tag]], tag
+    # One row per call: a call that logs the val metrics logs nothing else but its epoch.
+    val_rows = [r for r in rows if r["kl"] != ""]
+    assert all(r["train/kl_step"] == "" and r["epoch"] != "" for r in val_rows)
+
+
+def test_lightning_csv_header_rewrite_keeps_every_row(tmp_path):
+    """A save that brings a new key rewrites the file under the wider header: the old rows are all still
+    there, blank in the new columns (what a tail has to notice)."""
+    from lineages.lightning_csv import write_csv_logger
+
+    seen = []
+    path = write_csv_logger(tmp_path, [({"a": 1.0, "epoch": 0}, 0), ({"a": 2.0, "epoch": 0}, 1),
+                                       ({"b": 3.0, "epoch": 0}, 1), ({"a": 4.0, "epoch": 1}, 2)],
+                            after_save=lambda p: seen.append(p.read_bytes()))
+    assert seen[0].startswith(b"a,epoch,step\r\n") and seen[2].startswith(b"a,b,epoch,step\r\n")
+    assert seen[2].startswith(b"a,b,epoch,step\r\n1.0,,0,0\r\n2.0,,0,1\r\n,3.0,0,1\r\n")
+    header, rows = _csv_rows(path)
+    assert header == ["a", "b", "epoch", "step"] and len(rows) == 4
+
+
+def test_hf_trainer_state_is_the_log_history_the_callbacks_saw(tmp_path):
+    """trainer_state.json: sorted keys, indent 2, log_history = each log dict + step, at each epoch checkpoint
+    (the last two kept) and in output_dir (save_state); the keys, renamed as rewrite_logs does, and the values
+    are the TensorBoard lineage's (float32 there)."""
+    import json
+
+    tb = write_hf_trainer(tmp_path / "tb", epochs=4, steps_per_epoch=20, logging_steps=5)
+    js = write_hf_trainer(tmp_path / "js", epochs=4, steps_per_epoch=20, logging_steps=5, tensorboard=False,
+                          trainer_state=True)
+    out = js.notes["output_dir"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-60", "checkpoint-80", "trainer_state.json"]
+    text = (out / "trainer_state.json").read_text()
+    doc = json.loads(text)
+    assert text == json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    assert doc["global_step"] == 80 and doc["num_train_epochs"] == 4 and doc["epoch"] == 4.0
+    hist = doc["log_history"]
+    assert all("step" in h and "epoch" in h for h in hist)
+    assert len(json.loads((out / "checkpoint-60" / "trainer_state.json").read_text())["log_history"]) < len(hist)
+    assert hist[-1].keys() >= {"train_loss", "train_runtime", "total_flos"}
+    events = only(tb)
+    got: dict[str, list[tuple[int, float]]] = {}
+    for h in hist:
+        for k, v in h.items():
+            if k == "step":
+                continue
+            tag = "eval/" + k[5:] if k.startswith("eval_") else "train/" + k
+            got.setdefault(tag, []).append((h["step"], float(F32(v))))
+    assert got == {t: [(s, v) for s, v in pts] for t, pts in events.items()}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_wandb_exports(tmp_path, fmt):
+    import csv
+    import json
+
+    tr = write_wandb_export(tmp_path, fmt=fmt, epochs=3, steps_per_epoch=20, log_every=5)
+    path = tr.notes["path"]
+    rows = tr.notes["rows"]
+    assert [r["_step"] for r in rows] == list(range(len(rows))) == list(range(3 * 4 + 3))
+    if fmt == "csv":
+        with open(path, newline="") as fh:
+            table = list(csv.reader(fh))
+        assert table[0][0] == "" and table[0][1:4] == ["_runtime", "_step", "_timestamp"]
+        assert [r[0] for r in table[1:]] == [str(i) for i in range(len(rows))]  # pandas' index column
+        val = table[0].index("val/kl")
+        assert sum(1 for r in table[1:] if r[val] != "") == 3  # blank where a call did not log it
+    else:
+        lines = path.read_text().splitlines()
+        assert [json.loads(x) for x in lines] == rows and all("_timestamp" in json.loads(x) for x in lines)
+    v = [r for r in rows if "val/loss" in r]
+    assert all(abs(r["val/loss"] - (r["val/recon"] + 0.01 * r["val/kl"])) < 1e-6 for r in v)

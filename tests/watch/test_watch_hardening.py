@@ -606,3 +606,20 @@ def test_without_proc_the_only_new_run_waits_to_stay_the_only_one(tmp_path, monk
     w.child = sup._Child(cmd=[PY], proc=Running(), run_dir_file=tmp_path / "none", started=0.0)
     w.child.proc.returncode = 0  # the child has ended: its runs are all there, no wait
     assert w._find_foreign_run_dir()[0] == (tmp_path / "logs" / "a").resolve()
+
+
+@pytest.mark.slow
+def test_a_logdir_that_does_not_exist_yet_is_waited_for(tmp_path):
+    """``--logdir logs`` before the script has created ``logs``: the watchdog starts the script, says it waits,
+    and attaches to the run the script then writes there (found by its event files, no handshake)."""
+    w = Proc(WATCH + REDUCE_AT_1 + ["--logdir", "logs", "--", *FAKE, "--logdir", str(tmp_path / "logs" / "mine"),
+                                    "--epochs", "3", "--no-run-dir-file"], cwd=tmp_path)
+    try:
+        code, err = w.finish(timeout=120)
+    finally:
+        w.kill()
+    assert code == 0, err + "\n".join(w.lines)
+    text = "\n".join(w.lines)
+    assert "--logdir logs does not exist yet; waiting for the training script to create it" in text
+    recs = read_journal(tmp_path / "logs" / "mine" / "version_0")
+    assert recs[0]["found_by"].startswith("event files under logs")

@@ -43,7 +43,7 @@ USAGE_CASES = [
     (["watch", "--follow", ".", "--", "true"], r"either --follow RUN_DIR or a training command"),
     (["watch", "--follow", ".", "--restart"], r"--follow cannot --restart or --dry-run"),
     (["watch", "--checkpoint", "x.pt", "--", "true"], r"--checkpoint and --ae-flag only go with --restart"),
-    (["watch", "--logdir", "/nonexistent/logs", "--", "true"], r"--logdir '/nonexistent/logs' is not a directory"),
+    (["watch", "--logdir", "/dev/null", "--", "true"], r"--logdir '/dev/null' is not a directory"),
     (["watch", "--", "vaediag-no-such-command-xyz"], r"cannot start 'vaediag-no-such-command-xyz': command not found"),
 ]
 

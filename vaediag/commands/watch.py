@@ -114,7 +114,8 @@ def add_parser(sub: argparse._SubParsersAction, *, name: str, help: str) -> argp
     r.add_argument("--ae-flag", default="--ae", metavar="FLAG",
                    help="--restart: flag appended to switch to the autoencoder (default --ae; '' for none)")
     r.add_argument("--logdir", metavar="DIR",
-                   help="where a foreign script's event files appear (default: the current directory)")
+                   help="where a foreign script's event files appear (default: the current directory); it may "
+                        "not exist yet: the watchdog waits for the script to create it")
     r.add_argument("--dry-run", action="store_true", help="decide and record, never write control.json")
     # The supervisor owns the limits (MAX_POLL_S, DEFAULT_GRACE_S); importing it here would load pandas.
     r.add_argument("--poll", type=_seconds("--poll", low=0, low_ok=False, high=3600), default=1.0,

@@ -247,7 +247,8 @@ def run_finished(
     forced: bool | None = None,
 ) -> tuple[bool, str]:
     """``(finished, why)``: the run has ended when its planned epoch count is reached, its watchdog journal
-    records the training process's exit, or no event was written for ``idle_seconds``."""
+    records the training process's exit, or no event was written for ``idle_seconds`` (for a metrics log
+    that records no times, its file was not modified for that long)."""
     from vaediag.diagnose.penalty import _num, find_param
 
     if forced is not None:
@@ -269,10 +270,14 @@ def run_finished(
         walls = frame["wall_time"].to_numpy(dtype=np.float64)
         walls = walls[~np.isnan(walls)]
         last = float(walls.max()) if len(walls) else math.nan
+        what = "no event"
+        mtime = getattr(info, "source_mtime", None) if info is not None else None
+        if not math.isfinite(last) and mtime is not None:  # a metrics log without times: when it was last written
+            last, what = float(mtime), f"no write to {', '.join(Path(f).name for f in info.source_files)}"
         now = time.time() if now is None else now
         if math.isfinite(last) and now - last > idle_seconds:
             hours = (now - last) / 3600
-            return True, (f"the run ended at epoch {epochs}: no event for {hours:,.1f} h (more than "
+            return True, (f"the run ended at epoch {epochs}: {what} for {hours:,.1f} h (more than "
                           f"{idle_seconds / 3600:g} h)")
     return False, "the run may still be training"
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -269,6 +270,22 @@ class Penalty:
         return jsonable(out)
 
 
+def _source(info: Any) -> dict[str, Any] | None:
+    """``{"kind", "label", "files"}``: what a run was read from (files relative to its directory); None
+    without reader metadata (a diagnosis of a tailed frame)."""
+    if info is None:
+        return None
+    base = Path(getattr(info, "path", "."))
+    files = []
+    for f in getattr(info, "source_files", None) or getattr(info, "event_files", None) or []:
+        try:
+            files.append(Path(f).relative_to(base).as_posix())
+        except ValueError:
+            files.append(str(f))
+    return {"kind": getattr(info, "source", "tensorboard"), "label": getattr(info, "source_label", ""),
+            "files": files}
+
+
 @dataclass
 class RunDiagnosis:
     """Everything vaediag concluded about one run.
@@ -342,6 +359,7 @@ class RunDiagnosis:
             "finished": bool(self.finished[0]),
             "kl_convention": jsonable(self.convention.to_dict()) if self.convention is not None else None,
             "unmapped_tags": list(getattr(self.info, "unmapped_tags", []) or []) if self.info is not None else [],
+            "source": _source(self.info),
         }
 
     def to_json(self, *, indent: int | None = None) -> str:

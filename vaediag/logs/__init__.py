@@ -1,4 +1,5 @@
-"""Log ingestion: discover runs, read event files (CRC-checked), build the tidy frame, tail live runs.
+"""Log ingestion: discover runs, read event files (CRC-checked) and metrics logs (Lightning's metrics.csv, HF's
+trainer_state.json, CSV/JSONL exports: :mod:`vaediag.logs.sources`), build the tidy frame, tail live runs.
 
     >>> import vaediag
     >>> rs = vaediag.load("logs/ear_teacher")            # doctest: +SKIP
@@ -27,7 +28,7 @@ tags are counted (``RunInfo.unmapped_not_read``, ``tags_not_read``, ``scalars_no
 seconds and bounded memory. The directory walk is iterative (any depth the OS allows; a directory it
 cannot list, e.g. past ``PATH_MAX``, is one warning).
 
-Modules: ``discover`` (runs and run ids), ``records`` (TFRecord framing, reference scanner), ``crc``
+Modules: ``discover`` (runs and run ids), ``sources`` (metrics logs that are not event files), ``records`` (TFRecord framing, reference scanner), ``crc``
 (CRC-32C, vectorised), ``scanner`` (vectorised streaming framing), ``decode`` (vectorised Event
 decoding), ``events`` (protobuf decoding, metadata), ``stream`` (incremental file reading),
 ``conventions`` (epoch alignment and split rules), ``frame`` (tidy frame), ``reader`` (:func:`load`),

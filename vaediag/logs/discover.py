@@ -5,6 +5,13 @@ A run is a directory that holds event files (``events.out.tfevents.*``), with tw
 ``version_N/tf/events...``), and the timestamp-named sub-directory that ``SummaryWriter.add_hparams``
 creates (``runs/exp/1702448066.1234``) belongs to its parent. Run ids are POSIX paths relative to the
 root the user gave; when the root itself is a run, its id is the root's own name.
+
+A directory without event files that holds a metrics log (:mod:`vaediag.logs.sources`: Lightning's
+``metrics.csv``, HF's ``trainer_state.json``, a CSV/JSONL export whose header names a step column) is a run
+too, read from that one file (``RunDir.sources``): ``metrics.csv`` first, then ``trainer_state.json`` (its
+own, else the latest of its ``checkpoint-N`` folders', which belong to it), then exports. A directory that
+holds several exports and nothing else is one run per export (``<dir>/<file name>``). Where event files
+and a metrics log share a directory, the event files are read and the log is named in ``RunDir.also``.
 """
 
 from __future__ import annotations
@@ -16,9 +23,11 @@ from pathlib import Path
 from typing import Iterator
 
 from vaediag.errors import CorruptLogError, InputError, NoRunsError
+from vaediag.logs import sources as _sources
+from vaediag.logs.sources import SourceFile
 from vaediag.safeio import kind_of
 
-__all__ = ["EVENT_FILE_MARK", "RunDir", "is_event_file", "discover", "METADATA_FILES"]
+__all__ = ["EVENT_FILE_MARK", "RunDir", "is_event_file", "discover", "METADATA_FILES", "run_logs"]
 
 EVENT_FILE_MARK = "tfevents"
 METADATA_FILES = ("hparams.yaml", "config.json")
@@ -32,11 +41,20 @@ def is_event_file(name: str) -> bool:
 
 @dataclass
 class RunDir:
-    """A run's directory and the event files that belong to it (its own, tf/, add_hparams children)."""
+    """A run's directory and the event files that belong to it (its own, tf/, add_hparams children), or,
+    for a run without event files, the metrics log it is read from (``sources``: one file); ``also``: logs
+    in the directory that are not read (the event files or another log are)."""
 
     run: str
     path: Path
     event_files: list[Path] = field(default_factory=list)
+    sources: list[SourceFile] = field(default_factory=list)
+    also: list[SourceFile] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[Path]:
+        """Every file the run is read from."""
+        return list(self.event_files) + [s.path for s in self.sources]
 
 
 def _owner(rel: Path) -> Path:
@@ -83,6 +101,45 @@ def _walk(root: Path, skipped: list[tuple[Path, str]] | None) -> Iterator[tuple[
             stack.append((os.path.join(top, name), rel / name))
 
 
+def _files_of(d: Path) -> tuple[list[str], list[str]]:
+    """(file names, sub-directory names) of ``d``; empty when it cannot be listed."""
+    files: list[str] = []
+    subdirs: list[str] = []
+    try:
+        with os.scandir(d) as it:
+            for e in it:
+                try:
+                    (subdirs if e.is_dir() and not e.is_symlink() else files).append(e.name)
+                except OSError:
+                    files.append(e.name)
+    except OSError:
+        pass
+    return files, subdirs
+
+
+def run_logs(run_dir: Path) -> tuple[list[Path], SourceFile | None]:
+    """The logs of one run directory right now, by :func:`discover`'s rules: its event files (its own,
+    ``tf/`` and add_hparams children, sorted) and, when it has none, the metrics log it is read from."""
+    events: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(run_dir):
+        if _owner(Path(dirpath).relative_to(run_dir)) != Path("."):
+            dirnames[:] = []
+            continue
+        events.extend(Path(dirpath) / f for f in filenames if is_event_file(f))
+    if events:
+        return sorted(events, key=lambda f: (f.name, str(f))), None
+    files, subdirs = _files_of(Path(run_dir))
+    own = _sources.candidates(Path(run_dir), files)
+    ckpts = []
+    if not own:
+        for name in subdirs:
+            n = _sources.checkpoint_number(name)
+            if n is not None and _sources.HF_STATE in _files_of(Path(run_dir) / name)[0]:
+                ckpts.append((n, SourceFile("hf_trainer_state", Path(run_dir) / name / _sources.HF_STATE)))
+    chosen, _ = _sources.pick(own, ckpts)
+    return [], chosen
+
+
 def discover(
     path: str | os.PathLike[str], *, skipped: list[tuple[Path, str]] | None = None
 ) -> tuple[Path, list[RunDir], list[Path]]:
@@ -93,12 +150,12 @@ def discover(
 
     Returns:
         ``(root, runs, orphans)``: the resolved root directory; runs sorted by id, each with its event
-        files sorted by name; directories that hold run metadata (hparams.yaml or config.json) but no
-        event file (a run that died before logging), which callers report.
+        files sorted by name (or its metrics log); directories that hold run metadata (hparams.yaml or
+        config.json) but no log (a run that died before logging), which callers report.
 
     Raises:
         InputError: ``path`` does not exist or is not readable.
-        NoRunsError: no event file anywhere under ``path``.
+        NoRunsError: no event file and no metrics log anywhere under ``path``.
     """
     p = Path(path)
     if not p.exists():
@@ -107,38 +164,79 @@ def discover(
         kind = kind_of(p.stat().st_mode)
         if is_event_file(p.name):
             raise CorruptLogError(f"cannot read event file {str(p)!r}: {kind}, not a regular file")
+        if _sources.is_log_name(p.name):
+            raise CorruptLogError(f"cannot read metrics log {str(p)!r}: {kind}, not a regular file")
         raise InputError(f"{str(p)!r} is {kind}; give a run directory, a tree of runs or an event file")
     if p.is_file():
-        if not is_event_file(p.name):
-            raise InputError(
-                f"{str(p)!r} is not a TensorBoard event file; give its directory or a tree of runs"
-            )
         root = p.parent
-        return root, [RunDir(run=root.name or ".", path=root, event_files=[p])], []
+        if is_event_file(p.name):
+            return root, [RunDir(run=root.name or ".", path=root, event_files=[p])], []
+        if _sources.is_log_name(p.name):
+            src = SourceFile(_sources.kind_of_name(p.name), p)
+            return root, [RunDir(run=root.name or ".", path=root, sources=[src])], []
+        raise InputError(
+            f"{str(p)!r} is not a TensorBoard event file; give its directory or a tree of runs (metrics logs are "
+            "read too: metrics.csv, trainer_state.json, *.csv, *.jsonl)"
+        )
     if not os.access(p, os.R_OK | os.X_OK):
         raise InputError(f"directory {str(p)!r} is not readable; check its permissions or give another path")
 
     root = p
     groups: dict[Path, list[Path]] = {}
     meta_dirs: list[Path] = []
+    logs: dict[Path, list[SourceFile]] = {}  # directory -> its metrics-log candidates
+    ckpts: dict[Path, list[tuple[int, SourceFile]]] = {}  # owner -> trainer_state.json of checkpoint-N children
     for rel, filenames in _walk(root, skipped):
         events = sorted(f for f in filenames if is_event_file(f))
+        d = root / rel
         if events:
-            d = root / rel
             groups.setdefault(_owner(rel), []).extend(d / f for f in events)
-        elif any(m in filenames for m in METADATA_FILES):
+        found = _sources.candidates(d, filenames)
+        n = _sources.checkpoint_number(rel.name) if rel.parts else None
+        if n is not None and found and found[0].kind == "hf_trainer_state":
+            ckpts.setdefault(rel.parent, []).append((n, found[0]))
+        elif found:
+            logs[rel] = found
+        if not events and not found and any(m in filenames for m in METADATA_FILES):
             meta_dirs.append(rel)
 
-    if not groups:
-        raise NoRunsError(
-            f"no TensorBoard event files under {str(p)!r}; point vaediag at a log directory "
-            "(e.g. logs/ear_teacher) or a run directory (…/version_0)"
-        )
+    def run_id(rel: Path, suffix: str = "") -> str:
+        base = root.resolve().name if rel == Path(".") else rel.as_posix()
+        return f"{base}/{suffix}" if suffix else base
 
     runs = []
     for rel, files in groups.items():
-        run_id = root.resolve().name if rel == Path(".") else rel.as_posix()
-        runs.append(RunDir(run=run_id, path=root / rel, event_files=sorted(files, key=lambda f: (f.name, str(f)))))
+        runs.append(RunDir(run=run_id(rel), path=root / rel, event_files=sorted(files, key=lambda f: (f.name, str(f))),
+                           also=logs.get(rel, [])))
+    for rel in sorted(set(logs) | set(ckpts)):
+        if rel in groups:
+            continue
+        own = logs.get(rel, [])
+        if not own or own[0].kind == "hf_trainer_state":
+            # An HF output directory whose TensorBoard callback wrote its runs under runs/: the event files are
+            # the same logs (and more); its trainer_state.json is named on those runs, not read a second time.
+            tb = [r for r in runs if r.path.is_relative_to(root / rel / "runs")]
+            if tb:
+                state = own[0] if own else _sources.pick([], ckpts[rel])[0]
+                for r in tb:
+                    r.also.append(state)
+                continue
+        if own and all(s.kind in ("csv", "jsonl") and s.path.name != _sources.LIGHTNING_CSV for s in own) \
+                and len(own) > 1 and rel not in ckpts:
+            for s in own:  # several exports and nothing else: one run each
+                runs.append(RunDir(run=run_id(rel, s.path.name), path=root / rel, sources=[s]))
+            continue
+        chosen, also = _sources.pick(own, ckpts.get(rel, []))
+        if chosen is not None:
+            runs.append(RunDir(run=run_id(rel), path=root / rel, sources=[chosen], also=also))
+
+    if not runs:
+        raise NoRunsError(
+            f"no TensorBoard event files under {str(p)!r}, and no metrics log (metrics.csv, trainer_state.json, "
+            "a CSV/JSONL export with a step column); point vaediag at a log directory (e.g. logs/ear_teacher) or "
+            "a run directory (…/version_0)"
+        )
     runs.sort(key=lambda r: r.run)
-    orphans = [root / m for m in meta_dirs if m not in groups]
+    owned = {r.path for r in runs}
+    orphans = [root / m for m in meta_dirs if root / m not in owned]
     return root, runs, orphans

@@ -50,6 +50,9 @@ class RunRows:
     notes: list[str] = field(default_factory=list)
     facts: list[Note] = field(default_factory=list)
     unmapped: list[str] = field(default_factory=list)
+    # The frame's wall_time when it differs from ``wall_times`` (metrics logs without a time: NaN; their
+    # ``wall_times`` are then the order of logging, which the conventions and deduplication use).
+    shown_walls: np.ndarray | None = None
 
     @classmethod
     def from_lists(cls, run: str, tags: list[str], steps, values, wall_times) -> "RunRows":
@@ -90,7 +93,7 @@ def _dedup(rr: RunRows) -> RunRows:
     last[:-1] = (codes[1:] != codes[:-1]) | (steps[1:] != steps[:-1])
     keep = order[last]
     return RunRows(rr.run, rr.tag_names, rr.tag_codes[keep], rr.steps[keep], rr.values[keep], rr.wall_times[keep],
-                   rr.notes, rr.facts, rr.unmapped)
+                   rr.notes, rr.facts, rr.unmapped, None if rr.shown_walls is None else rr.shown_walls[keep])
 
 
 @dataclass
@@ -211,7 +214,7 @@ def build_frame(
                     "step": rr.steps,
                     "epoch": epochs,
                     "value": values,
-                    "wall_time": rr.wall_times,
+                    "wall_time": rr.wall_times if rr.shown_walls is None else rr.shown_walls,
                 }
             )
         )
@@ -323,12 +326,15 @@ class FrameBuilder:
         *,
         sign=None,
         history: RunHistory | None = None,
+        shown_walls: np.ndarray | None = None,
     ) -> RunResult:
         """Add one run's raw rows (codes index the tag names); returns what was found about the run.
 
         ``sign(values, bounds) -> notes`` replaces the sign rule and ``history`` carries the epoch and
         split evidence of earlier rows (the tail keeps both across polls); the defaults are
         :func:`flip_negative_kl` and a fresh :class:`~vaediag.logs.conventions.RunHistory`.
+        ``shown_walls``: the frame's wall_time per row when ``wall_times`` only orders the rows (metrics
+        logs that record no time: NaN).
         """
         self._runs.append(run)
         n_names = len(self._names)
@@ -361,6 +367,7 @@ class FrameBuilder:
         np.take(values, order, out=val_out)
         wall_out = self._wall[o : o + m]
         np.take(wall_times, order, out=wall_out)
+        shown = np.take(shown_walls, order) if shown_walls is not None else None
         del order
 
         # Rows are now grouped by tag, in the order of ``local``: segment bounds per tag.
@@ -380,6 +387,8 @@ class FrameBuilder:
             names, resolved, self._tag_map, bounds, step_out, wall_out, val_out, epoch_out, self._spe, history, points
         )
         self._split[o : o + m] = split_codes
+        if shown is not None:
+            wall_out[:] = shown
         self._n = o + m
         self._counts.append(m)
         return RunResult(facts + more, sorted(n for n, r in zip(names, resolved) if r[0] is None))

@@ -1,4 +1,5 @@
-"""Read event files and run metadata into a :class:`RunSet` (the tidy frame plus per-run metadata)."""
+"""Read event files, metrics logs (:mod:`vaediag.logs.sources`) and run metadata into a :class:`RunSet` (the
+tidy frame plus per-run metadata)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from vaediag.logs import decode as _decode
 from vaediag.logs.decode import TagRegistry
 from vaediag.logs.frame import FrameBuilder, RunRows, build_frame
 from vaediag.logs.records import scan
+from vaediag.logs.sources import MAX_SOURCE_BYTES, SourceCursor, SourceRows
 from vaediag.logs.stream import FileCursor, Rows, RowsAccumulator
 from vaediag.safeio import open_regular, read_text
 from vaediag.structured import loads_json, loads_yaml
@@ -71,13 +73,30 @@ class RunInfo:
     unmapped_not_read: int = 0  # distinct tags no term names
     tags_not_read: int = 0  # distinct tags a term names (a warning says so)
     scalars_not_read: int = 0  # their records
+    # What the run was read from: "tensorboard" (its event files) or a metrics log's kind (sources.py:
+    # "csv", "jsonl", "hf_trainer_state"), a label for people, and the files.
+    source: str = "tensorboard"
+    source_label: str = "TensorBoard event files"
+    source_files: list[Path] = field(default_factory=list)
+    source_mtime: float | None = None  # a metrics log's modification time (it records no wall times)
+    log_params: dict[str, Any] = field(default_factory=dict)  # parameters the log itself records (trainer_state.json)
+    not_read: list[Path] = field(default_factory=list)  # metrics logs in the run directory that were not read
+
+    @property
+    def source_line(self) -> str:
+        """One line saying which files the run was read from, where that is not its event files alone ("" then)."""
+        skipped = ", ".join(_rel(f, self.path) for f in self.not_read)
+        if self.source == "tensorboard":
+            return f"not read: {skipped} (the run's event files are read)" if skipped else ""
+        files = ", ".join(_rel(f, self.path) for f in self.source_files)
+        return f"read from {files} ({self.source_label})" + (f"; not read: {skipped}" if skipped else "")
 
     @property
     def params(self) -> dict[str, Any]:
         """All known parameters, flattened to dotted keys; config.json wins over hparams.yaml over plugin over
-        a project config found above the run directory."""
+        a project config found above the run directory over what the metrics log itself records."""
         out: dict[str, Any] = {}
-        for source in (self.project_config, self.hparams, self.hparams_yaml, self.config):
+        for source in (self.log_params, self.project_config, self.hparams, self.hparams_yaml, self.config):
             out.update(_flatten(source))
         return out
 
@@ -119,6 +138,14 @@ class RunSet:
     def run_frame(self, run: str) -> pd.DataFrame:
         """Rows of one run."""
         return self.frame[self.frame["run"] == run]
+
+
+def _rel(path: Path, base: Path) -> str:
+    """``path`` relative to ``base`` (``../trainer_state.json`` for a file above it)."""
+    try:
+        return Path(os.path.relpath(path, base)).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -362,7 +389,7 @@ def load(
         from vaediag.terms import resolve
 
         reg = TagRegistry.limited(lambda name: resolve(name, tag_map)[0])
-        bounds = {rd.run: _row_bound(rd.event_files) for rd in run_dirs}  # one stat per file
+        bounds = {rd.run: _row_bound(rd) for rd in run_dirs}  # one stat per file
         builder = FrameBuilder(
             reg.names,
             tag_map=tag_map,
@@ -370,12 +397,16 @@ def load(
             capacity=sum(bounds.values()),
         )
         for rd in sorted(run_dirs, key=lambda r: r.run):
-            info, rows = _read_run_fast(rd, reg, capacity=bounds[rd.run])
+            shown = None
+            if rd.sources:
+                info, rows, shown = _read_run_source_fast(rd, reg)
+            else:
+                info, rows = _read_run_fast(rd, reg, capacity=bounds[rd.run])
             if not info.files:
                 skipped[rd.run] = info
                 continue
             infos[rd.run] = info
-            result = builder.add(rd.run, rows.codes, rows.steps, rows.values, rows.wall_times)
+            result = builder.add(rd.run, rows.codes, rows.steps, rows.values, rows.wall_times, shown_walls=shown)
             info.facts.extend(result.facts)
             info.notes.extend(result.notes)
             info.unmapped_tags = result.unmapped
@@ -387,8 +418,9 @@ def load(
         if run in infos:
             warnings.extend(f"{run}: {w}" for w in infos[run].warnings)
         else:  # only the unreadable files speak for a skipped run (its metadata is moot)
-            msgs = [w for w in skipped[run].warnings if w.startswith("cannot read event file ")]
-            msgs[-1] += "; no readable event file, run skipped"
+            msgs = [w for w in skipped[run].warnings if w.startswith(_CANNOT)]
+            msgs[-1] += ("; no readable event file, run skipped" if skipped[run].source == "tensorboard"
+                         else "; run skipped")
             warnings.extend(f"{run}: {w}" for w in msgs)
     for o in orphans:
         rel = o.relative_to(root).as_posix() if o != root else root.name
@@ -401,17 +433,24 @@ def load(
     return RunSet(root=root, frame=frame, runs=infos, warnings=warnings, orphans=orphans)
 
 
+_CANNOT = ("cannot read event file ", "cannot read metrics log ")
+
+
 def _raise_unreadable(path: str | os.PathLike[str], skipped: dict[str, RunInfo]) -> None:
-    """Not one event file under ``path`` could be read: one line, exit 2 (README: unreadable input)."""
-    msgs = [w for info in skipped.values() for w in info.warnings if w.startswith("cannot read event file ")]
+    """Not one log under ``path`` could be read: one line, exit 2 (README: unreadable input)."""
+    msgs = [w for info in skipped.values() for w in info.warnings if w.startswith(_CANNOT)]
     if len(msgs) == 1:
         raise CorruptLogError(msgs[0])
-    raise CorruptLogError(f"none of the {len(msgs)} event files under {os.fspath(path)!r} can be read "
-                          f"(first: {msgs[0].removeprefix('cannot read event file ')})")
+    what = "event files" if all(m.startswith(_CANNOT[0]) for m in msgs) else "logs"
+    first = msgs[0]
+    for prefix in _CANNOT:
+        first = first.removeprefix(prefix)
+    raise CorruptLogError(f"none of the {len(msgs)} {what} under {os.fspath(path)!r} can be read (first: {first})")
 
 
 def _read_run_fast(rd: RunDir, reg: TagRegistry, *, capacity: int) -> tuple[RunInfo, Rows]:
-    info = RunInfo(run=rd.run, path=rd.path, event_files=list(rd.event_files))
+    info = RunInfo(run=rd.run, path=rd.path, event_files=list(rd.event_files), source_files=list(rd.event_files),
+                   not_read=[s.path for s in rd.also])
     meta = EventMeta()
     acc = RowsAccumulator(capacity)
     file_rows: list[tuple[Path, int, int]] = []
@@ -480,15 +519,16 @@ def _not_read(info: RunInfo, meta: EventMeta) -> None:
 _MIN_SCALAR_RECORD = 36  # 16 bytes of framing + the smallest one-scalar Event of the common layout
 
 
-def _row_bound(files: list[Path]) -> int:
-    """A capacity for a run's rows: its files' bytes over the smallest scalar record (rarely exceeded)."""
+def _row_bound(rd: RunDir) -> int:
+    """A capacity for a run's rows: its files' bytes over the smallest scalar record (rarely exceeded); a
+    metrics log's bytes over 2 (a one-digit value and a comma)."""
     total = 0
-    for f in files:
+    for f in rd.files:
         try:
-            total += f.stat().st_size
+            total += f.stat().st_size // (2 if rd.sources else _MIN_SCALAR_RECORD)
         except OSError:
             pass
-    return total // _MIN_SCALAR_RECORD + 16
+    return min(total, (MAX_SOURCE_BYTES // 2) if rd.sources else total) + 16
 
 
 def _release_free_memory() -> None:
@@ -509,8 +549,65 @@ _TRIM = None
 _TRIM_AFTER_BYTES = 8 << 20  # small runs leave little behind; trimming after each would cost more
 
 
+def _read_source(rd: RunDir) -> tuple[RunInfo, SourceRows | None]:
+    """Read a run's metrics log whole (:class:`~vaediag.logs.sources.SourceCursor`), and its metadata.
+
+    A log that cannot be read at all leaves ``info.files`` empty and says why in ``info.warnings`` (the caller
+    skips the run, or raises when no run is readable)."""
+    (src,) = rd.sources
+    info = RunInfo(run=rd.run, path=rd.path, source=src.kind, source_files=[src.path],
+                   not_read=[s.path for s in rd.also])
+    cur = SourceCursor(src)
+    info.source_label = cur.label
+    try:
+        rows = cur.read(final=True)
+    except CorruptLogError as exc:
+        info.warnings.append(exc.message)
+        return info, None
+    info.source = "lightning_csv" if cur.label == "Lightning CSVLogger" else src.kind
+    info.source_label = cur.label
+    info.source_mtime = cur.mtime
+    info.log_params = dict(cur.log_params)
+    info.files.append(FileStats(path=src.path, size=cur.size, records=cur.rows, scalars=len(rows)))
+    info.warnings.extend(cur.warnings())
+    info.notes.extend(cur.notes())
+    info.n_scalars = len(rows)
+    read_run_metadata(rd.path, info)
+    return info, rows
+
+
+def _read_run_source_fast(rd: RunDir, reg: TagRegistry) -> tuple[RunInfo, Rows, np.ndarray | None]:
+    """A metrics-log run for the numpy engine: tags through the load's registry (and its limits)."""
+    info, sr = _read_source(rd)
+    if sr is None:
+        return info, Rows.concat([]), None
+    lut = np.asarray([reg.admit(n) for n in sr.names], dtype=np.int64) if sr.names else np.zeros(0, np.int64)
+    codes = lut[sr.codes] if len(sr) else np.zeros(0, np.int64)
+    keep = codes >= 0
+    meta = EventMeta()
+    if not keep.all():  # tags past the registry's limits: counted, not read
+        counts = np.bincount(sr.codes[~keep], minlength=len(sr.names))
+        for c in np.flatnonzero(counts).tolist():
+            name = sr.names[c]
+            h = np.asarray([hash(name)], dtype=np.int64).view(np.uint64)
+            meta.not_read_of(reg._dropped_names.get(name, False)).add(h, int(counts[c]))
+    rows = Rows(codes[keep].astype(np.int32), sr.steps[keep], sr.values[keep], sr.order[keep])
+    info.n_scalars = len(rows)
+    _not_read(info, meta)
+    return info, rows, sr.walls[keep]
+
+
 def _read_run(rd: RunDir) -> tuple[RunInfo, RunRows]:
-    info = RunInfo(run=rd.run, path=rd.path, event_files=list(rd.event_files))
+    if rd.sources:
+        info, sr = _read_source(rd)
+        if sr is None:
+            return info, RunRows.from_lists(rd.run, [], [], [], [])
+        used, codes = np.unique(sr.codes, return_inverse=True)  # only tags with rows, as the numpy engine
+        rr = RunRows(run=rd.run, tag_names=[sr.names[c] for c in used.tolist()], tag_codes=codes.astype(np.int32),
+                     steps=sr.steps, values=sr.values, wall_times=sr.order, shown_walls=sr.walls)
+        return info, rr
+    info = RunInfo(run=rd.run, path=rd.path, event_files=list(rd.event_files), source_files=list(rd.event_files),
+                   not_read=[s.path for s in rd.also])
     rows = ScalarRows()
     meta = EventMeta()
     file_rows: list[tuple[Path, int, int]] = []

@@ -19,22 +19,30 @@ State kept across polls, so that consecutive polls agree with each other:
 
 Rows are deduplicated within a poll (a resumed run re-logging a step in a new file yields that row
 again in a later poll; callers that keep history keep the latest).
+
+A run directory without event files is tailed through its metrics log (:mod:`vaediag.logs.sources`, chosen
+by :func:`~vaediag.logs.discover.run_logs`, the reader's rule): a CSV or JSONL file is read from where it
+stopped, complete lines only (a half-written last line waits for its newline), and read again from the top
+when Lightning rewrote it with a wider header (rows already returned are not returned again);
+``trainer_state.json`` (rewritten whole at each checkpoint) returns its new ``log_history`` entries. The
+kind of log is decided at the first poll that finds one (event files win) and kept.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from vaediag.errors import CorruptLogError
 from vaediag.logs.decode import TagRegistry
-from vaediag.logs.discover import _owner, is_event_file
+from vaediag.logs.discover import run_logs
 from vaediag.logs.events import EventMeta
 from vaediag.logs.conventions import Note, RunHistory
 from vaediag.logs.frame import FrameBuilder, empty_frame
+from vaediag.logs.sources import SourceCursor
 from vaediag.logs.stream import FileCursor, Rows
 from vaediag.terms import TagMap, resolve
 
@@ -66,6 +74,8 @@ class Tail:
     _sign: dict[str, bool] = field(default_factory=dict, repr=False)
     _contradicted: set = field(default_factory=set, repr=False)
     _history: RunHistory = field(default_factory=RunHistory, repr=False)
+    _source: SourceCursor | None = field(default=None, repr=False)  # the metrics log, for a run without event files
+    _kind: str | None = field(default=None, repr=False)  # "events" or "source", once a poll found a log
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -91,19 +101,39 @@ class Tail:
 
     def event_files(self) -> list[Path]:
         """The run's event files right now."""
-        out = []
-        for dirpath, dirnames, filenames in os.walk(self.run_dir):
-            # Only the run dir itself, tf/ and add_hparams children belong to this run (discover's rule).
-            if _owner(Path(dirpath).relative_to(self.run_dir)) != Path("."):
-                dirnames[:] = []
-                continue
-            out.extend(Path(dirpath) / f for f in filenames if is_event_file(f))
-        return sorted(out, key=lambda f: (f.name, str(f)))
+        if not self.run_dir.is_dir():
+            return []
+        return run_logs(self.run_dir)[0]
+
+    def files(self) -> list[Path]:
+        """The files the run is read from right now: its event files, or its metrics log."""
+        if not self.run_dir.is_dir():
+            return []
+        events, source = run_logs(self.run_dir)
+        if events and self._kind != "source":
+            return events
+        if self._kind == "source" and self._source is not None:
+            return [self._source.path] if source is None else [source.path]
+        return [source.path] if source is not None else []
+
+    @property
+    def source_label(self) -> str | None:
+        """What the run is read from, for people, once known ("TensorBoard event files", "Lightning CSVLogger")."""
+        if self._kind == "events":
+            return "TensorBoard event files"
+        return self._source.label if self._source is not None else None
 
     def poll(self) -> pd.DataFrame:
         """Rows decoded from bytes appended since the last poll (a tidy frame, maybe empty)."""
+        if not self.run_dir.is_dir():
+            return empty_frame()
+        events, source = run_logs(self.run_dir)
+        if self._kind is None:
+            self._kind = "events" if events else "source" if source is not None else None
+        if self._kind == "source":
+            return self._poll_source(source)
         parts: list[Rows] = []
-        for path in self.event_files():
+        for path in events:
             cur = self._files.get(path)
             if cur is None:
                 cur = self._files[path] = FileCursor(path)
@@ -122,6 +152,40 @@ class Tail:
         builder = FrameBuilder(self._reg.names, tag_map=self.tags, steps_per_epoch=self.steps_per_epoch)
         result = builder.add(
             str(self.run), rows.codes, rows.steps, rows.values, rows.wall_times, sign=self._sign_rule, history=self._history
+        )
+        self.facts.extend(result.facts)
+        self.notes.extend(result.notes)
+        self.unmapped_tags = sorted(set(self.unmapped_tags) | set(result.unmapped))
+        return builder.finish()
+
+    def _poll_source(self, source) -> pd.DataFrame:
+        if source is not None and (self._source is None or self._source.path != source.path):
+            if self._source is None:
+                self._source = SourceCursor(source)
+            else:  # HF: a newer checkpoint's trainer_state.json holds the same history and more
+                self._source.source = source
+                self._source._state_key = None
+        if self._source is None:
+            return empty_frame()
+        try:
+            sr = self._source.read()
+        except CorruptLogError as exc:  # not a metrics log, gone, unreadable: said once, tried again next poll
+            msg = exc.message
+            if msg not in self.warnings:
+                self.warnings.append(msg)
+            return empty_frame()
+        for w in self._source.warnings():
+            if w not in self.warnings:
+                self.warnings.append(w)
+        if not len(sr):
+            return empty_frame()
+        lut = np.asarray([self._reg.admit(n) for n in sr.names], dtype=np.int64)
+        codes = lut[sr.codes]
+        keep = codes >= 0
+        builder = FrameBuilder(self._reg.names, tag_map=self.tags, steps_per_epoch=self.steps_per_epoch)
+        result = builder.add(
+            str(self.run), codes[keep].astype(np.int32), sr.steps[keep], sr.values[keep], sr.order[keep],
+            sign=self._sign_rule, history=self._history, shown_walls=sr.walls[keep],
         )
         self.facts.extend(result.facts)
         self.notes.extend(result.notes)

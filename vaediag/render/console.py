@@ -1,6 +1,7 @@
 """The rich console view of ``vaediag check``: one block per run.
 
-Each block: a header (run, completed epochs, overall verdict, latest metrics), the penalty arithmetic as
+Each block: a header (run, completed epochs, overall verdict, the file a run without event files was read
+from, latest metrics), the penalty arithmetic as
 the seed writes it, the checklist table (milestones and success, pass / fail / pending / n/a), the other
 findings, and the recommendations with their plan arithmetic and next command. A closing line counts the
 verdicts, and the reader's warnings (skipped folders, damaged files) follow.
@@ -60,6 +61,9 @@ def _header(d: "RunDiagnosis") -> Group:
         if term in d.metrics:
             parts.append(f"{_HEADER_NAMES[term]} {fmt_value(d.metrics[term], term)}{_UNITS.get(term, '')}")
     lines: list = [title]
+    source = getattr(d.info, "source_line", "") if d.info is not None else ""
+    if source:  # a run read from a metrics log (metrics.csv, trainer_state.json, an export): which file
+        lines.append(Text(_t(source), style="dim"))
     if parts:
         at = f"latest ({human_epoch(d.epochs - 1)})" if d.epochs else "latest"
         lines.append(Text(f"{at}: " + " · ".join(parts), style="dim" if not d.epochs else ""))

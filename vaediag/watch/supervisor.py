@@ -540,7 +540,8 @@ class Supervisor(_Watch):
     Args:
         command: the training command line (argv list).
         policy: a policy instance (build it with :func:`~vaediag.watch.policies.make_policy`).
-        logdir: where a foreign script's new event files are looked for (default: the current directory).
+        logdir: where a foreign script's new event files are looked for (default: the current directory); it
+            may not exist yet (the script creates it), but must be a directory if it does.
         restart: apply changes by stop + relaunch with ``--kl-weight``/``--resume`` instead of control.json.
         checkpoint: restart mode: the checkpoint path or glob (default: found, see :func:`find_checkpoint`).
         ae_flag: restart mode: the flag that turns the autoencoder on (None: never add one).
@@ -576,7 +577,9 @@ class Supervisor(_Watch):
             raise UsageError("no training command given: put it after '--', e.g. vaediag watch -- python -m train")
         self.command = list(command)
         self.logdir = Path(logdir) if logdir is not None else Path.cwd()
-        if logdir is not None and not self.logdir.is_dir():
+        # A --logdir that does not exist yet is the script's to create (it is watched for, like its runs);
+        # anything else that is not a directory (a file, a FIFO) is a mistake.
+        if logdir is not None and os.path.lexists(self.logdir) and not self.logdir.is_dir():
             raise UsageError(f"--logdir {str(logdir)!r} is not a directory")
         self._logdir_abs = self.logdir.resolve()
         self._said: set[str] = set()  # discovery messages already shown (each once)
@@ -769,6 +772,10 @@ class Supervisor(_Watch):
         c = self.child
         assert c is not None
         root = self._logdir_abs
+        if not root.is_dir():
+            self._say_once(f"watch: --logdir {self.logdir} does not exist yet; waiting for the training script to "
+                           "create it")
+            return None
         new = _event_files(root) - c.before
         proc = _proc_available()
         c.tree |= _process_tree(c.proc.pid) if proc else {c.proc.pid}
@@ -892,7 +899,7 @@ class Supervisor(_Watch):
     def _has_history(self, started: float) -> bool:
         """Whether the run directory held event data written before the child started (a resumed run)."""
         assert self.tail is not None
-        for f in self.tail.event_files():
+        for f in self.tail.files():
             try:
                 if f.stat().st_mtime < started - 0.5:
                     return True
@@ -1081,9 +1088,10 @@ class Follower(_Watch):
     """Follow a run started elsewhere: same tail, policy, journal and panel; control.json only with ``apply``.
 
     Epochs already complete when following starts are replayed through the policy (recorded with
-    ``replayed: true``, never applied) except the latest, which is live. Ends when the run's event files
-    have not grown for ``idle`` seconds (exit 0) or on SIGINT/SIGTERM (exit 130): the first signal ends
-    the loop at once (no wait outlasts it), a second one raises :class:`Interrupted` wherever it lands.
+    ``replayed: true``, never applied) except the latest, which is live. Ends when the run's event files (or
+    its metrics log: Lightning's metrics.csv, HF's trainer_state.json, a CSV/JSONL export) have not changed
+    for ``idle`` seconds (exit 0) or on SIGINT/SIGTERM (exit 130): the first signal ends the loop at once (no
+    wait outlasts it), a second one raises :class:`Interrupted` wherever it lands.
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], policy: Policy, *, apply: bool = False,
@@ -1116,15 +1124,19 @@ class Follower(_Watch):
                 return
             time.sleep(min(left, 0.05))
 
-    def _size(self) -> tuple[int, int]:
-        files = self.tail.event_files() if self.tail is not None else []
-        total = 0
+    def _size(self) -> tuple[int, int, int]:
+        """(files, bytes, newest modification): a change in any is growth (HF's trainer_state.json is
+        rewritten whole, so its size alone may not move)."""
+        files = self.tail.files() if self.tail is not None else []
+        total = newest = 0
         for f in files:
             try:
-                total += f.stat().st_size
+                st = f.stat()
             except OSError:
-                pass
-        return len(files), total
+                continue
+            total += st.st_size
+            newest = max(newest, st.st_mtime_ns)
+        return len(files), total, newest
 
     def run(self) -> int:
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
