@@ -60,7 +60,7 @@ from __future__ import annotations
 import torch
 from pytorch_msssim import ssim as _ssim
 
-from train.losses import image_gradients, kl_elements
+from train.losses import image_gradients, kl_elements, ssim_window
 
 __all__ = [
     "psnr_per_image",
@@ -107,7 +107,8 @@ def trivial_psnr_per_image(x: torch.Tensor) -> torch.Tensor:
 
 def ssim_per_image(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Gaussian SSIM per image with data range 1 (mean over channels and valid pixels)."""
-    return _ssim(recon.float(), x.float(), data_range=1.0, size_average=False)
+    recon, x = recon.float(), x.float()
+    return _ssim(recon, x, data_range=1.0, size_average=False, win=ssim_window(x))
 
 
 def gradient_similarity_per_image(recon: torch.Tensor, x: torch.Tensor, *, c: float = GRAD_SIM_C) -> torch.Tensor:
