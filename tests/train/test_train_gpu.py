@@ -382,3 +382,32 @@ def test_a_signal_on_one_rank_stops_both_at_the_next_check(tmp_path, npy):
     ckpt = load_checkpoint(tmp_path / "ckpt" / "proj" / "run" / "version_0" / "last.pt")
     assert (ckpt["state"]["global_step"], ckpt["state"]["batch_in_epoch"]) == (3, 3)
     assert steps_of(read_events(ckpt["run_dir"]), "train/loss") == [0, 1, 2]
+
+
+# --- bench/gpu.py ---------------------------------------------------------------------------------------
+
+
+def test_bench_gpu_is_left_out_of_make_bench_without_cuda():
+    from bench import __main__ as bench_main
+    from bench.gpu import skip_in_all
+
+    assert "gpu" in bench_main._modules()
+    if not torch.cuda.is_available():
+        assert "no CUDA device here" in skip_in_all()
+
+
+@pytest.mark.slow
+def test_bench_gpu_runs_on_cpu_and_writes_json(tmp_path, capsys, monkeypatch):
+    from bench.gpu import main
+
+    monkeypatch.setenv("OUT", str(tmp_path))
+    assert main(["--quick", "--device", "cpu", "--image-size", "32", "--batch-size", "2", "--base-channels", "8",
+                 "--latent-dim", "64", "--perceptual-every", "2", "--steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "no CUDA device here" in out and "images/s" in out and "skipped (on a CPU the first compile" in out
+    res = json.loads((tmp_path / "bench_gpu.json").read_text())
+    assert set(res["variants"]) == {"fp32", "bf16", "fp32 channels_last", "bf16 channels_last"}
+    assert all(v["images_per_s"] > 0 for v in res["variants"].values())
+    assert set(res["terms"]["fp32"]) == {"model", "recon", "perceptual", "ssim_loss", "edge", "kl", "adam"}
+    shares = [v["share_average_step"] for v in res["terms"]["bf16"].values()]
+    assert sum(shares) == pytest.approx(1.0)
