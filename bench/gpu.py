@@ -2,7 +2,7 @@
 and the share of a step each loss term takes.
 
     python -m bench gpu                 # CUDA when present (batch 32 at 64 px, 40 timed steps), else the CPU
-    python -m bench gpu --quick         # a look in under a minute, on a CPU too (compile skipped there)
+    python -m bench gpu --quick         # a look in under a minute, on a CPU too (one thread; compile skipped)
     python -m bench gpu --image-size 128 --batch-size 64 --json results.json
     python -m bench gpu --no-compile    # skip the torch.compile variants (their first steps compile: minutes)
 
@@ -12,7 +12,8 @@ at that many times its weight, exactly as ``python -m train`` runs it; batches a
 kept where the loop keeps them (``ImageSet.place``: GPU memory on CUDA) and converted per step. The clock
 starts after ``--warmup`` steps (for compile variants: the compiler's time, reported apart) and stops after
 ``--steps`` steps (rounded up to whole perceptual cycles, so every variant times the same mix) and one device
-synchronisation: the step itself never waits for the GPU, as in the loop. Images/s = batch x steps / seconds.
+synchronisation per perceptual cycle: the step itself never waits for the GPU, as in the loop. Images/s =
+batch / seconds per step of the median cycle.
 
 The loss-term table times forward + backward of the model and of each term alone on the model's output, in
 fp32 and bf16, and the Adam step, and gives each one's share of their sum; the perceptual term's share is also
@@ -143,13 +144,20 @@ def _variant(setup: _Setup, precision: str, channels_last: bool, compile_: bool)
         step()
     _sync(device)
     out["warmup_s"] = time.perf_counter() - t0
-    t0, c0 = time.perf_counter(), time.process_time()  # `steps` is whole perceptual cycles: the same mix
-    for _ in range(args.steps):
-        step()
-    _sync(device)
-    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
-    out.update(steps=args.steps, seconds=seconds, ms_per_step=1000 * seconds / args.steps,
-               images_per_s=args.batch_size * args.steps / seconds, cpu_s_per_step=cpu_seconds / args.steps)
+    # `steps` is whole perceptual cycles (the same mix of steps in every variant), each timed on its own: the
+    # median cycle stands for the variant, so a burst of other work on a shared machine counts once at most.
+    every = cfg.perceptual_every
+    cycles, cpu_cycles = [], []
+    for _ in range(args.steps // every):
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(every):
+            step()
+        _sync(device)
+        cycles.append(time.perf_counter() - t0)
+        cpu_cycles.append(time.process_time() - c0)
+    seconds = statistics.median(cycles) / every
+    out.update(steps=args.steps, cycles=len(cycles), total_s=sum(cycles), ms_per_step=1000 * seconds,
+               images_per_s=args.batch_size / seconds, cpu_s_per_step=statistics.median(cpu_cycles) / every)
     if device.type == "cuda":
         out["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     return out
@@ -227,7 +235,8 @@ def _shares(ms: dict[str, float], every: int) -> dict[str, dict[str, float]]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench gpu", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--quick", action="store_true", help="small batch, few steps, compile skipped on a CPU")
+    p.add_argument("--quick", action="store_true", help="small batch, one perceptual cycle, one thread on a CPU "
+                                                        "(compile is skipped there anyway)")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=0, help="images per step (default: 32 on CUDA, 8 on a CPU, "
                                                              "4 with --quick)")
@@ -235,6 +244,8 @@ def _parser() -> argparse.ArgumentParser:
                                                         "CPU, 4 with --quick)")
     p.add_argument("--warmup", type=int, default=0, help="untimed steps first (default: 8 on CUDA, 1 on a CPU)")
     p.add_argument("--perceptual-every", type=int, default=4)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice; 1 gives "
+                                                          "steadier CPU-seconds on a shared machine)")
     p.add_argument("--base-channels", type=int, default=32)
     p.add_argument("--latent-dim", type=int, default=256)
     p.add_argument("--repeat", type=int, default=0, help="repeats per loss-term timing (default: 10 on CUDA, 3 "
@@ -254,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     cuda = torch.cuda.is_available()
+    threads = args.threads or (1 if args.quick and (not cuda or args.device == "cpu") else 0)
+    if threads:
+        torch.set_num_threads(threads)
     if args.device == "cuda" and not cuda:
         print("Error: --device cuda but CUDA is not available to this torch; use --device cpu or auto", file=sys.stderr)
         return 2
@@ -272,14 +286,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
         where = f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
     else:
-        where = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        n = torch.get_num_threads()
+        where = f"CPU ({platform.processor() or platform.machine()}, {n} thread{'s' if n != 1 else ''})"
         print("note: no CUDA device here: these are CPU numbers, they say nothing about a GPU "
               "(bf16 on a CPU runs at whatever its bf16 support allows)")
 
     setup = _Setup(args, device)
     print(f"train_step on {where}, torch {torch.__version__}: {args.image_size} px, batch {args.batch_size}, "
           f"resnet (base {args.base_channels}, latent {args.latent_dim}), ST-LPIPS on 1 step in "
-          f"{args.perceptual_every}; {args.steps} timed steps per variant; images {setup.data.placement}")
+          f"{args.perceptual_every}; {args.steps} timed steps per variant (median of "
+          f"{args.steps // args.perceptual_every} cycles); images {setup.data.placement}")
     results: dict[str, Any] = {
         "device": str(device), "device_name": where, "torch": torch.__version__, "image_size": args.image_size,
         "batch_size": args.batch_size, "steps": args.steps, "perceptual_every": args.perceptual_every,
