@@ -9,8 +9,9 @@ Accepted arrays (anything else raises :class:`DataError`, which the CLI turns in
 Images stay in memory in their own dtype (uint8 stays uint8: a quarter of the memory) in ``(N, C, H, W)``
 order and become float32 in [0, 1] one batch at a time, on the training device. On CUDA the loop first
 places each set with :meth:`ImageSet.place`: in GPU memory when it takes at most a quarter of what is free
-(a batch is then gathered and converted on the GPU, no host transfer per step), else in pinned host memory
-(each batch is gathered into a pinned buffer and copied without blocking). On the CPU nothing moves. Each image is marked grey or colour: an RGB image
+(a batch is then gathered and converted on the GPU, no host transfer per step); else it stays in host
+memory and each batch is gathered there, pinned (torch's caching host allocator reuses the buffers) and
+copied without blocking. On the CPU nothing moves. Each image is marked grey or colour: an RGB image
 whose three channels are equal (to within half a uint8 step) is grey, as is every 1-channel image; the
 validation metrics are split on that mark.
 
@@ -69,7 +70,7 @@ class ImageSet:
     images: torch.Tensor  # (N, C, H, W), uint8 or float32
     grey: torch.Tensor  # bool (N,), on the CPU
     path: str
-    placement: str = "host"  # host (as loaded), device (in GPU memory) or pinned (page-locked host memory)
+    placement: str = "host"  # host (as loaded) or device (in GPU memory)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -87,8 +88,8 @@ class ImageSet:
         return int(self.images.numel() * self.images.element_size())
 
     def place(self, device: torch.device, *, budget: float = 0.25) -> "ImageSet":
-        """This set ready for ``device``: itself on the CPU; on CUDA, in GPU memory when it fits in
-        ``budget`` of the free memory, else in pinned host memory (``placement`` says which)."""
+        """This set ready for ``device``: on CUDA, in GPU memory when it fits in ``budget`` of the free
+        memory (``placement`` "device"); otherwise itself (host memory: :meth:`batch` pins each batch)."""
         import torch
 
         if device.type != "cuda" or self.images.device.type != "cpu":
@@ -96,7 +97,7 @@ class ImageSet:
         free, _ = torch.cuda.mem_get_info(device)
         if self.nbytes <= budget * free:
             return ImageSet(images=self.images.to(device), grey=self.grey, path=self.path, placement="device")
-        return ImageSet(images=self.images.pin_memory(), grey=self.grey, path=self.path, placement="pinned")
+        return self
 
     def batch(self, index: torch.Tensor, device: torch.device, *, channels_last: bool = False) -> torch.Tensor:
         """The images at ``index`` as float32 in [0, 1] on ``device`` (``channels_last``: in that memory

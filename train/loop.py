@@ -27,11 +27,11 @@ On a GPU (ARCHITECTURE, issue 11): ``--precision bf16`` runs the model's forward
 bfloat16 autocast (the loss terms are reduced in fp32; bf16 keeps fp32's exponent range, so no grad scaler),
 ``--channels-last`` keeps model, trunk and batches in channels_last memory format, ``--compile`` wraps the model
 (or its DDP wrapper) in ``torch.compile``, Adam is the fused kernel on CUDA (plain on the CPU), the uint8 data
-sit in GPU memory (or pinned host memory) and become float per batch there. The step itself never waits for
-the GPU: the losses stay on the device until a check (``--sync-every`` steps: 1 on CPU, 20 on CUDA, and each
-epoch end), which moves them to the host in one transfer and agrees between the processes, in one all_reduce,
-whether any saw a signal, a non-finite loss or a failed write. A signal therefore stops the run at the next
-check. ``python -m bench gpu`` measures what each of these buys.
+sit in GPU memory (or, too large, on the host, each batch pinned) and become float per batch there. The step
+itself never waits for the GPU: the losses stay on the device until a check (``--sync-every`` steps: 1 on CPU,
+20 on CUDA, and each epoch end), which moves them to the host in one transfer and agrees between the
+processes, in one all_reduce, whether any saw a signal, a non-finite loss or a failed write. A signal
+therefore stops the run at the next check. ``python -m bench gpu`` measures what each of these buys.
 
 Why torchrun DDP and not Lightning Fabric (or Accelerate): DDP already works here and is tested (gloo on CPU,
 NCCL on CUDA), it costs no dependency, and this module's linear loop, its checkpoint format (loadable with
