@@ -15,7 +15,8 @@ starts after ``--warmup`` steps (for compile variants: the compiler's time, repo
 synchronisation per perceptual cycle: the step itself never waits for the GPU, as in the loop. Images/s =
 batch / seconds per step of the median cycle.
 
-The loss-term table times forward + backward of the model and of each term alone on the model's output, in
+On CUDA it also runs a few steps under ``torch.cuda.set_sync_debug_mode("warn")`` and counts the calls that made
+the host wait for the GPU (the step should make none). The loss-term table times forward + backward of the model and of each term alone on the model's output, in
 fp32 and bf16, and the Adam step, and gives each one's share of their sum; the perceptual term's share is also
 given per average step (it runs on one step in N).
 
@@ -114,13 +115,13 @@ class _Setup:
         return model, make_optimizer(model, cfg, self.device)
 
 
-def _variant(setup: _Setup, precision: str, channels_last: bool, compile_: bool) -> dict[str, Any]:
-    """Time one variant: images/s over the timed steps (the perceptual cycle included)."""
+def _stepper(setup: _Setup, precision: str, channels_last: bool, compile_: bool) -> Callable[[], None]:
+    """One training step of the loop per call, the perceptual term on one call in ``perceptual_every``."""
     import torch
 
     from train.loop import perceptual_factor, train_step
 
-    args, device, cfg = setup.args, setup.device, setup.cfg
+    device, cfg = setup.device, setup.cfg
     model, optimizer = setup.model(channels_last)
     run_model = torch.compile(model) if compile_ else model
     counter = [0]
@@ -136,6 +137,15 @@ def _variant(setup: _Setup, precision: str, channels_last: bool, compile_: bool)
                    perceptual=setup.perceptual if factor else None, deterministic=False, grad_clip=cfg.grad_clip,
                    precision=precision)
 
+    return step
+
+
+def _variant(setup: _Setup, precision: str, channels_last: bool, compile_: bool) -> dict[str, Any]:
+    """Time one variant: images/s over the timed steps (the perceptual cycle included)."""
+    import torch
+
+    args, device, cfg = setup.args, setup.device, setup.cfg
+    step = _stepper(setup, precision, channels_last, compile_)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     out: dict[str, Any] = {}
@@ -161,6 +171,29 @@ def _variant(setup: _Setup, precision: str, channels_last: bool, compile_: bool)
     if device.type == "cuda":
         out["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     return out
+
+
+def _sync_audit(setup: _Setup, precision: str) -> dict[str, Any]:
+    """CUDA only: run two perceptual cycles of steps under ``torch.cuda.set_sync_debug_mode("warn")`` and count
+    the operations that made the host wait for the GPU (the loop's steps should make none; its checks do)."""
+    import warnings
+
+    import torch
+
+    step = _stepper(setup, precision, False, False)
+    for _ in range(setup.cfg.perceptual_every):
+        step()
+    torch.cuda.synchronize(setup.device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(2 * setup.cfg.perceptual_every):
+                step()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    syncs = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message).lower()]
+    return {"steps": 2 * setup.cfg.perceptual_every, "synchronizing_calls": len(syncs), "first": syncs[:3]}
 
 
 def _median_ms(fn: Callable[[], Any], device: Any, repeat: int) -> float:
@@ -326,6 +359,19 @@ def main(argv: list[str] | None = None) -> int:
         peak = f" {r['peak_memory_gib']:9.2f}" if on_gpu else f" {r['cpu_s_per_step']:10.2f}"
         print(f"  {name:28s} {r['images_per_s']:10.1f} {r['ms_per_step']:9.1f} {r['speedup_vs_fp32']:7.2f}x "
               f"{r['warmup_s']:10.1f}{peak}", flush=True)
+
+    if on_gpu:
+        try:
+            audit = _sync_audit(setup, "bf16")
+        except Exception as exc:  # an audit that cannot run must not cost the numbers above
+            audit = {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"}
+            print(f"sync audit failed: {audit['error']}")
+        else:
+            print(f"host waits for the GPU in {audit['steps']} steps (bf16, torch.cuda.set_sync_debug_mode): "
+                  f"{audit['synchronizing_calls']}" + (f"; first: {audit['first'][0]}" if audit["first"] else ""))
+        results["sync_audit"] = audit
+    else:
+        results["sync_audit"] = "needs CUDA"
 
     for precision in ("fp32", "bf16"):
         ms = _terms(setup, precision, args.repeat)
