@@ -139,8 +139,7 @@ def ours(train_npy: str, val_npy: str, logdir: str, *, cpu_seconds: float, **ove
     from train.config import TrainConfig
     from train.loop import train
 
-    base = dict(train_npy=train_npy, val_npy=val_npy, logdir=logdir, checkpoint_dir=str(Path(logdir) / "ckpt"),
-                quiet=True, device="cpu")
+    base = dict(train_npy=train_npy, val_npy=val_npy, logdir=logdir, quiet=True, device="cpu")  # ckpts beside runs
 
     def run(name: str, epochs: int, budget: float | None):
         marks: list[float] = []

@@ -103,7 +103,9 @@ class TrainConfig:
     # --- logging and checkpoints -------------------------------------------------------------------
     logdir: str = _f("logs/ear_teacher", "project directory; runs go to LOGDIR/NAME/version_N")
     name: str = _f("ear_vae", "run name inside the project directory")
-    checkpoint_dir: str = _f("checkpoints", "checkpoints go to CHECKPOINT_DIR/<project>/NAME/version_N/last.pt")
+    checkpoint_dir: str = _f("", "where last.pt goes: empty = beside the run, in LOGDIR/NAME/version_N/checkpoints/; "
+                                 "DIR (e.g. another disk) = DIR/<project>/NAME/version_N/ (project = LOGDIR's last "
+                                 "part, N = the run's version; version_N_2 when that one is taken)")
     log_every: int = _f(1, "log the train scalars every N steps (1 = every step)")
     grid_images: int = _f(8, "validation images shown in the reconstruction grid")
     resume: str = _f("", "checkpoint to resume: same run directory, same step counter")
@@ -127,7 +129,8 @@ class TrainConfig:
     # --------------------------------------------------------------------------------------------
     @property
     def project(self) -> str:
-        """The project directory's name (``logs/ear_teacher`` -> ``ear_teacher``)."""
+        """The project directory's name (``logs/ear_teacher`` -> ``ear_teacher``); names the run's checkpoint
+        directory under an explicit ``checkpoint_dir``."""
         return Path(self.logdir).name or "default"
 
     @property

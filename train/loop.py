@@ -11,10 +11,14 @@ What a run leaves behind (ARCHITECTURE):
   val scalars once per epoch at the epoch's last global step
   (``terms.VAL_EPOCH_TAGS``), what control.json made the loop apply (``terms.CONTROL_TAGS``) at each
   epoch's first step, a reconstruction grid, a KL-per-dimension histogram, the backbone as text.
-* ``<checkpoint_dir>/<project>/<name>/version_N/last.pt`` after every epoch and on SIGINT/SIGTERM,
-  written to a temporary name and renamed; tensors and plain types only, so ``weights_only=True``
-  loads it. ``--resume`` continues the same run directory and step counter (a new event file; no step
-  is purged), mid-epoch if the run was interrupted mid-epoch.
+* ``<logdir>/<name>/version_N/checkpoints/last.pt`` (beside the run, as Lightning keeps them), or with an
+  explicit ``--checkpoint-dir DIR`` ``DIR/<project>/<name>/version_N/last.pt`` (N is the run's; a directory
+  already there, another run's, is never written into: ``version_N_2``, ``_3``, ... instead, said in one
+  line), after every epoch and on SIGINT/SIGTERM, written to a temporary name and renamed; tensors and
+  plain types only, so ``weights_only=True`` loads it. ``--resume`` continues the same run directory and
+  step counter (a new event file; no step is purged), mid-epoch if the run was interrupted mid-epoch, and
+  keeps saving beside the checkpoint it resumed from (an older layout's
+  ``checkpoints/<project>/<name>/version_N/last.pt`` included).
 * When ``VAEDIAG_RUN_DIR_FILE`` is set, rank 0 writes the absolute run directory + newline to that file
   (temp + rename) right after creating it, before the first step: the watchdog's handshake.
 
@@ -88,9 +92,12 @@ __all__ = [
     "make_grid",
     "RUN_DIR_FILE_ENV",
     "CHECKPOINT_NAME",
+    "CHECKPOINT_SUBDIR",
 ]
 
 CHECKPOINT_NAME = "last.pt"
+#: The folder of a run directory that holds its checkpoints (the default layout, Lightning's name).
+CHECKPOINT_SUBDIR = "checkpoints"
 _CKPT_FORMAT = "vaediag-train/1"
 # Config fields a checkpoint written before they existed lacks, with the value its run used: every such
 # checkpoint holds the flat model trained with the perceptual term on every step.
@@ -255,15 +262,22 @@ def _version(p: Path) -> int:
     return int(name[len("version_"):]) if name.startswith("version_") and name[len("version_"):].isdigit() else -1
 
 
-def _new_version_dirs(cfg: TrainConfig) -> tuple[Path, Path]:
-    """Claim ``version_N`` (next free N over logs and checkpoints) with an atomic mkdir; never reuse one."""
+def _new_version_dirs(cfg: TrainConfig) -> tuple[Path, Path, str | None]:
+    """Claim ``version_N`` (the next free N of the log tree, nothing else) with an atomic mkdir, never reusing
+    one, and make its checkpoint directory. Returns ``(run_dir, ckpt_dir, note)``.
+
+    By default the checkpoints live beside the run, in ``version_N/checkpoints``. An explicit
+    ``checkpoint_dir`` gives ``DIR/<project>/<name>/version_N``; that directory is made with an exclusive
+    mkdir too, and when it already exists (another logdir of the same basename sharing DIR, or a tree left
+    from runs whose logs are gone) the run takes ``version_N_2``, ``version_N_3``, ... instead and ``note``
+    says so: another run's last.pt is never overwritten, and its versions never push this logdir's on.
+    """
     base = Path(cfg.logdir) / cfg.name
-    ckpt_base = Path(cfg.checkpoint_dir) / cfg.project / cfg.name
+    ckpt_base = Path(cfg.checkpoint_dir) / cfg.project / cfg.name if cfg.checkpoint_dir else None
     base.mkdir(parents=True, exist_ok=True)
-    ckpt_base.mkdir(parents=True, exist_ok=True)  # before a version is claimed: a bad --checkpoint-dir leaves none
-    taken = [_version(p) for p in base.iterdir()]
-    taken += [_version(p) for p in ckpt_base.iterdir()]
-    n = max(taken, default=-1) + 1
+    if ckpt_base is not None:
+        ckpt_base.mkdir(parents=True, exist_ok=True)  # before a version is claimed: a bad --checkpoint-dir leaves none
+    n = max((_version(p) for p in base.iterdir()), default=-1) + 1
     while True:
         run_dir = base / f"version_{n}"
         try:
@@ -271,9 +285,25 @@ def _new_version_dirs(cfg: TrainConfig) -> tuple[Path, Path]:
             break
         except FileExistsError:
             n += 1
-    ckpt_dir = ckpt_base / f"version_{n}"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir.resolve(), ckpt_dir.resolve()
+    if ckpt_base is None:
+        ckpt_dir = run_dir / CHECKPOINT_SUBDIR
+        ckpt_dir.mkdir()
+        return run_dir.resolve(), ckpt_dir.resolve(), None
+    wanted = ckpt_base / f"version_{n}"
+    ckpt_dir, k = wanted, 1
+    while True:
+        try:
+            ckpt_dir.mkdir()  # exclusive: a directory that exists is someone else's
+            break
+        except FileExistsError:
+            k += 1
+            ckpt_dir = ckpt_base / f"version_{n}_{k}"
+    note = None
+    if k > 1:
+        note = (f"warning: checkpoint directory {wanted.resolve()} already exists (another run's: a logdir of the same "
+                f"name '{cfg.project}' sharing --checkpoint-dir, or older runs); it is left alone and this run's "
+                f"checkpoints go to {ckpt_dir.resolve()}")
+    return run_dir.resolve(), ckpt_dir.resolve(), note
 
 
 
@@ -985,6 +1015,7 @@ class _Prepared:
     runtime_changed: dict[str, tuple[Any, Any]]  # how the steps run (precision, compile, ...): no override
     run_dir: Path | None  # a resumed run's (checked on rank 0); None for a new run
     ckpt_dir: Path | None
+    notes: list[str] = field(default_factory=list)  # said once the run is open
 
 
 def _prepare(cfg: TrainConfig, d: _Dist) -> _Prepared:
@@ -998,10 +1029,15 @@ def _prepare(cfg: TrainConfig, d: _Dist) -> _Prepared:
     cfg = cfg.replace(perceptual_backbone=backbone.description)
     changed: dict[str, tuple[Any, Any]] = {}
     runtime_changed: dict[str, tuple[Any, Any]] = {}
+    notes: list[str] = []
     run_dir = ckpt_dir = None
     if ckpt is not None:
         source = Path(cfg.resume)
         old = config_from_dict(ckpt["config"], source=f"checkpoint {cfg.resume}")
+        if cfg.checkpoint_dir != old.checkpoint_dir:  # where a run's checkpoint is does not change on resume
+            notes.append(f"--checkpoint-dir is for new runs: a resumed run keeps saving beside its checkpoint, "
+                         f"{source.resolve()}")
+            cfg = cfg.replace(checkpoint_dir=old.checkpoint_dir)
         changed = _changed_fields(old, cfg)
         runtime_changed = {k: (getattr(old, k), getattr(cfg, k)) for k in _HOW_FIELDS
                            if getattr(old, k) != getattr(cfg, k)}
@@ -1046,7 +1082,7 @@ def _prepare(cfg: TrainConfig, d: _Dist) -> _Prepared:
                                   f"({_one_line(exc)})") from None
     return _Prepared(cfg=cfg, device=device, train_set=train_set, val_set=val_set, perceptual=perceptual,
                      backbone=backbone, model=model, optimizer=optimizer, state=state, changed=changed,
-                     runtime_changed=runtime_changed, run_dir=run_dir, ckpt_dir=ckpt_dir)
+                     runtime_changed=runtime_changed, run_dir=run_dir, ckpt_dir=ckpt_dir, notes=notes)
 
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:
@@ -1170,13 +1206,18 @@ class _Run:
     def open(self) -> None:
         cfg, state, out = self.cfg, self.state, self.out
         if self.d.is_main:
+            note = None
             if not self.resumed:
+                under = cfg.logdir + (f" and {cfg.checkpoint_dir}" if cfg.checkpoint_dir else "")
                 try:
-                    self.run_dir, self.ckpt_dir = _new_version_dirs(cfg)
+                    self.run_dir, self.ckpt_dir, note = _new_version_dirs(cfg)
                 except OSError as exc:
-                    raise _os_failure(exc, f"the run's directories under {cfg.logdir} and {cfg.checkpoint_dir}",
-                                      "nothing was trained") from None
+                    raise _os_failure(exc, f"the run's directories under {under}", "nothing was trained") from None
+                if note is None and cfg.checkpoint_dir:  # not beside the run: say where
+                    note = f"checkpoints: {self.ckpt_dir}"
             _announce_run_dir(self.run_dir)
+            if note:
+                (out.warn if note.startswith("warning") else out.info)(note)
             try:
                 save_run_config(cfg, self.run_dir)
             except OSError as exc:
@@ -1212,6 +1253,8 @@ class _Run:
                 msg += "; runs as: " + ", ".join(f"{k} {a!r} -> {b!r}"
                                                   for k, (a, b) in self.prep.runtime_changed.items())
             out.info(msg)
+            for note in self.prep.notes:
+                out.info(note)
             if self.events is not None:
                 self.events.add_text(terms.RESUME_TEXT_TAG, msg, state.global_step)
         if self.events is not None:

@@ -169,7 +169,7 @@ def _dir_is_a_file(flag: str):
 
 DATA_CASES += [
     Case("train-logdir-is-a-file", _dir_is_a_file("logdir"), 2,
-         r"^Error: cannot create the run's directories under .*a_file and .*: Not a directory \(.*a_file/run\); "
+         r"^Error: cannot create the run's directories under .*a_file: Not a directory \(.*a_file/run\); "
          r"choose another --logdir or --checkpoint-dir$", program="train", timeout=60),
     Case("train-checkpoint-dir-is-a-file", _dir_is_a_file("checkpoint-dir"), 2,
          r"^Error: cannot create the run's directories under .*: Not a directory \(.*a_file/proj/run\)",

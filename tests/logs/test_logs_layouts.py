@@ -197,6 +197,32 @@ def test_non_event_files_are_ignored(tmp_path):
     assert list(rs.runs) == ["r"] and not rs.warnings
 
 
+def test_checkpoints_folder_inside_a_run_is_not_a_run(tmp_path):
+    # python -m train (and Lightning) keep checkpoints beside the run, in version_N/checkpoints/: no event
+    # files there, so it is neither a run nor an orphan, and its (big) files are never opened.
+    from vaediag.logs import Tail
+    from vaediag.logs.discover import discover
+
+    project = tmp_path / "logs" / "proj"
+    run = project / "run" / "version_0"
+    write_run(run, {"train/loss": [(0, 1.0), (1, 0.5)]}, config={"kl_weight": 1e-7})
+    died = project / "run" / "version_1"  # a run that stopped before its first event, checkpoints/ made
+    for d in (run, died):
+        (d / "checkpoints").mkdir(parents=True)
+        with open(d / "checkpoints" / "last.pt", "wb") as fh:
+            fh.truncate(3 << 30)  # 3 GiB, sparse: reading it would take long and show up
+        (d / "checkpoints" / "epoch=1-step=10.ckpt").write_bytes(b"PK\x03\x04")
+    (died / "config.json").write_text("{}")
+    root, runs, orphans = discover(project)
+    assert [r.run for r in runs] == ["run/version_0"] and orphans == [died]
+    assert [f.parent for f in runs[0].event_files] == [run]
+    for path in (project, run):
+        rs = load_both(path)
+        assert len(rs.runs) == 1 and len(rs.frame) == 2
+        assert not any("checkpoints" in w for w in rs.warnings), rs.warnings
+    assert [f.parent for f in Tail(run).event_files()] == [run]
+
+
 def test_a_single_event_file_path(tmp_path):
     p = write_run(tmp_path / "version_3", {"loss": [(0, 1.0), (1, 2.0)]})
     rs = vaediag.load(p)

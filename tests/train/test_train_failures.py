@@ -18,7 +18,7 @@ import torch
 from train.__main__ import main as train_main
 from train.errors import DIVERGED_EXIT, OutputError, TrainingDiverged
 from train.loop import load_checkpoint, resume_config, train
-from trainhelp import read_events, tiny_argv
+from trainhelp import ckpt_of, read_events, tiny_argv
 from vaediag.cli import main as vaediag_main
 from vaediag.watch.control import Control, write_control
 
@@ -52,8 +52,8 @@ def test_lr_1e30_stops_at_the_first_nan_step_logs_it_and_saves_nothing(tmp_path,
     run_dir = tmp_path / "logs" / "proj" / "run" / "version_0"
     loss = _values(run_dir, "train/loss")
     assert [s for s, _ in loss] == [0, 1] and math.isfinite(loss[0][1]) and math.isnan(loss[1][1])
-    assert not any((tmp_path / "ckpt").rglob("*.pt"))  # no NaN weights were saved, and no temporary file is left
-    assert not any((tmp_path / "ckpt").rglob(".*tmp"))
+    assert not any(tmp_path.rglob("*.pt"))  # no NaN weights were saved, and no temporary file is left
+    assert not any(tmp_path.rglob(".*tmp"))
 
 
 @pytest.mark.slow
@@ -95,7 +95,7 @@ def test_a_non_finite_validation_stops_before_the_checkpoint(tmp_path, tiny_cfg)
     assert math.isnan(_values(run_dir, "val/loss")[0][1])  # logged for the nonfinite rule
     ev = read_events(run_dir)
     assert "val/kl_per_dim" not in ev["other"] and "val/recon_grid" not in ev["other"]  # no histogram of NaN
-    assert not any((tmp_path / "ckpt").rglob("*.pt"))
+    assert not any(tmp_path.rglob("*.pt"))
 
 
 @pytest.mark.slow
@@ -109,7 +109,7 @@ def test_control_file_kl_weight_1e308_keeps_the_last_good_checkpoint(tmp_path, t
 
     with pytest.raises(TrainingDiverged) as exc:
         train(tiny_cfg.replace(epochs=3), on_epoch_end=steer)
-    ckpt = tmp_path / "ckpt" / "proj" / "run" / "version_0" / "last.pt"
+    ckpt = ckpt_of(tmp_path)
     msg = exc.value.message
     assert msg.startswith(f"training diverged at step {STEPS_PER_EPOCH}: loss inf (kl_weighted inf; kl_weight 1e+308 "
                           "from control.json seq 1, lr ")
@@ -259,7 +259,7 @@ def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, ti
     monkeypatch.setattr(loop, "atomic_write", atomic_write)
     with pytest.raises(OutputError) as exc:
         train(tiny_cfg.replace(epochs=3), on_epoch_end=lambda e: seen.setdefault("sha", _sha(e.checkpoint)))
-    ckpt = (tmp_path / "ckpt" / "proj" / "run" / "version_0" / "last.pt").resolve()
+    ckpt = ckpt_of(tmp_path).resolve()
     assert exc.value.exit_code == 4
     assert exc.value.message == (
         f"cannot save checkpoint {ckpt}: No space left on device; training stopped at step {2 * STEPS_PER_EPOCH}; "
@@ -273,7 +273,7 @@ def test_disk_full_while_writing_events_is_one_line(tmp_path, tiny_cfg, monkeypa
     from tensorboard.compat.tensorflow_stub.io import gfile
 
     real = gfile.LocalFileSystem.append
-    ckpt = tmp_path / "ckpt" / "proj" / "run" / "version_0" / "last.pt"
+    ckpt = ckpt_of(tmp_path)
 
     def append(self, filename, content, binary_mode=False):
         if ckpt.exists():  # the disk fills up once the first epoch is saved
@@ -311,7 +311,7 @@ def test_file_size_limit_on_the_checkpoint_is_one_line_and_keeps_the_previous_on
     from trainhelp import run_python
 
     assert run_python(["-m", "train", *tiny_argv(tmp_path, npy)], cwd=tmp_path).returncode == 0
-    ckpt = tmp_path / "ckpt" / "proj" / "run" / "version_0" / "last.pt"
+    ckpt = ckpt_of(tmp_path)
     before = _sha(ckpt)
     proc = _run_limited(ckpt.stat().st_size // 2, ["--resume", str(ckpt), "--epochs", "2"], tmp_path)
     err = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -337,7 +337,7 @@ def test_file_size_limit_on_the_event_file_is_one_line(tmp_path):
     assert len(err) == 1 and re.match(
         r"Error: cannot write the event log in .*version_0: File too large; training stopped at step \d+; the "
         r"checkpoint .*last\.pt \(step \d+\) is intact; raise the file-size limit", err[0]), err
-    ckpt = load_checkpoint(tmp_path / "ckpt" / "proj" / "run" / "version_0" / "last.pt")
+    ckpt = load_checkpoint(ckpt_of(tmp_path))
     assert 0 < ckpt["state"]["epoch"] < 40
 
 
@@ -383,7 +383,7 @@ def test_divergence_found_at_the_epoch_end_flush_stops_before_validation(tmp_pat
     run_dir = tmp_path / "logs" / "proj" / "run" / "version_0"
     assert [s for s, _ in _values(run_dir, "train/loss")] == [0, 1]
     assert "val/loss" not in read_events(run_dir)["scalars"]
-    assert not any((tmp_path / "ckpt").rglob("*.pt"))
+    assert not any(tmp_path.rglob("*.pt"))
 
 
 def test_a_control_file_the_reader_refuses_is_a_warning_not_a_stop(tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ from train.losses import center_weight_map, loss_terms, ssim_loss, weighted_tota
 from train.loop import (_fit_optimizer, _is_compile_error, evaluate, load_checkpoint, resume_config, sync_every,
                         train, train_step)
 from train.model import build_model
-from trainhelp import ROOT, read_events, run_python, steps_of, tiny_argv
+from trainhelp import ROOT, ckpt_of, read_events, run_python, steps_of, tiny_argv
 from vaediag.errors import ConfigError, Interrupted
 
 # --- config ---------------------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_checks_fall_every_sync_every_steps_and_at_the_epoch_ends(tiny_cfg, monk
 
 
 @pytest.mark.parametrize("every, stops_after", [(0, 1), (3, 3)])
-def test_a_signal_stops_the_run_at_the_next_check(tiny_cfg, monkeypatch, every, stops_after):
+def test_a_signal_stops_the_run_at_the_next_check(tmp_path, tiny_cfg, monkeypatch, every, stops_after):
     import train.loop as loop
 
     calls = []
@@ -279,7 +279,7 @@ def test_a_signal_stops_the_run_at_the_next_check(tiny_cfg, monkeypatch, every, 
     cfg = tiny_cfg.replace(batch_size=2, sync_every=every)
     with pytest.raises(Interrupted, match=f"SIGINT: stopped after step {stops_after}; checkpoint"):
         train(cfg)
-    ckpt = load_checkpoint(cfg.checkpoint_dir + "/proj/run/version_0/last.pt")
+    ckpt = load_checkpoint(ckpt_of(tmp_path))
     assert (ckpt["state"]["global_step"], ckpt["state"]["batch_in_epoch"]) == (stops_after, stops_after)
     assert steps_of(read_events(ckpt["run_dir"]), "train/loss") == list(range(stops_after))  # all logged
 
@@ -379,7 +379,7 @@ def test_a_signal_on_one_rank_stops_both_at_the_next_check(tmp_path, npy):
     ours = [ln for ln in proc.stderr.splitlines() if ln.startswith("Interrupted: ")]
     assert any(ln.startswith("Interrupted: SIGINT: stopped after step 3") for ln in ours), proc.stderr[-3000:]
     assert any(ln.startswith("Interrupted: stopped by another rank: stopped after step 3") for ln in ours), ours
-    ckpt = load_checkpoint(tmp_path / "ckpt" / "proj" / "run" / "version_0" / "last.pt")
+    ckpt = load_checkpoint(ckpt_of(tmp_path))
     assert (ckpt["state"]["global_step"], ckpt["state"]["batch_in_epoch"]) == (3, 3)
     assert steps_of(read_events(ckpt["run_dir"]), "train/loss") == [0, 1, 2]
 

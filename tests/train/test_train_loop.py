@@ -12,7 +12,7 @@ import torch
 
 from train.__main__ import main as train_main
 from train.loop import RUN_DIR_FILE_ENV, kl_weight_at, load_checkpoint, lr_at, resume_config, train
-from trainhelp import read_events, steps_of, tiny_argv
+from trainhelp import ckpt_of, read_events, steps_of, tiny_argv
 from vaediag import terms
 from vaediag.errors import CheckpointError, ConfigError
 from vaediag.watch.control import Control, write_control
@@ -92,20 +92,20 @@ def test_one_epoch_writes_every_trainer_tag(tmp_path, tiny_cfg, capsys, monkeypa
     assert "kl_weight: 1.0e-07" in (run_dir / "hparams.yaml").read_text()
     ckpt = torch.load(result.checkpoint, weights_only=True)
     assert ckpt["state"]["global_step"] == STEPS_PER_EPOCH and ckpt["config"] == cfg
-    assert result.checkpoint == (tmp_path / "ckpt" / "proj" / "run" / "version_0" / "last.pt").resolve()
+    assert result.checkpoint == ckpt_of(tmp_path).resolve()  # beside the run, as Lightning keeps them
 
 
 def test_second_run_gets_version_1_and_leaves_version_0_untouched(tmp_path, tiny_cfg):
     first = train(tiny_cfg)
     before_logs, before_ckpt = _digest(first.run_dir), _digest(first.checkpoint.parent)
     second = train(tiny_cfg)
-    assert second.run_dir.name == "version_1" and second.checkpoint.parent.name == "version_1"
+    assert second.run_dir.name == "version_1" and second.checkpoint == second.run_dir / "checkpoints" / "last.pt"
     assert _digest(first.run_dir) == before_logs and _digest(first.checkpoint.parent) == before_ckpt
 
 
 def test_resume_continues_steps_in_the_same_run_dir(tmp_path, npy, capsys):
     assert train_main(tiny_argv(tmp_path, npy)) == 0
-    ckpt = tmp_path / "ckpt" / "proj" / "run" / "version_0" / "last.pt"
+    ckpt = ckpt_of(tmp_path)
     run_dir = tmp_path / "logs" / "proj" / "run" / "version_0"
     first_file = _digest(run_dir)
     capsys.readouterr()
@@ -243,7 +243,7 @@ def test_grey_single_channel_data_at_128px(tmp_path, crops):
     from train.config import TrainConfig
 
     result = train(TrainConfig(train_npy=str(d / "t.npy"), val_npy=str(d / "v.npy"), logdir=str(tmp_path / "l"),
-                               checkpoint_dir=str(tmp_path / "c"), epochs=1, batch_size=8, latent_dim=8,
+                               epochs=1, batch_size=8, latent_dim=8,
                                base_channels=8, perceptual_layers="relu1_2", quiet=True))
     cfg = result.config
     assert (cfg.channels, cfg.image_size) == (1, 128)
@@ -261,7 +261,7 @@ def test_resume_of_a_finished_run_says_so(tmp_path, tiny_cfg, capsys):
     assert steps_of(read_events(first.run_dir), "train/loss") == list(range(STEPS_PER_EPOCH))
 
 
-def test_a_signal_while_waiting_for_the_watchdog_stops_on_the_epoch_boundary(tiny_cfg, monkeypatch):
+def test_a_signal_while_waiting_for_the_watchdog_stops_on_the_epoch_boundary(tmp_path, tiny_cfg, monkeypatch):
     # Under `vaediag watch` the loop waits at each epoch start for the decision about the last epoch; the
     # watchdog's SIGINT (a stop or a restart) lands in that wait. The run must stop there, with no step of
     # the next epoch trained at the old settings, so a restart resumes exactly at the boundary.
@@ -287,7 +287,7 @@ def test_a_signal_while_waiting_for_the_watchdog_stops_on_the_epoch_boundary(tin
     finally:
         for t in timers:
             t.cancel()
-    ckpt = load_checkpoint(tiny_cfg.checkpoint_dir + "/proj/run/version_0/last.pt")
+    ckpt = load_checkpoint(ckpt_of(tmp_path))
     assert (ckpt["state"]["epoch"], ckpt["state"]["batch_in_epoch"]) == (1, 0)
     assert ckpt["state"]["global_step"] == STEPS_PER_EPOCH
     ev = read_events(ckpt["run_dir"])
@@ -355,7 +355,7 @@ def test_perceptual_cadence_bookkeeping_over_epochs_and_a_resume(tmp_path, npy, 
     assert [perceptual_factor(s, every=1) for s in range(3)] == [1, 1, 1]
     assert train_main(tiny_argv(tmp_path, npy, perceptual_every=3, epochs=2)) == 0
     assert "computed on one step in 3 (global step % 3 == 0) at 3 x its weight" in capsys.readouterr().out
-    ckpt = tmp_path / "ckpt" / "proj" / "run" / "version_0" / "last.pt"
+    ckpt = ckpt_of(tmp_path)
     assert train_main(["--resume", str(ckpt), "--epochs", "3"]) == 0
     ev = read_events(tmp_path / "logs" / "proj" / "run" / "version_0")
     assert steps_of(ev, "train/perceptual") == steps_of(ev, "train/perceptual_weighted") == [0, 3]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from train.loop import RUN_DIR_FILE_ENV, load_checkpoint
-from trainhelp import ROOT, read_events, run_python, steps_of, tiny_argv
+from trainhelp import ROOT, ckpt_of, read_events, run_python, steps_of, tiny_argv
 from vaediag import terms
 from vaediag.cli import main as vaediag_main
 
@@ -52,7 +53,7 @@ def test_signal_saves_a_loadable_checkpoint_and_exits_130(tmp_path, npy, sig):
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert f"Interrupted: {sig.name}: stopped after step" in err and "--resume" in err
-    ckpt = load_checkpoint(tmp_path / "ckpt" / "proj" / "run" / "version_0" / "last.pt")  # weights_only=True
+    ckpt = load_checkpoint(ckpt_of(tmp_path))  # weights_only=True
     step = ckpt["state"]["global_step"]
     assert step >= 1 and ckpt["state"]["epoch"] < 500
     # Every logged step is in the checkpoint: a resume continues right after it.
@@ -81,7 +82,7 @@ def test_two_process_gloo_run(tmp_path, npy):
     assert steps_of(ev, "train/loss") == [0, 1]
     assert steps_of(ev, "val/psnr") == [0, 1]
     assert not set(terms.TRAINER_SCALAR_TAGS) - set(ev["scalars"])
-    assert load_checkpoint(tmp_path / "ckpt" / "proj" / "run" / "version_0" / "last.pt")["state"]["global_step"] == 2
+    assert load_checkpoint(ckpt_of(tmp_path))["state"]["global_step"] == 2
 
 
 @pytest.mark.slow
@@ -115,9 +116,18 @@ def test_vaediag_demo_builds_data_and_trains(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "built from scikit-image photos" in out and "logs:" in out and "tensorboard --logdir logs/demo" in out
     run_dir = tmp_path / "logs" / "demo" / "demo" / "version_0"
+    assert "checkpoint: logs/demo/demo/version_0/checkpoints/last.pt\n" in out  # beside the run
+    assert not (tmp_path / "checkpoints").exists()  # nothing in the working directory
     assert not set(terms.TRAINER_SCALAR_TAGS) - set(read_events(run_dir)["scalars"])
     assert vaediag_main(["demo", "--epochs", "1"]) == 0  # data reused, a new version
     assert "reused" in capsys.readouterr().out and (run_dir.parent / "version_1").is_dir()
+    assert re.search(r"result:  final val PSNR \d+\.\d dB \(each image's own mean colour: \d+\.\d dB\)", out)
+    # Everything the demo wrote is git-ignored in this repository: `make demo` leaves a clone's tracked files alone.
+    written = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*") if f.is_file())
+    assert any(w.startswith("reports/demo/") for w in written) and any(w.startswith("data/demo/") for w in written)
+    check = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", "--stdin"], input="\n".join(written),
+                           capture_output=True, text=True)
+    assert sorted(check.stdout.split()) == written, set(written) - set(check.stdout.split())
 
 
 def test_torch_stays_out_of_vaediag_cli():
@@ -141,4 +151,4 @@ def test_two_process_run_that_diverges_stops_every_rank_with_one_line_each(tmp_p
     assert all(ln.startswith(("Error: training diverged", "Error: stopped: another process")) for ln in ours), ours
     assert "exitcode  : 3" in proc.stderr  # torchrun's report of the ranks' exit code
     assert "The histogram is empty" not in proc.stderr and "terminate called" not in proc.stderr
-    assert not any((tmp_path / "ckpt").rglob("*.pt"))
+    assert not any(tmp_path.rglob("*.pt"))

@@ -12,10 +12,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny_overrides(tmp_path: Path, npy: tuple[Path, Path]) -> dict:
-    """TrainConfig fields for a run that takes about a second per epoch."""
+    """TrainConfig fields for a run that takes about a second per epoch (checkpoints at the default place,
+    beside the run: see :func:`ckpt_of`)."""
     return dict(train_npy=str(npy[0]), val_npy=str(npy[1]), logdir=str(tmp_path / "logs" / "proj"),
-                checkpoint_dir=str(tmp_path / "ckpt"), name="run", epochs=1, batch_size=8, latent_dim=8,
+                name="run", epochs=1, batch_size=8, latent_dim=8,
                 base_channels=8, perceptual_layers="relu1_2", warmup_steps=0, quiet=True, grid_images=4)
+
+
+def run_of(tmp_path: Path, version: int = 0) -> Path:
+    """The run directory of a tiny_overrides run: tmp_path/logs/proj/run/version_N."""
+    return tmp_path / "logs" / "proj" / "run" / f"version_{version}"
+
+
+def ckpt_of(tmp_path: Path, version: int = 0) -> Path:
+    """Where a tiny_overrides run keeps its checkpoint by default: beside the run, in its checkpoints/."""
+    return run_of(tmp_path, version) / "checkpoints" / "last.pt"
 
 
 def tiny_argv(tmp_path: Path, npy: tuple[Path, Path], **extra) -> list[str]:
@@ -69,11 +80,14 @@ def tiny_data(d: Path, *, n_train: int = 16, n_val: int = 8, size: int = 32) -> 
     return d / "train.npy", d / "val.npy"
 
 
-def make_run_and_checkpoint(tmp: Path, **fields) -> tuple[Path, Path, dict]:
+def make_run_and_checkpoint(tmp: Path, *, old_layout: bool = False, **fields) -> tuple[Path, Path, dict]:
     """A run directory and a last.pt exactly as the trainer lays them out, built without training.
 
     Returns (run_dir, checkpoint path, payload); tests damage the payload and save it elsewhere.
-    The config is the tiny one on 32 px random data (tiny_data under tmp/data).
+    The config is the tiny one on 32 px random data (tiny_data under tmp/data). The checkpoint is beside
+    the run (``version_0/checkpoints/last.pt``), or with ``old_layout`` where trainers before the move put
+    it, ``tmp/checkpoints/proj/run/version_0/last.pt`` (CHECKPOINT_DIR/<project>/NAME/version_N), its config
+    holding the old default ``checkpoint_dir = "checkpoints"``.
     """
     import torch
 
@@ -82,10 +96,11 @@ def make_run_and_checkpoint(tmp: Path, **fields) -> tuple[Path, Path, dict]:
     from train.model import ConvVAE
 
     npy = tiny_data(tmp / "data")
+    old = {"checkpoint_dir": "checkpoints"} if old_layout else {}  # the old default, relative to the cwd
     cfg = TrainConfig(**{**tiny_overrides(tmp, npy), "image_size": 32, "channels": 3,
-                         "perceptual_weights": "none", "perceptual_backbone": "none", **fields})
-    run_dir = (tmp / "logs" / "proj" / "run" / "version_0").resolve()
-    ckpt_dir = (tmp / "ckpt" / "proj" / "run" / "version_0").resolve()
+                         "perceptual_weights": "none", "perceptual_backbone": "none", **old, **fields})
+    run_dir = run_of(tmp).resolve()
+    ckpt_dir = (tmp / "checkpoints" / "proj" / "run" / "version_0").resolve() if old_layout else run_dir / "checkpoints"
     run_dir.mkdir(parents=True)
     ckpt_dir.mkdir(parents=True)
     save_run_config(cfg, run_dir)

@@ -79,8 +79,9 @@ def test_real_trainer_restart_mode_resumes_with_new_weight(tmp_path, tiny_data):
     run_dir = tmp_path / "logs" / "e2e" / "ear_vae" / "version_0"
     recs = read_journal(run_dir)
     (restart,) = [x for x in recs if x["event"] == "restart"]
-    ckpt = tmp_path / "checkpoints" / "e2e" / "ear_vae" / "version_0" / "last.pt"
+    ckpt = run_dir / "checkpoints" / "last.pt"  # found beside the run, where python -m train keeps it
     assert restart["checkpoint"] == str(ckpt.resolve()) and restart["old_code"] == 130
+    assert not (tmp_path / "checkpoints").exists()  # nothing in the working directory
     cmd = restart["command"]
     assert cmd[cmd.index("--kl-weight") + 1] == "0.001" and cmd[cmd.index("--resume") + 1] == str(ckpt.resolve())
     out = (run_dir / "train_output.log").read_text()
@@ -109,7 +110,7 @@ def test_real_trainer_sigint_to_watchdog_saves_checkpoint(tmp_path, tiny_data):
     finally:
         p.kill()
     assert p.returncode == 130
-    ckpt = tmp_path / "checkpoints" / "e2e" / "ear_vae" / "version_0" / "last.pt"
+    ckpt = run_dir / "checkpoints" / "last.pt"
     assert ckpt.is_file()
     recs = read_journal(run_dir)
     assert recs[-1]["event"] == "exit" and recs[-1]["code"] == 130

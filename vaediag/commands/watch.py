@@ -109,7 +109,8 @@ def add_parser(sub: argparse._SubParsersAction, *, name: str, help: str) -> argp
                         "--resume CKPT, for scripts that do not read control.json")
     r.add_argument("--checkpoint", metavar="PATH",
                    help="--restart: the checkpoint to resume from (a path or glob; default: the newest *.pt, "
-                        "*.pth or *.ckpt written after the stop)")
+                        "*.pth or *.ckpt written after the stop, in the run's checkpoints/ folder first, then "
+                        "under the current directory, the run directory or the command's --checkpoint-dir)")
     r.add_argument("--ae-flag", default="--ae", metavar="FLAG",
                    help="--restart: flag appended to switch to the autoencoder (default --ae; '' for none)")
     r.add_argument("--logdir", metavar="DIR",

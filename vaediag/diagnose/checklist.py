@@ -102,6 +102,9 @@ def evaluate(
     v, _ = got
     if not math.isfinite(v):
         return "fail", v, c.threshold, f"{_name(term)} = {v} (not finite)"
+    if term == "kl" and c.kind in ("bounds", "stable") and _autoencoder_at(table, at):
+        return "n/a", v if c.kind == "bounds" else None, c.threshold, (f"{_name(term)} = {_show(term, v)}; autoencoder mode (z = mu, kl_weight 0) "
+                                       f"at {human_epoch(at)}: the KL is not penalised, its band does not apply")
     if c.kind == "bounds":
         if c.min is not None and c.max is not None:  # a band ("KL 100-300") includes its ends
             ok = c.min <= v <= c.max
@@ -140,6 +143,14 @@ def evaluate(
                 f"{_name(term)} = {_show(term, v)} vs {_show(term, bv)} in baseline {baseline_run or ''} at {when} "
                 f"({'better' if ok else 'not better'})")
     raise ValueError(f"unknown criterion kind {c.kind!r}")  # pragma: no cover - validated by the loader
+
+
+def _autoencoder_at(table: pd.DataFrame, at: int) -> bool:
+    """Whether the run trained as an autoencoder (Option B: logged ``ae_mode`` 1) in epoch index ``at``."""
+    if "ae_mode" not in table:
+        return False
+    s = table["ae_mode"].loc[:at].dropna()
+    return bool(len(s)) and float(s.iloc[-1]) >= 0.5
 
 
 def _value_text(c: Criterion, value: float | None) -> str | None:

@@ -22,7 +22,8 @@ Supervisor, step by step
    :class:`~vaediag.watch.tracker.EpochTracker`, and after each completed epoch ask the policy.
 4. **Apply** a change through ``control.json`` (:func:`~vaediag.watch.control.write_control`: temp file,
    fsync, rename; ``seq`` one above the file's current one), or, with ``restart=True``, by stopping the
-   child with SIGINT, waiting for it to exit and for its checkpoint, and relaunching the command with
+   child with SIGINT, waiting for it to exit and for its checkpoint (:func:`find_checkpoint`: the run's own
+   ``checkpoints/`` folder first), and relaunching the command with
    ``--kl-weight X --resume CKPT`` substituted in or appended (``--ae`` too for the autoencoder). A
    ``stop`` decision sends SIGINT (the loop saves a checkpoint); the watchdog then exits 0.
    ``dry_run=True`` decides and records, and never writes control.json or signals the child.
@@ -82,6 +83,7 @@ __all__ = [
     "Follower",
     "set_option",
     "find_checkpoint",
+    "option_value",
     "exit_code",
 ]
 
@@ -262,24 +264,32 @@ def _owner_dir(event_file: Path) -> Path:
     return d
 
 
+#: The folder of a run directory where ``python -m train`` (and Lightning) keep the run's checkpoints.
+RUN_CHECKPOINT_DIR = "checkpoints"
+
+
 def find_checkpoint(
     *, since: float, run_dir: Path | None, roots: Sequence[Path], explicit: str | None = None
 ) -> Path | None:
     """The checkpoint the stopped child wrote: ``explicit`` (a path or glob; newest match), else the newest
-    ``*.pt``/``*.pth``/``*.ckpt`` under ``roots`` modified at or after ``since``, preferring one whose
-    directory mirrors the run directory's last three parts (``checkpoints/<project>/<name>/version_N``
-    beside ``logs/<project>/<name>/version_N``). Temporary files (dot-names, ``*.tmp``) never count."""
+    ``*.pt``/``*.pth``/``*.ckpt`` modified at or after ``since``, looked for in this order:
+
+    1. in the run's own ``<run_dir>/checkpoints/`` (where ``python -m train`` and Lightning keep them);
+    2. under ``roots``, in a directory that mirrors the run directory's last three parts (the older layout
+       ``checkpoints/<project>/<name>/version_N`` beside ``logs/<project>/<name>/version_N``);
+    3. anywhere under ``roots``.
+
+    Temporary files (dot-names, ``*.tmp``) never count."""
     if explicit:
         import glob
 
         matches = [Path(p) for p in glob.glob(explicit)] if glob.has_magic(explicit) else [Path(explicit)]
         matches = [p for p in matches if p.is_file()]
         return max(matches, key=lambda p: p.stat().st_mtime) if matches else None
-    found: dict[Path, float] = {}
-    for root in roots:
-        if not root.is_dir():
-            continue
-        for p in _walk_files(root):
+
+    def newer(files: Any) -> dict[Path, float]:
+        out: dict[Path, float] = {}
+        for p in files:
             if p.suffix not in _CKPT_SUFFIXES or p.name.startswith("."):
                 continue
             try:
@@ -287,7 +297,18 @@ def find_checkpoint(
             except OSError:
                 continue
             if mtime >= since - 1.0:  # file-system timestamps can be coarse
-                found[p.resolve()] = mtime
+                out[p.resolve()] = mtime
+        return out
+
+    if run_dir is not None:
+        own = Path(run_dir).resolve() / RUN_CHECKPOINT_DIR
+        beside = newer(_walk_files(own, max_depth=2)) if own.is_dir() else {}
+        if beside:
+            return max(beside, key=beside.get)
+    found: dict[Path, float] = {}
+    for root in roots:
+        if root.is_dir():
+            found.update(newer(_walk_files(root)))
     if not found:
         return None
     if run_dir is not None:
@@ -296,6 +317,23 @@ def find_checkpoint(
         if mirrored:
             return max(mirrored, key=found.get)
     return max(found, key=found.get)
+
+
+def option_value(cmd: Sequence[str], flag: str) -> str | None:
+    """The value of the last ``flag VALUE`` / ``flag=VALUE`` in ``cmd`` (None when absent).
+
+    >>> option_value(["python", "-m", "train", "--checkpoint-dir", "/big/ckpt"], "--checkpoint-dir")
+    '/big/ckpt'
+    >>> option_value(["t.py", "--checkpoint-dir=a", "--checkpoint-dir=b"], "--checkpoint-dir")
+    'b'
+    """
+    value = None
+    for i, a in enumerate(cmd):
+        if a == flag and i + 1 < len(cmd):
+            value = cmd[i + 1]
+        elif a.startswith(flag + "="):
+            value = a[len(flag) + 1:]
+    return value
 
 
 # --------------------------------------------------------------------------------------------------
@@ -917,10 +955,19 @@ class Supervisor(_Watch):
             self.display.update(self.status)
             self._nap(min(self.poll, 0.2))
 
+    def _ckpt_roots(self) -> list[Path]:
+        """Where checkpoints are looked for besides ``<run_dir>/checkpoints``: the current directory, the run
+        directory, and the ``--checkpoint-dir`` the training command names (checkpoints on another disk)."""
+        roots = [Path.cwd(), *([self.run_dir] if self.run_dir is not None else [])]
+        named = option_value(self.child.cmd if self.child is not None else self.command, "--checkpoint-dir")
+        if named:
+            roots.append(Path(named))
+        return roots
+
     def _find_ckpt(self, since: float) -> Path | None:
         """The newest checkpoint written at or after ``since`` (see :func:`find_checkpoint`); an explicit
         ``--checkpoint`` counts only when it too was written then."""
-        ckpt = find_checkpoint(since=since, run_dir=self.run_dir, roots=[Path.cwd(), self.run_dir],
+        ckpt = find_checkpoint(since=since, run_dir=self.run_dir, roots=self._ckpt_roots(),
                                explicit=self.checkpoint)
         if ckpt is not None and self.checkpoint:
             try:
@@ -935,7 +982,8 @@ class Supervisor(_Watch):
         applied only once the relaunch happens, else as not applied with the reason."""
         assert self.child is not None and self.journal is not None
         old = self.child
-        where = self.checkpoint or f"*.pt, *.pth or *.ckpt under {Path.cwd()} or {self.run_dir}"
+        places = [*([self.run_dir / RUN_CHECKPOINT_DIR] if self.run_dir is not None else []), *self._ckpt_roots()]
+        where = self.checkpoint or "*.pt, *.pth or *.ckpt under " + ", ".join(str(p) for p in places)
 
         def not_applied(why: str) -> None:
             self.policy.not_applied(d)
