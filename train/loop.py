@@ -10,7 +10,10 @@ What a run leaves behind (ARCHITECTURE):
   0-based ``epoch``; the perceptual term's only on the steps that compute it, :func:`perceptual_factor`),
   val scalars once per epoch at the epoch's last global step
   (``terms.VAL_EPOCH_TAGS``), what control.json made the loop apply (``terms.CONTROL_TAGS``) at each
-  epoch's first step, a reconstruction grid, a KL-per-dimension histogram, the backbone as text.
+  epoch's first step, a reconstruction grid, a KL-per-dimension histogram, the backbone as text. For
+  TensorBoard's dashboards (train/board.py): a Custom Scalars layout (``terms.board_layout``) and the HParams
+  session (config values at the start; success or failure at the end: a signal leaves the session open,
+  since the run goes on with ``--resume``), and each applied control.json as text (``terms.DECISION_TEXT_TAG``).
 * ``<logdir>/<name>/version_N/checkpoints/last.pt`` (beside the run, as Lightning keeps them), or with an
   explicit ``--checkpoint-dir DIR`` ``DIR/<project>/<name>/version_N/last.pt`` (N is the run's; a directory
   already there, another run's, is never written into: ``version_N_2``, ``_3``, ... instead, said in one
@@ -66,8 +69,10 @@ from torch.utils.data import DistributedSampler
 from vaediag import terms
 from vaediag.atomic import atomic_write
 from vaediag.errors import CheckpointError, ConfigError, ControlFileError, InputError, Interrupted, VaediagError
-from vaediag.watch.control import CONTROL_FILENAME, RUN_DIR_FILE_ENV, read_control, wait_for_watchdog
+from vaediag.watch.control import (CONTROL_FILENAME, RUN_DIR_FILE_ENV, Control, read_control, reason_line,
+                                   wait_for_watchdog)
 
+from train import board
 from train.config import ARCHITECTURE_FIELDS, TrainConfig, config_from_dict, save_run_config
 from train.data import ImageSet, load_pair
 from train.errors import OutputError, TrainingDiverged, describe_os_error, shown
@@ -494,6 +499,8 @@ class _ControlReader:
         self._last_ignored: int | None = None
         self._journal: dict[str, int] = {}
         self._timed_out = False
+        # The control the last poll applied, with the kl_weight and mode it replaced (for the decision text).
+        self.applied: tuple[Control, float, bool] | None = None
 
     def await_watchdog(self, finished_epoch: int, should_stop: Callable[[], bool]) -> str | None:
         """Under `vaediag watch`, wait for its decision about the epoch that just ended, so a change it
@@ -507,6 +514,7 @@ class _ControlReader:
 
     def poll(self, state: _LoopState) -> str | None:
         """Apply a new control to ``state``; return a one-line message to print, or None."""
+        self.applied = None
         try:
             control = read_control(self.path)
         except (ControlFileError, InputError) as exc:  # a bad control file never stops training
@@ -524,7 +532,8 @@ class _ControlReader:
             return None
         before = (state.kl_weight, state.ae_mode)
         state.kl_weight, state.ae_mode, state.control_seq = float(control.kl_weight), control.mode == "ae", control.seq
-        reason = f" ({control.reason})" if control.reason else ""
+        self.applied = (control, *before)
+        reason = f" ({reason_line(control.reason)})" if control.reason else ""
         return (f"control: applied seq {control.seq}: kl_weight {before[0]:.3g} -> {state.kl_weight:.3g}, "
                 f"mode {'ae' if before[1] else 'vae'} -> {control.mode}{reason}")
 
@@ -646,7 +655,15 @@ class _EventLog:
 
         summary = text_summary(tag, text)
         summary.value[0].tag = tag
+        self.add_summary(summary, step)
+
+    def add_summary(self, summary: Any, step: int) -> None:
+        """A prepared Summary proto (a plugin's: text, the Custom Scalars layout, the HParams session)."""
         self._call(lambda: self._w._get_file_writer().add_summary(summary, step, time.time()))
+
+    @property
+    def is_open(self) -> bool:
+        return self._w is not None
 
     def flush(self) -> None:
         self._call(self._w.flush)
@@ -1259,6 +1276,29 @@ class _Run:
                 self.events.add_text(terms.RESUME_TEXT_TAG, msg, state.global_step)
         if self.events is not None:
             self.events.add_text(terms.BACKBONE_TEXT_TAG, backbone.description + cadence, state.global_step)
+            loss_terms, metric_terms = self.board_terms()
+            self.events.add_summary(board.layout_summary(terms.board_layout(loss_terms, metric_terms)),
+                                    state.global_step)
+            self.events.add_summary(board.experiment_summary(), state.global_step)
+            self.events.add_summary(board.session_start_summary(cfg, start_time=time.time()), state.global_step)
+
+    def loss_terms(self) -> list[str]:
+        """The loss terms this session computes (the perceptual term only with a backbone)."""
+        return [t for t in terms.LOSS_TERMS if t != "perceptual" or self.prep.perceptual is not None]
+
+    def board_terms(self) -> tuple[list[str], list[str]]:
+        """The loss terms and val metrics this run directory holds, for the Custom Scalars layout: this
+        session's, and after a resume that changed them those of the config it resumed too (a term the
+        resume turned off keeps its chart; TensorBoard shows the latest layout of a run)."""
+        changed = self.prep.changed
+        loss = self.loss_terms()
+        if "perceptual" not in loss and changed.get("perceptual_weights", ("none",))[0] != "none":
+            loss = list(terms.LOSS_TERMS)
+        grey = self.prep.val_set.grey
+        new_val = "val_npy" in changed  # the earlier val set may have held the other kind of image
+        has = {"grey": new_val or bool(grey.any()), "colour": new_val or bool((~grey).any())}
+        metrics = [t for t in terms.METRIC_TERMS if has.get(t.rpartition("_")[2], True)]
+        return loss, metrics
 
     def release(self) -> None:
         if self.events is not None:
@@ -1293,10 +1333,9 @@ class _Run:
                                      seed=cfg.seed, drop_last=d.enabled)
         steps_per_epoch = math.ceil(len(sampler) / cfg.batch_size)
         total_steps = cfg.epochs * steps_per_epoch
-        term_names = [t for t in terms.LOSS_TERMS if t != "perceptual" or perceptual is not None]
         every = sync_every(cfg, device)
         # The loop flushes the logger itself, at each check, so that a failed write happens at a check.
-        self.logger = logger = StepLogger(self.events, term_names, flush_every=0)
+        self.logger = logger = StepLogger(self.events, self.loss_terms(), flush_every=0)
         control = _ControlReader(self.run_dir) if d.is_main else None
         show_bar = d.is_main and not cfg.quiet and sys.stdout.isatty()
         val: dict[str, float] = {}
@@ -1328,6 +1367,11 @@ class _Run:
                     try:
                         self.events.add_scalar(terms.tag("train", "control_seq"), state.control_seq, state.global_step)
                         self.events.add_scalar(terms.tag("train", "ae_mode"), float(state.ae_mode), state.global_step)
+                        if control is not None and control.applied is not None:
+                            applied, kl_before, ae_before = control.applied
+                            text = board.decision_text(applied, kl_before=kl_before, ae_before=ae_before,
+                                                       step=state.global_step, epoch=epoch)
+                            self.events.add_text(terms.DECISION_TEXT_TAG, text, state.global_step)
                     except OutputError as exc:
                         failure = exc
                 self.settle(failure, stop_here=False)  # a signal now stops after the epoch's first step, as before
@@ -1404,6 +1448,7 @@ class _Run:
                         failure = exc
                 self.settle(failure)
 
+        self.end_session("success")
         self.close_events()
         return TrainResult(run_dir=self.run_dir, checkpoint=self.ckpt_path, global_step=state.global_step,
                            epochs_done=state.epoch, val=val, config=cfg)
@@ -1518,6 +1563,10 @@ class _Run:
     def _diverged_error(self, step: int | None, detail: str) -> TrainingDiverged:
         if self.events is not None:  # the non-finite values must reach the disk: they are the evidence
             try:
+                self.end_session("failure")
+            except OutputError:
+                pass
+            try:
                 self.events.close()
             except OutputError:
                 pass
@@ -1545,6 +1594,13 @@ class _Run:
             return exc
         where = f"; checkpoint {self.ckpt_path}; continue with --resume {self.ckpt_path}" if self.ckpt_path else ""
         return Interrupted(f"{reason}: stopped after step {self.state.global_step}{where}")
+
+    def end_session(self, status: str) -> None:
+        """Tell TensorBoard's HParams tab how the run ended (rank 0, while its event log is open). Only a
+        run that trained every epoch (success) or diverged (failure) ends its session: after a signal or a
+        refused write the run goes on with --resume, and TensorBoard keeps a run's first end status."""
+        if self.events is not None and self.events.is_open:
+            self.events.add_summary(board.session_end_summary(status, end_time=time.time()), self.state.global_step)
 
     def close_events(self) -> None:
         if self.events is not None:

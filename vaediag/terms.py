@@ -61,6 +61,17 @@ __all__ = [
     "KL_PER_DIM_HIST_TAG",
     "BACKBONE_TEXT_TAG",
     "RESUME_TEXT_TAG",
+    "DECISION_TEXT_TAG",
+    "TRAINER_TEXT_TAGS",
+    "CUSTOM_SCALARS_TAG",
+    "HPARAMS_EXPERIMENT_TAG",
+    "HPARAMS_SESSION_START_TAG",
+    "HPARAMS_SESSION_END_TAG",
+    "HPARAMS_METRIC_TAGS",
+    "Chart",
+    "ChartGroup",
+    "QUALITY_CHARTS",
+    "board_layout",
     "TagMap",
     "resolve",
     "split_marker",
@@ -192,6 +203,98 @@ VAL_EPOCH_TAGS: tuple[str, ...] = tuple(
 # Logged once per epoch on the train split: what control.json made the loop apply.
 CONTROL_TAGS: tuple[str, ...] = (tag("train", "control_seq"), tag("train", "ae_mode"))
 TRAINER_SCALAR_TAGS: tuple[str, ...] = TRAIN_STEP_TAGS + VAL_EPOCH_TAGS + CONTROL_TAGS + (EPOCH_TAG,)
+
+# Text: each control.json the loop applied, at the step it took effect: what changed and the watchdog's reason.
+DECISION_TEXT_TAG = "watchdog/decision"
+TRAINER_TEXT_TAGS: tuple[str, ...] = (BACKBONE_TEXT_TAG, RESUME_TEXT_TAG, DECISION_TEXT_TAG)
+
+# TensorBoard's own plugins read these tags by these names (tensorboard.plugins.custom_scalar.metadata and
+# tensorboard.plugins.hparams.metadata). None of them is a scalar: the reader keeps the hparams session's
+# values as run metadata and skips the layout.
+CUSTOM_SCALARS_TAG = "custom_scalars__config__"  # the Custom Scalars layout (a layout_pb2.Layout)
+HPARAMS_EXPERIMENT_TAG = "_hparams_/experiment"  # the HParams columns: config fields and metric tags
+HPARAMS_SESSION_START_TAG = "_hparams_/session_start_info"  # this run's config values
+HPARAMS_SESSION_END_TAG = "_hparams_/session_end_info"  # how the run ended (success or failure)
+
+# The HParams tab's metric columns. They name scalar tags the trainer logs anyway: TensorBoard shows the last
+# value of each in the run (for val, the last epoch's; for kl_weight, the last logged step's), so no value is
+# written twice. The same list for every run (a column a run lacks, perceptual when the term is off, stays
+# empty), because TensorBoard takes the columns from the first run of a log directory that declares them.
+HPARAMS_METRIC_TAGS: tuple[str, ...] = tuple(
+    tag("val", t) for t in ("loss",) + LOSS_TERMS + ("psnr", "ssim", "grad_similarity", "active_units")
+) + (tag("train", "kl_weight"),)
+
+
+# --------------------------------------------------------------------------------------------------
+# The Custom Scalars layout: which trainer tags TensorBoard draws together.
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One chart: a title and the tags drawn on it."""
+
+    title: str
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ChartGroup:
+    """A category of charts; ``closed``: shown collapsed until opened."""
+
+    title: str
+    charts: tuple[Chart, ...]
+    closed: bool = False
+
+
+# Quality metrics (val) drawn together, by family; every METRIC_TERMS entry is in exactly one chart.
+QUALITY_CHARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("PSNR (dB): all, grey, colour images; own-mean-colour baseline",
+     ("psnr", "psnr_grey", "psnr_colour", "psnr_trivial")),
+    ("SSIM: all, grey, colour images", ("ssim", "ssim_grey", "ssim_colour")),
+    ("input dependence and blur (1 = like the input)", ("grad_similarity", "recon_spread", "sharpness")),
+    ("active latent units", ("active_units",)),
+    ("KL per latent dim (nats): mean, median, max, min", ("kl_dim_mean", "kl_dim_median", "kl_dim_max", "kl_dim_min")),
+)
+
+_BOOKKEEPING_CHARTS: tuple[tuple[str, str], ...] = (
+    ("learning rate", tag("train", "lr")),
+    ("KL weight in effect (beta)", tag("train", "kl_weight")),
+    ("control.json seq applied (-1 = none)", tag("train", "control_seq")),
+    ("autoencoder mode (1 = z = mu, KL weight 0)", tag("train", "ae_mode")),
+    ("epoch (0-based)", EPOCH_TAG),
+)
+
+
+def board_layout(loss_terms: tuple[str, ...] | list[str] = LOSS_TERMS,
+                 metric_terms: tuple[str, ...] | list[str] = METRIC_TERMS) -> tuple[ChartGroup, ...]:
+    """The trainer's Custom Scalars layout for a run that logs ``loss_terms`` and the val ``metric_terms``.
+
+    Categories: each loss term raw (train and val on one chart), each weighted with the total (the sum of
+    the weighted terms) first, the quality metrics by family, and the bookkeeping tags (closed). A term the
+    run does not log gets no chart (no perceptual chart with the term off); a quality chart keeps only the
+    metrics the run logs.
+
+    >>> [g.title for g in board_layout()]
+    ['loss terms (raw)', 'loss terms (weighted)', 'quality (val)', 'bookkeeping']
+    >>> board_layout(["recon", "kl"])[0].charts[1]
+    Chart(title='kl: KL divergence', tags=('train/kl', 'val/kl'))
+    """
+    bad = [t for t in loss_terms if t not in LOSS_TERMS] + [t for t in metric_terms if t not in METRIC_TERMS]
+    if bad:
+        raise ValueError(f"unknown term(s) {bad} (loss terms: {', '.join(LOSS_TERMS)}; metrics: "
+                         f"{', '.join(METRIC_TERMS)})")
+    logged = [t for t in LOSS_TERMS if t in loss_terms]  # in the vocabulary's order
+
+    def both(term: str) -> Chart:
+        return Chart(f"{term}: {TERM_INFO[term].label}", (tag("train", term), tag("val", term)))
+
+    raw_charts = tuple(both(t) for t in logged)
+    weighted_charts = (both("loss"),) + tuple(both(weighted(t)) for t in logged)
+    quality = tuple(Chart(title, tuple(tag("val", t) for t in ts if t in metric_terms))
+                    for title, ts in QUALITY_CHARTS if any(t in metric_terms for t in ts))
+    books = tuple(Chart(title, (t,)) for title, t in _BOOKKEEPING_CHARTS)
+    return (ChartGroup("loss terms (raw)", raw_charts), ChartGroup("loss terms (weighted)", weighted_charts),
+            ChartGroup("quality (val)", quality), ChartGroup("bookkeeping", books, closed=True))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 import vaediag
 from tbwrite import write_run
 from vaediag.errors import InputError, TagsError
-from vaediag.terms import TagMap, load_tag_map, resolve
+from vaediag.terms import METRIC_TERMS, TagMap, load_tag_map, resolve
 
 # (base name as foreign code logs it, canonical term)
 ALIASES = [
@@ -211,3 +211,50 @@ def test_realworld_tags_resolve_as_before(realworld):
         "hp_metric": ("hp_metric", "other"), "loss": ("loss", "train"), "lr-Adam": ("lr", "other"),
         "val_KLD": ("kl", "val"), "val_Reconstruction_Loss": ("recon", "val"), "val_loss": ("loss", "val"),
     }
+
+
+def test_board_layout_charts_every_trainer_scalar_once():
+    from vaediag import terms
+
+    groups = terms.board_layout()
+    tags = [t for g in groups for c in g.charts for t in c.tags]
+    assert sorted(tags) == sorted(terms.TRAINER_SCALAR_TAGS)  # each once, none the trainer does not log
+    assert [g.closed for g in groups] == [False, False, False, True]  # bookkeeping apart, collapsed
+    assert sorted(t for _, ts in terms.QUALITY_CHARTS for t in ts) == sorted(terms.METRIC_TERMS)
+    for chart in groups[0].charts + groups[1].charts:  # loss terms: train beside val
+        assert [t.split("/")[0] for t in chart.tags] == ["train", "val"], chart
+
+
+@pytest.mark.parametrize(
+    "loss_terms, metric_terms, absent",
+    [
+        (("recon", "ssim_loss", "edge", "kl"), None, {"train/perceptual", "val/perceptual_weighted"}),
+        (("recon", "kl"), [t for t in METRIC_TERMS if not t.endswith("_grey")],
+         {"train/edge", "val/psnr_grey", "val/ssim_grey"}),
+        (("kl",), ["psnr"], {"val/ssim", "val/active_units"}),
+    ],
+)
+def test_board_layout_charts_only_what_the_run_logs(loss_terms, metric_terms, absent):
+    from vaediag import terms
+
+    groups = terms.board_layout(loss_terms, terms.METRIC_TERMS if metric_terms is None else metric_terms)
+    tags = {t for g in groups for c in g.charts for t in c.tags}
+    assert not absent & tags
+    assert all(c.tags for g in groups for c in g.charts)  # no empty chart
+    if metric_terms == ["psnr"]:
+        assert [c.tags for c in groups[2].charts] == [("val/psnr",)]
+
+
+def test_board_layout_refuses_unknown_terms():
+    from vaediag import terms
+
+    with pytest.raises(ValueError, match=r"unknown term\(s\) \['lpips'\]"):
+        terms.board_layout(["recon", "lpips"])
+
+
+def test_module_doctests():
+    import doctest
+
+    from vaediag import terms
+
+    assert doctest.testmod(terms).failed == 0

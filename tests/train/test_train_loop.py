@@ -12,7 +12,7 @@ import torch
 
 from train.__main__ import main as train_main
 from train.loop import RUN_DIR_FILE_ENV, kl_weight_at, load_checkpoint, lr_at, resume_config, train
-from trainhelp import ckpt_of, read_events, steps_of, tiny_argv
+from trainhelp import ckpt_of, plugin_values, read_events, steps_of, tiny_argv
 from vaediag import terms
 from vaediag.errors import CheckpointError, ConfigError
 from vaediag.watch.control import Control, write_control
@@ -250,6 +250,12 @@ def test_grey_single_channel_data_at_128px(tmp_path, crops):
     sc = read_events(result.run_dir)["scalars"]
     assert "val/psnr_grey" in sc and "val/psnr_colour" not in sc
     assert math.isfinite(sc["val/loss"][0][1])
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    (layout,) = [layout_pb2.Layout.FromString(v.tensor.string_val[0]) for _, v in plugin_values(result.run_dir)
+                 if v.tag == terms.CUSTOM_SCALARS_TAG]
+    charted = {t for c in layout.category for ch in c.chart for t in ch.multiline.tag}
+    assert "^val/psnr_grey$" in charted and "^val/psnr_colour$" not in charted  # only what the run logs
 
 
 def test_resume_of_a_finished_run_says_so(tmp_path, tiny_cfg, capsys):
@@ -292,6 +298,8 @@ def test_a_signal_while_waiting_for_the_watchdog_stops_on_the_epoch_boundary(tmp
     assert ckpt["state"]["global_step"] == STEPS_PER_EPOCH
     ev = read_events(ckpt["run_dir"])
     assert steps_of(ev, terms.EPOCH_TAG) == list(range(STEPS_PER_EPOCH))  # no step of epoch 2 was logged
+    # The HParams session stays open: the run goes on with --resume (TensorBoard keeps a run's first end).
+    assert terms.HPARAMS_SESSION_START_TAG in ev["other"] and terms.HPARAMS_SESSION_END_TAG not in ev["other"]
 
 
 @pytest.mark.slow

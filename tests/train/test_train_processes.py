@@ -19,13 +19,14 @@ from vaediag.cli import main as vaediag_main
 
 
 def _wait_for_step(run_dir: Path, proc: subprocess.Popen, timeout: float = 90) -> None:
-    """Block until the run has logged a train step (its event file grows past the header)."""
+    """Block until the run has logged a train step: a train/loss scalar (not the file's size, nor its bytes:
+    the start of a run writes kilobytes of text, layout and HParams session, which name train/loss too,
+    before the loop takes over the signals)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"training exited early with {proc.returncode}: {proc.stderr.read()}")
-        ckpt = list(run_dir.glob("events.out.tfevents.*"))
-        if ckpt and ckpt[0].stat().st_size > 2000:  # header + text summaries + at least one step's scalars
+        if terms.tag("train", "loss") in read_events(run_dir)["scalars"]:
             return
         time.sleep(0.1)
     raise AssertionError("no training step logged in time")

@@ -58,6 +58,20 @@ def read_events(run_dir: Path) -> dict:
     return {"scalars": dict(scalars), "other": other}
 
 
+def plugin_values(run_dir: Path) -> list[tuple[int, object]]:
+    """Every summary value that is not a simple scalar (text, images, the plugins' metadata), as
+    ``(step, Summary.Value)`` in file order, read with TensorBoard's own loader."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto import event_pb2
+
+    out = []
+    for f in sorted(Path(run_dir).glob("events.out.tfevents.*")):
+        for record in RawEventFileLoader(str(f)).Load():
+            ev = event_pb2.Event.FromString(record)
+            out += [(ev.step, v) for v in ev.summary.value if v.WhichOneof("value") != "simple_value"]
+    return out
+
+
 def steps_of(events: dict, tag: str) -> list[int]:
     return [s for s, _, _ in events["scalars"][tag]]
 

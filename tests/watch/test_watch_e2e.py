@@ -13,6 +13,8 @@ import sys
 import pytest
 
 import vaediag
+from vaediag import terms
+from vaediag.watch.control import reason_line
 from vaediag.watch.journal import read_journal
 
 pytestmark = pytest.mark.slow
@@ -52,7 +54,15 @@ def test_real_trainer_under_watch_applies_decision(tmp_path, tiny_data):
     assert d["reason"].startswith("kl = ") and "> 0.01 after epoch 1: kl_weight 0.01 -> 0.001" in d["reason"]
     assert recs[-1]["event"] == "exit" and recs[-1]["code"] == 0
 
-    f = vaediag.load(run_dir).frame
+    runs = vaediag.load(run_dir)
+    f = runs.frame
+    # The decision reached TensorBoard too: as text, with the watchdog's reason, where it took effect.
+    (info,) = runs.runs.values()
+    last = [x for x in ds if x["applied"] and x["via"] == "control"][-1]
+    text = info.texts[terms.DECISION_TEXT_TAG]
+    assert text.startswith(f"control.json seq {last['seq']} applied at step ") and reason_line(last["reason"]) in text
+    assert info.unmapped_tags == []
+
     def by_epoch(term):
         s = f[(f["term"] == term) & (f["split"] == "train")]
         return s.groupby("epoch").agg(min=("value", "min"), max=("value", "max"), t=("wall_time", "min"))

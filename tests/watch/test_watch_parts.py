@@ -18,7 +18,7 @@ from tbwrite import epoch_map, epoch_series, scalar_event, write_events, write_r
 from vaediag.cli import main
 from vaediag.errors import ControlFileError, InputError
 from vaediag.logs import Tail
-from vaediag.watch.control import Control, read_control, write_control
+from vaediag.watch.control import REASON_MAX_CHARS, Control, read_control, reason_line, write_control
 from vaediag.watch.journal import Journal, decision_record, read_journal
 from vaediag.watch.panel import WatchStatus, penalty_share, render_panel, status_line
 from vaediag.watch.policies import Decision, LadderPolicy
@@ -225,6 +225,27 @@ def test_malformed_control_files(tmp_path, content, match):
     (tmp_path / "control.json").write_text(content)
     with pytest.raises(ControlFileError, match=match):
         read_control(tmp_path)
+
+
+@pytest.mark.parametrize("reason, shown", [
+    ("kl = 1535 > 500 at epoch 10", "kl = 1535 > 500 at epoch 10"),
+    ("two\nlines,\ttabs  and\x00 a NUL", "two lines, tabs and a NUL"),
+    ("", ""),
+    ("r" * 5000, "r" * (REASON_MAX_CHARS - 1) + "\u2026"),
+])
+def test_control_reason_is_optional_and_shown_as_one_bounded_line(tmp_path, reason, shown):
+    write_control(tmp_path, Control(seq=1, kl_weight=1e-3, reason=reason))
+    assert reason_line(read_control(tmp_path).reason) == shown
+    (tmp_path / "control.json").write_text('{"seq": 2, "kl_weight": 0.001}')  # a file from before the field
+    assert read_control(tmp_path).reason == "" and reason_line("") == ""
+
+
+def test_control_module_doctests():
+    import doctest
+
+    import vaediag.watch.control
+
+    assert doctest.testmod(vaediag.watch.control).failed == 0
 
 
 def test_reader_never_sees_a_partial_control_file(tmp_path):

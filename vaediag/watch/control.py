@@ -8,6 +8,9 @@ The writer writes a temporary file in the same directory, fsyncs it and renames 
 reader sees either the old file or the new one, never half of one. The reader validates every field and
 raises :class:`ControlFileError` for anything malformed; the training loop reports that and carries on
 with its current settings. A loop applies each ``seq`` once (it remembers the last seq it applied).
+``reason`` and ``issued_at`` are optional (a file without them is valid); the training loop prints the
+reason and logs it as text (``terms.DECISION_TEXT_TAG``) through :func:`reason_line`: one line, at most
+:data:`REASON_MAX_CHARS` characters, whatever the file holds.
 
 Handshake: a supervisor that starts the training process sets ``VAEDIAG_RUN_DIR_FILE`` to a fresh file, where
 a loop that knows the protocol writes its absolute run directory and a newline (atomically) as soon as it has
@@ -47,6 +50,8 @@ __all__ = [
     "read_control",
     "write_control",
     "now_iso",
+    "reason_line",
+    "REASON_MAX_CHARS",
     "wait_for_watchdog",
 ]
 
@@ -60,6 +65,24 @@ MODES = ("vae", "ae")
 _FIELDS = ("seq", "kl_weight", "mode", "reason", "issued_at")
 #: A control file is a few hundred bytes; anything past 64 KiB is not one of ours.
 CONTROL_MAX_BYTES = 64 << 10
+
+
+#: The longest reason a reader shows: a policy's reason is one line with its numbers, far shorter.
+REASON_MAX_CHARS = 300
+
+
+def reason_line(reason: str, *, limit: int = REASON_MAX_CHARS) -> str:
+    """``reason`` as one line of at most ``limit`` characters: whitespace runs (newlines too) become one
+    space, other control characters are dropped, and a longer text is cut with an ellipsis.
+
+    >>> reason_line("kl = 1535 > 500\\n  at epoch 10")
+    'kl = 1535 > 500 at epoch 10'
+    >>> len(reason_line("x" * 1000))
+    300
+    """
+    text = " ".join("".join(c for c in part if c.isprintable()) for part in str(reason).split())
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def now_iso() -> str:
