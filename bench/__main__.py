@@ -3,7 +3,8 @@
 
 A module's ``main`` takes the argument list (``main(argv)``) or nothing (``main()``) and returns an exit
 status (None counts as 0). When running all of them, a benchmark that raises is reported and the rest
-still run; the exit status is the worst one seen.
+still run; the exit status is the worst one seen. A module may define ``skip_in_all()`` returning why the
+run of all benchmarks leaves it out on this machine (``gpu``: no CUDA device), or None; by name it always runs.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def main(argv: list[str]) -> int:
         return rc
     worst = 0
     for name in names:
+        skip = getattr(importlib.import_module(f"bench.{name}"), "skip_in_all", None)
+        why = skip() if skip is not None else None
+        if why:
+            print(f"== bench {name}: skipped ({why})", flush=True)
+            continue
         print(f"== bench {name}", flush=True)
         t0 = time.perf_counter()
         try:

@@ -41,6 +41,7 @@ PERCEPTUAL_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 ARCHITECTURE_FIELDS = ("image_size", "channels", "arch", "latent_dim", "latent_channels", "base_channels")
 
 _DEVICES = ("auto", "cpu", "cuda")
+_PRECISIONS = ("fp32", "bf16")
 _ARCHS = ("resnet", "flat")
 _SCHEDULES = ("constant", "cosine")
 
@@ -110,6 +111,17 @@ class TrainConfig:
     resume: str = _f("", "checkpoint to resume: same run directory, same step counter")
     device: str = _f("auto", "auto (CUDA when present), cpu or cuda")
     quiet: bool = _f(False, "no progress bar; one line per epoch")
+
+    # --- how the steps run (a resume may change these: they change speed, not the model) -----------
+    precision: str = _f("fp32", "fp32, or bf16: the model's and the VGG trunk's forward passes under bfloat16 "
+                                "autocast (CUDA or CPU); the loss terms are reduced in fp32; no grad scaler")
+    channels_last: bool = _f(False, "model, VGG trunk and input batches in channels_last memory format "
+                                    "(faster convolutions on tensor cores; same maths)")
+    compile: bool = _f(False, "torch.compile the model for the training steps (validation runs it as is; the "
+                              "first steps compile: minutes on a CPU); a compiler failure stops the run in one line")
+    sync_every: int = _f(0, "steps between the checks that move the logged losses to the host and let every "
+                            "process agree to stop (signal, non-finite loss, failed write); also at each epoch "
+                            "end; 0 = 1 on CPU, 20 on CUDA")
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -213,6 +225,8 @@ def _validate(cfg: TrainConfig) -> None:
     need(cfg.lr_schedule in _SCHEDULES,
          f"lr_schedule {cfg.lr_schedule!r} is unknown (choose {', '.join(_SCHEDULES)})")
     need(cfg.device in _DEVICES, f"device {cfg.device!r} is unknown (choose {', '.join(_DEVICES)})")
+    need(cfg.precision in _PRECISIONS, f"precision {cfg.precision!r} is unknown (choose {', '.join(_PRECISIONS)})")
+    need(cfg.sync_every >= 0, f"sync_every must be >= 0 (0 = automatic), got {cfg.sync_every}")
     need(bool(cfg.perceptual_weights), "perceptual_weights is empty (choose auto, none or a PATH)")
     need(bool(cfg.name) and "/" not in cfg.name and cfg.name not in (".", "..") and len(os.fsencode(cfg.name)) <= 200,
          f"name {_short(cfg.name)} must be a plain directory name (at most 200 bytes)")

@@ -7,7 +7,11 @@ Accepted arrays (anything else raises :class:`DataError`, which the CLI turns in
 * train and val with the same channels and size.
 
 Images stay in memory in their own dtype (uint8 stays uint8: a quarter of the memory) in ``(N, C, H, W)``
-order and become float32 in [0, 1] one batch at a time. Each image is marked grey or colour: an RGB image
+order and become float32 in [0, 1] one batch at a time, on the training device. On CUDA the loop first
+places each set with :meth:`ImageSet.place`: in GPU memory when it takes at most a quarter of what is free
+(a batch is then gathered and converted on the GPU, no host transfer per step); else it stays in host
+memory and each batch is gathered there, pinned (torch's caching host allocator reuses the buffers) and
+copied without blocking. On the CPU nothing moves. Each image is marked grey or colour: an RGB image
 whose three channels are equal (to within half a uint8 step) is grey, as is every 1-channel image; the
 validation metrics are split on that mark.
 
@@ -64,8 +68,9 @@ class ImageSet:
     """Images in ``(N, C, H, W)`` order (uint8 or float32) and a grey mark per image."""
 
     images: torch.Tensor  # (N, C, H, W), uint8 or float32
-    grey: torch.Tensor  # bool (N,)
+    grey: torch.Tensor  # bool (N,), on the CPU
     path: str
+    placement: str = "host"  # host (as loaded) or device (in GPU memory)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -78,9 +83,35 @@ class ImageSet:
     def size(self) -> int:
         return int(self.images.shape[-1])
 
-    def batch(self, index: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """The images at ``index`` as float32 in [0, 1] on ``device``."""
-        x = self.images[index].to(device, non_blocking=True)
+    @property
+    def nbytes(self) -> int:
+        return int(self.images.numel() * self.images.element_size())
+
+    def place(self, device: torch.device, *, budget: float = 0.25) -> "ImageSet":
+        """This set ready for ``device``: on CUDA, in GPU memory when it fits in ``budget`` of the free
+        memory (``placement`` "device"); otherwise itself (host memory: :meth:`batch` pins each batch)."""
+        import torch
+
+        if device.type != "cuda" or self.images.device.type != "cpu":
+            return self
+        free, _ = torch.cuda.mem_get_info(device)
+        if self.nbytes <= budget * free:
+            return ImageSet(images=self.images.to(device), grey=self.grey, path=self.path, placement="device")
+        return self
+
+    def batch(self, index: torch.Tensor, device: torch.device, *, channels_last: bool = False) -> torch.Tensor:
+        """The images at ``index`` as float32 in [0, 1] on ``device`` (``channels_last``: in that memory
+        format). The gather and the uint8 -> float conversion run where the images are; a host batch bound
+        for CUDA goes through pinned memory, so its copy does not block."""
+        import torch
+
+        x = self.images[index.to(self.images.device)]
+        if x.device != device:
+            if device.type == "cuda" and x.device.type == "cpu":
+                x = x.pin_memory()
+            x = x.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return x.float() if x.dtype.is_floating_point else x.float().div_(255.0)
 
 

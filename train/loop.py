@@ -26,11 +26,30 @@ What a run leaves behind (ARCHITECTURE):
   (temp + rename) right after creating it, before the first step: the watchdog's handshake.
 
 Under ``torchrun`` every process trains on its shard (DistributedSampler) with ``batch_size`` images per
-step; rank 0 alone validates, logs and checkpoints.
+step; every process validates its share of the val batches (batch b on rank b % world) and rank 0 merges
+them in batch order, so the val numbers are the single process's (:func:`evaluate`); rank 0 alone logs and
+checkpoints.
+
+On a GPU (ARCHITECTURE, issue 11): ``--precision bf16`` runs the model's forward pass and the VGG trunk under
+bfloat16 autocast (the loss terms are reduced in fp32; bf16 keeps fp32's exponent range, so no grad scaler),
+``--channels-last`` keeps model, trunk and batches in channels_last memory format, ``--compile`` wraps the model
+(or its DDP wrapper) in ``torch.compile``, Adam is the fused kernel on CUDA (plain on the CPU), the uint8 data
+sit in GPU memory (or, too large, on the host, each batch pinned) and become float per batch there. The step
+itself never waits for the GPU: the losses stay on the device until a check (``--sync-every`` steps: 1 on CPU,
+20 on CUDA, and each epoch end), which moves them to the host in one transfer and agrees between the
+processes, in one all_reduce, whether any saw a signal, a non-finite loss or a failed write. A signal
+therefore stops the run at the next check. ``python -m bench gpu`` measures what each of these buys.
+
+Why torchrun DDP and not Lightning Fabric (or Accelerate): DDP already works here and is tested (gloo on CPU,
+NCCL on CUDA), it costs no dependency, and this module's linear loop, its checkpoint format (loadable with
+``weights_only=True``) and its agreement between ranks stay as they are. What Fabric adds beyond that (FSDP,
+multi-node launchers, plugins) is not needed for a model of a few million parameters that fits one GPU
+many times over; its precision and compile switches are the three flags above.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import math
@@ -88,8 +107,10 @@ _CKPT_FORMAT = "vaediag-train/1"
 # Config fields a checkpoint written before they existed lacks, with the value its run used: every such
 # checkpoint holds the flat model trained with the perceptual term on every step.
 _LEGACY_FIELDS = {"arch": "flat", "perceptual_every": 1}
-# Fields a resume may change without the user saying so: they are about where, not what.
-_RUNTIME_FIELDS = ("resume", "quiet", "device")
+# Fields a resume may change without it counting as an override of the run: they are about where and how
+# fast, not what (the resume line lists those that changed).
+_HOW_FIELDS = ("precision", "channels_last", "compile", "sync_every")
+_RUNTIME_FIELDS = ("resume", "quiet", "device", *_HOW_FIELDS)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -180,6 +201,61 @@ def _resolve_device(spec: str, d: _Dist) -> torch.device:
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
     return torch.device("cuda", d.local_rank)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """The context of the forward passes: bfloat16 autocast on ``device``'s type for ``bf16``, nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _in_precision(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None, device: torch.device,
+                  precision: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """``fn`` (the perceptual distance) called under :func:`autocast`; ``fn`` itself for fp32."""
+    if fn is None or precision == "fp32":
+        return fn
+
+    def run(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        with autocast(device, precision):
+            return fn(recon, x)
+
+    return run
+
+
+def sync_every(cfg: TrainConfig, device: torch.device) -> int:
+    """Steps between the loop's checks (``--sync-every``; 0 = 1 on the CPU, 20 on CUDA)."""
+    return cfg.sync_every or (1 if device.type == "cpu" else 20)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """Adam; the fused CUDA kernel on CUDA (one launch for every parameter), the plain one on the CPU."""
+    kwargs = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
+
+
+def _fit_optimizer(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """After loading a checkpoint's optimizer state: run it the way this run runs, whatever wrote it.
+
+    ``load_state_dict`` takes the saved groups' ``fused`` flag and keeps the saved tensors' strides; a run
+    resumed on another device or memory format must use its own: fused on CUDA only, ``step`` counters on
+    the parameter's device when fused (on the CPU otherwise, where the plain Adam reads them without a
+    GPU synchronisation), moment buffers in the parameter's memory format."""
+    fused = device.type == "cuda"
+    for group in optimizer.param_groups:
+        group["fused"] = fused
+        group["foreach"] = None
+        for param in group["params"]:
+            st = optimizer.state.get(param)
+            if not st:
+                continue
+            for k, v in list(st.items()):
+                if not isinstance(v, torch.Tensor):
+                    continue
+                if k == "step":
+                    st[k] = v.to(device=param.device if fused else "cpu", dtype=torch.float32)
+                elif v.shape == param.shape and v.stride() != param.stride():
+                    st[k] = torch.empty_like(param).copy_(v)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -490,7 +566,8 @@ class StepLogger:
     """Per-step train scalars, written with one host transfer per flush (not one per scalar).
 
     Each step's loss values are stacked into one tensor on the device; ``flush`` stacks the buffered
-    steps and calls ``.tolist()`` once, so logging adds no GPU synchronisation per scalar. Every step is
+    steps and calls ``.tolist()`` once, so logging adds no GPU synchronisation per scalar (nor per step:
+    ``flush_every`` steps are buffered; 0 = only when the caller flushes, as the loop does at its checks). Every step is
     checked for NaN/inf at its flush (steps not due for writing under ``--log-every`` too): the first
     non-finite step is written whatever ``--log-every`` says (so ``vaediag check`` sees it), kept in
     :attr:`bad`, and nothing after it is logged.
@@ -518,7 +595,7 @@ class StepLogger:
         values = torch.stack([total, *[raw.get(t, gap) for t in self.term_names],
                               *[weighted.get(t, gap) for t in self.term_names]]).detach()
         self._rows.append((step, epoch, kl_weight, lr, write, values, present))
-        if len(self._rows) >= self.flush_every:
+        if self.flush_every and len(self._rows) >= self.flush_every:
             self.flush()
 
     def flush(self) -> None:
@@ -647,10 +724,18 @@ def make_grid(x: torch.Tensor, recon: torch.Tensor, *, pad: int = 2) -> torch.Te
 
 def train_step(model: torch.nn.Module, x: torch.Tensor, optimizer: torch.optim.Optimizer, *,
                weights: dict[str, float], weight_map: torch.Tensor, perceptual: torch.nn.Module | None,
-               deterministic: bool, grad_clip: float) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Forward, every loss term, backward, (clip), optimizer step. Returns (total, raw, weighted)."""
-    recon, mu, logvar = model(x, deterministic=deterministic)
-    raw = loss_terms(recon, x, mu, logvar, weight_map=weight_map, perceptual=perceptual,
+               deterministic: bool, grad_clip: float,
+               precision: str = "fp32") -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Forward, every loss term, backward, (clip), optimizer step. Returns (total, raw, weighted), on the
+    device: nothing here waits for it (no ``.item()``, no host copy).
+
+    ``precision`` bf16: the model's forward pass and the perceptual trunk run under bfloat16 autocast; the
+    outputs are cast to float32 and every loss term is reduced in float32 (fp32: all of it as written)."""
+    with autocast(x.device, precision):
+        recon, mu, logvar = model(x, deterministic=deterministic)
+    recon, mu, logvar = recon.float(), mu.float(), logvar.float()  # no-ops in fp32
+    raw = loss_terms(recon, x, mu, logvar, weight_map=weight_map,
+                     perceptual=_in_precision(perceptual, x.device, precision),
                      no_grad=[t for t, w in weights.items() if w == 0])  # logged, not back-propagated
     total, weighted = weighted_total(raw, weights)
     optimizer.zero_grad(set_to_none=True)
@@ -665,29 +750,63 @@ def train_step(model: torch.nn.Module, x: torch.Tensor, optimizer: torch.optim.O
 @torch.no_grad()
 def evaluate(model: ConvVAE, data: ImageSet, *, weights: dict[str, float], weight_map: torch.Tensor,
              perceptual: torch.nn.Module | None, device: torch.device, batch_size: int,
-             grid_images: int = 8) -> tuple[dict[str, float], torch.Tensor, torch.Tensor | None]:
+             grid_images: int = 8, precision: str = "fp32", channels_last: bool = False,
+             d: _Dist | None = None) -> tuple[dict[str, float] | None, torch.Tensor | None, torch.Tensor | None]:
     """Val scalars keyed by canonical term, the KL per dimension, and the reconstruction grid.
 
     Uses ``z = mu`` (the deterministic reconstruction); loss terms are image-weighted means over the set.
+    The forward passes run in ``precision`` like training's; the loss terms and metrics in float32/64.
+
+    Under DDP (``d`` with more than one process) the val set is cut into the same batches as in one process
+    and batch ``b`` is evaluated on rank ``b % world``. Each rank keeps, per batch, the loss terms, the
+    per-image values and the batch's sums (:meth:`ValAccumulator.record`), plus its own total of the
+    per-pixel sums behind ``recon_spread``; rank 0 gathers them (one ``gather_object``) and adds the batches
+    in batch order, as the single process does. So every val number is the single process's, exactly, but
+    ``recon_spread``, whose float64 per-pixel sums are added per rank first (equal to float64 rounding).
+    Ranks other than 0 return ``(None, None, None)``.
     """
+    d = d or _Dist()
     was_training = model.training
     model.eval()
+    n_total = len(data)
+    starts = list(range(0, n_total, batch_size))
+    mine: list[tuple[int, int, dict[str, float], dict[str, torch.Tensor]]] = []
+    spread: torch.Tensor | None = None
+    grid = None
+    p_fn = _in_precision(perceptual, device, precision)
+    try:
+        for b in range(d.rank, len(starts), d.world):
+            idx = torch.arange(starts[b], min(starts[b] + batch_size, n_total))
+            x = data.batch(idx, device, channels_last=channels_last)
+            with autocast(device, precision):
+                recon, mu, logvar = model(x, deterministic=True)
+            recon, mu, logvar = recon.float(), mu.float(), logvar.float()
+            raw = loss_terms(recon, x, mu, logvar, weight_map=weight_map, perceptual=p_fn)
+            values = dict(zip(raw, torch.stack(list(raw.values())).tolist()))
+            rec = ValAccumulator.record(recon, x, mu, logvar, data.grey[idx])
+            part = rec.pop("spread")
+            spread = part if spread is None else spread + part
+            mine.append((b, len(idx), values, rec))
+            if b == 0 and grid_images > 0:
+                grid = make_grid(x[:grid_images], recon[:grid_images])
+    finally:
+        model.train(was_training)
+    parts = [(mine, spread, grid)]
+    if d.enabled:
+        box: list[Any] | None = [None] * d.world if d.is_main else None
+        dist.gather_object(parts[0], box, dst=0)
+        if not d.is_main:
+            return None, None, None
+        parts = box
     acc = ValAccumulator()
     sums: dict[str, float] = {}
-    grid = None
-    n_total = len(data)
-    for start in range(0, n_total, batch_size):
-        idx = torch.arange(start, min(start + batch_size, n_total))
-        x = data.batch(idx, device)
-        recon, mu, logvar = model(x, deterministic=True)
-        raw = loss_terms(recon, x, mu, logvar, weight_map=weight_map, perceptual=perceptual)
-        values = torch.stack(list(raw.values())).tolist()
-        for k, v in zip(raw, values):
-            sums[k] = sums.get(k, 0.0) + v * len(idx)
-        acc.update(recon, x, mu, logvar, data.grey[idx])
-        if grid is None and grid_images > 0:
-            grid = make_grid(x[:grid_images], recon[:grid_images])
-    model.train(was_training)
+    for b, n, values, rec in sorted((r for part in parts for r in part[0]), key=lambda r: r[0]):
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v * n
+        acc.add(rec)
+    for _, part_spread, _ in parts:
+        acc.add_spread(part_spread)
+    grid = parts[0][2]
     raw_means = {k: v / n_total for k, v in sums.items()}
     out = {"loss": sum(weights[k] * v for k, v in raw_means.items())}
     out.update(raw_means)
@@ -910,6 +1029,7 @@ class _Prepared:
     optimizer: torch.optim.Optimizer
     state: _LoopState
     changed: dict[str, tuple[Any, Any]]
+    runtime_changed: dict[str, tuple[Any, Any]]  # how the steps run (precision, compile, ...): no override
     run_dir: Path | None  # a resumed run's (checked on rank 0); None for a new run
     ckpt_dir: Path | None
     notes: list[str] = field(default_factory=list)  # said once the run is open
@@ -925,6 +1045,7 @@ def _prepare(cfg: TrainConfig, d: _Dist) -> _Prepared:
     perceptual, backbone = load_perceptual(cfg.perceptual_weights, cfg.layers)
     cfg = cfg.replace(perceptual_backbone=backbone.description)
     changed: dict[str, tuple[Any, Any]] = {}
+    runtime_changed: dict[str, tuple[Any, Any]] = {}
     notes: list[str] = []
     run_dir = ckpt_dir = None
     if ckpt is not None:
@@ -935,6 +1056,8 @@ def _prepare(cfg: TrainConfig, d: _Dist) -> _Prepared:
                          f"{source.resolve()}")
             cfg = cfg.replace(checkpoint_dir=old.checkpoint_dir)
         changed = _changed_fields(old, cfg)
+        runtime_changed = {k: (getattr(old, k), getattr(cfg, k)) for k in _HOW_FIELDS
+                           if getattr(old, k) != getattr(cfg, k)}
         fixed = [k for k in ARCHITECTURE_FIELDS if k in changed]
         if fixed:
             k = fixed[0]
@@ -943,13 +1066,16 @@ def _prepare(cfg: TrainConfig, d: _Dist) -> _Prepared:
         if d.is_main:
             run_dir = _check_run_dir(ckpt, old, source)
         ckpt_dir = source.resolve().parent
+    memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
     if perceptual is not None:
-        perceptual = perceptual.to(device)
+        perceptual = perceptual.to(device, memory_format=memory_format)
+    train_set, val_set = train_set.place(device), val_set.place(device)
 
     torch.manual_seed(cfg.seed)
     model = build_model(arch=cfg.arch, channels=cfg.channels, image_size=cfg.image_size, latent_dim=cfg.latent_dim,
-                        base_channels=cfg.base_channels, latent_channels=cfg.latent_channels).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+                        base_channels=cfg.base_channels, latent_channels=cfg.latent_channels)
+    model = model.to(device, memory_format=memory_format)
+    optimizer = make_optimizer(model, cfg, device)
     state = _LoopState(kl_weight=cfg.kl_weight, ae_mode=cfg.ae)
     torch.manual_seed(cfg.seed + 1 + d.rank)  # sampling noise differs per rank
     if ckpt is not None:
@@ -973,7 +1099,7 @@ def _prepare(cfg: TrainConfig, d: _Dist) -> _Prepared:
                                   f"({_one_line(exc)})") from None
     return _Prepared(cfg=cfg, device=device, train_set=train_set, val_set=val_set, perceptual=perceptual,
                      backbone=backbone, model=model, optimizer=optimizer, state=state, changed=changed,
-                     run_dir=run_dir, ckpt_dir=ckpt_dir, notes=notes)
+                     runtime_changed=runtime_changed, run_dir=run_dir, ckpt_dir=ckpt_dir, notes=notes)
 
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:
@@ -1013,6 +1139,15 @@ def _load_weights(ckpt: dict[str, Any], model: ConvVAE, optimizer: torch.optim.O
                 if k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") and (
                         not isinstance(v, torch.Tensor) or v.shape != param.shape):
                     raise CheckpointError(f"checkpoint {p} holds an optimizer state ({k}) of the wrong shape")
+    _fit_optimizer(optimizer, next(model.parameters()).device)
+
+
+def _is_compile_error(exc: BaseException) -> bool:
+    """An error raised by torch.compile's machinery (dynamo, inductor, or the compiler they call)."""
+    mod = type(exc).__module__ or ""
+    if mod.startswith(("torch._dynamo", "torch._inductor")):
+        return True
+    return isinstance(exc, ImportError) and "triton" in str(exc)
 
 
 def _finite_weights(model: torch.nn.Module) -> bool:
@@ -1063,9 +1198,10 @@ def _train(cfg: TrainConfig, d: _Dist, on_epoch_end: Callable[[EpochEnd], None] 
 class _Run:
     """One run after its input was checked: where it writes, what it has kept, and how it stops.
 
-    Every way out of the loop goes through :meth:`settle`, one all_reduce per step that tells every rank
-    whether any rank saw a signal, a non-finite step or a failed write, so all of them stop at the same
-    step and none is left waiting in a collective.
+    Every way out of the loop goes through :meth:`settle`, one all_reduce at each check (every
+    ``--sync-every`` steps and at each epoch's end and start) that tells every rank whether any rank saw a
+    signal, a non-finite step or a failed write, so all of them stop at the same step and none is left
+    waiting in a collective. The checks fall on the same global steps on every rank.
     """
 
     def __init__(self, prep: _Prepared, d: _Dist, on_epoch_end: Callable[[EpochEnd], None] | None) -> None:
@@ -1120,11 +1256,19 @@ class _Run:
             cadence = (f"; computed on one step in {n} (global step % {n} == 0) at {n} x its weight, so its "
                        f"expected contribution is unchanged; train/perceptual is logged on those steps only")
             out.info("perceptual term" + cadence)
+        how = [f"precision {cfg.precision}"] + (["channels_last"] if cfg.channels_last else []) + \
+            (["torch.compile"] if cfg.compile else [])
+        sets = {self.prep.train_set.placement, self.prep.val_set.placement}
+        out.info(f"device {self.device}: {', '.join(how)}, Adam{' (fused)' if self.device.type == 'cuda' else ''}, "
+                 f"images on the {'/'.join(sorted(sets))}, checks every {sync_every(cfg, self.device)} step(s)")
         if self.resumed:
             msg = (f"resumed {cfg.resume} at step {state.global_step} (epoch {state.epoch}, "
                    f"batch {state.batch_in_epoch})")
             if self.prep.changed:
                 msg += "; overrides: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in self.prep.changed.items())
+            if self.prep.runtime_changed:
+                msg += "; runs as: " + ", ".join(f"{k} {a!r} -> {b!r}"
+                                                  for k, (a, b) in self.prep.runtime_changed.items())
             out.info(msg)
             for note in self.prep.notes:
                 out.info(note)
@@ -1168,6 +1312,8 @@ class _Run:
 
             cuda = self.device.type == "cuda"
             self.train_model = DistributedDataParallel(self.model, device_ids=[self.d.local_rank] if cuda else None)
+        if self.cfg.compile:
+            self.train_model = torch.compile(self.train_model)
         try:
             return self._loop()
         finally:
@@ -1187,7 +1333,9 @@ class _Run:
                                      seed=cfg.seed, drop_last=d.enabled)
         steps_per_epoch = math.ceil(len(sampler) / cfg.batch_size)
         total_steps = cfg.epochs * steps_per_epoch
-        self.logger = logger = StepLogger(self.events, self.loss_terms(), flush_every=1 if device.type == "cpu" else 20)
+        every = sync_every(cfg, device)
+        # The loop flushes the logger itself, at each check, so that a failed write happens at a check.
+        self.logger = logger = StepLogger(self.events, self.loss_terms(), flush_every=0)
         control = _ControlReader(self.run_dir) if d.is_main else None
         show_bar = d.is_main and not cfg.quiet and sys.stdout.isatty()
         val: dict[str, float] = {}
@@ -1229,7 +1377,7 @@ class _Run:
                 self.settle(failure, stop_here=False)  # a signal now stops after the epoch's first step, as before
 
                 sampler.set_epoch(epoch)
-                order = list(sampler)
+                order = torch.as_tensor(list(sampler), dtype=torch.int64).to(train_set.images.device)
                 batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
                 progress = _progress(show_bar)
                 task = None
@@ -1247,26 +1395,29 @@ class _Run:
                         kl_w = kl_weight_at(step, kl_weight=state.kl_weight, warmup_steps=cfg.kl_warmup_steps,
                                             ae_mode=state.ae_mode)
                         self.lr, self.kl_w = lr, kl_w
-                        x = train_set.batch(torch.as_tensor(batches[b]), device)
+                        x = train_set.batch(batches[b], device, channels_last=cfg.channels_last)
                         weights = cfg.loss_weights(kl_w)
                         p_factor = perceptual_factor(step, every=cfg.perceptual_every)
                         weights["perceptual"] *= p_factor
-                        total, raw, weighted = train_step(self.train_model, x, optimizer, weights=weights,
-                                                          weight_map=weight_map,
-                                                          perceptual=perceptual if p_factor else None,
-                                                          deterministic=state.ae_mode, grad_clip=cfg.grad_clip)
-                        failure = None
-                        try:  # every step is checked for NaN/inf; --log-every decides which ones are written
-                            logger.log(step, epoch, total, raw, weighted, kl_weight=kl_w, lr=lr,
-                                       write=step % cfg.log_every == 0)
-                        except OutputError as exc:
-                            failure = exc
+                        total, raw, weighted = self.step(x, weights, perceptual if p_factor else None)
+                        # every step is checked for NaN/inf at the next check; --log-every decides which are written
+                        logger.log(step, epoch, total, raw, weighted, kl_weight=kl_w, lr=lr,
+                                   write=step % cfg.log_every == 0)
                         state.global_step += 1
                         state.batch_in_epoch = b + 1
-                        if progress is not None:
+                        # A check: the buffered losses go to the host (one transfer) and every rank agrees
+                        # whether to stop. Every `every` global steps; the epoch's last step is checked
+                        # right below, after the loop.
+                        if state.global_step % every == 0 and b + 1 < len(batches):
+                            failure = None
+                            try:
+                                logger.flush()
+                            except OutputError as exc:
+                                failure = exc
+                            self.settle(failure)
+                        if progress is not None:  # the loss of the last check
                             info = f"loss {logger.last['loss']:.4f}" if logger.last else ""
                             progress.update(task, advance=1, info=info)
-                        self.settle(failure)
                 finally:
                     if progress is not None:
                         progress.stop()
@@ -1277,12 +1428,16 @@ class _Run:
                     failure = exc
                 self.settle(failure)
 
-                # --- end of epoch: validate (rank 0), log at the epoch's last step, checkpoint ---------
+                # --- end of epoch: validate (every rank its share), log at the epoch's last step,
+                # checkpoint (rank 0) ---------------------------------------------------------------------
                 state.epoch, state.batch_in_epoch = epoch + 1, 0
                 failure = None
-                if d.is_main:
+                try:
+                    val = self.validate()
+                except VaediagError as exc:
+                    failure = exc
+                if d.is_main and failure is None:
                     try:
-                        val = self.validate()
                         self.checkpoint()
                         out.info(_epoch_line(epoch, cfg.epochs, state.global_step, logger.last, val,
                                              time.perf_counter() - t0))
@@ -1314,17 +1469,36 @@ class _Run:
         if stop_f and stop_here:
             raise self.stop_now((self.stop.requested if self.stop else None) or "stopped by another rank")
 
+    # --- one step ------------------------------------------------------------------------------------
+    def step(self, x: torch.Tensor, weights: dict[str, float],
+             perceptual: torch.nn.Module | None) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """:func:`train_step` on the (wrapped) model; under ``--compile`` a compiler failure becomes one line."""
+        cfg = self.cfg
+        try:
+            return train_step(self.train_model, x, self.optimizer, weights=weights, weight_map=self.weight_map,
+                              perceptual=perceptual, deterministic=self.state.ae_mode, grad_clip=cfg.grad_clip,
+                              precision=cfg.precision)
+        except Exception as exc:
+            if cfg.compile and _is_compile_error(exc):
+                raise ConfigError(f"--compile failed at step {self.state.global_step} ({type(exc).__name__}: "
+                                  f"{_one_line(exc)}); train without it: --no-compile (a resume may drop it)") from None
+            raise
+
     # --- validation and checkpoints (rank 0) ----------------------------------------------------------
     def validate(self) -> dict[str, float]:
-        """Evaluate, log every val scalar (non-finite ones too: the ``nonfinite`` rule must see them), the
-        histogram and image only when finite; TrainingDiverged when a val loss term is not finite."""
+        """Evaluate (every rank its share of the batches); on rank 0 log every val scalar (non-finite ones
+        too: the ``nonfinite`` rule must see them), the histogram and image only when finite;
+        TrainingDiverged when a val loss term is not finite. Other ranks return {}."""
         cfg, state, ev = self.cfg, self.state, self.events
         val_step = state.global_step - 1
         kl_w = kl_weight_at(val_step, kl_weight=state.kl_weight, warmup_steps=cfg.kl_warmup_steps,
                             ae_mode=state.ae_mode)
         val, kl_dims, grid = evaluate(self.model, self.prep.val_set, weights=cfg.loss_weights(kl_w),
                                       weight_map=self.weight_map, perceptual=self.prep.perceptual, device=self.device,
-                                      batch_size=cfg.batch_size, grid_images=cfg.grid_images)
+                                      batch_size=cfg.batch_size, grid_images=cfg.grid_images,
+                                      precision=cfg.precision, channels_last=cfg.channels_last, d=self.d)
+        if val is None or kl_dims is None:  # not rank 0: it has sent its share
+            return {}
         for term, value in val.items():
             ev.add_scalar(terms.tag("val", term), value, val_step)
         if bool(torch.isfinite(kl_dims).all()):

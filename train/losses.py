@@ -14,6 +14,7 @@ from typing import Callable, Collection, Mapping
 
 import torch
 from pytorch_msssim import ssim as _ssim
+from pytorch_msssim.ssim import _fspecial_gauss_1d
 
 __all__ = [
     "center_weight_map",
@@ -27,6 +28,7 @@ __all__ = [
     "weighted_total",
     "loss_terms",
     "CENTER_SIGMA",
+    "ssim_window",
 ]
 
 # Width of the centre bump as a fraction of the image side (one standard deviation).
@@ -69,16 +71,33 @@ def center_weighted_l1(recon: torch.Tensor, x: torch.Tensor, weight_map: torch.T
     return (weight_map * (recon - x).abs()).mean()
 
 
+_WINDOWS: dict[tuple[str, int], torch.Tensor] = {}
+
+
+def ssim_window(x: torch.Tensor) -> torch.Tensor:
+    """pytorch-msssim's own window (11 taps, sigma 1.5, one row per channel) for ``x``, built once per device
+    and channel count: left to itself, pytorch-msssim builds it on the CPU at every call and copies it to the
+    device, a blocking host-to-device copy (a GPU synchronisation) in every training step."""
+    key = (str(x.device), int(x.shape[1]))
+    win = _WINDOWS.get(key)
+    if win is None:
+        win = _fspecial_gauss_1d(11, 1.5).repeat([x.shape[1], 1, 1, 1]).to(x.device)
+        _WINDOWS[key] = win
+    return win
+
+
 def ssim_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``1 - SSIM(recon, x)``, SSIM from pytorch-msssim with ``data_range=1.0`` (its default is 255,
     which would make every pair look nearly identical), an 11 x 11 Gaussian window with sigma 1.5,
-    K = (0.01, 0.03), averaged over channels, pixels and the batch.
+    K = (0.01, 0.03), averaged over channels, pixels and the batch. Computed in float32 (bf16 inputs are
+    cast up: SSIM's variances are differences of nearly equal means).
 
     >>> a, b = torch.full((1, 1, 32, 32), 0.5), torch.full((1, 1, 32, 32), 0.25)
     >>> round(float(ssim_loss(b, a)), 5)  # luminance term only: 1 - (2ab + C1) / (a^2 + b^2 + C1)
     0.19994
     """
-    return 1.0 - _ssim(recon, x, data_range=1.0, size_average=True)
+    recon, x = recon.float(), x.float()
+    return 1.0 - _ssim(recon, x, data_range=1.0, size_average=True, win=ssim_window(x))
 
 
 def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,7 +124,7 @@ def kl_elements(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(q(z|x) || N(0, I)) per sample and latent dimension, ``(N, latent_dim)``:
     ``0.5 * (mu**2 + exp(logvar) - 1 - logvar)``. The reductions below (and the val metrics) start here.
     A spatial latent ``(N, C, H, W)`` counts as its ``C * H * W`` values (flattened channel-major)."""
-    mu, logvar = mu.flatten(1), logvar.flatten(1)
+    mu, logvar = mu.flatten(1).float(), logvar.flatten(1).float()  # fp32 even from a bf16 forward pass
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
 
 

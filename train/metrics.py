@@ -60,7 +60,7 @@ from __future__ import annotations
 import torch
 from pytorch_msssim import ssim as _ssim
 
-from train.losses import image_gradients, kl_elements
+from train.losses import image_gradients, kl_elements, ssim_window
 
 __all__ = [
     "psnr_per_image",
@@ -107,7 +107,8 @@ def trivial_psnr_per_image(x: torch.Tensor) -> torch.Tensor:
 
 def ssim_per_image(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Gaussian SSIM per image with data range 1 (mean over channels and valid pixels)."""
-    return _ssim(recon.float(), x.float(), data_range=1.0, size_average=False)
+    recon, x = recon.float(), x.float()
+    return _ssim(recon, x, data_range=1.0, size_average=False, win=ssim_window(x))
 
 
 def gradient_similarity_per_image(recon: torch.Tensor, x: torch.Tensor, *, c: float = GRAD_SIM_C) -> torch.Tensor:
@@ -176,7 +177,12 @@ def kl_dim_summary(kl_dims: torch.Tensor) -> dict[str, float]:
 
 
 class ValAccumulator:
-    """Collects per-image metric values over the val batches of one epoch (on CPU, in float64)."""
+    """Collects per-image metric values over the val batches of one epoch (on CPU, in float64).
+
+    ``update`` = ``add(record(...))``: :meth:`record` computes one batch's contribution where the batch is
+    (on any process), :meth:`add` folds it in. Under DDP each process records its own batches and rank 0
+    adds every record in batch order, which gives the single process's numbers (``train.loop.evaluate``).
+    """
 
     def __init__(self) -> None:
         self._psnr: list[torch.Tensor] = []
@@ -190,20 +196,46 @@ class ValAccumulator:
         self._energy = torch.zeros(2, dtype=torch.float64)  # (recon, input)
         self._n = 0
 
+    @staticmethod
+    def record(recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+               grey: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One batch's contribution, as CPU tensors: per-image values, the latent means, and the batch's
+        sums (KL per dimension, gradient energies, the per-pixel sums of ``recon_spread``)."""
+        recon, x = recon.detach(), x.detach()
+        return {
+            "psnr": psnr_per_image(recon, x).cpu(),
+            "psnr_trivial": trivial_psnr_per_image(x).cpu(),
+            "grad_sim": gradient_similarity_per_image(recon, x).cpu(),
+            "spread": _spread_update(None, recon, x),
+            "ssim": ssim_per_image(recon, x).cpu(),
+            "grey": grey.cpu().bool(),
+            "mu": mu.detach().flatten(1).double().cpu(),  # a latent map counts as its values
+            "kl": kl_elements(mu, logvar).detach().double().sum(0).cpu(),
+            "energy": torch.stack([gradient_energy(recon).double().sum(), gradient_energy(x).double().sum()]).cpu(),
+        }
+
+    def add(self, rec: dict[str, torch.Tensor]) -> None:
+        """Fold in one :meth:`record` (one without ``"spread"`` leaves those sums to :meth:`add_spread`)."""
+        self._psnr.append(rec["psnr"])
+        self._psnr_trivial.append(rec["psnr_trivial"])
+        self._grad_sim.append(rec["grad_sim"])
+        if "spread" in rec:
+            self.add_spread(rec["spread"])
+        self._ssim.append(rec["ssim"])
+        self._grey.append(rec["grey"])
+        self._mu.append(rec["mu"])
+        self._kl_sum = rec["kl"] if self._kl_sum is None else self._kl_sum + rec["kl"]
+        self._energy += rec["energy"]
+        self._n += int(rec["psnr"].shape[0])
+
+    def add_spread(self, sums: torch.Tensor | None) -> None:
+        """Add per-pixel ``recon_spread`` sums (one batch's, or one process's over its batches)."""
+        if sums is not None:
+            self._spread = sums if self._spread is None else self._spread + sums
+
     def update(self, recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
                grey: torch.Tensor) -> None:
-        recon, x = recon.detach(), x.detach()
-        self._psnr.append(psnr_per_image(recon, x).cpu())
-        self._psnr_trivial.append(trivial_psnr_per_image(x).cpu())
-        self._grad_sim.append(gradient_similarity_per_image(recon, x).cpu())
-        self._spread = _spread_update(self._spread, recon, x)
-        self._ssim.append(ssim_per_image(recon, x).cpu())
-        self._grey.append(grey.cpu().bool())
-        self._mu.append(mu.detach().flatten(1).double().cpu())  # a latent map counts as its values
-        kl = kl_elements(mu, logvar).detach().double().sum(0).cpu()
-        self._kl_sum = kl if self._kl_sum is None else self._kl_sum + kl
-        self._energy += torch.stack([gradient_energy(recon).double().sum(), gradient_energy(x).double().sum()]).cpu()
-        self._n += x.shape[0]
+        self.add(self.record(recon, x, mu, logvar, grey))
 
     def kl_per_dim(self) -> torch.Tensor:
         """KL per latent dimension averaged over every val image so far, ``(D,)``."""

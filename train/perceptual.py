@@ -197,14 +197,19 @@ class PerceptualDistance(nn.Module):
         return f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
 
     def per_image(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Distance per image, shape ``(N,)``. Target features carry no graph (they need no gradient)."""
+        """Distance per image, shape ``(N,)``. Target features carry no graph (they need no gradient).
+
+        The trunk runs in the caller's autocast (``--precision bf16``: its convolutions in bfloat16); the
+        unit normalisation, the squared differences and the sums over channels and pixels always run in
+        float32 with autocast off (a no-op for float32 features)."""
         with torch.no_grad():
             ft = self._taps(self._prepare(target))
         fr = self._taps(self._prepare(recon))
-        total = recon.new_zeros(recon.shape[0])
-        for a, b, i in zip(fr, ft, self.layer_ids):
-            diff = (self._unit(a) - self._unit(b)).pow(2)
-            total = total + (diff * getattr(self, f"head{i}")).sum(1).mean((1, 2))
+        with torch.autocast(recon.device.type, enabled=False):
+            total = recon.new_zeros(recon.shape[0], dtype=torch.float32)
+            for a, b, i in zip(fr, ft, self.layer_ids):
+                diff = (self._unit(a.float()) - self._unit(b.float())).pow(2)
+                total = total + (diff * getattr(self, f"head{i}")).sum(1).mean((1, 2))
         return total
 
     def forward(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
