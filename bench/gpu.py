@@ -20,8 +20,7 @@ the host wait for the GPU (the step should make none). The loss-term table times
 fp32 and bf16, and the Adam step, and gives each one's share of their sum; the perceptual term's share is also
 given per average step (it runs on one step in N).
 
-Prints a table and writes everything as JSON: to ``--json PATH``, else to ``$OUT/bench_gpu.json`` when ``$OUT``
-is set, else to ``bench/_data/gpu.json``. Without CUDA it says so and measures the CPU: those numbers say what a
+Prints a table and writes everything as JSON: to ``--json PATH``, else to ``bench/_data/gpu.json``. Without CUDA it says so and measures the CPU: those numbers say what a
 CPU does, nothing about a GPU. ``make bench`` (``python -m bench``) runs it only where CUDA is present.
 """
 
@@ -67,9 +66,6 @@ def _sync(device: Any) -> None:
 
 
 def _default_json() -> Path:
-    out = os.environ.get("OUT")
-    if out:
-        return Path(out) / "bench_gpu.json"
     return Path(__file__).resolve().parent / "_data" / "gpu.json"
 
 
@@ -287,8 +283,7 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--compile", dest="compile", action="store_true", default=None,
                        help="time the torch.compile variants (default: yes on CUDA, no on a CPU)")
     group.add_argument("--no-compile", dest="compile", action="store_false")
-    p.add_argument("--json", metavar="PATH", help="where to write the results (default: $OUT/bench_gpu.json, "
-                                                  "else bench/_data/gpu.json)")
+    p.add_argument("--json", metavar="PATH", help="where to write the results (default: bench/_data/gpu.json)")
     return p
 
 

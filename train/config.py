@@ -296,14 +296,21 @@ CONFIG_FILE_MAX = 64 * 1024
 CONFIG_MAX_DEPTH = 8
 
 
-def load_config_file(path: str | os.PathLike[str], *, missing: Mapping[str, Any] | None = None) -> TrainConfig:
+# Config fields a run written before they existed lacks, with the value that run used: every such run trained
+# the flat model with the perceptual term on every step. Filled in for what the trainer wrote (a checkpoint's
+# config, a run's config.json: they carry ``perceptual_backbone``), never for a config written by hand.
+LEGACY_RUN_FIELDS: dict[str, Any] = {"arch": "flat", "perceptual_every": 1}
+
+
+def load_config_file(path: str | os.PathLike[str]) -> TrainConfig:
     """Read a ``config.json`` or ``hparams.yaml`` written by a run (or by hand).
 
     The file is read through :func:`vaediag.safeio.read_text` (regular files only, never a blocking open,
     at most :data:`CONFIG_FILE_MAX` bytes). YAML is scanned before it is built: an alias (``*name``, the
     "billion laughs" expansion) or nesting deeper than :data:`CONFIG_MAX_DEPTH` is refused with one line,
     so no config file can make the trainer spend time or memory before it says what is wrong.
-    ``missing`` gives values for keys the file lacks (a run's config.json written before a field existed).
+    A run's own config.json (it names its ``perceptual_backbone``) written before a field existed gets the
+    value that run used (:data:`LEGACY_RUN_FIELDS`), so ``--config`` of an old run trains the same model.
     """
     p = Path(path)
     text = read_text(p, what="config file", max_bytes=CONFIG_FILE_MAX)
@@ -320,8 +327,8 @@ def load_config_file(path: str | os.PathLike[str], *, missing: Mapping[str, Any]
         raise ConfigError(f"config file {p} is not valid {kind}: {_parser_message(exc)}") from None
     if data is None:  # an empty file (or one holding only comments): the defaults
         data = {}
-    if missing and isinstance(data, dict):
-        data = {**missing, **data}
+    if isinstance(data, dict) and "perceptual_backbone" in data:
+        data = {**LEGACY_RUN_FIELDS, **data}
     return config_from_dict(data, source=f"config file {p}")
 
 

@@ -69,11 +69,11 @@ from torch.utils.data import DistributedSampler
 from vaediag import terms
 from vaediag.atomic import atomic_write
 from vaediag.errors import CheckpointError, ConfigError, ControlFileError, InputError, Interrupted, VaediagError
-from vaediag.watch.control import (CONTROL_FILENAME, RUN_DIR_FILE_ENV, Control, read_control, reason_line,
-                                   wait_for_watchdog)
+from vaediag.watch.control import (CONTROL_FILENAME, RUN_CHECKPOINT_DIR, RUN_DIR_FILE_ENV, Control, read_control,
+                                   reason_line, wait_for_watchdog)
 
 from train import board
-from train.config import ARCHITECTURE_FIELDS, TrainConfig, config_from_dict, save_run_config
+from train.config import ARCHITECTURE_FIELDS, LEGACY_RUN_FIELDS, TrainConfig, config_from_dict, save_run_config
 from train.data import ImageSet, load_pair
 from train.errors import OutputError, TrainingDiverged, describe_os_error, shown
 from train.losses import center_weight_map, loss_terms, weighted_total
@@ -102,11 +102,8 @@ __all__ = [
 
 CHECKPOINT_NAME = "last.pt"
 #: The folder of a run directory that holds its checkpoints (the default layout, Lightning's name).
-CHECKPOINT_SUBDIR = "checkpoints"
+CHECKPOINT_SUBDIR = RUN_CHECKPOINT_DIR
 _CKPT_FORMAT = "vaediag-train/1"
-# Config fields a checkpoint written before they existed lacks, with the value its run used: every such
-# checkpoint holds the flat model trained with the perceptual term on every step.
-_LEGACY_FIELDS = {"arch": "flat", "perceptual_every": 1}
 # Fields a resume may change without it counting as an override of the run: they are about where and how
 # fast, not what (the resume line lists those that changed).
 _HOW_FIELDS = ("precision", "channels_last", "compile", "sync_every")
@@ -403,7 +400,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {p} is damaged: the optimizer's state lacks 'state' or 'param_groups'")
     _check_loop_state(ckpt["state"], p)
     if isinstance(ckpt.get("config"), dict):
-        ckpt["config"] = {**_LEGACY_FIELDS, **ckpt["config"]}
+        ckpt["config"] = {**LEGACY_RUN_FIELDS, **ckpt["config"]}
     return ckpt
 
 
@@ -453,7 +450,7 @@ def _check_run_dir(ckpt: dict[str, Any], cfg: TrainConfig, p: Path) -> Path:
     try:
         from train.config import load_config_file
 
-        theirs = load_config_file(run_dir / "config.json", missing=_LEGACY_FIELDS)
+        theirs = load_config_file(run_dir / "config.json")
     except (InputError, ConfigError):
         theirs = None
     if theirs is None or any(getattr(theirs, k) != getattr(cfg, k) for k in (*ARCHITECTURE_FIELDS, "name")):

@@ -231,3 +231,20 @@ def test_any_text_in_a_config_file_loads_or_is_refused_with_one_line(tmp_path, t
     p = tmp_path / ("c.yaml" if as_yaml else "c.json")
     p.write_bytes(text.encode("utf-8", "surrogatepass"))
     _load_or_refuse(p)
+
+
+def test_a_run_config_from_before_the_arch_field_loads_as_the_model_it_trained(tmp_path):
+    """`python -m train --config <old run>/config.json` (the form of check's next command) trains the model that
+    run trained: the flat model with the perceptual term on every step; a hand-written config gets the defaults."""
+    import json
+
+    from train.config import load_config_file
+
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("arch", "perceptual_every")}
+    old["perceptual_backbone"] = "ST-LPIPS shift-tolerant VGG16"  # what the trainer fills in: a run wrote this file
+    (tmp_path / "run.json").write_text(json.dumps(old))
+    cfg = load_config_file(tmp_path / "run.json")
+    assert (cfg.arch, cfg.perceptual_every) == ("flat", 1)
+    (tmp_path / "mine.json").write_text(json.dumps({"kl_weight": 1e-6}))
+    mine = load_config_file(tmp_path / "mine.json")
+    assert (mine.arch, mine.perceptual_every) == (TrainConfig().arch, TrainConfig().perceptual_every) == ("resnet", 4)

@@ -400,9 +400,9 @@ def test_bench_gpu_is_left_out_of_make_bench_without_cuda():
 def test_bench_gpu_runs_on_cpu_and_writes_json(tmp_path, capsys, monkeypatch):
     from bench.gpu import main
 
-    monkeypatch.setenv("OUT", str(tmp_path))
     assert main(["--quick", "--device", "cpu", "--image-size", "32", "--batch-size", "2", "--base-channels", "8",
-                 "--latent-dim", "64", "--perceptual-every", "2", "--steps", "2"]) == 0
+                 "--latent-dim", "64", "--perceptual-every", "2", "--steps", "2",
+                 "--json", str(tmp_path / "bench_gpu.json")]) == 0
     out = capsys.readouterr().out
     assert "no CUDA device here" in out and "images/s" in out and "skipped (on a CPU the first compile" in out
     res = json.loads((tmp_path / "bench_gpu.json").read_text())

@@ -126,9 +126,10 @@ def test_vaediag_demo_builds_data_and_trains(tmp_path, monkeypatch, capsys):
     # Everything the demo wrote is git-ignored in this repository: `make demo` leaves a clone's tracked files alone.
     written = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*") if f.is_file())
     assert any(w.startswith("reports/demo/") for w in written) and any(w.startswith("data/demo/") for w in written)
-    check = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", "--stdin"], input="\n".join(written),
-                           capture_output=True, text=True)
-    assert sorted(check.stdout.split()) == written, set(written) - set(check.stdout.split())
+    if (ROOT / ".git").exists():  # a clone (CI's, a user's); a source tarball has no .gitignore rules to ask
+        check = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", "--stdin"],
+                               input="\n".join(written), capture_output=True, text=True)
+        assert sorted(check.stdout.split()) == written, set(written) - set(check.stdout.split())
 
 
 def test_torch_stays_out_of_vaediag_cli():

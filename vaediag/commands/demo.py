@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("the demo trains a model and needs torch: pip install 'vaediag[train]'") from None
     from train.data import ensure_demo
     from vaediag.cli import main as cli
+    from vaediag.watch.control import RUN_CHECKPOINT_DIR
 
     t0 = time.perf_counter()
     existed = (Path(args.data_dir) / "train.npy").is_file() and (Path(args.data_dir) / "val.npy").is_file()
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     if quality:
         print(f"  result:  {quality}")
     print(f"  logs:       {run_dir}  (tensorboard --logdir {args.logdir})")
-    ckpt = run_dir / "checkpoints" / "last.pt"  # beside the run (train/loop.py, CHECKPOINT_SUBDIR)
+    ckpt = run_dir / RUN_CHECKPOINT_DIR / "last.pt"  # beside the run
     print(f"  checkpoint: {ckpt if ckpt.is_file() else 'none saved'}")
     print(f"  journal:    {run_dir / 'watchdog.jsonl'}")
     print(f"  report:     {args.report}")

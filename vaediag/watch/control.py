@@ -42,6 +42,7 @@ from vaediag.structured import loads_json, short_repr
 
 __all__ = [
     "CONTROL_FILENAME",
+    "RUN_CHECKPOINT_DIR",
     "MODES",
     "RUN_DIR_FILE_ENV",
     "WATCHDOG_PID_ENV",
@@ -58,6 +59,9 @@ __all__ = [
 CONTROL_FILENAME = "control.json"
 JOURNAL_FILENAME = "watchdog.jsonl"  # written by vaediag.watch.journal
 RUN_DIR_FILE_ENV = "VAEDIAG_RUN_DIR_FILE"
+#: The folder of a run directory that holds its checkpoints (the trainer's default layout, Lightning's name),
+#: where ``watch --restart`` looks first.
+RUN_CHECKPOINT_DIR = "checkpoints"
 WATCHDOG_PID_ENV = "VAEDIAG_WATCHDOG_PID"
 WATCHDOG_WAIT_ENV = "VAEDIAG_WATCHDOG_WAIT"
 _DEFAULT_WAIT_S = 20.0

@@ -68,8 +68,8 @@ from typing import Any, Callable, Protocol, Sequence
 from vaediag.errors import CheckpointError, ControlFileError, InputError, Interrupted, UsageError, VaediagError
 from vaediag.logs.discover import _ADD_HPARAMS_DIR, is_event_file
 from vaediag.safeio import kind_of, read_text
-from vaediag.watch.control import (CONTROL_FILENAME, RUN_DIR_FILE_ENV, WATCHDOG_PID_ENV, Control, now_iso, read_control,
-                                   write_control)
+from vaediag.watch.control import (CONTROL_FILENAME, RUN_CHECKPOINT_DIR, RUN_DIR_FILE_ENV, WATCHDOG_PID_ENV, Control,
+                                   now_iso, read_control, write_control)
 from vaediag.watch.journal import Journal, decision_record
 from vaediag.watch.lock import RunLock, RunLockedError
 from vaediag.watch.panel import WatchStatus
@@ -262,10 +262,6 @@ def _owner_dir(event_file: Path) -> Path:
     while d.name == "tf" or _ADD_HPARAMS_DIR.match(d.name):
         d = d.parent
     return d
-
-
-#: The folder of a run directory where ``python -m train`` (and Lightning) keep the run's checkpoints.
-RUN_CHECKPOINT_DIR = "checkpoints"
 
 
 def find_checkpoint(
@@ -914,8 +910,11 @@ class Supervisor(_Watch):
         self.status.child_state = f"exited {code}" + (" (killed by the watchdog)" if self._killed else "")
         self.display.update(self.status)
         if self.run_dir is None:
+            never = not self._logdir_abs.exists()
             self.display.message("watch: the training process exited before it created a run directory; "
-                                 "nothing to watch")
+                                 "nothing to watch"
+                                 + (f" (--logdir {self.logdir} never appeared: is it the directory the script "
+                                    "logs to?)" if never else ""))
         if self.journal is not None:
             self.journal.event("exit", code=code, returncode=rc, stopped_by_policy=self._stopping_by_policy,
                                signals=[signal.Signals(s).name for s in self._signals], killed=self._killed)
