@@ -32,3 +32,18 @@ def test_the_same_kl_in_vae_mode_still_fails(tmp_path):
                       curves=_curves(n, kl=1000.0), extra_train={"train/ae_mode": lambda e: 0.0})
     (d,) = diagnose(vaediag.load(tmp_path / "vae"))
     assert "fail" in _kl_checks(d).values()
+
+
+def test_the_report_does_not_count_the_kl_target_of_an_autoencoder_as_missed(tmp_path):
+    from vaediag.cli import main as cli
+
+    n, switch = 12, 3
+    write_trainer_run(tmp_path / "logs" / "ae", epochs=n, config=dict(kl_weight=1e-2, epochs=n),
+                      curves=_curves(n, kl=lambda e: 20.0 if e < switch else 1000.0,
+                                     kl_weight=lambda e: 1e-2 if e < switch else 0.0),
+                      extra_train={"train/ae_mode": lambda e: float(e >= switch)})
+    assert cli(["report", str(tmp_path / "logs"), "-o", str(tmp_path / "r.md")]) == 0
+    text = (tmp_path / "r.md").read_text()
+    assert "n/a (autoencoder: the KL is not penalised)" in text
+    summary = text.split("## Summary", 1)[1].split("\n## ", 1)[0]
+    assert "targets its logs can be judged on" in summary and "missed: KL" not in summary

@@ -250,6 +250,13 @@ class _Run:
         s = s.dropna()
         return float(s.iloc[-1]) if len(s) else None
 
+    def judge(self, target: "Target") -> str:
+        """``target.judge`` of this run's final value, or ``n/a`` for a KL target of a run that ended as an
+        autoencoder (Option B: its KL is logged but not penalised; the checklist says n/a there too)."""
+        if target.term == "kl" and self.diag.model == "ae":
+            return "n/a"
+        return target.judge(self.metric(target.term, target.split))
+
     def metric(self, term: str, split: str = "val") -> float | None:
         """Final value of ``term``: on ``split`` where logged, else the val-preferred latest metric."""
         latest = self.diag.metrics.get(term)
@@ -398,8 +405,9 @@ def _change(term: str, base: float | None, value: float | None) -> str:
     return _factor(value, base)
 
 
-def _judgement(target: Target, value: float | None) -> str:
-    verdict = target.judge(value)
+def _judgement(verdict: str) -> str:
+    if verdict == "n/a":
+        return "n/a (autoencoder: the KL is not penalised)"
     if verdict == "met":
         return "✅ met"
     if verdict == "missing":
@@ -580,8 +588,8 @@ def _section_summary(views: Sequence[_Run], baseline: _Run | None, targets: Sequ
         if other is not None and _penalty_latest(other, "share") is not None:
             p += f" ({other.label}: {_pct(_penalty_latest(other, 'share'))})"
         why.append(p + ".")
-    met = [t for t in targets if t.judge(best.metric(t.term, t.split)) == "met"]
-    logged = [t for t in targets if t.judge(best.metric(t.term, t.split)) != "missing"]
+    met = [t for t in targets if best.judge(t) == "met"]
+    logged = [t for t in targets if best.judge(t) not in ("missing", "n/a")]
     if logged:
         missed = [t.label for t in logged if t not in met]
         why.append(f"It meets {len(met)} of the {len(logged)} targets its logs can be judged on"
@@ -825,7 +833,7 @@ def _section_targets(views: Sequence[_Run], baseline: _Run | None, best: _Run | 
             row.append(_val(val, t.term))
             if show_base:
                 row.append(_change(t.term, baseline.metric(t.term, t.split), val))
-            row.append(_judgement(t, val))
+            row.append(_judgement(best.judge(t)))
             rows.append(row)
         align = "ll" + "r" * (len(header) - 3) + "l"
         lines += [table(header, rows, align=align), ""]
@@ -837,11 +845,12 @@ def _section_targets(views: Sequence[_Run], baseline: _Run | None, best: _Run | 
             met = logged = 0
             for t in targets:
                 x = v.metric(t.term, t.split)
-                j = t.judge(x)
-                if j != "missing":
+                j = v.judge(t)
+                if j not in ("missing", "n/a"):
                     logged += 1
                     met += j == "met"
-                row.append(MISSING if j == "missing" else f"{'✅' if j == 'met' else '❌'} {_val(x, t.term)}")
+                row.append(MISSING if j == "missing" else f"n/a {_val(x, t.term)}" if j == "n/a"
+                           else f"{'✅' if j == 'met' else '❌'} {_val(x, t.term)}")
             row.append(f"{met}/{logged}" if logged else MISSING)
             rows.append(row)
         lines += [table(["#"] + [escape(t.label) for t in targets] + ["Targets met"], rows,
