@@ -20,15 +20,14 @@ the host wait for the GPU (the step should make none). The loss-term table times
 fp32 and bf16, and the Adam step, and gives each one's share of their sum; the perceptual term's share is also
 given per average step (it runs on one step in N).
 
-Prints a table and writes everything as JSON: to ``--json PATH``, else to ``bench/_data/gpu.json``. Without CUDA it says so and measures the CPU: those numbers say what a
-CPU does, nothing about a GPU. ``make bench`` (``python -m bench``) runs it only where CUDA is present.
+Prints a table and writes everything as JSON: to ``--json PATH``, else to ``bench/_data/gpu.json``. Without CUDA
+it says so and measures the CPU: those numbers say what a CPU does, nothing about a GPU. ``make bench`` (``python -m bench``) runs it only where CUDA is present.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
