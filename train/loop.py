@@ -1406,24 +1406,14 @@ class _Run:
                         # whether to stop. Every `every` global steps; the epoch's last step is checked
                         # right below, after the loop.
                         if state.global_step % every == 0 and b + 1 < len(batches):
-                            failure = None
-                            try:
-                                logger.flush()
-                            except OutputError as exc:
-                                failure = exc
-                            self.settle(failure)
+                            self.check()
                         if progress is not None:  # the loss of the last check
                             info = f"loss {logger.last['loss']:.4f}" if logger.last else ""
                             progress.update(task, advance=1, info=info)
                 finally:
                     if progress is not None:
                         progress.stop()
-                failure = None
-                try:
-                    logger.flush()
-                except OutputError as exc:
-                    failure = exc
-                self.settle(failure)
+                self.check()
 
                 # --- end of epoch: validate (every rank its share), log at the epoch's last step,
                 # checkpoint (rank 0) ---------------------------------------------------------------------
@@ -1449,6 +1439,17 @@ class _Run:
         self.close_events()
         return TrainResult(run_dir=self.run_dir, checkpoint=self.ckpt_path, global_step=state.global_step,
                            epochs_done=state.epoch, val=val, config=cfg)
+
+    def check(self) -> None:
+        """A check: the buffered step losses go to the host (one transfer, written to the logs), then
+        :meth:`settle` (a failed write counts as this rank's failure)."""
+        assert self.logger is not None
+        failure = None
+        try:
+            self.logger.flush()
+        except OutputError as exc:
+            failure = exc
+        self.settle(failure)
 
     def settle(self, failure: VaediagError | None, *, stop_here: bool = True) -> None:
         """Agree with every rank on how to go on (one all_reduce): a failed write, a non-finite step or a

@@ -161,17 +161,6 @@ def set_option(cmd: Sequence[str], flag: str, value: str | None) -> list[str]:
     return out
 
 
-def _option_value(cmd: Sequence[str], flag: str) -> str | None:
-    """The last value given to ``flag`` in ``cmd`` (``flag V`` or ``flag=V``), or None."""
-    val = None
-    for i, a in enumerate(cmd):
-        if a == flag and i + 1 < len(cmd):
-            val = cmd[i + 1]
-        elif a.startswith(flag + "="):
-            val = a[len(flag) + 1:]
-    return val
-
-
 def _walk_files(root: Path, *, max_depth: int = 8):
     root = Path(root)
     base = len(root.parts)
