@@ -106,7 +106,7 @@ METRIC_TERMS = (
 )
 
 # Terms that describe the optimisation rather than the model's quality.
-BOOKKEEPING_TERMS = ("kl_weight", "lr", "epoch", "control_seq", "ae_mode", "hp_metric")
+BOOKKEEPING_TERMS = ("kl_weight", "lr", "epoch", "control_seq", "ae_mode", "hp_metric", "penalty_share")
 
 # Loss parts of foreign lineages that are none of ours (see the module docstring): each keeps its own
 # term so that, e.g., LDM's nll_loss (which contains rec_loss) is never read as a second recon series.
@@ -156,6 +156,7 @@ TERM_INFO: dict[str, TermInfo] = {
     "control_seq": TermInfo("applied control.json seq"),
     "ae_mode": TermInfo("autoencoder mode (1 = z = mu, KL weight 0)"),
     "hp_metric": TermInfo("Lightning hp_metric placeholder"),
+    "penalty_share": TermInfo("kl_weight x KL / recon, as the Lightning callback logged it"),
     "nll": TermInfo("negative log-likelihood (reconstruction under a learned variance)", higher_is_better=False),
     "logvar": TermInfo("learned output log-variance (LDM)"),
     "g_loss": TermInfo("generator adversarial loss"),
@@ -206,6 +207,10 @@ TRAINER_SCALAR_TAGS: tuple[str, ...] = TRAIN_STEP_TAGS + VAL_EPOCH_TAGS + CONTRO
 
 # Text: each control.json the loop applied, at the step it took effect: what changed and the watchdog's reason.
 DECISION_TEXT_TAG = "watchdog/decision"
+# Logged by the Lightning callback (vaediag.integrations.lightning) after each decision: the weight from the next
+# epoch on, and the epoch's kl_weight x KL / recon (the seed's "13.5 % of the signal").
+WATCHDOG_KL_WEIGHT_TAG = "watchdog/kl_weight"
+WATCHDOG_PENALTY_SHARE_TAG = "watchdog/penalty_share"
 TRAINER_TEXT_TAGS: tuple[str, ...] = (BACKBONE_TEXT_TAG, RESUME_TEXT_TAG, DECISION_TEXT_TAG)
 
 # TensorBoard's own plugins read these tags by these names (tensorboard.plugins.custom_scalar.metadata and
@@ -336,6 +341,7 @@ _alias("kl_weight", "kl_weight", "kld_weight", "beta", "kl_beta", "kl_coef", "kl
 _alias("lr", "lr", "learning_rate")
 _alias("epoch", "epoch")
 _alias("hp_metric", "hp_metric")
+_alias("penalty_share", "penalty_share")
 for _t in CANONICAL_TERMS:
     _ALIASES.setdefault(_t, _t)
 for _t in LOSS_TERMS:

@@ -231,6 +231,10 @@ def test_foreign_tags_mapped_with_a_tags_file(tmp_path):
     tags.write_text('[tags]\n"mine/kl_term" = "kl"\n"mine/rec_term" = "recon"\n')
     out = tmp_path / "r.md"
     assert run_cli("report", str(tmp_path / "runs"), "-o", str(out), "--tags", str(tags)) == 0
-    metrics = [t for t in md.tables(out.read_text(encoding="utf-8")) if t.heading == "Runs"][1]
+    text = out.read_text(encoding="utf-8")
+    metrics = [t for t in md.tables(text) if t.heading == "Runs"][1]
     # Epoch 3's train means: KL (360 + 350) / 2, recon (0.16 + 0.15) / 2.
     assert metrics.rows == [["R1", "355", "—", "—", "—", "0.155", "—", "—"]]
+    # A foreign run is judged by the generic profile: the milestone section says why it is empty, and does not
+    # claim that the run has no completed epochs.
+    assert "judged by the generic profile" in text and "no run has completed epochs" not in text

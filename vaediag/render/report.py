@@ -780,8 +780,12 @@ def _section_milestones(views: Sequence[_Run]) -> list[str]:
     lines = ["## Milestones", ""]
     comparable = [v for v in views if v.epochs > 0]
     rules = _milestone_rules([f for v in comparable for f in v.diag.findings])
-    if not rules:
+    if not comparable:
         return lines + ["No milestone was judged (no run has completed epochs).", ""]
+    if not rules:
+        return lines + ["No milestone was judged: the epoch 10/30/60 checklist is the seed profile's, for runs of "
+                        "vaediag's trainer; these runs are judged by the generic profile (`--profile seed` judges "
+                        "them by the checklist).", ""]
     lines += ["The seed's monitoring checklist, judged on each run (same rules as `vaediag check`). "
               "A milestone the run has not reached yet is pending, not failed.", ""]
     rows = []

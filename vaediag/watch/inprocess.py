@@ -22,6 +22,8 @@ class KLWatchdog:
     Args:
         policy: ``"ladder"``, ``"controlvae"``, ``"geco"`` or a :class:`~vaediag.watch.policies.Policy`.
         run_dir: where to append ``watchdog.jsonl`` (None: no journal).
+        via: how decisions reach the training loop, as the journal records it (``in_process``; the Lightning
+            callback says ``lightning``).
         **params: the policy's keyword arguments (``kl_weight``, ``target_kl``, ``target_psnr``,
             ``min_kl_weight``, ``max_kl_weight``, ``cooldown``, ...), validated at once.
 
@@ -65,7 +67,7 @@ class KLWatchdog:
     """
 
     def __init__(self, policy: str | Policy = "ladder", *, run_dir: str | os.PathLike[str] | None = None,
-                 **params: Any) -> None:
+                 via: str = "in_process", **params: Any) -> None:
         if isinstance(policy, Policy):
             if params:
                 raise TypeError("pass policy parameters to the policy, not to KLWatchdog, when giving an instance")
@@ -73,6 +75,7 @@ class KLWatchdog:
         else:
             self.policy = make_policy(policy, **params)
         self.journal = Journal(run_dir) if run_dir is not None else None
+        self.via = via
         self.last: Decision | None = None
 
     @property
@@ -89,13 +92,18 @@ class KLWatchdog:
         """``vae`` or ``ae`` (Option B: z = mu, no KL term)."""
         return self.policy.mode
 
-    def step(self, epoch: int, metrics: Mapping[str, float]) -> Decision:
-        """Decide after ``epoch`` (0-based) from its validation metrics (canonical terms: kl, recon, psnr ...)."""
+    def step(self, epoch: int, metrics: Mapping[str, float], *, apply: bool = True, **extra: Any) -> Decision:
+        """Decide after ``epoch`` (0-based) from its validation metrics (canonical terms: kl, recon, psnr ...).
+
+        ``apply=False`` (a dry run): the decision is journalled as not applied, with ``note``.
+        ``extra``: more fields for the journal line."""
         decision = self.policy.update(epoch, metrics)
         self.last = decision
         if self.journal is not None:
+            if decision.changes and not apply:
+                extra.setdefault("note", "dry run")
             self.journal.append(decision_record(decision, metrics=metrics, policy=self.policy,
-                                                applied=decision.changes, via="in_process"))
+                                                applied=decision.changes and apply, via=self.via, **extra))
         return decision
 
     def state_dict(self) -> dict[str, Any]:
