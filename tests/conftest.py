@@ -1,16 +1,15 @@
-"""Shared fixtures. Tests write real event files with tests/tbwrite.py; see also tests/realworld paths."""
+"""Shared fixtures. Tests write real event files with tests/helpers/tbwrite.py (helpers: tests/helpers, on pytest's
+pythonpath); the real logs of public projects are under tests/fixtures/realworld."""
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-sys.path.insert(0, str(TESTS))  # so tests can `import tbwrite`
 
 # A copy of ../shared/realworld (real logs from public VAE projects) is committed under
 # tests/fixtures/realworld so a clean clone tests against them; VAEDIAG_REALWORLD overrides.

@@ -17,11 +17,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "diagnose"))  # seedruns (tests/diagnose)
-
-import seedruns  # noqa: E402
-from vaediag.cli import main  # noqa: E402
-from vaediag.diagnose import ACTION_IDS, SEVERITIES, STATUSES  # noqa: E402
+import seedruns
+from vaediag.cli import main
+from vaediag.diagnose import ACTION_IDS, SEVERITIES, STATUSES
 
 ROOT = Path(__file__).resolve().parents[2]
 

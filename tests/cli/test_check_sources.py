@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (lineages)
-
-from lineages import write_hf_trainer, write_lightning, write_wandb_export  # noqa: E402
-from vaediag.cli import main  # noqa: E402
+from lineages import write_hf_trainer, write_lightning, write_wandb_export
+from vaediag.cli import main
 
 
 def _check(capsys, *argv: str) -> tuple[int, str, str]:

@@ -1,16 +1,13 @@
 """Fixtures for the diagnosis tests: the seed's three runs and a factory of trainer-like runs, all written
-as real event files (tests/diagnose/seedruns.py)."""
+as real event files (tests/helpers/seedruns.py)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # so tests can `import seedruns`
-
-import seedruns  # noqa: E402
+import seedruns
 
 
 @pytest.fixture(scope="session")

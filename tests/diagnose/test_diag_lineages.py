@@ -1,4 +1,4 @@
-"""The one engine on runs written the way each lineage logs (tests/lineages): what the arithmetic proves beats
+"""The one engine on runs written the way each lineage logs (tests/helpers/lineages): what the arithmetic proves beats
 what a parameter is called, the seed's bands are not applied to other people's runs, conventions read right."""
 
 from __future__ import annotations

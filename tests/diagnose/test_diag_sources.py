@@ -1,6 +1,6 @@
 """One run, two logs, one diagnosis: a run read from its metrics log (Lightning's metrics.csv, HF's
 trainer_state.json) is judged as when it is read from its event files: the same finding ids and statuses,
-the same recommendations. Once with the lineage generators (tests/lineages), once with a real LightningModule
+the same recommendations. Once with the lineage generators (tests/helpers/lineages), once with a real LightningModule
 trained for two epochs under Lightning's own TensorBoardLogger and CSVLogger at once."""
 
 from __future__ import annotations

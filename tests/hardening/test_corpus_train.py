@@ -7,14 +7,11 @@ starts); rows that train use a tiny model on a few real crops built inside the c
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 from corpus import Case, params, run_case
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))  # trainhelp: runs built without training
 
 
 def _config(text: str | bytes, name: str = "c.yaml"):

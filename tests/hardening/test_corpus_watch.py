@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from corpus import ROOT, Case, params, run_case
+from corpus import Case, params, run_case
+from fakerun import RESTART_TRAINER
 from tbwrite import epoch_map, epoch_series, write_run
 
 PY = sys.executable
-WATCH_DIR = ROOT / "tests" / "watch"
 HOLDERS: list[subprocess.Popen] = []  # processes a row started to hold a lock; killed after each row
 
 
@@ -107,7 +107,7 @@ def _report_torn_journal(tmp: Path) -> list[str]:
 def _restart_without_checkpoint(tmp: Path) -> list[str]:
     (tmp / "logs").mkdir()
     return ["watch", "--no-live", "--poll", "0.1", "--param", "reduce_at=1", "--target-kl", "20", "--restart",
-            "--logdir", "logs", "--", PY, str(WATCH_DIR / "restart_trainer.py"), "--kl-weight", "0.01"]
+            "--logdir", "logs", "--", PY, str(RESTART_TRAINER), "--kl-weight", "0.01"]
 
 
 _POLL = r"^Error: vaediag watch: argument --poll: --poll must be a finite number of seconds > 0 and <= 3600, got "

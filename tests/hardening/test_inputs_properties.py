@@ -190,9 +190,6 @@ def plausible_rules_docs(draw) -> str:
 
 @pytest.fixture(scope="module")
 def seed_run():
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "diagnose"))
     import seedruns
 
     import vaediag

@@ -317,10 +317,6 @@ def test_unprefixed_val_tags_beside_marked_train_tags_are_val_and_said_to_be_a_g
     """validation_step logs ``kl``/``recon``/``loss`` unprefixed, training_step ``train/kl_step`` etc.: no
     marked val tag exists, so the cadence rule has nothing to compare with; the sibling rule reads them as
     val and says it guessed."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from lineages.lightning_generic import write_lightning
 
     import shutil

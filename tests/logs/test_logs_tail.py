@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import logs_helpers
 import vaediag
 from logs_helpers import event_bytes, file_version_event, scalar_event, write_raw
 from vaediag.logs import Tail
@@ -59,7 +60,7 @@ WRITER = textwrap.dedent(
 class Writer:
     def __init__(self, run_dir: Path):
         run_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parent.parent)]))
+        env = dict(os.environ, PYTHONPATH=str(Path(logs_helpers.__file__).parent))  # tests/helpers
         self.proc = subprocess.Popen(
             [sys.executable, "-c", WRITER, str(run_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
         )

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from fakerun import FAKE_TRAINER, RESTART_TRAINER
 from vaediag.errors import InputError
 from vaediag.watch.journal import Journal, decision_record, load_journal, read_journal
 from vaediag.watch.policies import LadderPolicy
 
-HERE = Path(__file__).resolve().parent
+HELPERS = FAKE_TRAINER.parent  # tests/helpers: tbwrite for the scripts run with python -c
 PY = sys.executable
 
 
@@ -86,7 +87,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 
 WATCH = [PY, "-m", "vaediag.cli", "watch", "--no-live", "--poll", "0.1"]
-FAKE = [PY, str(HERE / "fake_trainer.py")]
+FAKE = [PY, str(FAKE_TRAINER)]
 
 
 class Proc:
@@ -321,7 +322,7 @@ def test_a_second_signal_kills_the_stubborn_child_at_once(tmp_path):
 
 # ---- --restart on a script that has written no checkpoint -------------------------------------------
 
-RESTART = [PY, str(HERE / "restart_trainer.py")]
+RESTART = [PY, str(RESTART_TRAINER)]
 REDUCE_AT_1 = ["--param", "reduce_at=1", "--target-kl", "20", "--param", "max_factor=10"]
 
 
@@ -409,7 +410,7 @@ time.sleep(float(sys.argv[2]))
 @pytest.mark.slow
 def test_a_foreign_script_is_found_by_the_event_file_it_holds_open(tmp_path):
     (tmp_path / "logs").mkdir()
-    w = Proc(WATCH + ["--logdir", "logs", "--", PY, "-c", HOLDER, str(HERE.parent), "3"], cwd=tmp_path)
+    w = Proc(WATCH + ["--logdir", "logs", "--", PY, "-c", HOLDER, str(HELPERS), "3"], cwd=tmp_path)
     try:
         w.wait_line("^started")
         decoy = _decoy_run(tmp_path / "logs" / "decoy")
@@ -461,7 +462,7 @@ def test_without_proc_two_new_runs_are_ambiguous_and_never_guessed(tmp_path, mon
     monkeypatch.setattr(sup, "_PROC", tmp_path / "no-proc-here")
     (tmp_path / "logs").mkdir()
     rec = Recorder()
-    w = sup.Supervisor([PY, "-c", TWO_RUNS, str(HERE.parent), "1", "a", "b"], make_policy("ladder", kl_weight=1e-2),
+    w = sup.Supervisor([PY, "-c", TWO_RUNS, str(HELPERS), "1", "a", "b"], make_policy("ladder", kl_weight=1e-2),
                        logdir="logs", poll=0.05, display=rec)
     assert w.run() == 0
     assert w.run_dir is None
@@ -471,7 +472,7 @@ def test_without_proc_two_new_runs_are_ambiguous_and_never_guessed(tmp_path, mon
         assert [p.name for p in (tmp_path / "logs" / name).iterdir()] == [f"events.out.tfevents.1700000000.elsewhere.{name}"]
 
     rec = Recorder()  # exactly one new run: that one is the child's
-    w = sup.Supervisor([PY, "-c", TWO_RUNS, str(HERE.parent), "1", "c"], make_policy("ladder", kl_weight=1e-2),
+    w = sup.Supervisor([PY, "-c", TWO_RUNS, str(HELPERS), "1", "c"], make_policy("ladder", kl_weight=1e-2),
                        logdir="logs", poll=0.05, display=rec)
     assert w.run() == 0
     assert w.run_dir == (tmp_path / "logs" / "c").resolve()

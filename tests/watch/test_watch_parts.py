@@ -273,7 +273,6 @@ def test_reader_never_sees_a_partial_control_file(tmp_path):
 
 def test_fake_loop_ignores_half_written_control(tmp_path):
     """The loop side of the contract, with the shared reader: a torn file changes nothing, a whole one does."""
-    sys.path.insert(0, str(Path(__file__).parent))
     import fakerun
 
     run = tmp_path / "logs"

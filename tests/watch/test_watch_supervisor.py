@@ -1,6 +1,6 @@
 """`vaediag watch` against real child processes: control mode, dry run, crash, signals, SIGKILL, restart, follow.
 
-The children are tests/watch/fake_trainer.py and restart_trainer.py: real scripts writing real event files,
+The children are tests/helpers/fake_trainer.py and restart_trainer.py: real scripts writing real event files,
 reading control.json with the shared reader and checkpointing on SIGINT (see fakerun.py).
 """
 
@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 import vaediag
+from fakerun import FAKE_TRAINER, RESTART_TRAINER
 from vaediag.watch.journal import read_journal
 
-HERE = Path(__file__).resolve().parent
 PY = sys.executable
-FAKE = [PY, str(HERE / "fake_trainer.py")]
-RESTART = [PY, str(HERE / "restart_trainer.py")]
+FAKE = [PY, str(FAKE_TRAINER)]
+RESTART = [PY, str(RESTART_TRAINER)]
 WATCH = [PY, "-m", "vaediag.cli", "watch", "--no-live", "--poll", "0.1"]
 
 pytestmark = pytest.mark.slow

@@ -12,9 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from fakerun import train  # noqa: E402
+from fakerun import train
 
 p = argparse.ArgumentParser()
 p.add_argument("--kl-weight", type=float, default=1e-2)

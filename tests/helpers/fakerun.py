@@ -17,18 +17,19 @@ import json
 import math
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/ for tbwrite
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-from tensorboard.summary.writer.event_file_writer import EventFileWriter  # noqa: E402
-
-from tbwrite import scalar_event  # noqa: E402
-from vaediag.errors import ControlFileError  # noqa: E402
-from vaediag.terms import EPOCH_TAG, tag  # noqa: E402
+from tbwrite import scalar_event
+from vaediag.errors import ControlFileError
+from vaediag.terms import EPOCH_TAG, tag
 from vaediag.watch.control import read_control  # noqa: E402
+
+# The training scripts built on train(), for the tests that start them as child processes.
+FAKE_TRAINER = Path(__file__).with_name("fake_trainer.py")
+RESTART_TRAINER = Path(__file__).with_name("restart_trainer.py")
 
 _stop: list[int] = []
 

@@ -6,9 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from fakerun import train  # noqa: E402
+from fakerun import train
 
 p = argparse.ArgumentParser()
 p.add_argument("--logdir", type=Path, required=True)

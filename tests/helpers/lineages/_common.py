@@ -3,18 +3,13 @@ and float32 arithmetic helpers that mimic how torch computes and Lightning aggre
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-try:  # tests/ is on sys.path under pytest (conftest.py); make a plain import work too
-    import tbwrite
-except ImportError:  # pragma: no cover
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import tbwrite
+import tbwrite
 
 F32 = np.float32
 KL_CONVENTIONS = ("sum", "mean_per_dim", "weighted", None)

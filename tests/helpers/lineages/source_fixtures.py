@@ -2,7 +2,7 @@
 on logs that are not event files). Written by the lineage generators; tests/logs/test_logs_sources.py checks
 that the committed files are byte for byte what this writes.
 
-    python tests/lineages/source_fixtures.py tests/fixtures/sources     # regenerate
+    PYTHONPATH=tests/helpers python -m lineages.source_fixtures tests/fixtures/sources     # regenerate
 """
 
 from __future__ import annotations
@@ -11,11 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    __package__ = "lineages"
-
-from lineages import write_hf_trainer, write_lightning, write_wandb_export  # noqa: E402
+from lineages import write_hf_trainer, write_lightning, write_wandb_export
 
 
 def write_all(root: Path) -> Path:
