@@ -1,5 +1,6 @@
-"""Shared fixtures. Tests write real event files with tests/helpers/tbwrite.py (helpers: tests/helpers, on pytest's
-pythonpath); the real logs of public projects are under tests/fixtures/realworld."""
+"""Shared fixtures: the real logs of public projects (tests/fixtures/realworld) and the seed's three runs, written
+once per session as real event files (tests/helpers/seedruns.py) and diagnosed. Tests write their own event
+files with tests/helpers/tbwrite.py (tests/helpers is on pytest's pythonpath)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+import seedruns
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -21,3 +24,18 @@ def realworld() -> Path:
     if not REALWORLD.is_dir():
         pytest.fail(f"shared real logs not found at {REALWORLD}; set VAEDIAG_REALWORLD")
     return REALWORLD
+
+
+@pytest.fixture(scope="session")
+def seed_root(tmp_path_factory) -> Path:
+    """``run1``, ``run2``, ``run3`` of the seed under one root (written once per session)."""
+    return seedruns.write_seed(tmp_path_factory.mktemp("seed"))
+
+
+@pytest.fixture(scope="session")
+def seed_diags(seed_root):
+    """The seed's runs diagnosed with run2 (the previous run of run3) as the baseline."""
+    import vaediag
+    from vaediag.diagnose import diagnose
+
+    return {d.run: d for d in diagnose(vaediag.load(seed_root), baseline="run2")}

@@ -1,5 +1,5 @@
-"""Bad input to `vaediag report` and its parts: one line, the right exit code, nothing written.
-Also the building blocks: markdown escaping and tables, targets files, plot functions."""
+"""Bad input to `vaediag report` and its parts: one line, the right exit code, nothing written; targets files.
+The markdown and plot building blocks: test_render_markdown.py, test_render_plots.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 import report_md as md
 from report_runs import run_cli
 from vaediag.errors import InputError, RulesError, UsageError
-from vaediag.render.markdown import escape, link_path, slug, table
 from vaediag.render.report import Target, check_destination, load_targets
 
 
@@ -196,89 +195,3 @@ def test_own_targets_change_the_table(seed_tree, tmp_path):
     rep = build_report(rs, diagnose_runs(rs), targets=t, plots=False)
     (tab,) = [x for x in md.tables(rep.markdown) if x.heading == "Expected vs actual" and x.header[0] == "Metric"]
     assert tab.rows == [["PSNR | easy", "≥ 20.0 dB", "20.4", "32.5", "+12.1 dB", "✅ met"]]
-
-
-# --------------------------------------------------------------------------------------------------
-# Markdown building blocks
-
-
-@pytest.mark.parametrize(
-    "raw, escaped",
-    [
-        ("ear_vae/version_0", "ear_vae/version_0"),  # intraword underscores cannot format: left readable
-        ("_private_", r"\_private\_"),
-        ("a|b", r"a\|b"),
-        ("*x*", r"\*x\*"),
-        ("`code`", r"\`code\`"),
-        ("[l](u)", r"\[l\](u)"),
-        ("<script>", "&lt;script>"),
-        ("KL < 500", "KL < 500"),
-        ("&amp;", "&amp;amp;"),
-        ("R&D", "R&amp;D"),
-        ("~~s~~", r"\~\~s\~\~"),
-        ("$x$", r"\$x\$"),
-        ("back\\slash", "back\\\\slash"),
-        # Control characters and undecodable bytes show as visible escapes (a newline can never start a
-        # block, the file holds no terminal escape sequence); the backslash itself is escaped for markdown.
-        ("two\nlines\ttab", r"two\\nlines\\ttab"),
-        ("x\n<div>", r"x\\n&lt;div>"),
-        ("run\x1b[2K\x9b", r"run\\x1b\[2K\\x9b"),
-        ("run\udcff", r"run\\xff"),
-    ],
-)
-def test_escape(raw, escaped):
-    from vaediag.sanitize import visible
-
-    assert escape(raw) == escaped
-    # And a CommonMark parser shows the text as it is (control characters as their escapes), in a table
-    # cell too.
-    (t,) = md.tables(table(["h"], [[escape(raw)]]))
-    assert t.rows == [[visible(raw)]]
-
-
-def test_table_rejects_wrong_cell_counts():
-    with pytest.raises(ValueError, match="table row 0 has 1 cells, header has 2"):
-        table(["a", "b"], [["x"]])
-    with pytest.raises(ValueError, match="align 'lx'"):
-        table(["a", "b"], [], align="lx")
-
-
-def test_link_path_and_slug():
-    assert link_path("a b|c_files/x.png") == "a%20b%7Cc_files/x.png"
-    assert slug("odd project|x*") == "odd-project-x" and slug("***") == "report"
-
-
-# --------------------------------------------------------------------------------------------------
-# Plot functions: (fig, ax), Agg, deterministic PNG bytes
-
-
-def test_plot_functions_return_fig_and_axes_and_deterministic_png(seed_tree):
-    import numpy as np
-    import pandas as pd
-
-    from vaediag.render import plots
-
-    tables = {
-        "a": pd.DataFrame({"kl": [10.0, 20.0, 30.0], "recon": [0.3, 0.2, 0.1], "psnr": [20.0, 22.0, 25.0],
-                           "ssim": [0.5, 0.6, 0.7], "penalty_share": [0.1, 0.05, 0.01], "kl_weight": [1e-3, 1e-3, 1e-4]},
-                          index=pd.Index([0, 1, 2], name="epoch")),
-        "b": pd.DataFrame({"kl": [5.0], "recon": [0.4]}, index=pd.Index([0], name="epoch")),
-    }
-    styles = plots.run_styles(["a", "b"])
-    assert styles["a"].colour != styles["b"].colour
-    decisions = [plots.Decision(run="a", epoch=1, kl_weight=1e-4, number=1),
-                 plots.Decision(run="a", epoch=2, kl_weight=0.0, number=2, applied=False)]
-    with plots.plot_style():
-        for draw in (lambda: plots.plot_loss_terms(tables, styles), lambda: plots.plot_quality(tables, styles),
-                     lambda: plots.plot_penalty_share(tables, styles),
-                     lambda: plots.plot_kl_weight(tables, styles, decisions=decisions)):
-            fig, axes = draw()
-            assert hasattr(fig, "savefig") and len(np.atleast_1d(axes)) >= 1
-            one, two = plots.png_bytes(fig), plots.png_bytes(fig)
-            assert one == two and one.startswith(md.PNG_MAGIC) and md.png_text_chunks(one) == []
-        # The decisions are marked and numbered (D2, a switch to kl_weight 0, sits on the axis edge).
-        fig, axes = plots.plot_kl_weight(tables, styles, decisions=decisions)
-        assert [t.get_text() for t in axes[0].texts] == ["D1", "D2"]
-        assert axes[0].get_yscale() == "log"
-        # One colour per run in every plot: the kl_weight line of run "a" has run a's colour.
-        assert axes[0].lines[0].get_color() == styles["a"].colour
