@@ -3,8 +3,9 @@
 ``write_trainer_run`` logs what ``train/loop.py`` logs, with tag strings from ``vaediag.terms``: every loss
 term raw and weighted plus the total, ``kl_weight`` and ``lr`` per train step; every loss term and metric
 per epoch on val; the ``epoch`` tag with each step; ``config.json`` and ``hparams.yaml`` with the
-trainer's config fields. Curves are given per epoch (a list, or a function of the epoch index); each
-epoch's train steps average to the curve's value exactly (a symmetric +-2 % wiggle across the steps).
+trainer's config (``train.config.TrainConfig``'s defaults under the run's own values). Curves are given per
+epoch (a list, or a function of the epoch index); each epoch's train steps average to the curve's value
+exactly (a symmetric +-2 % wiggle across the steps).
 
 ``SEED`` holds the seed's three runs (shared/seed):
 
@@ -22,22 +23,16 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import tbwrite
+from train.config import TrainConfig
 from vaediag.terms import LOSS_TERMS, tag
 
 Curve = Sequence[float] | Callable[[int], float]
 
 STEPS_PER_EPOCH = 2
 
-# The trainer's config fields (train/config.py TrainConfig), with its defaults.
-TRAINER_CONFIG = dict(
-    train_npy="data/train.npy", val_npy="data/val.npy", image_size=0, channels=3, latent_dim=256,
-    base_channels=32, ae=False, kl_weight=1e-7, kl_warmup_steps=0, w_l1=1.0, w_perceptual=1.2, w_ssim=0.5,
-    w_edge=0.1, center_weight=3.0, perceptual_weights="auto",
-    perceptual_layers="relu1_2,relu2_2,relu3_3,relu4_3,relu5_3", perceptual_backbone="stlpips-vgg16",
-    epochs=100, batch_size=32, lr=2e-4, lr_schedule="cosine", warmup_steps=100, min_lr=2e-5, weight_decay=0.0,
-    grad_clip=1.0, seed=0, logdir="logs/ear_teacher", name="ear_vae", checkpoint_dir="checkpoints", log_every=1,
-    grid_images=8, resume="", device="auto", quiet=False,
-)
+# A trainer run's config.json: TrainConfig's defaults (read, never copied: a copy went stale when fields were
+# added), with what the loop fills in at start (the data's channels, the perceptual backbone that ran).
+TRAINER_CONFIG = {**TrainConfig().to_dict(), "channels": 3, "perceptual_backbone": "stlpips-vgg16"}
 
 
 def approach(start: float, end: float, *, rate: float = 5.0, n: int) -> Callable[[int], float]:
