@@ -1,19 +1,23 @@
-"""Synthetic runs of vaediag's trainer, written as REAL event files, for the diagnosis and check tests.
+"""Synthetic runs of vaediag's trainer, written as REAL event files: the one writer of the seed's runs.
 
 ``write_trainer_run`` logs what ``train/loop.py`` logs, with tag strings from ``vaediag.terms``: every loss
 term raw and weighted plus the total, ``kl_weight`` and ``lr`` per train step; every loss term and metric
 per epoch on val; the ``epoch`` tag with each step; ``config.json`` and ``hparams.yaml`` with the
 trainer's config (``train.config.TrainConfig``'s defaults under the run's own values). Curves are given per
 epoch (a list, or a function of the epoch index); each epoch's train steps average to the curve's value
-exactly (a symmetric +-2 % wiggle across the steps).
+exactly (a symmetric +-2 % wiggle across the steps). A picture per epoch on request, as the trainer logs
+``val/recon_grid``.
 
-``SEED`` holds the seed's three runs (shared/seed):
+``SEED`` holds the seed's three runs (shared/seed), with the numbers its write-up gives:
 
 * run1: kl_weight 1e-4, the original weights (perceptual 0.8, SSIM 0.3, no edge); KL 160-180, PSNR 19-22.
 * run2: kl_weight 1e-5; KL 1,660 at epoch 10 down to 1,535 at epoch 200, recon 0.111, PSNR 23.9 dB,
   SSIM 0.645, perceptual 0.532; blurry.
 * run3: kl_weight 1e-7 with the seed's recipe (1.0 / 1.2 / 0.5 / 0.1), 60 epochs as the seed expects it:
   KL ~300, perceptual 0.35 at epoch 10 and 0.2 at 30, PSNR 29 at 30 and 32.5 at 60, sharp, converged.
+
+``write_seed`` writes the three under one root (as ``run1``..``run3`` for the diagnosis and check tests, as
+``ear_vae/version_0``..``2`` for the report tests); ``write_seed_run`` writes one of them, cut short or changed.
 """
 
 from __future__ import annotations
@@ -60,11 +64,13 @@ def write_trainer_run(
     train_epochs: int | None = None,
     extra_train: Mapping[str, Curve] | None = None,
     t0: float = 1.7e9,
+    grid_tag: str | None = None,
 ) -> Path:
     """Write one run like the trainer's (module docstring). ``curves`` maps canonical terms to per-epoch
     values: loss terms (``recon``, ``perceptual``, ``ssim_loss``, ``edge``, ``kl``) go to train and val,
     metrics (``psnr``, ``sharpness``, ``active_units`` ...) to val only; ``kl_weight`` and ``lr`` default
-    to the config's. ``train_epochs`` > ``epochs`` logs train steps of an epoch still running."""
+    to the config's. ``train_epochs`` > ``epochs`` logs train steps of an epoch still running. ``grid_tag``
+    logs a picture under that tag at each val step, as the trainer logs ``val/recon_grid`` (:func:`grid_png`)."""
     cfg = {**TRAINER_CONFIG, **(config or {})}
     weights = {"recon": cfg["w_l1"], "perceptual": cfg["w_perceptual"], "ssim_loss": cfg["w_ssim"],
                "edge": cfg["w_edge"], "kl": cfg["kl_weight"]}
@@ -114,7 +120,13 @@ def write_trainer_run(
             put(tag("val", "loss"), step, total)
     cfg_out = {**cfg, "epochs": max(cfg["epochs"], epochs)} if "epochs" not in (config or {}) else cfg
     hp = {k: v for k, v in cfg_out.items()}
-    return tbwrite.write_run(run_dir, series, epochs=epoch_of, t0=t0, hparams_yaml=hp, config=cfg_out)
+    images = [(grid_tag, (e + 1) * steps_per_epoch - 1, grid_png(t0, e)) for e in range(epochs)] if grid_tag else []
+    return tbwrite.write_run(run_dir, series, epochs=epoch_of, t0=t0, hparams_yaml=hp, config=cfg_out, images=images)
+
+
+def grid_png(t0: float, epoch: int) -> bytes:
+    """The picture a run started at ``t0`` logs at ``epoch``: distinct bytes per run and epoch."""
+    return tbwrite.png_bytes(8, 16, seed=int(t0) % 100_000 * 1000 + epoch)
 
 
 def _seed_run1() -> dict:
@@ -184,10 +196,22 @@ def _interp(pts: list[tuple[int, float]], e: int) -> float:
 SEED = {"run1": _seed_run1(), "run2": _seed_run2(), "run3": _seed_run3()}
 
 
-def write_seed(root: Path, names: Sequence[str] = ("run1", "run2", "run3")) -> Path:
-    """The seed's runs under ``root/<name>`` (run ids ``run1``, ``run2``, ``run3``); returns ``root``."""
+def write_seed(root: Path, names: Sequence[str] = ("run1", "run2", "run3"), *,
+               run_dirs: Sequence[str] | None = None) -> Path:
+    """The seed's runs under ``root``: in ``root/<name>`` (run ids ``run1``, ``run2``, ``run3``), or in
+    ``root/<run_dirs[i]>``; returns ``root``."""
     for i, name in enumerate(names):
-        spec = SEED[name]
-        write_trainer_run(root / name, epochs=spec["epochs"], curves=spec["curves"], config=spec["config"],
-                          t0=1.70e9 + i * 1e6)
+        write_seed_run(root / (run_dirs[i] if run_dirs else name), name, t0=1.70e9 + i * 1e6)
     return root
+
+
+def write_seed_run(run_dir: Path, name: str, *, epochs: int | None = None, t0: float = 1.70e9,
+                   config: Mapping | None = None, curves: Mapping[str, Curve | None] | None = None,
+                   grid_tag: str | None = None) -> Path:
+    """One of the seed's runs: ``epochs`` cuts it short (the curves stay the full run's), ``config`` and
+    ``curves`` change or add fields and curves (a curve given as None is not logged), ``grid_tag`` as in
+    :func:`write_trainer_run`."""
+    spec = SEED[name]
+    merged = {**spec["curves"], **(curves or {})}
+    return write_trainer_run(run_dir, epochs=epochs or spec["epochs"], config={**spec["config"], **(config or {})},
+                             curves={k: c for k, c in merged.items() if c is not None}, t0=t0, grid_tag=grid_tag)

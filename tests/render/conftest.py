@@ -1,4 +1,4 @@
-"""Fixtures for the report tests: trees of real event files (see report_runs.py) and reports written once."""
+"""Fixtures for the report tests: trees of real event files (seedruns.py, report_runs.py) and reports written once."""
 
 from __future__ import annotations
 
@@ -6,16 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from report_runs import SEED_RUNS, SPECIAL_NAMES, run_cli, write_seed_run, write_supervised_run
+import seedruns
+from report_runs import SPECIAL_NAMES, run_cli, write_supervised_run
 
 
 @pytest.fixture(scope="session")
 def seed_tree(tmp_path_factory) -> Path:
     """logs/ear_teacher with the seed's three runs as ear_vae/version_0..2 (read-only for tests)."""
     root = tmp_path_factory.mktemp("seed") / "ear_teacher"
-    for i, spec in enumerate(SEED_RUNS.values()):
-        write_seed_run(root / "ear_vae" / f"version_{i}", spec)
-    return root
+    return seedruns.write_seed(root, run_dirs=[f"ear_vae/version_{i}" for i in range(3)])
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +38,6 @@ def special_tree(tmp_path_factory) -> Path:
     """Two short runs whose directory names are full of markdown syntax."""
     root = tmp_path_factory.mktemp("special") / "odd project"
     for i, name in enumerate(SPECIAL_NAMES):
-        spec = dict(SEED_RUNS["run3"], epochs=4, t0=1.7e9 + i * 1e5)
-        spec["config"] = dict(spec["config"], kl_weight=1e-5 * (i + 1))
-        write_seed_run(root / name, spec, grey_colour=False)
+        seedruns.write_seed_run(root / name, "run3", epochs=4, t0=1.7e9 + i * 1e5, config={"kl_weight": 1e-5 * (i + 1)},
+                                curves={"psnr_grey": None, "psnr_colour": None})
     return root

@@ -196,24 +196,22 @@ def test_diverged_run_is_not_dressed_up(tmp_path):
     import math
 
     import vaediag
-    from report_runs import SEED_RUNS, _curve, write_seed_run
+    from seedruns import SEED, write_seed_run
     from vaediag.render.report import build_report, diagnose_runs
 
-    spec = dict(SEED_RUNS["run3"], epochs=12)
-    curves = {k: _curve(*spec[k][:2], 12, rate=spec[k][2], wiggle=spec[k][3])[:8] + [math.nan] * 4
-              for k in ("kl", "recon", "perceptual", "psnr", "ssim", "sharpness")}
-    write_seed_run(tmp_path / "diverged" / "version_0", spec, curves=curves)
-    write_seed_run(tmp_path / "healthy" / "version_0", dict(SEED_RUNS["run3"], epochs=12, t0=1.8e9))
+    nan_after_8 = {k: (lambda e, c=c: c(e) if e < 8 else math.nan) for k, c in SEED["run3"]["curves"].items()}
+    write_seed_run(tmp_path / "diverged" / "version_0", "run3", epochs=12, curves=nan_after_8)
+    write_seed_run(tmp_path / "healthy" / "version_0", "run3", epochs=12, t0=1.8e9)
     rs = vaediag.load(tmp_path)
     text = build_report(rs, diagnose_runs(rs), plots=False).markdown
     assert "**Best run: R2** (healthy/version_0)" in text
     assert "Not ranked because their last value is not finite (the run diverged): R1." in text
     metrics = [t for t in md.tables(text) if t.heading == "Runs"][1]
     assert metrics.rows[0][:6] == ["R1", "NaN", "NaN", "NaN", "NaN", "NaN"]
-    assert "- PSNR: 20.0-32.4 dB (final NaN: not finite)" in text
+    assert "- PSNR: 18.0-23.4 dB (final NaN: not finite)" in text
     every = [t for t in md.tables(text) if t.heading == "Expected vs actual" and t.header[0] == "#"][0]
     assert every.rows[0][3] == "❌ NaN"
-    # Thirty nonfinite findings (one per tag) read as one row naming the rest.
+    # The nonfinite findings (one per tag, 28 here) read as one row naming the rest.
     findings = [t for t in md.tables(text) if t.heading == "R1: diverged/version_0" and t.header[0] == "Severity"][0]
     nonfinite = [r for r in findings.rows if r[1].startswith("nonfinite")]
     assert len(nonfinite) == 1 and "more like it: " in nonfinite[0][3]

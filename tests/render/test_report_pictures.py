@@ -18,7 +18,8 @@ import pytest
 
 import report_md as md
 import tbwrite
-from report_runs import SEED_RUNS, grid_png, run_cli, write_seed_run, write_supervised_run
+from report_runs import run_cli, write_supervised_run
+from seedruns import grid_png, write_seed_run
 from vaediag.render import pictures
 from vaediag.render.report import files_dir_for
 from vaediag.terms import RECON_GRID_TAG
@@ -39,10 +40,10 @@ def _alts(text: str) -> list[str]:
 @pytest.fixture(scope="module")
 def pic_tree(tmp_path_factory) -> Path:
     """watched: 40 epochs under the watchdog (one decision after epoch 10) logging our grid; plain: the
-    seed's run 1 (40 epochs) logging its pictures as Lightning users do, ``val/reconstructions``."""
+    seed's run 1 (its first 40 epochs) logging its pictures as Lightning users do, ``val/reconstructions``."""
     root = tmp_path_factory.mktemp("pictures") / "logs"
     write_supervised_run(root / "watched", grid_tag=RECON_GRID_TAG)
-    write_seed_run(root / "plain", dict(SEED_RUNS["run1"], t0=T_PLAIN), grid_tag="val/reconstructions")
+    write_seed_run(root / "plain", "run1", epochs=40, t0=T_PLAIN, grid_tag="val/reconstructions")
     return root
 
 
@@ -197,8 +198,7 @@ def test_a_damaged_image_record_is_skipped(tmp_path):
     from vaediag.diagnose import diagnose
     from vaediag.render.report import build_report
 
-    spec = dict(SEED_RUNS["run3"], epochs=4, t0=T_PLAIN)
-    f = write_seed_run(tmp_path / "torn", spec, grid_tag=RECON_GRID_TAG)
+    f = write_seed_run(tmp_path / "torn", "run3", epochs=4, t0=T_PLAIN, grid_tag=RECON_GRID_TAG)
     _flip_inside(f, grid_png(T_PLAIN, 3))
     tbwrite.write_run(tmp_path / "odd", {"val/recon": tbwrite.epoch_series([0.3, 0.2])},
                       epochs=tbwrite.epoch_map(2), t0=1.8e9,
@@ -219,8 +219,7 @@ def test_unsafe_run_ids_make_safe_file_names_and_escaped_text(tmp_path):
 
     names = [os.fsdecode(b"bad\xff\x1b[2Kname"), "x|y*[z](w)`<b>", "deep/er"]
     for i, name in enumerate(names):
-        write_seed_run(tmp_path / f"tmp{i}", dict(SEED_RUNS["run3"], epochs=2, t0=1.7e9 + i * 1e5),
-                       grid_tag=RECON_GRID_TAG)
+        write_seed_run(tmp_path / f"tmp{i}", "run3", epochs=2, t0=1.7e9 + i * 1e5, grid_tag=RECON_GRID_TAG)
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         os.rename(os.fsencode(tmp_path / f"tmp{i}"), os.fsencode(tmp_path / name))  # TensorBoard's writer wants UTF-8
     rs = vaediag.load(tmp_path)
@@ -279,7 +278,7 @@ def test_a_report_inside_the_tree_it_reads_replaces_only_its_own_pictures(tmp_pa
     from vaediag.render.report import diagnose_runs, write_report
 
     tree = tmp_path / "logs"
-    write_seed_run(tree / "run", dict(SEED_RUNS["run3"], epochs=2, t0=T_PLAIN), grid_tag=RECON_GRID_TAG)
+    write_seed_run(tree / "run", "run3", epochs=2, t0=T_PLAIN, grid_tag=RECON_GRID_TAG)
     rs = vaediag.load(tree)
     out = tree / "report.md"
     for _ in range(2):
