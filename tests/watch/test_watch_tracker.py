@@ -53,10 +53,12 @@ def test_tracker_needs_no_quiet_poll_once_it_knows_the_val_terms(tmp_path):
     assert em.epoch == 1 and em.metrics["psnr"] == 22.0
 
 
-def test_tracker_counts_val_points_without_epoch_tag(tmp_path):
+def test_val_points_without_epoch_tag_are_counted_across_polls(tmp_path):
+    """The tail counts a run's val points over all its polls (the tracker has no count of its own): with one val
+    point per poll, a count per poll would make each of them epoch 0."""
     run = tmp_path / "run"
     tail, tr = Tail(run), EpochTracker()
-    for i in range(3):  # one val point per poll: the tail alone would call each of them epoch 0
+    for i in range(3):  # one val point per poll
         _append(run, [("val_loss", 10 * i + 9, 1.0 / (i + 1)), ("val_KLD", 10 * i + 9, -5.0 * (i + 1))])
         tr.feed(tail.poll())
     tr.feed(tail.poll())

@@ -18,8 +18,9 @@ logs val; else the mean of that epoch's train values for loss and metric terms; 
 (``kl_weight``, ``lr``, ``control_seq``, ``ae_mode``) are the last value logged in the epoch, from any
 split, since they describe what the loop trained that epoch with.
 
-Rows without an aligned epoch (a run with no ``epoch`` tag) are placed by counting: the n-th val point of a
-tag is epoch n, counted across polls (the tail only sees one poll at a time).
+Rows come placed by the tail, which aligns each poll's rows as a whole-run read does and keeps what that needs
+across polls (in a run without an ``epoch`` tag, the n-th val point of a tag is epoch n, counted over every
+poll: ``RunHistory.val_seen``). A row it could not place (a train row of such a run) is skipped.
 """
 
 from __future__ import annotations
@@ -61,8 +62,6 @@ class EpochTracker:
         self._epochs: dict[int, _Epoch] = {}
         self._done_upto = -1  # every epoch <= this has been reported
         self._max_epoch = -1
-        self._val_count: dict[str, int] = {}  # tag -> val points seen, for runs without an epoch tag
-        self.has_epoch_tag = False
         self.has_val = False
         self._val_terms: frozenset[str] = frozenset()  # val terms of the last validated epoch
         self.rows_seen = 0
@@ -81,24 +80,17 @@ class EpochTracker:
         f = frame[frame["term"].notna()]
         if not len(f):
             return
-        if (f["term"] == "epoch").any():
-            self.has_epoch_tag = True
         f = f[f["term"] != "epoch"]
         terms = f["term"].astype(str).to_numpy()
         splits = f["split"].astype(str).to_numpy()
-        tags = f["tag"].astype(str).to_numpy()
         steps = f["step"].to_numpy(dtype=np.int64)
         values = f["value"].to_numpy(dtype=np.float64)
         epochs = f["epoch"].to_numpy(dtype=np.float64)
         order = np.argsort(steps, kind="stable")
         for i in order:
-            e = epochs[i]
-            if not math.isfinite(e):
-                if splits[i] != "val" or self.has_epoch_tag:
-                    continue  # a train row we cannot place
-                e = self._val_count.get(tags[i], 0)
-                self._val_count[tags[i]] = e + 1
-            e = int(e)
+            if not math.isfinite(epochs[i]):
+                continue  # a row the tail could not place (module docstring)
+            e = int(epochs[i])
             if e <= self._done_upto:
                 continue  # a late or repeated row of an epoch already decided (e.g. a resumed run)
             ep = self._epochs.setdefault(e, _Epoch())
