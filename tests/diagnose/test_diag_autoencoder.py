@@ -4,8 +4,7 @@ its KL is logged but not penalised. Before the switch, the same KL fails as it s
 from __future__ import annotations
 
 import vaediag
-from seedruns import write_trainer_run
-from test_diag_cases import _curves
+from seedruns import healthy_curves, write_trainer_run
 from vaediag.diagnose import diagnose
 
 
@@ -16,7 +15,7 @@ def _kl_checks(d) -> dict[str, str]:
 def test_kl_band_is_not_judged_after_the_switch_to_the_autoencoder(tmp_path):
     n, switch = 36, 3  # the demo's story: Option B from epoch index 3 on, the KL then grows to ~1,000
     write_trainer_run(tmp_path / "ae", epochs=n, config=dict(kl_weight=1e-2, epochs=n),
-                      curves=_curves(n, kl=lambda e: 20.0 if e < switch else 1000.0,
+                      curves=healthy_curves(n, kl=lambda e: 20.0 if e < switch else 1000.0,
                                      kl_weight=lambda e: 1e-2 if e < 1 else (1e-4 if e < switch else 0.0)),
                       extra_train={"train/ae_mode": lambda e: float(e >= switch)})
     (d,) = diagnose(vaediag.load(tmp_path / "ae"))
@@ -29,7 +28,7 @@ def test_kl_band_is_not_judged_after_the_switch_to_the_autoencoder(tmp_path):
 def test_the_same_kl_in_vae_mode_still_fails(tmp_path):
     n = 36
     write_trainer_run(tmp_path / "vae", epochs=n, config=dict(kl_weight=1e-4, epochs=n),
-                      curves=_curves(n, kl=1000.0), extra_train={"train/ae_mode": lambda e: 0.0})
+                      curves=healthy_curves(n, kl=1000.0), extra_train={"train/ae_mode": lambda e: 0.0})
     (d,) = diagnose(vaediag.load(tmp_path / "vae"))
     assert "fail" in _kl_checks(d).values()
 
@@ -39,7 +38,7 @@ def test_the_report_does_not_count_the_kl_target_of_an_autoencoder_as_missed(tmp
 
     n, switch = 12, 3
     write_trainer_run(tmp_path / "logs" / "ae", epochs=n, config=dict(kl_weight=1e-2, epochs=n),
-                      curves=_curves(n, kl=lambda e: 20.0 if e < switch else 1000.0,
+                      curves=healthy_curves(n, kl=lambda e: 20.0 if e < switch else 1000.0,
                                      kl_weight=lambda e: 1e-2 if e < switch else 0.0),
                       extra_train={"train/ae_mode": lambda e: float(e >= switch)})
     assert cli(["report", str(tmp_path / "logs"), "-o", str(tmp_path / "r.md")]) == 0

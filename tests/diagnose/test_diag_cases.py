@@ -13,54 +13,45 @@ import seedruns
 import tbwrite
 import vaediag
 from vaediag.diagnose import diagnose, diagnose_run, load_rules
-from seedruns import approach, write_trainer_run
-
-HEALTHY = dict(recon=0.05, perceptual=0.2, ssim_loss=0.12, edge=0.02, psnr=31.0, sharpness=0.9, active_units=200.0)
-
-
-def _curves(n: int, **over) -> dict:
-    c = {"kl": 300.0, **HEALTHY}
-    c.update(over)
-    return {k: (v if callable(v) or isinstance(v, list) else (lambda e, v=v: v)) for k, v in c.items()}
-
+from seedruns import approach, healthy_curves, write_trainer_run
 
 def collapse(root: Path) -> None:
     n = 12  # KL rises for 3 epochs, then the penalty pushes it to ~0
     write_trainer_run(root, epochs=n, config=dict(kl_weight=1e-2, latent_dim=256),
-                      curves=_curves(n, kl=lambda e: [2.0, 8.0, 12.0][e] if e < 3 else 0.4, active_units=lambda e: 3.0,
+                      curves=healthy_curves(n, kl=lambda e: [2.0, 8.0, 12.0][e] if e < 3 else 0.4, active_units=lambda e: 3.0,
                                      sharpness=0.3))
 
 
 def early_low_kl(root: Path) -> None:
     write_trainer_run(root, epochs=3, config=dict(kl_weight=1e-2, latent_dim=256),
-                      curves=_curves(3, kl=0.4, active_units=3.0))
+                      curves=healthy_curves(3, kl=0.4, active_units=3.0))
 
 
 def nan(root: Path) -> None:
     n = 10
-    write_trainer_run(root, epochs=n, curves=_curves(n, recon=lambda e: 0.1 if e < 6 else math.nan,
+    write_trainer_run(root, epochs=n, curves=healthy_curves(n, recon=lambda e: 0.1 if e < 6 else math.nan,
                                                      kl=lambda e: 300.0 if e < 6 else math.nan))
 
 
 def plateau(root: Path) -> None:
     n = 25
-    write_trainer_run(root, epochs=n, curves=_curves(n, recon=lambda e: max(0.05, 0.2 - 0.03 * e)))
+    write_trainer_run(root, epochs=n, curves=healthy_curves(n, recon=lambda e: max(0.05, 0.2 - 0.03 * e)))
 
 
 def lr_to_zero(root: Path) -> None:
     n = 8
-    write_trainer_run(root, epochs=n, curves=_curves(n, recon=lambda e: 0.2 - 0.01 * e, lr=lambda e: 2e-4 * 10 ** (-2 * e)))
+    write_trainer_run(root, epochs=n, curves=healthy_curves(n, recon=lambda e: 0.2 - 0.01 * e, lr=lambda e: 2e-4 * 10 ** (-2 * e)))
 
 
 def pending(root: Path) -> None:
     n = 5  # a live run: its last event was written a minute ago
-    write_trainer_run(root, epochs=n, curves=_curves(n, recon=lambda e: 0.2 - 0.02 * e, kl=lambda e: 200.0 + 100 * e),
+    write_trainer_run(root, epochs=n, curves=healthy_curves(n, recon=lambda e: 0.2 - 0.02 * e, kl=lambda e: 200.0 + 100 * e),
                       t0=time.time() - 60 - n * 2)
 
 
 def divergence(root: Path) -> None:
     n = 20  # train recon keeps falling; val recon is best at epoch 8 and then climbs 40 %
-    write_trainer_run(root, epochs=n, val=False, curves=_curves(n, recon=lambda e: 0.2 - 0.005 * e))
+    write_trainer_run(root, epochs=n, val=False, curves=healthy_curves(n, recon=lambda e: 0.2 - 0.005 * e))
     val = {"val/recon": [((e + 1) * 2 - 1, 0.2 - 0.015 * e if e <= 8 else 0.08 + 0.005 * (e - 8)) for e in range(n)],
            "val/kl": [((e + 1) * 2 - 1, 300.0) for e in range(n)]}
     tbwrite.write_run(root, val, suffix=".val", t0=1.8e9)
@@ -69,20 +60,20 @@ def divergence(root: Path) -> None:
 def ae_blurry(root: Path, latent: int = 1024) -> None:
     n = 35
     write_trainer_run(root, epochs=n, config=dict(ae=True, kl_weight=0.0, latent_dim=latent),
-                      curves=_curves(n, kl=5000.0, sharpness=0.4, psnr=26.0, recon=lambda e: 0.2 - 0.004 * e,
+                      curves=healthy_curves(n, kl=5000.0, sharpness=0.4, psnr=26.0, recon=lambda e: 0.2 - 0.004 * e,
                                      ae_mode=1.0))
 
 
 def tiny_weight_kl_high(root: Path) -> None:
     n = 12
     write_trainer_run(root, epochs=n, config=dict(kl_weight=1e-7, latent_dim=512),
-                      curves=_curves(n, kl=900.0, recon=lambda e: 0.2 - 0.01 * e))
+                      curves=healthy_curves(n, kl=900.0, recon=lambda e: 0.2 - 0.01 * e))
 
 
 def blurry_negligible_penalty(root: Path) -> None:
     n = 32
     write_trainer_run(root, epochs=n, config=dict(kl_weight=1e-6, latent_dim=512),
-                      curves=_curves(n, kl=300.0, sharpness=0.4, psnr=26.0, recon=lambda e: 0.3 - 0.005 * e))
+                      curves=healthy_curves(n, kl=300.0, sharpness=0.4, psnr=26.0, recon=lambda e: 0.3 - 0.005 * e))
 
 
 def missing_kl(root: Path) -> None:
@@ -200,7 +191,7 @@ def test_tiny_weight_switches_to_autoencoder(case_diags):
 
 
 def test_partial_epoch_is_not_counted(tmp_path):
-    write_trainer_run(tmp_path / "r", epochs=4, train_epochs=5, curves=_curves(5))
+    write_trainer_run(tmp_path / "r", epochs=4, train_epochs=5, curves=healthy_curves(5))
     (d,) = diagnose(vaediag.load(tmp_path / "r"))
     assert d.epochs == 4
     assert d.penalty.latest["epoch"] == 3
@@ -245,7 +236,7 @@ def test_kl_weight_inferred_from_the_train_total(tmp_path):
 
 
 def test_damaged_file_becomes_a_log_warning(tmp_path):
-    path = write_trainer_run(tmp_path / "r", epochs=3, curves=_curves(3))
+    path = write_trainer_run(tmp_path / "r", epochs=3, curves=healthy_curves(3))
     data = path.read_bytes()
     path.write_bytes(data[:-7])  # a crash mid-record
     (d,) = diagnose(vaediag.load(tmp_path / "r"))
@@ -255,7 +246,7 @@ def test_damaged_file_becomes_a_log_warning(tmp_path):
 
 def test_diagnose_run_on_a_bare_frame(tmp_path):
     """The watchdog's entry: a frame without RunInfo (params and config passed in)."""
-    write_trainer_run(tmp_path / "r", epochs=12, config=dict(kl_weight=1e-5), curves=_curves(12, kl=1500.0))
+    write_trainer_run(tmp_path / "r", epochs=12, config=dict(kl_weight=1e-5), curves=healthy_curves(12, kl=1500.0))
     rs = vaediag.load(tmp_path / "r")
     d = diagnose_run(rs.frame, rules=load_rules(), config={}, params={}, profile="seed")
     assert d.run == "r" and d.finding("kl_too_high").severity == "fail"
@@ -263,7 +254,7 @@ def test_diagnose_run_on_a_bare_frame(tmp_path):
 
 
 def test_bad_kl_weight_and_baseline_raise_usage_errors(tmp_path):
-    write_trainer_run(tmp_path / "a", epochs=2, curves=_curves(2))
+    write_trainer_run(tmp_path / "a", epochs=2, curves=healthy_curves(2))
     rs = vaediag.load(tmp_path)
     from vaediag.errors import UsageError
 
@@ -299,7 +290,7 @@ def test_baseline_lookup(tmp_path):
     for proj in ("a", "b"):
         for v in (0, 1):
             write_trainer_run(tmp_path / proj / f"version_{v}", epochs=10,
-                              curves=_curves(10, recon=0.05 if proj == "a" else 0.08))
+                              curves=healthy_curves(10, recon=0.05 if proj == "a" else 0.08))
     rs = vaediag.load(tmp_path)
     assert find_run(rs, "a/version_1") == "a/version_1"
     assert find_run(rs, "b/*_0") == "b/version_0"

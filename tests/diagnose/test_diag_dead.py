@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 import vaediag
-from seedruns import write_trainer_run
-from test_diag_cases import _curves
+from seedruns import healthy_curves, write_trainer_run
 from vaediag.diagnose import diagnose
 from vaediag.diagnose.criteria import blur_verdict
 from vaediag.render.report import diagnose_runs
@@ -15,7 +14,7 @@ from vaediag.render.report import diagnose_runs
 
 def _run(root, **over):
     n = 8
-    write_trainer_run(root, epochs=n, config=dict(kl_weight=1e-3, epochs=n), curves=_curves(n, **over))
+    write_trainer_run(root, epochs=n, config=dict(kl_weight=1e-3, epochs=n), curves=healthy_curves(n, **over))
 
 
 def test_demo_like_dead_model_fails(tmp_path):

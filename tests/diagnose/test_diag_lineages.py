@@ -125,10 +125,10 @@ def test_plain_loop_latent_name_step_minus_one_and_restart(tmp_path):
 
 def test_kl_weight_zero_is_an_autoencoder(tmp_path):
     import seedruns
-    from test_diag_cases import _curves
+    from seedruns import healthy_curves
 
     seedruns.write_trainer_run(tmp_path / "ae0", epochs=12, config=dict(kl_weight=0.0, epochs=12),
-                               curves=_curves(12, kl=0.3))
+                               curves=healthy_curves(12, kl=0.3))
     d = _one(tmp_path)
     assert d.model == "ae"
     assert d.finding("kl_collapse") is None

@@ -7,8 +7,7 @@ import math
 
 import pytest
 
-from seedruns import write_trainer_run
-from test_diag_cases import _curves
+from seedruns import healthy_curves, write_trainer_run
 import vaediag
 from vaediag.diagnose import diagnose
 from vaediag.diagnose.criteria import classify_trend
@@ -47,7 +46,7 @@ def test_regressing_run_is_not_converged_and_not_stopped(tmp_path):
     n = 12  # train and val reconstruction rise 2-3x after epoch 1
     recon = lambda e: 0.042 if e == 1 else (0.05 if e == 0 else 0.042 * (1 + 0.25 * (e - 1)))
     write_trainer_run(tmp_path / "worse", epochs=n, config=dict(kl_weight=1e-7, epochs=n),
-                      curves=_curves(n, recon=recon))
+                      curves=healthy_curves(n, recon=recon))
     (d,) = diagnose(vaediag.load(tmp_path))
     trend = d.finding("trend", "val_recon")
     assert trend.severity == "fail" and "regressing" in trend.message and "best 0.042 at epoch 2" in trend.message

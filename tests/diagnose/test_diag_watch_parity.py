@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 import vaediag
-from seedruns import write_seed, write_trainer_run
-from test_diag_cases import _curves
+from seedruns import healthy_curves, write_seed, write_trainer_run
 from vaediag.diagnose import diagnose_run, load_rules
 from vaediag.watch.policies import make_policy
 from vaediag.watch.tracker import EpochTracker
@@ -25,20 +24,20 @@ ACTION = {"set_kl_weight": "reduce_kl_weight", "switch_to_ae": "switch_to_autoen
 
 def _collapse(root: Path) -> Path:
     write_trainer_run(root, epochs=12, config=dict(kl_weight=1e-2, latent_dim=256),
-                      curves=_curves(12, kl=lambda e: [2.0, 8.0, 12.0][e] if e < 3 else 0.4,
+                      curves=healthy_curves(12, kl=lambda e: [2.0, 8.0, 12.0][e] if e < 3 else 0.4,
                                      active_units=lambda e: 3.0, sharpness=0.3))
     return root
 
 
 def _tiny(root: Path) -> Path:
     write_trainer_run(root, epochs=12, config=dict(kl_weight=1e-7, latent_dim=512),
-                      curves=_curves(12, kl=900.0, recon=lambda e: 0.2 - 0.01 * e))
+                      curves=healthy_curves(12, kl=900.0, recon=lambda e: 0.2 - 0.01 * e))
     return root
 
 
 def _blurry_at_30(root: Path) -> Path:
     write_trainer_run(root, epochs=32, config=dict(kl_weight=1e-6, latent_dim=512),
-                      curves=_curves(32, kl=300.0, sharpness=0.4, psnr=26.0, recon=lambda e: 0.3 - 0.005 * e))
+                      curves=healthy_curves(32, kl=300.0, sharpness=0.4, psnr=26.0, recon=lambda e: 0.3 - 0.005 * e))
     return root
 
 

@@ -129,6 +129,18 @@ def grid_png(t0: float, epoch: int) -> bytes:
     return tbwrite.png_bytes(8, 16, seed=int(t0) % 100_000 * 1000 + epoch)
 
 
+
+# A trainer run that is doing well, per epoch: the base of the synthetic runs of the rule tables.
+HEALTHY = dict(recon=0.05, perceptual=0.2, ssim_loss=0.12, edge=0.02, psnr=31.0, sharpness=0.9, active_units=200.0)
+
+
+def healthy_curves(n: int, **over) -> dict:
+    """Curves for :func:`write_trainer_run`: KL 300 and :data:`HEALTHY`, with ``over`` replacing or adding
+    terms (a number is a flat curve; a list or a function of the epoch is used as it is)."""
+    c = {"kl": 300.0, **HEALTHY}
+    c.update(over)
+    return {k: (v if callable(v) or isinstance(v, list) else (lambda e, v=v: v)) for k, v in c.items()}
+
 def _seed_run1() -> dict:
     n = 50
     return dict(
