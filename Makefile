@@ -1,4 +1,4 @@
-# make demo / make test / make bench: each creates .venv on first use.
+# make demo / make test / make test-fast / make bench: each creates .venv on first use.
 # torch==2.13.0 goes in first: on machines with a local CPU wheel (like CI) this
 # takes it; an unpinned torch would otherwise pull a multi-GB CUDA build.
 PYTHON ?= python3
@@ -8,7 +8,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv demo test bench fuzz experiment clean-venv
+.PHONY: venv demo test test-fast bench fuzz experiment clean-venv
 
 venv: $(STAMP)
 
@@ -26,6 +26,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	@$(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$rc
+
+# The edit-run loop: everything not marked slow (nothing that trains, starts processes, builds big corpora
+# or renders whole reports beyond the seed's); under a minute on 2 idle cores. make test stays the suite.
+test-fast: $(STAMP)
+	@$(PY) -m pytest -q -m "not slow"; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-fast: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 
 bench: $(STAMP)

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 _PROBE = r"""
@@ -25,6 +27,7 @@ print(json.dumps({"after_import": after_import, "after_check": after_check, "rc"
 """
 
 
+@pytest.mark.slow
 def test_cli_and_check_do_not_import_torch(realworld):
     proc = subprocess.run([sys.executable, "-c", _PROBE, str(realworld)], capture_output=True, text=True, cwd=ROOT,
                           timeout=120)

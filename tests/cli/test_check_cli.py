@@ -191,6 +191,7 @@ def _cli(*argv: str, **kw) -> subprocess.CompletedProcess:
                           cwd=ROOT, timeout=60, **kw)
 
 
+@pytest.mark.slow
 def test_real_cli_exit_codes(tree, tmp_path):
     ok = _cli(str(tree / "run3"))
     assert ok.returncode == 0 and "run3" in ok.stdout and ok.stderr == ""
@@ -202,6 +203,7 @@ def test_real_cli_exit_codes(tree, tmp_path):
     assert bad.stderr.startswith("Error: path ") and "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_real_sigint_exits_130(tree, tmp_path):
     """SIGINT while `vaediag check` is blocked writing its report to a full pipe: exit 130, no traceback.
 

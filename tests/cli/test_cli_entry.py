@@ -7,6 +7,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 import vaediag
 from vaediag.cli import main
 
@@ -28,6 +30,7 @@ def test_version_option(capsys):
     assert code == 0 and capsys.readouterr().out.strip() == f"vaediag {vaediag.__version__}"
 
 
+@pytest.mark.slow
 def test_python_dash_m_vaediag_is_the_command_line(tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", "vaediag", *a], capture_output=True, text=True,  # noqa: E731
                                     cwd=ROOT, timeout=60)

@@ -49,6 +49,7 @@ def test_usage_errors_exit_2_one_line(argv, match, capsys, tmp_path, monkeypatch
     assert err.startswith("Error: ") and re.search(match, err), err
 
 
+@pytest.mark.slow
 def test_watch_cli_does_not_import_torch(tmp_path):
     code = ("import sys; from vaediag.cli import main; "
             "rc = main(['watch', '--no-live', '--poll', '0.05', '--', sys.executable, '-c', 'raise SystemExit(7)']); "
@@ -58,6 +59,7 @@ def test_watch_cli_does_not_import_torch(tmp_path):
     assert "exited before it created a run directory" in r.stdout
 
 
+@pytest.mark.slow
 def test_child_killed_by_signal_gives_128_plus_n(tmp_path):
     r = subprocess.run([sys.executable, "-m", "vaediag.cli", "watch", "--no-live", "--poll", "0.05", "--",
                         sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],

@@ -3,6 +3,8 @@ its KL is logged but not penalised. Before the switch, the same KL fails as it s
 
 from __future__ import annotations
 
+import pytest
+
 import vaediag
 from seedruns import healthy_curves, write_trainer_run
 from vaediag.diagnose import diagnose
@@ -33,6 +35,7 @@ def test_the_same_kl_in_vae_mode_still_fails(tmp_path):
     assert "fail" in _kl_checks(d).values()
 
 
+@pytest.mark.slow
 def test_the_report_does_not_count_the_kl_target_of_an_autoencoder_as_missed(tmp_path):
     from vaediag.cli import main as cli
 

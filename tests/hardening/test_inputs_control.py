@@ -107,6 +107,7 @@ def test_the_journal_is_still_read_in_bounded_chunks(tmp_path: Path, monkeypatch
     assert seen[-1] and not seen[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", ["fifo", "zero"])
 def test_the_watchdog_never_blocks_on_the_run_dir_handshake_file(tmp_path: Path, make: str) -> None:
     """The child may leave anything at $VAEDIAG_RUN_DIR_FILE; the watchdog's look at it never blocks."""

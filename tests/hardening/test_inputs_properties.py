@@ -135,12 +135,14 @@ def _load_rules(content):
         return None
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.one_of(st.binary(max_size=300), st.text(max_size=300), _DEEP_TOML))
 def test_rules_loader_on_arbitrary_input(content) -> None:
     _load_rules(content)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(rules_docs())
 def test_rules_loader_on_hostile_documents(text: str) -> None:
@@ -224,6 +226,7 @@ def tags_docs(draw) -> str:
     return toml_doc(tables)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.one_of(st.binary(max_size=300), st.text(max_size=300), _DEEP_TOML.map(lambda t: "[tags]\n" + t), tags_docs()))
 def test_tags_loader(content) -> None:
@@ -253,6 +256,7 @@ def targets_docs(draw) -> str:
     return toml_doc(tables)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.one_of(st.binary(max_size=300), st.text(max_size=300), _DEEP_TOML.map(lambda t: "[targets.kl]\n" + t),
                  targets_docs()))

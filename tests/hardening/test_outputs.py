@@ -91,6 +91,7 @@ def test_a_name_taken_between_plan_and_write_is_not_replaced(tmp_path):
 # --force: atomic replacement, no stale plots, never a user's file
 
 
+@pytest.mark.slow
 def test_force_removes_only_the_old_reports_own_plots(tmp_path):
     import vaediag
     from vaediag.render.report import diagnose_runs, write_report
@@ -121,6 +122,7 @@ def test_force_keeps_plots_the_new_report_writes_again(tmp_path):
     assert _leftovers(tmp_path) == [] and _leftovers(tmp_path / "r_files") == []
 
 
+@pytest.mark.slow
 def test_force_through_a_symlink_replaces_the_report_it_names(tmp_path):
     """latest.md -> 2024-05.md: the link stays a link; the report it points to is replaced, with its plots
     beside it (its links in the markdown name 2024-05_files)."""
@@ -162,6 +164,7 @@ def test_a_report_inside_the_log_tree_it_reads(tmp_path):
 # Streams
 
 
+@pytest.mark.slow
 def test_a_fifo_with_a_reader_gets_the_markdown(tmp_path):
     logs = _logs(tmp_path)
     fifo = tmp_path / "pipe"
@@ -192,6 +195,7 @@ def test_a_fifo_with_a_reader_gets_the_markdown(tmp_path):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["logs", "pipe"]  # nothing else written
 
 
+@pytest.mark.slow
 def test_dev_stdout_redirected_to_a_file_writes_through_the_redirection(tmp_path):
     """`vaediag report logs -o /dev/stdout > r.md`: no --force needed, the file gets the markdown."""
     logs = _logs(tmp_path)

@@ -170,6 +170,7 @@ def _mutate(data: bytes, rng: random.Random) -> bytes:
     return bytes(b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(4))
 def test_mutated_real_files_never_raise_and_engines_agree(realworld, tmp_path, seed):
     """A few hundred mutations of real files (the bench fuzz run does 10,000+)."""

@@ -131,6 +131,7 @@ def test_tag_hash_collisions_fall_back_exactly(tmp_path):
     np.testing.assert_array_equal(rows.values, np.arange(3000, dtype=float))
 
 
+@pytest.mark.slow
 def test_import_is_light():
     code = (
         "import sys, vaediag.logs; bad = [m for m in ('torch', 'matplotlib', 'tensorboard', 'google.protobuf', "

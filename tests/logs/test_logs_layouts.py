@@ -176,6 +176,7 @@ def test_nested_projects(tmp_path):
     assert sorted(sub.runs) == ["proj_a/vae/version_0", "proj_a/vae/version_1"]
 
 
+@pytest.mark.slow
 def test_a_thousand_small_runs(tmp_path):
     root = tmp_path / "sweep"
     for i in range(1000):
@@ -334,6 +335,7 @@ def test_an_event_file_that_is_a_fifo_is_not_read(tmp_path):
     assert any("events.out.tfevents.9.fifo" in w and "not a regular file" in w for w in rs.warnings)
 
 
+@pytest.mark.slow
 def test_many_distinct_tags(tmp_path):
     write_raw(tmp_path / "r", [scalar_event(f"sweep/metric_{i:05d}", i % 7, float(i), 1.7e9 + i) for i in range(20000)])
     rs = load_both(tmp_path)

@@ -163,6 +163,7 @@ def test_tail_keeps_the_limits(tmp_path, small_limits):
     assert len(tail.unmapped_tags) == 100
 
 
+@pytest.mark.slow
 def test_tags_past_the_slot_table_decode_to_their_names(tmp_path):
     # More tags than the 65,536-slot table holds at half load: the table grows, every tag decodes to its name.
     from vaediag.logs.decode import TagRegistry

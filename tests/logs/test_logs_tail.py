@@ -84,6 +84,7 @@ def writer(tmp_path):
     w.close()
 
 
+@pytest.mark.slow
 def test_tail_follows_an_appending_process(tmp_path, writer):
     tail = Tail(tmp_path / "run")
     assert tail.poll().empty  # no file yet
@@ -105,6 +106,7 @@ def test_tail_follows_an_appending_process(tmp_path, writer):
     assert tail.poll().empty and tail.bytes_read == size
 
 
+@pytest.mark.slow
 def test_tail_rows_equal_a_load_of_the_finished_file(tmp_path, writer):
     tail = Tail(tmp_path / "run", run="run")
     writer("open events.out.tfevents.1.host.1.0")
@@ -122,6 +124,7 @@ def test_tail_rows_equal_a_load_of_the_finished_file(tmp_path, writer):
     assert tail.notes == ["'train/kl' is <= 0 (7 values so far): logged as -KL, sign flipped"]
 
 
+@pytest.mark.slow
 def test_new_event_files_are_noticed(tmp_path, writer):
     tail = Tail(tmp_path / "run")
     writer("open events.out.tfevents.1.host.1.0")
@@ -139,6 +142,7 @@ def test_new_event_files_are_noticed(tmp_path, writer):
     assert f["tag"].astype(str).tolist() == ["val/psnr"] and f["value"].tolist() == [20.0]
 
 
+@pytest.mark.slow
 def test_poll_cost_is_the_new_bytes(tmp_path, writer):
     tail = Tail(tmp_path / "run")
     writer("open events.out.tfevents.1.host.1.0")
@@ -151,6 +155,7 @@ def test_poll_cost_is_the_new_bytes(tmp_path, writer):
     assert tail.bytes_read - size0 == size1 - size0  # only the appended bytes were read
 
 
+@pytest.mark.slow
 def test_garbage_keeps_pending_bytes_bounded(tmp_path, writer):
     tail = Tail(tmp_path / "run")
     writer("open events.out.tfevents.1.host.1.0")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 import report_md as md
 
 
+@pytest.mark.slow
 def test_plot_functions_return_fig_and_axes_and_deterministic_png():
     import numpy as np
     import pandas as pd

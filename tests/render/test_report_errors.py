@@ -81,6 +81,7 @@ def test_cli_same_path_twice(seed_tree, tmp_path, capsys):
     assert "is given twice" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_real_process_exit_code_and_no_heavy_imports(seed_tree, tmp_path):
     """A real `vaediag report` process: exit 2 with one line for a refusal; a report run imports neither
     torch nor pyplot (figures are drawn by the Agg canvas directly)."""

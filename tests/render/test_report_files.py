@@ -23,6 +23,7 @@ def special_report(special_tree, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_special_names_do_not_break_tables_or_format(special_report):
     text = special_report.read_text(encoding="utf-8")
     for block in md.raw_table_blocks(text):
@@ -43,6 +44,7 @@ def test_special_names_do_not_break_tables_or_format(special_report):
         assert name in visible
 
 
+@pytest.mark.slow
 def test_special_output_name_links_resolve(special_report):
     text = special_report.read_text(encoding="utf-8")
     links = md.image_links(text)
@@ -64,6 +66,7 @@ def watch_report(watch_tree, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_watchdog_section_lists_the_journal_decisions(watch_report, watch_tree):
     text = watch_report.read_text(encoding="utf-8")
     assert "Watchdog decisions" in md.headings(text, 2)
@@ -115,6 +118,7 @@ def realworld_report(realworld, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_realworld_report(realworld_report):
     text = realworld_report.read_text(encoding="utf-8")
     assert md.headings(text, 2) == ["Summary", "Runs", "Evolution across runs", "Curves", "Milestones",
@@ -145,6 +149,7 @@ def test_realworld_report(realworld_report):
 # File handling
 
 
+@pytest.mark.slow
 def test_refuses_to_overwrite_then_force_works(special_tree, tmp_path, capsys):
     out = tmp_path / "r.md"
     out.write_text("my notes\n")
@@ -176,6 +181,7 @@ def test_missing_output_directories_are_created(special_tree, tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["deep.md"]  # no temporary files left behind
 
 
+@pytest.mark.slow
 def test_default_output_is_reports_name_in_a_new_folder(special_tree, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert not (tmp_path / "reports").exists()
@@ -217,6 +223,7 @@ def test_diverged_run_is_not_dressed_up(tmp_path):
     assert len(nonfinite) == 1 and "more like it: " in nonfinite[0][3]
 
 
+@pytest.mark.slow
 def test_foreign_tags_mapped_with_a_tags_file(tmp_path):
     """`--tags FILE` reaches the reader: custom tag names become KL and reconstruction in the report."""
     import tbwrite

@@ -148,6 +148,7 @@ def _jpeg(seed: int) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_foreign_tags_pick_like_check(tmp_path):
     """Lightning's ``val/reconstructions`` (JPEG here, beside ``samples``) and latent-diffusion's
     ``train/reconstruction`` logged mid-epoch (beside ``train/inputs``): each run shows the tag check names."""
@@ -212,6 +213,7 @@ def test_a_damaged_image_record_is_skipped(tmp_path):
     assert "R2 logs 1 image(s) as `val/recon_grid`, but none could be read" in sec
 
 
+@pytest.mark.slow
 def test_unsafe_run_ids_make_safe_file_names_and_escaped_text(tmp_path):
     import vaediag
     from vaediag.diagnose import diagnose

@@ -169,6 +169,7 @@ def test_findings_and_recommendations_match_check(text, seed_tree):
     assert f"python -m train --config {seed_tree}/ear_vae/version_1/config.json --kl-weight 1e-07" in r2
 
 
+@pytest.mark.slow
 def test_deterministic_bytes(seed_tree, seed_report, tmp_path, monkeypatch):
     """Same logs -> same markdown bytes (but the generated line) and the same PNG bytes."""
     from report_runs import run_cli

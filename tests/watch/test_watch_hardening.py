@@ -454,6 +454,7 @@ time.sleep(float(sys.argv[2]))
 """
 
 
+@pytest.mark.slow
 def test_without_proc_two_new_runs_are_ambiguous_and_never_guessed(tmp_path, monkeypatch):
     from vaediag.watch import supervisor as sup
     from vaediag.watch.policies import make_policy

@@ -11,6 +11,7 @@ import pytest
 from vaediag.watch.journal import read_journal
 
 
+@pytest.mark.slow
 def test_klwatchdog_readme_example_runs(tmp_path):
     import textwrap
 
