@@ -1437,10 +1437,10 @@ class _Run:
                         weights = cfg.loss_weights(kl_w)
                         p_factor = perceptual_factor(step, every=cfg.perceptual_every)
                         weights["perceptual"] *= p_factor
-                        measure = d.is_main and grad_share_due(step, every=cfg.grad_share_every,
-                                                               perceptual_every=p_every)
+                        # rank 0 measures; every rank runs that step alike (uncompiled under --compile)
+                        due = grad_share_due(step, every=cfg.grad_share_every, perceptual_every=p_every)
                         total, raw, weighted = self.step(x, weights, perceptual if p_factor else None,
-                                                         measure=measure)
+                                                         measure=due and d.is_main, eager=due)
                         # every step is checked for NaN/inf at the next check; --log-every decides which are written
                         logger.log(step, epoch, total, raw, weighted, kl_weight=kl_w, lr=lr,
                                    write=step % cfg.log_every == 0,
@@ -1514,19 +1514,20 @@ class _Run:
 
     # --- one step ------------------------------------------------------------------------------------
     def step(self, x: torch.Tensor, weights: dict[str, float], perceptual: torch.nn.Module | None, *,
-             measure: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+             measure: bool = False,
+             eager: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """:func:`train_step` on the (wrapped) model; under ``--compile`` a compiler failure becomes one line.
 
         ``measure``: also take each weighted term's gradient at the latent head (``--grad-share-every``)
-        into :attr:`gradients`. Under ``--compile`` that step runs the uncompiled module (the same weights
-        and maths): a compiled model returns recon, mu and logvar from one node, with no path from mu to
-        the reconstruction terms to differentiate along."""
+        into :attr:`gradients`. ``eager``: run the uncompiled module (the same weights and maths), as a
+        measured step must under ``--compile``: a compiled model returns recon, mu and logvar from one node,
+        with no path from mu to the reconstruction terms to differentiate along. Every rank runs a measured
+        step that way, so DDP's ranks take the same path."""
         cfg = self.cfg
         self.gradients = None
         hook = None
-        model = self.train_model
+        model = self.eager_model if eager or measure else self.train_model
         if measure:
-            model = self.eager_model
 
             def hook(weighted: dict[str, torch.Tensor], head: tuple[torch.Tensor, torch.Tensor]) -> None:
                 self.gradients = term_gradients(weighted, head)
