@@ -15,7 +15,7 @@ so the logs stay small (under 1 MB) and carry no picture of unclear licence:
 What goes into the package is each run directory as the trainer and the watchdog left it (event file,
 config.json, hparams.yaml, control.json, watchdog.jsonl, train_output.log), without its checkpoints.
 The runs are trained in a temporary directory with relative paths, so the configs name ``data/demo`` and
-``logs``, not this machine's folders. Needs the [train] extra; about 3 minutes on 2 CPU cores.
+``logs``, not this machine's folders. Needs the [train] extra; about 4 minutes on 2 CPU cores.
 
     python scripts/make_examples.py                    # into vaediag/examples/ (refuses to overwrite a run)
     python scripts/make_examples.py --out /tmp/ex      # somewhere else, to look before replacing
