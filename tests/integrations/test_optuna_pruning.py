@@ -135,23 +135,26 @@ def test_dead_model_prunes_on_an_output_that_ignores_the_input_not_on_a_psnr_sti
     assert pruning_finding(d).rule == "dead_model"
 
     study = _study()
+    spreads = {"dead": [0.02] * 6,
+               "slow start": [0.22, 0.19, 0.23, 0.49, 0.66, 0.81],  # kl_weight 4.1e-4 on the demo data
+               "alive": [0.8] * 6}
 
     def objective(trial):
-        spread = trial.suggest_categorical("spread", ["dead", "slow start", "alive"])
+        kind = trial.suggest_categorical("spread", list(spreads))
         pruner = EpochPruner(trial)
         for e in range(6):
-            pruner.step(e, young(e, spread={"dead": 0.02, "slow start": 0.22 if e == 0 else 0.6, "alive": 0.8}[spread]))
+            pruner.step(e, young(e, spread=spreads[kind][e]))
         return pruner.value
 
-    for s in ("dead", "slow start", "alive"):
-        study.enqueue_trial({"spread": s})
+    for kind in spreads:
+        study.enqueue_trial({"spread": kind})
     study.optimize(objective, n_trials=3)
     dead, slow, alive = study.trials
-    # the first epoch is the warm-up (n_warmup_epochs=1): the dead model is pruned after its second epoch
-    assert dead.state == PRUNED and sorted(dead.intermediate_values) == [0, 1]
+    # the first three epochs are the warm-up (n_warmup_epochs=3): the dead model is pruned after its fourth
+    assert dead.state == PRUNED and sorted(dead.intermediate_values) == [0, 1, 2, 3]
     assert dead.user_attrs["vaediag_reason"].startswith("dead_model: the model's output does not follow its input at "
-                                                        "epoch 2: reconstructions vary 2.0% as much")
-    # like kl_weight 1e-4 on the demo data: input-independent after epoch 1, alive after epoch 2
+                                                        "epoch 4: reconstructions vary 2.0% as much")
+    # input-independent for three epochs, then alive: not pruned
     assert slow.state == COMPLETE and alive.state == COMPLETE
     assert alive.user_attrs["vaediag_verdict"] == "fail"  # the engine still says so; it did not prune
 
@@ -177,7 +180,7 @@ def test_the_studys_own_pruner_is_asked_after_vaediag():
 
 
 def test_prune_on_chooses_the_rules_and_rejects_unknown_ids():
-    pruner = EpochPruner(_study().ask(), prune_on=("penalty_share",))
+    pruner = EpochPruner(_study().ask(), prune_on=("penalty_share",), n_warmup_epochs=0)
     with pytest.raises(optuna.TrialPruned, match="penalty_share"):
         for e in range(3):
             pruner.step(e, collapsing(e))
@@ -228,7 +231,7 @@ def test_run_dir_pruner_reports_whole_epochs_and_prunes_a_dead_run(tmp_path):
     run = tmp_path / "logs" / "version_0"
     study = _study()
     trial = study.ask()
-    pruner = RunDirPruner(trial, run)
+    pruner = RunDirPruner(trial, run, n_warmup_epochs=1)
     run.mkdir(parents=True)
     assert pruner.poll() is None  # nothing logged yet
     write_epochs(run, [young(0, spread=0.02)])
