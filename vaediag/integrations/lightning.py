@@ -55,7 +55,8 @@ except ImportError:  # pragma: no cover - the older package name
     try:
         from pytorch_lightning.callbacks import Callback  # type: ignore[no-redef]
     except ImportError:
-        raise ImportError("vaediag.integrations.lightning needs Lightning: pip install 'vaediag[lightning]'") from None
+        raise ModuleNotFoundError("vaediag.integrations.lightning needs Lightning: pip install 'vaediag[lightning]' "
+                                  "(or pip install lightning)", name="lightning") from None
 
 from vaediag.diagnose.criteria import penalty_ratio
 from vaediag.errors import InputError, UsageError

@@ -32,12 +32,14 @@ Modules: ``discover`` (runs and run ids), ``sources`` (metrics logs that are not
 (CRC-32C, vectorised), ``scanner`` (vectorised streaming framing), ``decode`` (vectorised Event
 decoding), ``events`` (protobuf decoding, metadata), ``stream`` (incremental file reading),
 ``conventions`` (epoch alignment and split rules), ``frame`` (tidy frame), ``reader`` (:func:`load`),
-``tail`` (:class:`Tail`).
+``tail`` (:class:`Tail`), ``inprocess`` (:func:`frame_from_epochs`: the frame of metrics a training loop
+hands over in memory, epoch by epoch, read as a log with the trainer's tags).
 """
 
 from vaediag.logs.conventions import Note, RunHistory
 from vaediag.logs.discover import discover
+from vaediag.logs.inprocess import frame_from_epochs
 from vaediag.logs.reader import RunInfo, RunSet, load
 from vaediag.logs.tail import Tail
 
-__all__ = ["load", "RunSet", "RunInfo", "Tail", "discover", "Note", "RunHistory"]
+__all__ = ["load", "RunSet", "RunInfo", "Tail", "discover", "Note", "RunHistory", "frame_from_epochs"]
