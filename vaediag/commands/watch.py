@@ -167,7 +167,7 @@ def policy_from_args(args: argparse.Namespace, command: list[str] | None = None)
             raise UsageError(f"{opt} does not apply to policy {name!r}" + (f" ({hint})" if hint else ""))
         params[key] = value
     if "kl_weight" not in params and command:
-        from vaediag.watch.supervisor import option_value
+        from vaediag.watch.argv import option_value
 
         given = option_value(command, "--kl-weight")
         if given is not None:

@@ -68,6 +68,7 @@ from typing import Any, Callable, Protocol, Sequence
 from vaediag.errors import CheckpointError, ControlFileError, InputError, Interrupted, UsageError, VaediagError
 from vaediag.logs.discover import _ADD_HPARAMS_DIR, is_event_file
 from vaediag.safeio import kind_of, read_text
+from vaediag.watch.argv import option_value, set_option
 from vaediag.watch.control import (CONTROL_FILENAME, RUN_CHECKPOINT_DIR, RUN_DIR_FILE_ENV, WATCHDOG_PID_ENV, Control,
                                    now_iso, read_control, write_control)
 from vaediag.watch.journal import Journal, decision_record
@@ -121,44 +122,6 @@ class _NullDisplay:
 def exit_code(returncode: int) -> int:
     """A child's return code as a shell reports it: a death by signal N is 128 + N."""
     return 128 - returncode if returncode < 0 else returncode
-
-
-def set_option(cmd: Sequence[str], flag: str, value: str | None) -> list[str]:
-    """``cmd`` with every ``flag VALUE`` / ``flag=VALUE`` set to ``value``, or the option appended.
-
-    ``value=None`` means a bare flag (``--ae``), added when absent.
-
-    >>> set_option(["python", "t.py", "--kl-weight", "0.01", "--epochs", "5"], "--kl-weight", "0.001")
-    ['python', 't.py', '--kl-weight', '0.001', '--epochs', '5']
-    >>> set_option(["python", "t.py", "--resume=a.pt"], "--resume", "b.pt")
-    ['python', 't.py', '--resume=b.pt']
-    >>> set_option(["python", "t.py"], "--resume", "b.pt")
-    ['python', 't.py', '--resume', 'b.pt']
-    """
-    out: list[str] = []
-    found = False
-    i = 0
-    while i < len(cmd):
-        a = cmd[i]
-        if a == flag:
-            found = True
-            if value is None:
-                out.append(a)
-                i += 1
-            else:
-                out += [flag, value]
-                i += 2
-            continue
-        if value is not None and a.startswith(flag + "="):
-            found = True
-            out.append(f"{flag}={value}")
-            i += 1
-            continue
-        out.append(a)
-        i += 1
-    if not found:
-        out += [flag] if value is None else [flag, value]
-    return out
 
 
 def _walk_files(root: Path, *, max_depth: int = 8):
@@ -302,23 +265,6 @@ def find_checkpoint(
         if mirrored:
             return max(mirrored, key=found.get)
     return max(found, key=found.get)
-
-
-def option_value(cmd: Sequence[str], flag: str) -> str | None:
-    """The value of the last ``flag VALUE`` / ``flag=VALUE`` in ``cmd`` (None when absent).
-
-    >>> option_value(["python", "-m", "train", "--checkpoint-dir", "/big/ckpt"], "--checkpoint-dir")
-    '/big/ckpt'
-    >>> option_value(["t.py", "--checkpoint-dir=a", "--checkpoint-dir=b"], "--checkpoint-dir")
-    'b'
-    """
-    value = None
-    for i, a in enumerate(cmd):
-        if a == flag and i + 1 < len(cmd):
-            value = cmd[i + 1]
-        elif a.startswith(flag + "="):
-            value = a[len(flag) + 1:]
-    return value
 
 
 # --------------------------------------------------------------------------------------------------
