@@ -2,8 +2,8 @@
 
 Supervisor, step by step
 ------------------------
-1. **Start** the training command as a child in its own session (``start_new_session=True``): Ctrl-C in the
-   terminal reaches the watchdog only, which forwards it; a watchdog killed with SIGKILL leaves training
+1. **Start** the training command as a child in its own session (:mod:`~vaediag.watch.child`): Ctrl-C in
+   the terminal reaches the watchdog only, which forwards it; a watchdog killed with SIGKILL leaves training
    running untouched. The child's stdout and stderr go to a file (never a pipe, which would break when the
    watchdog dies); the watchdog echoes its lines and moves the file into the run directory as
    ``train_output.log`` when it ends.
@@ -24,11 +24,11 @@ Supervisor, step by step
    ``dry_run=True`` decides and records, and never writes control.json or signals the child.
 5. **Journal** every decision, applied or declined, to ``watchdog.jsonl`` (see :mod:`~vaediag.watch.journal`).
 
-Faults: the child's exit code is the watchdog's (a signal N gives 128 + N); SIGINT and SIGTERM to the
-watchdog are forwarded to the child's process group and the watchdog waits for it, reads its last logs
-and exits with its code. A child still running ``grace`` seconds (30) after the forwarded signal is
-killed with its whole process group (SIGKILL: exit 137), and a second signal kills it at once; each step
-is one line on the display and a ``note`` in the journal.
+Faults (:mod:`~vaediag.watch.child`): the child's exit code is the watchdog's (a signal N gives 128 + N);
+SIGINT and SIGTERM to the watchdog are forwarded to the child's process group and the watchdog waits for
+it, reads its last logs and exits with its code. A child still running ``grace`` seconds (30) after the
+forwarded signal is killed with its whole process group (SIGKILL: exit 137), and a second signal kills it
+at once; each step is one line on the display and a ``note`` in the journal.
 
 One watchdog per run (:mod:`~vaediag.watch.lock`): before writing anything into a run directory the
 watchdog takes its ``watchdog.lock``; when another live watchdog holds it, this one writes nothing there,
@@ -50,17 +50,17 @@ import os
 import shutil
 import signal
 import stat
-import subprocess
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 from vaediag.errors import CheckpointError, ControlFileError, InputError, Interrupted, UsageError, VaediagError
 from vaediag.safeio import kind_of
 from vaediag.watch.argv import option_value, set_option
+from vaediag.watch.child import (DEFAULT_GRACE_S, OUTPUT_LOG, ChildOutput, ChildSignals, _Child, alive, exit_code,
+                                 spawn)
 from vaediag.watch.control import (CONTROL_FILENAME, RUN_CHECKPOINT_DIR, RUN_DIR_FILE_ENV, WATCHDOG_PID_ENV, Control,
                                    now_iso, read_control, write_control)
 from vaediag.watch.discovery import event_files, find_checkpoint, find_foreign_run_dir, read_run_dir_file
@@ -81,12 +81,8 @@ __all__ = [
     "exit_code",
 ]
 
-OUTPUT_LOG = "train_output.log"
-#: Seconds a child has to exit after a forwarded SIGINT/SIGTERM before its process group is SIGKILLed.
-DEFAULT_GRACE_S = 30.0
 #: The longest poll interval: a watchdog that looks less than once an hour is not watching.
 MAX_POLL_S = 3600.0
-_OUTPUT_CHUNK = 4 << 20
 
 
 class Display(Protocol):
@@ -108,14 +104,6 @@ class _NullDisplay:
 
     def message(self, text: str) -> None:
         pass
-
-
-def exit_code(returncode: int) -> int:
-    """A child's return code as a shell reports it: a death by signal N is 128 + N."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
-# --------------------------------------------------------------------------------------------------
 
 
 class _Watch:
@@ -302,17 +290,6 @@ def _latest_changes(batch: list[tuple[EpochMetrics, Decision]]) -> int | None:
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Child:
-    cmd: list[str]
-    proc: subprocess.Popen
-    run_dir_file: Path
-    started: float
-    before: set[Path] = field(default_factory=set)
-    tree: set[int] = field(default_factory=set)  # every pid seen in its process tree so far
-    sole: tuple[Path, float] | None = None  # without /proc: the only new run so far, and since when
-
-
 class Supervisor(_Watch):
     """Run ``command`` under ``policy`` (see the module docstring). :meth:`run` returns the exit code.
 
@@ -365,22 +342,11 @@ class Supervisor(_Watch):
         self.restart = restart
         self.checkpoint = checkpoint
         self.ae_flag = ae_flag
-        self.stop_timeout = stop_timeout
-        self.grace = float(grace)
         self.child: _Child | None = None
-        # The next step of stopping the child: (monotonic deadline, signal to send then, why). Set when a
-        # signal is forwarded or a stop begins; _tick() carries it out.
-        self._escalation: tuple[float, int, str] | None = None
-        self._pending: list[str] = []  # lines from signal handlers, shown by the loop (never print in a handler)
-        self._killed = False
+        self.signals = ChildSignals(grace=float(grace), stop_timeout=stop_timeout, status=self.status)
         self._tmp: Path | None = None  # made in run(): the child's output and run-dir files
-        self._out_path = Path(OUTPUT_LOG)
-        self._out_fh = None
-        self._out_pos = 0
-        self._out_partial = ""
-        self._signals: list[int] = []
+        self.output = ChildOutput(Path(OUTPUT_LOG))
         self._stopping_by_policy = False
-        self._user_stop = False
         self._fatal: VaediagError | None = None
         self.status.command = " ".join(self.command)
         self.status.mode_label = ("dry run" if dry_run else "restart" if restart else "control file")
@@ -393,132 +359,25 @@ class Supervisor(_Watch):
         env[RUN_DIR_FILE_ENV] = str(run_dir_file)
         # The loop waits at each epoch start for our decision about the last epoch (control.py).
         env[WATCHDOG_PID_ENV] = str(os.getpid())
-        before = event_files(self._logdir_abs)
-        out = open(self._out_path, "ab")
-        try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    env=env, start_new_session=True)
-        except FileNotFoundError:
-            raise UsageError(f"cannot start {cmd[0]!r}: command not found") from None
-        except PermissionError:
-            raise UsageError(f"cannot start {cmd[0]!r}: permission denied") from None
-        finally:
-            out.close()
-        self.child = _Child(cmd, proc, run_dir_file, time.time(), before)
-        self.status.pid = proc.pid
+        self.child = spawn(cmd, env=env, output=self.output.path, run_dir_file=run_dir_file,
+                           before=event_files(self._logdir_abs))
+        self.status.pid = self.child.proc.pid
         self.status.child_state = "running"
         self.status.command = " ".join(cmd)
-        if self._user_stop:  # a signal that came while it was starting had no child to reach
-            self._forward(self._signals[-1])
-
-    def _signal_child(self, sig: int) -> None:
-        if self.child is None or self.child.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.child.proc.pid, sig)  # the whole group: torchrun's workers too
-        except ProcessLookupError:
-            pass
-
-    def _child_alive(self) -> bool:
-        return self.child is not None and self.child.proc.poll() is None
-
-    def _forward(self, sig: int) -> None:
-        """Pass a user's SIGINT/SIGTERM to the child's group; SIGKILL follows after ``grace`` seconds."""
-        if not self._child_alive():
-            return
-        name = signal.Signals(sig).name
-        self._signal_child(sig)
-        self._escalation = (time.monotonic() + self.grace, signal.SIGKILL,
-                            f"did not exit within {self.grace:g} s of {name} (--grace)")
-        self._pending.append(f"{name} forwarded to the training process (pid {self.child.proc.pid}); it is killed "
-                             f"(SIGKILL) if it has not exited in {self.grace:g} s; {name} again kills it now")
-        self.status.child_state = f"stopping ({name} forwarded)"
-
-    def _kill(self, why: str) -> None:
-        """SIGKILL the child's whole process group (its workers too), at once."""
-        self._escalation = None
-        if not self._child_alive():
-            return
-        self._signal_child(signal.SIGKILL)
-        self._killed = True
-        self._pending.append(f"the training process {why}; sent SIGKILL to its process group "
-                             f"(pid {self.child.proc.pid})")
-        self.status.child_state = "killed (SIGKILL)"
-
-    def _stop_child(self, why: str) -> None:
-        """Ask the child to stop (SIGINT: it saves a checkpoint); SIGTERM after ``stop_timeout``, then SIGKILL."""
-        self._signal_child(signal.SIGINT)
-        self._escalation = (time.monotonic() + self.stop_timeout, signal.SIGTERM,
-                            f"did not stop within {self.stop_timeout:g} s of SIGINT ({why})")
+        if self.signals.user_stop:  # a signal that came while it was starting had no child to reach
+            self.signals.forward(self.child, self.signals.received[-1])
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self._signals.append(signum)
-        self._user_stop = True
-        name = signal.Signals(signum).name
-        if len(self._signals) == 1:
-            self._forward(signum)
-        elif len(self._signals) == 2:
-            self._kill(f"was killed on a second signal ({name})")
-        else:  # the loop should have ended by now: stop waiting for anything
-            raise Interrupted(f"interrupted ({name} received {len(self._signals)} times)")
+        self.signals.on_signal(self.child, signum)
 
     def _tick(self) -> None:
-        """Show what the signal handlers said, and carry out a due escalation (SIGTERM, then SIGKILL)."""
-        esc = self._escalation
-        if esc is not None and time.monotonic() >= esc[0]:
-            _, sig, why = esc
-            if not self._child_alive():
-                self._escalation = None
-            elif sig == signal.SIGKILL:
-                self._kill(why)
-            else:
-                self._signal_child(sig)
-                name = signal.Signals(sig).name
-                self._pending.append(f"the training process {why}; sent {name}")
-                self._escalation = (time.monotonic() + self.grace, signal.SIGKILL,
-                                    f"did not exit within {self.grace:g} s of {name} (--grace)")
-        while self._pending:
-            self.note(self._pending.pop(0))
-
-    def _nap(self, seconds: float) -> None:
-        """Sleep up to ``seconds``; a signal ends the nap at once (the loop reacts to it without delay)."""
-        end = time.monotonic() + seconds
-        seen = len(self._signals)
-        while len(self._signals) == seen:
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(left, 0.05))
+        """Carry out a due escalation (SIGTERM, then SIGKILL), and show what the signal handlers said."""
+        self.signals.tick(self.child)
+        while self.signals.pending:
+            self.note(self.signals.pending.pop(0))
 
     def _pump_output(self, final: bool = False) -> None:
-        """Echo the child's new output lines (a tqdm-style \\r line shows its last state); at most 4 MiB a
-        poll (``final``: all of it, 4 MiB at a time), so a child that floods its output never floods the
-        watchdog's memory; an unfinished line is kept up to its last 64 KiB."""
-        while True:
-            try:
-                with open(self._out_path, "rb") as fh:
-                    fh.seek(self._out_pos)
-                    data = fh.read(_OUTPUT_CHUNK)
-            except OSError:
-                return
-            if not data:
-                break
-            self._out_pos += len(data)
-            more = len(data) == _OUTPUT_CHUNK
-            lines = (self._out_partial + data.decode("utf-8", errors="replace")).split("\n")
-            self._out_partial = lines.pop()[-(64 << 10):]
-            for line in lines:
-                self._echo(line)
-            if not (final and more):
-                break
-        if final and self._out_partial:
-            self._echo(self._out_partial)
-            self._out_partial = ""
-
-    def _echo(self, line: str) -> None:
-        line = line.rsplit("\r", 1)[-1].rstrip()
-        if line:
-            self.display.message(line)
+        self.output.pump(self.display.message, final=final)
 
     # ---- the run directory ---------------------------------------------------------------------------
 
@@ -548,7 +407,7 @@ class Supervisor(_Watch):
         except OSError as exc:
             raise InputError(f"cannot make a temporary directory for the training output in "
                              f"{tempfile.gettempdir()}: {exc.strerror or exc}") from None
-        self._out_path = self._tmp / OUTPUT_LOG
+        self.output = ChildOutput(self._tmp / OUTPUT_LOG)
         self._session_started = time.time()
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -573,7 +432,7 @@ class Supervisor(_Watch):
                     first = self.run_dir is None
                     try:
                         self.attach(path, command=self.child.cmd, pid=self.child.proc.pid, found_by=how,
-                                    restart=self.restart, output_log=str(self._out_path))
+                                    restart=self.restart, output_log=str(self.output.path))
                     except VaediagError as exc:  # another watchdog's run, or no lock/journal possible there
                         self._refuse(Path(path), exc)
                     self._child_run_dir_pending = False
@@ -591,7 +450,7 @@ class Supervisor(_Watch):
             self.display.update(self.status)
             if rc is not None:
                 return self._ended(rc)
-            self._nap(self.poll)
+            self.signals.nap(self.poll)
 
     _child_run_dir_pending = False
     _backlog = False
@@ -601,12 +460,10 @@ class Supervisor(_Watch):
         """The child's run cannot be watched (another watchdog holds it): write nothing there, stop the
         child this watchdog started (SIGINT, SIGKILL after ``grace``), and raise ``exc`` (exit 2)."""
         self.display.message(f"watch: not watching {path}: {exc.message}")
-        if self._child_alive():
+        if alive(self.child):
             self.display.message(f"watch: stopping the training process it started (SIGINT; SIGKILL after "
-                                 f"{self.grace:g} s)")
-            self._signal_child(signal.SIGINT)
-            self._escalation = (time.monotonic() + self.grace, signal.SIGKILL,
-                                f"did not exit within {self.grace:g} s of SIGINT (--grace)")
+                                 f"{self.signals.grace:g} s)")
+            self.signals.interrupt(self.child)
             self._wait_child()
         self._pump_output(final=True)
         raise exc
@@ -626,7 +483,7 @@ class Supervisor(_Watch):
         code = exit_code(rc)
         self._tick()
         self._pump_output(final=True)
-        self.status.child_state = f"exited {code}" + (" (killed by the watchdog)" if self._killed else "")
+        self.status.child_state = f"exited {code}" + (" (killed by the watchdog)" if self.signals.killed else "")
         self.display.update(self.status)
         if self.run_dir is None:
             never = not self._logdir_abs.exists()
@@ -636,8 +493,9 @@ class Supervisor(_Watch):
                                     "logs to?)" if never else ""))
         if self.journal is not None:
             self.journal.event("exit", code=code, returncode=rc, stopped_by_policy=self._stopping_by_policy,
-                               signals=[signal.Signals(s).name for s in self._signals], killed=self._killed)
-        if self._stopping_by_policy and not self._user_stop and code in (0, 130, 128 + signal.SIGINT):
+                               signals=[signal.Signals(s).name for s in self.signals.received],
+                               killed=self.signals.killed)
+        if self._stopping_by_policy and not self.signals.user_stop and code in (0, 130, 128 + signal.SIGINT):
             return 0  # the policy asked it to stop, and it stopped: success
         return code
 
@@ -650,7 +508,7 @@ class Supervisor(_Watch):
                 self.record(em, d, applied=False, note="dry run")
             elif not child_alive:
                 self.record(em, d, applied=False, note="training had already ended")
-            elif self._user_stop:
+            elif self.signals.user_stop:
                 self.record(em, d, applied=False, note="training is being stopped by a signal")
             elif self._stopping_by_policy:
                 self.record(em, d, applied=False, note="training is stopping after a stop decision")
@@ -660,7 +518,7 @@ class Supervisor(_Watch):
                 self.record(em, d, applied=True, via="stop (SIGINT)")
                 self._stopping_by_policy = True
                 self.status.child_state = "stopping (policy: stop)"
-                self._stop_child("policy: stop")
+                self.signals.stop(self.child, "policy: stop")
             elif self.restart:
                 self._restart(em, d)
             else:
@@ -678,7 +536,7 @@ class Supervisor(_Watch):
             self._tick()
             self._pump_output()
             self.display.update(self.status)
-            self._nap(min(self.poll, 0.2))
+            self.signals.nap(min(self.poll, 0.2))
 
     def _ckpt_roots(self) -> list[Path]:
         """Where checkpoints are looked for besides ``<run_dir>/checkpoints``: the current directory, the run
@@ -716,7 +574,7 @@ class Supervisor(_Watch):
 
         # A script that has written no checkpoint yet cannot be resumed: stopping it would only end a run.
         earlier = self._find_ckpt(self._session_started)
-        if self._user_stop:
+        if self.signals.user_stop:
             return not_applied("training is being stopped by a signal")
         if earlier is None:
             return not_applied(f"restart refused: the training script has written no checkpoint yet ({where}); "
@@ -724,11 +582,11 @@ class Supervisor(_Watch):
         self.status.child_state = "restarting: stopping (SIGINT)"
         self.display.update(self.status)
         t_stop = time.time()
-        self._stop_child("stopping for a restart")
+        self.signals.stop(self.child, "stopping for a restart")
         rc = self._wait_child()
         # Read what it logged on the way out (its last epoch) before the relaunch.
         self._pump_output()
-        if self._user_stop:  # the user stopped it meanwhile: no relaunch; the loop ends with its code
+        if self.signals.user_stop:  # the user stopped it meanwhile: no relaunch; the loop ends with its code
             return not_applied("training was stopped by a signal during the restart")
         code = exit_code(rc)
         if code == 0:
@@ -739,11 +597,11 @@ class Supervisor(_Watch):
             return not_applied(f"training exited with code {code} while stopping for the restart")
         deadline = time.time() + 10.0
         ckpt = None
-        while ckpt is None and time.time() < deadline and not self._user_stop:
+        while ckpt is None and time.time() < deadline and not self.signals.user_stop:
             ckpt = self._find_ckpt(t_stop)
             if ckpt is None:
-                self._nap(0.2)
-        if self._user_stop:  # stopped by a signal while the checkpoint was looked for: no relaunch
+                self.signals.nap(0.2)
+        if self.signals.user_stop:  # stopped by a signal while the checkpoint was looked for: no relaunch
             return not_applied("training was stopped by a signal during the restart")
         if ckpt is None and earlier.is_file():
             self.note(f"no checkpoint was written on the stop; resuming from the last one, {earlier}")
@@ -770,33 +628,13 @@ class Supervisor(_Watch):
         and is not kept; only an output that could not be copied into the run is left, and said so."""
         self._pump_output(final=True)
         keep = False
-        if self.run_dir is not None and self._out_path.exists():
-            if self._place_output() is None:
+        if self.run_dir is not None and self.output.path.exists():
+            if self.output.place(self.run_dir) is None:
                 keep = True
-                self.note(f"the training output is left at {self._out_path}: it could not be copied into "
+                self.note(f"the training output is left at {self.output.path}: it could not be copied into "
                           f"{self.run_dir}")
         if self._tmp is not None and not keep:
             shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def _place_output(self) -> Path | None:
-        assert self.run_dir is not None
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        for n in range(1000):
-            target = self.run_dir / (OUTPUT_LOG if n == 0 else f"train_output.{n}.log")
-            try:
-                fd = os.open(target, flags, 0o644)  # O_EXCL: never over an earlier log, a link or a FIFO
-            except FileExistsError:
-                continue
-            except OSError:
-                return None
-            try:
-                with os.fdopen(fd, "wb") as out, open(self._out_path, "rb") as src:
-                    shutil.copyfileobj(src, out, 1 << 20)
-            except OSError:
-                target.unlink(missing_ok=True)  # our own half-written copy
-                return None
-            return target
-        return None
 
 
 # --------------------------------------------------------------------------------------------------
