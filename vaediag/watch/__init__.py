@@ -23,7 +23,8 @@ from vaediag.watch.policies import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vaediag.watch.supervisor import Follower, Supervisor
+    from vaediag.watch.follower import Follower
+    from vaediag.watch.supervisor import Supervisor
 
 __all__ = [
     "KLWatchdog",
