@@ -197,7 +197,8 @@ class _RichDisplay:
         if live and self.console.is_terminal:
             from rich.live import Live
 
-            from vaediag.watch.panel import WatchStatus, render_panel
+            from vaediag.render.panel import render_panel
+            from vaediag.watch.status import WatchStatus
 
             self.live = Live(render_panel(WatchStatus()), console=self.console, refresh_per_second=4)
 
@@ -212,12 +213,12 @@ class _RichDisplay:
 
     def update(self, status) -> None:
         if self.live is not None:
-            from vaediag.watch.panel import render_panel
+            from vaediag.render.panel import render_panel
 
             self.live.update(render_panel(status))
 
     def decision(self, status) -> None:
-        from vaediag.watch.panel import status_line
+        from vaediag.render.panel import status_line
 
         self.console.print(status_line(status), markup=False, highlight=False, soft_wrap=True)
         sys.stdout.flush()

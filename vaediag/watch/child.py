@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 from vaediag.errors import Interrupted, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vaediag.watch.panel import WatchStatus
+    from vaediag.watch.status import WatchStatus
 
 __all__ = ["OUTPUT_LOG", "DEFAULT_GRACE_S", "exit_code", "spawn", "alive", "ChildSignals", "ChildOutput"]
 

@@ -22,8 +22,8 @@ from vaediag.safeio import kind_of
 from vaediag.watch.control import CONTROL_FILENAME, Control, now_iso, read_control, write_control
 from vaediag.watch.journal import Journal, decision_record
 from vaediag.watch.lock import RunLock
-from vaediag.watch.panel import WatchStatus
 from vaediag.watch.policies import Decision, MissingMetricWarning, Policy
+from vaediag.watch.status import WatchStatus
 from vaediag.watch.tracker import EpochMetrics, EpochTracker
 
 __all__ = ["MAX_POLL_S", "Display", "WatchSession"]
