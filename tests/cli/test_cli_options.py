@@ -35,3 +35,23 @@ def test_good_values(convert, text, expected):
 def test_bad_values(convert, text, message):
     with pytest.raises(argparse.ArgumentTypeError, match=message):
         convert(text)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--kl-weight", "-1"], "argument --kl-weight: must be a finite number >= 0, got '-1'"),
+    (["--kl-weight", "abc"], "argument --kl-weight: must be a number like 1e-5, got 'abc'"),
+    (["--latent-dim", "0"], "argument --latent-dim: must be a positive integer, got '0'"),
+    (["--steps-per-epoch", "x"], "argument --steps-per-epoch: must be a positive integer, got 'x'"),
+    (["--profile", "nope"], "argument --profile: invalid choice: 'nope'"),
+])
+@pytest.mark.parametrize("command", ["check", "report"])
+def test_check_and_report_refuse_a_bad_value_alike(tmp_path, capsys, command, argv, message):
+    from vaediag.cli import main
+
+    # Refused when the command line is read: the PATH is not even looked at, nothing is written.
+    out = ["-o", str(tmp_path / "out" / "r.md")] if command == "report" else []
+    assert main([command, str(tmp_path / "missing"), *out, *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"Error: {message}")
+    assert err.endswith(f"; see vaediag {command} --help\n"), err
+    assert not (tmp_path / "out").exists()

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from vaediag.errors import UsageError
+from vaediag.commands.options import add_run_options
 
 __all__ = ["add_parser", "run", "load_paths", "default_output"]
 
@@ -40,20 +40,8 @@ def add_parser(sub: argparse._SubParsersAction, *, name: str, help: str) -> argp
                    help="report file (default: reports/<first PATH's name>.md); a missing directory is created; "
                         "'-' (or /dev/stdout, a FIFO) writes the markdown alone to that stream")
     p.add_argument("--title", metavar="T", help="document title (default: 'VAE training report: <PATH name>')")
-    p.add_argument("--baseline", metavar="RUN",
-                   help="run id to measure improvement against (default: the earliest run)")
     p.add_argument("--targets", metavar="FILE", help="expected results TOML (default: the seed's targets)")
-    p.add_argument("--rules", metavar="FILE", help="rules TOML for the checks (as in vaediag check)")
-    p.add_argument("--run", metavar="GLOB", dest="run_glob", help="only runs whose id matches this glob")
-    p.add_argument("--tags", metavar="FILE", help="extra tag mappings (TOML) for foreign logs")
-    p.add_argument("--kl-weight", metavar="W", type=float, dest="kl_weight",
-                   help="KL weight for runs that neither log it nor record it in their config")
-    p.add_argument("--latent-dim", metavar="N", type=int, dest="latent_dim",
-                   help="the runs' latent size (number of latent values), over their parameters")
-    p.add_argument("--profile", choices=("auto", "seed", "generic"),
-                   help="the checklist: seed, generic (scale-free criteria only) or auto (the default)")
-    p.add_argument("--steps-per-epoch", metavar="N", type=int, dest="steps_per_epoch",
-                   help="epoch alignment for runs that log no epoch")
+    add_run_options(p, baseline_help="run id to measure improvement against (default: the earliest run)")
     p.add_argument("--force", action="store_true",
                    help="overwrite an existing report and its plots (never an input file or a file in the logs)")
     p.set_defaults(handler=run)
@@ -82,15 +70,11 @@ def __getattr__(name: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from vaediag.diagnose.engine import check_kl_weight
     from vaediag.outputs import Inputs
     from vaediag.render.report import check_destination, diagnose_runs, files_dir_for, load_targets, write_report
     from vaediag.sanitize import terminal
 
-    check_kl_weight(args.kl_weight)
-    if args.steps_per_epoch is not None and args.steps_per_epoch <= 0:
-        raise UsageError(f"--steps-per-epoch must be a positive integer, got {args.steps_per_epoch}")
-    # Cheap checks first: a refused destination or a bad targets/rules file costs no log reading.
+    # Option values were checked when the command line was read (commands/options.py). Cheap checks first: a refused destination or a bad targets/rules file costs no log reading.
     out = args.output or default_output(args.paths)  # kept as typed: "./-" is a file, "-" standard output
     # Everything the report reads; none of it (nor anything else in the log trees) is ever written over.
     inputs = Inputs([*args.paths, args.targets, args.rules, args.tags])
@@ -109,8 +93,6 @@ def run(args: argparse.Namespace) -> int:
 
     # One resolution of --baseline (exact id, unique suffix or glob) for the checks and the report.
     baseline = find_run(runset, args.baseline) if args.baseline is not None else None
-    if args.latent_dim is not None and args.latent_dim < 1:
-        raise UsageError(f"--latent-dim must be a positive integer, got {args.latent_dim}")
     diagnoses = diagnose_runs(runset, rules=rules, kl_weight=args.kl_weight, baseline=baseline,
                               latent_dim=args.latent_dim, profile=args.profile)
     path = write_report(runset, diagnoses, out, title=args.title, baseline=baseline, targets=targets,
