@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     from vaediag.render.report import check_destination, diagnose_runs, files_dir_for, load_targets, write_report
     from vaediag.sanitize import terminal
 
-    # Option values were checked when the command line was read (commands/options.py). Cheap checks first: a refused destination or a bad targets/rules file costs no log reading.
+    # Option values were checked when the command line was read (commands/options.py). Cheap checks first:
+    # a refused destination or a bad targets/rules file costs no log reading.
     out = args.output or default_output(args.paths)  # kept as typed: "./-" is a file, "-" standard output
     # Everything the report reads; none of it (nor anything else in the log trees) is ever written over.
     inputs = Inputs([*args.paths, args.targets, args.rules, args.tags])

@@ -117,7 +117,8 @@ def add_parser(sub: argparse._SubParsersAction, *, name: str, help: str) -> argp
                    help="where a foreign script's event files appear (default: the current directory); it may "
                         "not exist yet: the watchdog waits for the script to create it")
     r.add_argument("--dry-run", action="store_true", help="decide and record, never write control.json")
-    # The supervisor owns the limits (MAX_POLL_S, DEFAULT_GRACE_S); importing it here would load pandas.
+    # The watchdog owns the limits (watch.session.MAX_POLL_S, watch.child.DEFAULT_GRACE_S); importing the
+    # session here would load pandas.
     r.add_argument("--poll", type=_seconds("--poll", low=0, low_ok=False, high=3600), default=1.0,
                    metavar="SECONDS", help="seconds between reads of the logs (default 1, at most 3600)")
     r.add_argument("--grace", type=_seconds("--grace", low=0, low_ok=True), default=None, metavar="SECONDS",
