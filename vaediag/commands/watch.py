@@ -69,7 +69,9 @@ def _seconds(name: str, *, low: float, low_ok: bool, high: float = math.inf):
     return conv
 
 
-def _one_line_error(parser: argparse.ArgumentParser):
+def _watch_usage_error(parser: argparse.ArgumentParser):
+    # Watch's own wording ("Error: vaediag watch: ... (see vaediag watch --help)"), older than cli.py's
+    # _one_line_error ("Error: ...; see vaediag check --help"); the tests pin both.
     def error(message: str) -> None:  # usage errors: one line, exit 2 (ARCHITECTURE)
         print(f"Error: vaediag watch: {message} (see vaediag watch --help)", file=sys.stderr)
         sys.exit(2)
@@ -79,7 +81,7 @@ def _one_line_error(parser: argparse.ArgumentParser):
 def add_parser(sub: argparse._SubParsersAction, *, name: str, help: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, description=help, epilog=_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.error = _one_line_error(p)  # type: ignore[method-assign]
+    p.error = _watch_usage_error(p)  # type: ignore[method-assign]
     g = p.add_argument_group("policy")
     g.add_argument("--policy", default="ladder", metavar="NAME",
                    help="ladder (the seed's escalation; default), controlvae (PI control to a KL set point), "
