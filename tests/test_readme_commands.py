@@ -4,7 +4,8 @@ The README's ```bash and ```python blocks are what a newcomer copies. Each line 
 its `# comment` left to the shell) is run with bash, each python block as one program, in README order, in a directory where the demo has run: `data/demo/`,
 `logs/demo/demo/version_0` and `reports/demo/` exist, as after `make demo` in a fresh clone. The setup runs
 `vaediag demo --epochs 2` there (the demo's own data, model and watchdog; two epochs instead of the default
-so the test takes a minute, not three) with the repository's `scripts/`, `bench/` and `tests/` beside it.
+so the test takes a minute, not three) with the repository's `scripts/`, `bench/`, `tests/` and `examples/`
+beside it.
 
 A block the test cannot run (the installs, `make test` itself, a 100-epoch training) is preceded by
 ``<!-- not run by tests/test_readme_commands.py: REASON -->``; the reason is required and shown here, and
@@ -101,7 +102,7 @@ def test_the_readme_skips_few_blocks_and_says_why():
 def after_demo(tmp_path_factory) -> tuple[Path, dict]:
     """A directory as a fresh clone is after `make demo` (a two-epoch demo), and the environment to run in."""
     d = tmp_path_factory.mktemp("clone")
-    for sub in ("scripts", "bench", "tests", "train", "vaediag"):
+    for sub in ("scripts", "bench", "tests", "train", "vaediag", "examples"):
         shutil.copytree(ROOT / sub, d / sub, ignore=shutil.ignore_patterns("__pycache__", "_data", "*.npy"))
     for f in ("pyproject.toml", "Makefile", "README.md"):
         shutil.copy2(ROOT / f, d / f)

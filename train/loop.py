@@ -8,6 +8,9 @@ What a run leaves behind (ARCHITECTURE):
 * ``<logdir>/<name>/version_N/`` (N = next free number, claimed with an atomic ``mkdir``): event files,
   ``config.json``, ``hparams.yaml``. Train scalars every step (``terms.TRAIN_STEP_TAGS`` plus the
   0-based ``epoch``; the perceptual term's only on the steps that compute it, :func:`perceptual_factor`),
+  every ``--grad-share-every`` steps each weighted term's gradient norm and share at the latent head and the
+  KL's cosine with the rest (``terms.GRADIENT_TAGS``, :func:`grad_share_due`,
+  :mod:`vaediag.integrations.gradients`; rank 0's batch),
   val scalars once per epoch at the epoch's last global step
   (``terms.VAL_EPOCH_TAGS``), what control.json made the loop apply (``terms.CONTROL_TAGS``) at each
   epoch's first step, a reconstruction grid, a KL-per-dimension histogram, the backbone as text. For
@@ -60,7 +63,7 @@ import threading
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.distributed as dist
@@ -69,6 +72,7 @@ from torch.utils.data import DistributedSampler
 from vaediag import terms
 from vaediag.atomic import atomic_write
 from vaediag.errors import CheckpointError, ConfigError, ControlFileError, InputError, Interrupted, VaediagError
+from vaediag.integrations.gradients import TermGradients, term_gradients
 from vaediag.watch.control import (CONTROL_FILENAME, RUN_CHECKPOINT_DIR, RUN_DIR_FILE_ENV, Control, read_control,
                                    reason_line, wait_for_watchdog)
 
@@ -88,6 +92,7 @@ __all__ = [
     "lr_at",
     "kl_weight_at",
     "perceptual_factor",
+    "grad_share_due",
     "load_checkpoint",
     "resume_config",
     "train_step",
@@ -154,6 +159,23 @@ def perceptual_factor(step: int, *, every: int) -> int:
     [4, 0, 0, 0, 4, 0]
     """
     return every if step % every == 0 else 0
+
+
+def grad_share_due(step: int, *, every: int, perceptual_every: int = 1) -> bool:
+    """Whether ``step`` measures each loss term's gradient at the latent head (``--grad-share-every``):
+    the first step of each ``every``-step window (``step % every < perceptual_every``) that computes every
+    term (``step % perceptual_every == 0``, :func:`perceptual_factor`), so each measurement covers every
+    term, the perceptual one at the weight it has on its steps. One step per window when ``every >=
+    perceptual_every``; every perceptual step when ``every`` is smaller; never when ``every`` is 0.
+
+    >>> [s for s in range(45) if grad_share_due(s, every=10, perceptual_every=4)]
+    [0, 12, 20, 32, 40]
+    >>> [s for s in range(45) if grad_share_due(s, every=20)]
+    [0, 20, 40]
+    """
+    if every <= 0:
+        return False
+    return step % perceptual_every == 0 and step % every < perceptual_every
 
 
 # --------------------------------------------------------------------------------------------------
@@ -576,22 +598,25 @@ class StepLogger:
         self.names = ["loss", *term_names, *[terms.weighted(t) for t in term_names]]
         self.tags = [terms.tag("train", n) for n in self.names]
         self.flush_every = flush_every
-        self._rows: list[tuple[int, int, float, float, bool, torch.Tensor, list[bool]]] = []
+        self._rows: list[tuple[int, int, float, float, bool, torch.Tensor, list[bool], Mapping[str, float]]] = []
         self.last: dict[str, float] = {}
         self.bad: BadStep | None = None
 
     def log(self, step: int, epoch: int, total: torch.Tensor, raw: dict[str, torch.Tensor],
-            weighted: dict[str, torch.Tensor], *, kl_weight: float, lr: float, write: bool = True) -> None:
+            weighted: dict[str, torch.Tensor], *, kl_weight: float, lr: float, write: bool = True,
+            extra: Mapping[str, float] | None = None) -> None:
         """Buffer one step; ``write=False`` checks it for divergence without writing it (``--log-every``).
         A term absent from ``raw`` (the perceptual term between its steps, see :func:`perceptual_factor`)
-        is not written at this step, raw or weighted."""
+        is not written at this step, raw or weighted. ``extra`` (tag -> value, already on the host: the
+        gradient shares of a ``--grad-share-every`` step) is written with the step whatever ``write`` says,
+        and is not checked for divergence: a non-finite gradient statistic is logged, it stops nothing."""
         if self.bad is not None:
             return
         gap = total.detach().new_zeros(())
         present = [True, *[t in raw for t in self.term_names], *[t in weighted for t in self.term_names]]
         values = torch.stack([total, *[raw.get(t, gap) for t in self.term_names],
                               *[weighted.get(t, gap) for t in self.term_names]]).detach()
-        self._rows.append((step, epoch, kl_weight, lr, write, values, present))
+        self._rows.append((step, epoch, kl_weight, lr, write, values, present, extra or {}))
         if self.flush_every and len(self._rows) >= self.flush_every:
             self.flush()
 
@@ -601,8 +626,11 @@ class StepLogger:
         rows, self._rows = self._rows, []
         table = torch.stack([r[5] for r in rows]).tolist()
         kl_tag, lr_tag = terms.tag("train", "kl_weight"), terms.tag("train", "lr")
-        for (step, epoch, kl_weight, lr, write, _, present), values in zip(rows, table):
+        for (step, epoch, kl_weight, lr, write, _, present, extra), values in zip(rows, table):
             finite = all(math.isfinite(v) for v in values)
+            if self.writer is not None:
+                for tag, v in extra.items():
+                    self.writer.add_scalar(tag, v, step)
             if self.writer is not None and (write or not finite):
                 add = self.writer.add_scalar
                 for tag, v, here in zip(self.tags, values, present):
@@ -721,20 +749,29 @@ def make_grid(x: torch.Tensor, recon: torch.Tensor, *, pad: int = 2) -> torch.Te
 
 def train_step(model: torch.nn.Module, x: torch.Tensor, optimizer: torch.optim.Optimizer, *,
                weights: dict[str, float], weight_map: torch.Tensor, perceptual: torch.nn.Module | None,
-               deterministic: bool, grad_clip: float,
-               precision: str = "fp32") -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+               deterministic: bool, grad_clip: float, precision: str = "fp32",
+               before_backward: Callable[[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor]], None] | None = None,
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Forward, every loss term, backward, (clip), optimizer step. Returns (total, raw, weighted), on the
     device: nothing here waits for it (no ``.item()``, no host copy).
 
     ``precision`` bf16: the model's forward pass and the perceptual trunk run under bfloat16 autocast; the
-    outputs are cast to float32 and every loss term is reduced in float32 (fp32: all of it as written)."""
+    outputs are cast to float32 and every loss term is reduced in float32 (fp32: all of it as written).
+
+    ``before_backward(weighted, (mu, logvar))`` is called after the loss terms and before ``backward()``
+    with the weighted terms and the latent head as the model returned it (bf16 under autocast: the tensors
+    the decoder consumed), for :func:`vaediag.integrations.gradients.term_gradients`; it must leave the
+    graph intact (``retain_graph=True``)."""
     with autocast(x.device, precision):
         recon, mu, logvar = model(x, deterministic=deterministic)
+    head = (mu, logvar)
     recon, mu, logvar = recon.float(), mu.float(), logvar.float()  # no-ops in fp32
     raw = loss_terms(recon, x, mu, logvar, weight_map=weight_map,
                      perceptual=_in_precision(perceptual, x.device, precision),
                      no_grad=[t for t, w in weights.items() if w == 0])  # logged, not back-propagated
     total, weighted = weighted_total(raw, weights)
+    if before_backward is not None:
+        before_backward(weighted, head)
     optimizer.zero_grad(set_to_none=True)
     if total.requires_grad:  # every weight 0: nothing to learn from this step
         total.backward()
@@ -1215,6 +1252,7 @@ class _Run:
         # The last checkpoint that holds finite weights, (path, step): where a diverged or failed run resumes.
         self.last_good: tuple[Path, int] | None = None
         self.lr, self.kl_w = self.cfg.lr, self.state.kl_weight  # in effect at the last step
+        self.gradients: TermGradients | None = None  # the last step's gradient measurement (--grad-share-every)
 
     # --- setup (rank 0 writes) ----------------------------------------------------------------------
     def open(self) -> None:
@@ -1274,8 +1312,8 @@ class _Run:
         if self.events is not None:
             self.events.add_text(terms.BACKBONE_TEXT_TAG, backbone.description + cadence, state.global_step)
             loss_terms, metric_terms = self.board_terms()
-            self.events.add_summary(board.layout_summary(terms.board_layout(loss_terms, metric_terms)),
-                                    state.global_step)
+            layout = terms.board_layout(loss_terms, metric_terms, gradients=cfg.grad_share_every > 0)
+            self.events.add_summary(board.layout_summary(layout), state.global_step)
             self.events.add_summary(board.experiment_summary(), state.global_step)
             self.events.add_summary(board.session_start_summary(cfg, start_time=time.time()), state.global_step)
 
@@ -1309,14 +1347,15 @@ class _Run:
 
             cuda = self.device.type == "cuda"
             self.train_model = DistributedDataParallel(self.model, device_ids=[self.d.local_rank] if cuda else None)
+        self.eager_model: torch.nn.Module | None = self.train_model  # the gradient measurements' (see step)
         if self.cfg.compile:
             self.train_model = torch.compile(self.train_model)
         try:
             return self._loop()
         finally:
             # The DDP wrapper holds the process group: no traceback's frames may keep it past train()
-            # (only this attribute refers to it; _loop and the steps read it from here).
-            self.train_model = None
+            # (only these attributes refer to it; _loop and the steps read it from here).
+            self.train_model = self.eager_model = None
 
     def _loop(self) -> TrainResult:
         cfg, d, state, out, device = self.cfg, self.d, self.state, self.out, self.device
@@ -1331,6 +1370,8 @@ class _Run:
         steps_per_epoch = math.ceil(len(sampler) / cfg.batch_size)
         total_steps = cfg.epochs * steps_per_epoch
         every = sync_every(cfg, device)
+        # The gradient measurements fall on steps that compute every term (grad_share_due).
+        p_every = cfg.perceptual_every if perceptual is not None else 1
         # The loop flushes the logger itself, at each check, so that a failed write happens at a check.
         self.logger = logger = StepLogger(self.events, self.loss_terms(), flush_every=0)
         control = _ControlReader(self.run_dir) if d.is_main else None
@@ -1396,10 +1437,14 @@ class _Run:
                         weights = cfg.loss_weights(kl_w)
                         p_factor = perceptual_factor(step, every=cfg.perceptual_every)
                         weights["perceptual"] *= p_factor
-                        total, raw, weighted = self.step(x, weights, perceptual if p_factor else None)
+                        # rank 0 measures; every rank runs that step alike (uncompiled under --compile)
+                        due = grad_share_due(step, every=cfg.grad_share_every, perceptual_every=p_every)
+                        total, raw, weighted = self.step(x, weights, perceptual if p_factor else None,
+                                                         measure=due and d.is_main, eager=due)
                         # every step is checked for NaN/inf at the next check; --log-every decides which are written
                         logger.log(step, epoch, total, raw, weighted, kl_weight=kl_w, lr=lr,
-                                   write=step % cfg.log_every == 0)
+                                   write=step % cfg.log_every == 0,
+                                   extra=self.gradients.scalars() if self.gradients is not None else None)
                         state.global_step += 1
                         state.batch_in_epoch = b + 1
                         # A check: the buffered losses go to the host (one transfer) and every rank agrees
@@ -1468,14 +1513,28 @@ class _Run:
             raise self.stop_now((self.stop.requested if self.stop else None) or "stopped by another rank")
 
     # --- one step ------------------------------------------------------------------------------------
-    def step(self, x: torch.Tensor, weights: dict[str, float],
-             perceptual: torch.nn.Module | None) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """:func:`train_step` on the (wrapped) model; under ``--compile`` a compiler failure becomes one line."""
+    def step(self, x: torch.Tensor, weights: dict[str, float], perceptual: torch.nn.Module | None, *,
+             measure: bool = False,
+             eager: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """:func:`train_step` on the (wrapped) model; under ``--compile`` a compiler failure becomes one line.
+
+        ``measure``: also take each weighted term's gradient at the latent head (``--grad-share-every``)
+        into :attr:`gradients`. ``eager``: run the uncompiled module (the same weights and maths), as a
+        measured step must under ``--compile``: a compiled model returns recon, mu and logvar from one node,
+        with no path from mu to the reconstruction terms to differentiate along. Every rank runs a measured
+        step that way, so DDP's ranks take the same path."""
         cfg = self.cfg
+        self.gradients = None
+        hook = None
+        model = self.eager_model if eager or measure else self.train_model
+        if measure:
+
+            def hook(weighted: dict[str, torch.Tensor], head: tuple[torch.Tensor, torch.Tensor]) -> None:
+                self.gradients = term_gradients(weighted, head)
         try:
-            return train_step(self.train_model, x, self.optimizer, weights=weights, weight_map=self.weight_map,
+            return train_step(model, x, self.optimizer, weights=weights, weight_map=self.weight_map,
                               perceptual=perceptual, deterministic=self.state.ae_mode, grad_clip=cfg.grad_clip,
-                              precision=cfg.precision)
+                              precision=cfg.precision, before_backward=hook)
         except Exception as exc:
             if cfg.compile and _is_compile_error(exc):
                 raise ConfigError(f"--compile failed at step {self.state.global_step} ({type(exc).__name__}: "

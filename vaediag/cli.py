@@ -1,4 +1,4 @@
-"""The ``vaediag`` command line: check, report, watch, train, demo.
+"""The ``vaediag`` command line: check, report, watch, train, demo, examples.
 
 This module and ``vaediag.commands`` are the only places that print to the terminal or choose exit codes.
 Each subcommand lives in ``vaediag/commands/<name>.py`` with ``add_parser(subparsers)`` and
@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "watch": "run training under a watchdog that adjusts kl_weight while it runs",
     "train": "train the conv VAE of the training core (needs the [train] extra)",
     "demo": "build demo data, train under the watchdog, check and report",
+    "examples": "where the example logs shipped with vaediag are (or a copy of them), to try check and report on",
 }
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "ConfigError",
     "ControlFileError",
     "CheckpointError",
+    "GradientError",
     "Interrupted",
 ]
 
@@ -75,6 +76,10 @@ class ControlFileError(VaediagError):
 
 class CheckpointError(VaediagError):
     """A checkpoint that is missing, unreadable or from an incompatible config."""
+
+
+class GradientError(VaediagError):
+    """A loss term or latent head whose per-term gradient cannot be taken (vaediag.integrations.gradients)."""
 
 
 class Interrupted(VaediagError):

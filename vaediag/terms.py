@@ -23,6 +23,10 @@ Conventions
   whole logged name). Both resolve to the same term; :func:`tag_aggregation` says which is which.
 * A trailing component after a known term is a group: ``val/recon_loss/grey`` is ``recon`` for the
   group ``grey`` (:func:`tag_group`).
+* Gradient statistics (:data:`GRADIENT_TERMS`, written by the trainer and by any loop that uses
+  :mod:`vaediag.integrations.gradients`) are tagged ``train/<kind>/<term>`` (:func:`grad_tag`):
+  ``train/grad_share/kl`` is ``grad_share_kl``, never the KL itself; the term part may be any alias of a
+  loss term (``grad_norm/kl_loss``), a name that is none stays unmapped.
 * Sign rules: some lineages log the KL with a flipped sign (AntixK's VanillaVAE logs ``KLD`` = -KL).
   Terms in :data:`NONNEGATIVE_TERMS` are negated by the reader when a series is <= 0 throughout.
 * The frame's ``epoch`` is the 0-based epoch index (Lightning's convention). The seed's "after epoch
@@ -47,12 +51,17 @@ __all__ = [
     "METRIC_TERMS",
     "BOOKKEEPING_TERMS",
     "FOREIGN_LOSS_TERMS",
+    "GRADIENT_KINDS",
+    "GRADIENT_TERMS",
     "CANONICAL_TERMS",
     "NONNEGATIVE_TERMS",
     "TERM_INFO",
     "tag",
     "weighted",
+    "grad_term",
+    "grad_tag",
     "TRAIN_STEP_TAGS",
+    "GRADIENT_TAGS",
     "VAL_EPOCH_TAGS",
     "CONTROL_TAGS",
     "EPOCH_TAG",
@@ -112,7 +121,17 @@ BOOKKEEPING_TERMS = ("kl_weight", "lr", "epoch", "control_seq", "ae_mode", "hp_m
 # term so that, e.g., LDM's nll_loss (which contains rec_loss) is never read as a second recon series.
 FOREIGN_LOSS_TERMS = ("nll", "logvar", "g_loss", "disc_loss", "d_weight", "disc_factor", "vq_loss")
 
-CANONICAL_TERMS = ("loss",) + LOSS_TERMS + WEIGHTED_TERMS + METRIC_TERMS + BOOKKEEPING_TERMS + FOREIGN_LOSS_TERMS
+# Each weighted loss term's gradient at the latent head (mu and logvar), measured by
+# vaediag.integrations.gradients on the trainer's --grad-share-every steps (train split):
+#   grad_norm_<t>   the L2 norm of d(weighted term t)/d(mu, logvar), the two concatenated
+#   grad_share_<t>  that norm over the sum of every term's norm (the shares add up to 1)
+#   grad_cos_kl     the cosine between the KL's gradient and the sum of the other terms' gradients
+GRADIENT_KINDS = ("grad_norm", "grad_share", "grad_cos")
+GRADIENT_TERMS = (tuple(f"grad_norm_{t}" for t in LOSS_TERMS) + tuple(f"grad_share_{t}" for t in LOSS_TERMS)
+                  + ("grad_cos_kl",))
+
+CANONICAL_TERMS = (("loss",) + LOSS_TERMS + WEIGHTED_TERMS + METRIC_TERMS + BOOKKEEPING_TERMS + FOREIGN_LOSS_TERMS
+                   + GRADIENT_TERMS)
 
 # A KL divergence is >= 0: a series that is <= 0 throughout was logged with a flipped sign.
 NONNEGATIVE_TERMS = frozenset({"kl", "kl_weighted"})
@@ -167,6 +186,9 @@ TERM_INFO: dict[str, TermInfo] = {
 }
 for _t in LOSS_TERMS:
     TERM_INFO[f"{_t}_weighted"] = TermInfo(f"{TERM_INFO[_t].label}, weighted", higher_is_better=False)
+    TERM_INFO[f"grad_norm_{_t}"] = TermInfo(f"gradient norm at the latent head: {TERM_INFO[_t].label}, weighted")
+    TERM_INFO[f"grad_share_{_t}"] = TermInfo(f"share of the gradient at the latent head: {TERM_INFO[_t].label}")
+TERM_INFO["grad_cos_kl"] = TermInfo("cosine of the KL's gradient with the other terms' at the latent head")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -189,6 +211,31 @@ def weighted(term: str) -> str:
     return f"{term}_weighted"
 
 
+def grad_term(kind: str, term: str) -> str:
+    """The canonical term of a gradient statistic: ``grad_term("grad_share", "kl") == "grad_share_kl"``."""
+    name = f"{kind}_{term}"
+    if kind not in GRADIENT_KINDS or name not in GRADIENT_TERMS:
+        raise ValueError(f"unknown gradient statistic {kind!r} of {term!r} (kinds: {', '.join(GRADIENT_KINDS)}; "
+                         f"terms: {', '.join(LOSS_TERMS)}; grad_cos of kl only)")
+    return name
+
+
+def grad_tag(kind: str, term: str, split: str = "train") -> str:
+    """The tag of a gradient statistic of a loss term: ``grad_tag("grad_share", "kl") == "train/grad_share/kl"``.
+
+    ``term`` may be any name without a ``/`` (a callback's own loss term): the reader maps
+    ``<kind>/<alias of a loss term>`` to ``<kind>_<term>`` (``grad_norm/kl_loss`` is ``grad_norm_kl``) and
+    leaves other names unmapped, never reading them as the loss term itself.
+    """
+    if kind not in GRADIENT_KINDS:
+        raise ValueError(f"unknown gradient statistic {kind!r} (choose {', '.join(GRADIENT_KINDS)})")
+    if split not in ("train", "val"):
+        raise ValueError(f"unknown split {split!r} (choose train, val)")
+    if not isinstance(term, str) or not term or "/" in term:
+        raise ValueError(f"a term name must be non-empty text without '/', got {term!r}")
+    return f"{split}/{kind}/{term}"
+
+
 EPOCH_TAG = "epoch"  # logged with every train step and every val point, like Lightning
 RECON_GRID_TAG = "val/recon_grid"  # image: inputs (top row) over reconstructions (bottom row)
 KL_PER_DIM_HIST_TAG = "val/kl_per_dim"  # histogram of KL per latent dim
@@ -203,7 +250,11 @@ VAL_EPOCH_TAGS: tuple[str, ...] = tuple(
 )
 # Logged once per epoch on the train split: what control.json made the loop apply.
 CONTROL_TAGS: tuple[str, ...] = (tag("train", "control_seq"), tag("train", "ae_mode"))
-TRAINER_SCALAR_TAGS: tuple[str, ...] = TRAIN_STEP_TAGS + VAL_EPOCH_TAGS + CONTROL_TAGS + (EPOCH_TAG,)
+# Logged on the --grad-share-every steps (train): each term's gradient norm and share at the latent head.
+GRADIENT_TAGS: tuple[str, ...] = tuple(grad_tag(k, t) for k in ("grad_norm", "grad_share") for t in LOSS_TERMS) + (
+    grad_tag("grad_cos", "kl"),)
+TRAINER_SCALAR_TAGS: tuple[str, ...] = (TRAIN_STEP_TAGS + VAL_EPOCH_TAGS + CONTROL_TAGS + (EPOCH_TAG,)
+                                        + GRADIENT_TAGS)
 
 # Text: each control.json the loop applied, at the step it took effect: what changed and the watchdog's reason.
 DECISION_TEXT_TAG = "watchdog/decision"
@@ -271,16 +322,18 @@ _BOOKKEEPING_CHARTS: tuple[tuple[str, str], ...] = (
 
 
 def board_layout(loss_terms: tuple[str, ...] | list[str] = LOSS_TERMS,
-                 metric_terms: tuple[str, ...] | list[str] = METRIC_TERMS) -> tuple[ChartGroup, ...]:
+                 metric_terms: tuple[str, ...] | list[str] = METRIC_TERMS, *,
+                 gradients: bool = True) -> tuple[ChartGroup, ...]:
     """The trainer's Custom Scalars layout for a run that logs ``loss_terms`` and the val ``metric_terms``.
 
     Categories: each loss term raw (train and val on one chart), each weighted with the total (the sum of
-    the weighted terms) first, the quality metrics by family, and the bookkeeping tags (closed). A term the
-    run does not log gets no chart (no perceptual chart with the term off); a quality chart keeps only the
-    metrics the run logs.
+    the weighted terms) first, the quality metrics by family, with ``gradients`` the terms' gradients at the
+    latent head (shares on one chart, norms on another, the KL's cosine with the rest), and the bookkeeping
+    tags (closed). A term the run does not log gets no chart (no perceptual chart with the term off); a
+    quality chart keeps only the metrics the run logs.
 
     >>> [g.title for g in board_layout()]
-    ['loss terms (raw)', 'loss terms (weighted)', 'quality (val)', 'bookkeeping']
+    ['loss terms (raw)', 'loss terms (weighted)', 'quality (val)', 'gradient at the latent head (train)', 'bookkeeping']
     >>> board_layout(["recon", "kl"])[0].charts[1]
     Chart(title='kl: KL divergence', tags=('train/kl', 'val/kl'))
     """
@@ -298,8 +351,17 @@ def board_layout(loss_terms: tuple[str, ...] | list[str] = LOSS_TERMS,
     quality = tuple(Chart(title, tuple(tag("val", t) for t in ts if t in metric_terms))
                     for title, ts in QUALITY_CHARTS if any(t in metric_terms for t in ts))
     books = tuple(Chart(title, (t,)) for title, t in _BOOKKEEPING_CHARTS)
-    return (ChartGroup("loss terms (raw)", raw_charts), ChartGroup("loss terms (weighted)", weighted_charts),
-            ChartGroup("quality (val)", quality), ChartGroup("bookkeeping", books, closed=True))
+    groups = [ChartGroup("loss terms (raw)", raw_charts), ChartGroup("loss terms (weighted)", weighted_charts),
+              ChartGroup("quality (val)", quality)]
+    if gradients:
+        charts = [Chart("share of the gradient at (mu, logvar): each term's norm / the sum of norms",
+                        tuple(grad_tag("grad_share", t) for t in logged)),
+                  Chart("gradient norm at (mu, logvar) of each weighted term", tuple(grad_tag("grad_norm", t) for t in logged))]
+        if "kl" in logged:
+            charts.append(Chart("cosine of the KL's gradient with the other terms' (< 0: it pulls against them)",
+                                (grad_tag("grad_cos", "kl"),)))
+        groups.append(ChartGroup("gradient at the latent head (train)", tuple(charts)))
+    return (*groups, ChartGroup("bookkeeping", books, closed=True))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -368,6 +430,9 @@ _RECON_KIND_RE = re.compile(
     r"^(?:recons?|rec|reconstruction)(?:_loss)?[_-](?:l1|l2|mse|mae|bce|bce_logits|ce|huber|smooth_l1|charbonnier)$"
 )
 
+_GRADIENT_PREFIXES = tuple(f"{k}/" for k in GRADIENT_KINDS)
+_GRADIENT_SET = frozenset(GRADIENT_TERMS)
+
 # Without a split marker these are bookkeeping: "other", not "train".
 _UNSPLIT_DEFAULT_OTHER = frozenset(BOOKKEEPING_TERMS) | {"logvar", "d_weight", "disc_factor"}
 
@@ -426,6 +491,12 @@ def _base_term(base: str) -> str | None:
         return "lr"
     if base.startswith("rec") and _RECON_KIND_RE.match(base):
         return "recon"
+    # "grad_share/kl", "grad_norm/recon_loss": a gradient statistic of a loss term, never the term itself.
+    if base.startswith(_GRADIENT_PREFIXES):
+        kind, _, rest = base.partition("/")
+        term = _base_term(rest) if rest else None  # "grad_norm/recon_loss/grey": the group rule holds too
+        name = f"{kind}_{term}"
+        return name if name in _GRADIENT_SET else None
     # "loss/kl", "losses/kl_loss": the last path component names the term.
     if "/" in base:
         head, last = base.rsplit("/", 1)

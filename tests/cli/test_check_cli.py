@@ -61,7 +61,15 @@ def validate(doc) -> None:
         assert isinstance(r["run"], str) and isinstance(r["epochs"], int) and r["epochs"] >= 0
         assert all(isinstance(k, str) and _num_or_none(v) for k, v in r["metrics"].items())
         p = r["penalty"]
-        assert set(p) == {"kl_weight", "kl_weight_source", "latent_dim", "latest", "arithmetic", "note", "per_epoch"}
+        assert set(p) - {"gradient"} == {"kl_weight", "kl_weight_source", "latent_dim", "latest", "arithmetic", "note",
+                                         "per_epoch"}
+        if "gradient" in p:  # only for runs that logged each term's gradient at the latent head
+            g = p["gradient"]
+            assert set(g) == {"epoch", "split", "kl_grad_share", "kl_value_share", "cosine", "shares", "norms",
+                              "value_shares", "sentence"}
+            assert isinstance(g["epoch"], int) and g["split"] == "train" and isinstance(g["sentence"], str)
+            assert all(_num_or_none(g[k]) for k in ("kl_grad_share", "kl_value_share", "cosine"))
+            assert all(_num_or_none(v) for k in ("shares", "norms", "value_shares") for v in g[k].values())
         assert _num_or_none(p["kl_weight"]) and (p["latent_dim"] is None or isinstance(p["latent_dim"], int))
         assert all(isinstance(x, str) for x in p["arithmetic"])
         for row in [p["latest"]] * bool(p["latest"]) + p["per_epoch"]:

@@ -56,3 +56,18 @@ def test_check_and_report_agree(tmp_path):
         assert [a for a in by_check[run][1]] == [a for a in by_report[run][1]], run
         assert {i for i in by_check[run][0] if not i.startswith(("milestone", "success"))} == \
             {i for i in by_report[run][0] if not i.startswith(("milestone", "success"))}
+
+
+def test_a_dead_output_from_a_collapsed_posterior_is_fixed_by_the_kl_weight():
+    """The shipped example `fixed_kl` (our trainer, kl_weight 1e-2 held for 6 epochs, real logs): 0 of 2048
+    units active and one output for every input. The collapse explains the dead output, so the first step is
+    the KL weight, with both findings as its evidence, not "fix the model"."""
+    from vaediag.commands.examples import examples_dir
+
+    (d,) = diagnose(vaediag.load(examples_dir() / "fixed_kl"))
+    assert d.finding("dead_model").severity == "fail" and d.finding("kl_collapse").severity == "fail"
+    first = d.recommendations[0]
+    assert first.action == "reduce_kl_weight" and first.params["kl_weight"] == pytest.approx(1e-3)
+    assert set(first.evidence) >= {d.finding("dead_model").id, d.finding("kl_collapse").id}
+    assert "because the decoder gets no information through the collapsed latent" in first.reason
+    assert "fix_model" not in [r.action for r in d.recommendations]

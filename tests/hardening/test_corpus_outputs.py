@@ -273,7 +273,7 @@ CASES = [
     Case("usage-report-o-without-value", lambda t: ["report", str(t), "-o"], 2,
          r"^Error: argument -o/--output: expected one argument; see vaediag report --help$"),
     Case("usage-report-bad-latent-dim", lambda t: ["report", str(t), "--latent-dim", "x"], 2,
-         r"^Error: argument --latent-dim: invalid int value: 'x'; see vaediag report --help$"),
+         r"^Error: argument --latent-dim: must be a positive integer, got 'x'; see vaediag report --help$"),
     Case("usage-unknown-command", lambda t: ["nope"], 2,
          r"^Error: argument COMMAND: invalid choice: 'nope' .*; see vaediag --help$"),
     Case("usage-no-command", lambda t: [], 2, r"^Error: the following arguments are required: COMMAND; see vaediag --help$"),

@@ -31,11 +31,12 @@ pytestmark = pytest.mark.slow
 class TinyVAE(L.LightningModule):
     """The VAE a user writes: MSE summed over values + kl_weight x KL summed over latent dims, batch means."""
 
-    def __init__(self, kl_weight: float = 1.0, latent: int = 4, log_kl: bool = True, kl_tag: str = "kl"):
+    def __init__(self, kl_weight: float = 1.0, latent: int = 4, log_kl: bool = True, kl_tag: str = "kl",
+                 grad_share: bool = False):
         super().__init__()
         torch.manual_seed(0)  # the same initial weights in every test, whatever ran before
         self.kl_weight, self.ae_mode = kl_weight, False
-        self.log_kl, self.kl_tag = log_kl, kl_tag
+        self.log_kl, self.kl_tag, self.grad_share = log_kl, kl_tag, grad_share
         self.enc = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 2 * latent))
         self.dec = nn.Sequential(nn.Linear(latent, 64), nn.ReLU(), nn.Linear(64, 32))
 
@@ -48,6 +49,8 @@ class TinyVAE(L.LightningModule):
         if self.log_kl:
             logged[f"{split}_{self.kl_tag}"] = kl
         self.log_dict(logged, on_step=False, on_epoch=True)
+        if self.grad_share and split == "train":  # what the callback measures the gradient share from
+            self.loss_terms, self.latent_head = {"recon": recon, "kl": self.kl_weight * kl}, (mu, logvar)
         return recon + self.kl_weight * kl
 
     def training_step(self, batch, _):
@@ -230,3 +233,30 @@ def test_bad_arguments_fail_at_construction():
     with pytest.raises(UsageError):
         KLWatchdogCallback("ladder", reduce_at=0)
     json.dumps(KLWatchdogCallback().state_dict())  # the checkpoint state is plain data
+
+
+def test_gradient_share_is_logged_at_its_cadence_and_checked(tmp_path, capsys):
+    """A module that leaves its weighted terms and (mu, logvar) gets the gradient share logged every
+    grad_share_every steps (6 steps an epoch here), and `vaediag check` reports it beside the value share."""
+    from vaediag.cli import main
+
+    trainer = _fit(tmp_path, TinyVAE(kl_weight=1e-3, grad_share=True),
+                   KLWatchdogCallback("ladder", grad_share_every=4), epochs=3)
+    run_dir = Path(trainer.logger.log_dir)
+    frame = vaediag.load(run_dir).frame
+    share = frame[frame["tag"] == "train/grad_share/kl"]
+    assert share["step"].tolist() == [0, 4, 8, 12, 16]  # 18 steps, every 4th
+    both = frame[frame["tag"].isin(["train/grad_share/kl", "train/grad_share/recon"])]
+    sums = both.groupby("step")["value"].sum()
+    assert sums.to_numpy() == pytest.approx(1.0)  # shares of one step add up to 1
+    assert main(["check", str(run_dir)]) in (0, 1)
+    out = capsys.readouterr().out
+    assert "of the gradient at the encoder head" in " ".join(out.split())
+
+
+def test_a_module_without_terms_gets_one_note_and_no_gradient_share(tmp_path):
+    trainer = _fit(tmp_path, TinyVAE(), KLWatchdogCallback(grad_share_every=2), epochs=2)
+    run_dir = Path(trainer.logger.log_dir)
+    notes = [r["text"] for r in read_journal(run_dir / "watchdog.jsonl") if r.get("event") == "note"]
+    assert len(notes) == 1 and "no gradient share" in notes[0]
+    assert not vaediag.load(run_dir).frame["tag"].str.startswith("train/grad_").any()

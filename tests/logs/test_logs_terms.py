@@ -7,7 +7,7 @@ import pytest
 import vaediag
 from tbwrite import write_run
 from vaediag.errors import InputError, TagsError
-from vaediag.terms import METRIC_TERMS, TagMap, load_tag_map, resolve
+from vaediag.terms import METRIC_TERMS, TagMap, load_tag_map, resolve, tag_group
 
 # (base name as foreign code logs it, canonical term)
 ALIASES = [
@@ -62,6 +62,46 @@ def test_trainer_tags_resolve_to_their_own_term():
     for t in terms.TRAIN_STEP_TAGS + terms.VAL_EPOCH_TAGS:
         split, term = t.split("/", 1)
         assert resolve(t) == (term, split), t
+    for t in terms.GRADIENT_TAGS:  # train/grad_share/kl is grad_share_kl, never the KL
+        split, kind, term = t.split("/")
+        assert resolve(t) == (terms.grad_term(kind, term), split), t
+
+
+@pytest.mark.parametrize(
+    "tag, expected",
+    [
+        ("train/grad_share/kl", ("grad_share_kl", "train")),
+        ("train/grad_norm/recon", ("grad_norm_recon", "train")),
+        ("train/grad_cos/kl", ("grad_cos_kl", "train")),
+        # a callback's own term names: any alias of a loss term maps, through the same table as the terms
+        ("grad_norm/kl_loss", ("grad_norm_kl", "train")),
+        ("train/grad_share/lpips", ("grad_share_perceptual", "train")),
+        ("val/grad_share/KLD", ("grad_share_kl", "val")),
+        # anything else stays unmapped: never the loss term itself, never a second recon series
+        ("train/grad_norm/disc_loss", (None, "train")),
+        ("train/grad_cos/recon", (None, "train")),
+        ("train/grad_share/", (None, "train")),
+    ],
+)
+def test_gradient_tags_resolve_to_gradient_terms(tag, expected):
+    assert resolve(tag) == expected
+    assert tag_group(tag) is None
+    grouped = tag.rstrip("/") + "/grey"  # a trailing group, as for the loss terms themselves
+    assert resolve(grouped) == expected and tag_group(grouped) == ("grey" if expected[0] else None)
+
+
+def test_grad_tag_and_grad_term_refuse_what_they_cannot_build():
+    from vaediag import terms
+
+    assert terms.grad_tag("grad_norm", "my_term", "val") == "val/grad_norm/my_term"
+    with pytest.raises(ValueError, match=r"unknown gradient statistic 'grad_mean'"):
+        terms.grad_tag("grad_mean", "kl")
+    with pytest.raises(ValueError, match=r"without '/', got 'a/b'"):
+        terms.grad_tag("grad_norm", "a/b")
+    with pytest.raises(ValueError, match=r"unknown split 'test'"):
+        terms.grad_tag("grad_norm", "kl", "test")
+    with pytest.raises(ValueError, match=r"unknown gradient statistic 'grad_cos' of 'recon'"):
+        terms.grad_term("grad_cos", "recon")
 
 
 def write_tags(tmp_path, text: str):
@@ -219,7 +259,10 @@ def test_board_layout_charts_every_trainer_scalar_once():
     groups = terms.board_layout()
     tags = [t for g in groups for c in g.charts for t in c.tags]
     assert sorted(tags) == sorted(terms.TRAINER_SCALAR_TAGS)  # each once, none the trainer does not log
-    assert [g.closed for g in groups] == [False, False, False, True]  # bookkeeping apart, collapsed
+    assert [g.closed for g in groups] == [False, False, False, False, True]  # bookkeeping apart, collapsed
+    assert sorted(c.tags for c in groups[3].charts)[0] == terms.GRADIENT_TAGS[-1:]  # the cosine alone
+    without = {t for g in terms.board_layout(gradients=False) for c in g.charts for t in c.tags}
+    assert sorted(without) == sorted(set(terms.TRAINER_SCALAR_TAGS) - set(terms.GRADIENT_TAGS))  # --grad-share-every 0
     assert sorted(t for _, ts in terms.QUALITY_CHARTS for t in ts) == sorted(terms.METRIC_TERMS)
     for chart in groups[0].charts + groups[1].charts:  # loss terms: train beside val
         assert [t.split("/")[0] for t in chart.tags] == ["train", "val"], chart

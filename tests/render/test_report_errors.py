@@ -28,9 +28,10 @@ CLI_ERRORS = [
     # (extra args, regular expression the one error line must match)
     (["--baseline", "version_9"], r"--baseline 'version_9' matches no run \(runs: ear_vae/version_0, "),
     (["--run", "nothing*"], r"--run 'nothing\*' matches no run"),
-    (["--kl-weight", "-1"], r"--kl-weight must be a finite number >= 0, got -1.0$"),
-    (["--kl-weight", "nan"], r"--kl-weight must be a finite number >= 0, got nan$"),
-    (["--steps-per-epoch", "0"], r"--steps-per-epoch must be a positive integer, got 0$"),
+    (["--kl-weight", "-1"], r"--kl-weight: must be a finite number >= 0, got '-1'; see vaediag report --help$"),
+    (["--kl-weight", "nan"], r"--kl-weight: must be a finite number >= 0, got 'nan'; see vaediag report --help$"),
+    (["--steps-per-epoch", "0"], r"--steps-per-epoch: must be a positive integer, got '0'; see vaediag report --help$"),
+    (["--latent-dim", "0"], r"--latent-dim: must be a positive integer, got '0'; see vaediag report --help$"),
     (["--targets", "{tmp}/missing.toml"], r"targets file '.*/missing.toml' does not exist; pass a TOML file"),
     (["--targets", "{bad_toml}"], r"targets file .*/targets.toml: .*\(at line 1, column \d+\)"),
     (["--rules", "{tmp}/missing_rules.toml"], r"rules file '.*/missing_rules.toml' does not exist"),

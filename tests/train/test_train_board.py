@@ -96,7 +96,9 @@ def steered(tmp_path_factory, crops):
     (tmp / "data").mkdir()
     np.save(tmp / "data" / "train.npy", crops[0])
     np.save(tmp / "data" / "val.npy", crops[1])
-    cfg = TrainConfig(**{**tiny_overrides(tmp, (tmp / "data" / "train.npy", tmp / "data" / "val.npy")), "epochs": 2})
+    # perceptual term and gradient shares on steps 0 and 2 (at step 0 the KL's cosine is not defined yet)
+    cfg = TrainConfig(**{**tiny_overrides(tmp, (tmp / "data" / "train.npy", tmp / "data" / "val.npy")), "epochs": 2,
+                         "perceptual_every": 2, "grad_share_every": 2})
 
     def steer(end):
         if end.epoch == 0:
@@ -112,8 +114,9 @@ def test_the_layout_charts_each_loss_term_train_and_val_raw_beside_weighted(stee
     (step, layout), = _layouts(result.run_dir)  # written once, at the start
     assert step == 0
     cats = {c.title: c for c in layout.category}
-    assert list(cats) == ["loss terms (raw)", "loss terms (weighted)", "quality (val)", "bookkeeping"]
-    assert [c.closed for c in layout.category] == [False, False, False, True]
+    assert list(cats) == ["loss terms (raw)", "loss terms (weighted)", "quality (val)",
+                          "gradient at the latent head (train)", "bookkeeping"]
+    assert [c.closed for c in layout.category] == [False, False, False, False, True]
 
     def charts(cat):
         return {tuple(ch.multiline.tag) for ch in cats[cat].chart}
@@ -125,6 +128,7 @@ def test_the_layout_charts_each_loss_term_train_and_val_raw_beside_weighted(stee
     assert {("^train/lr$",), ("^train/kl_weight$",), ("^train/control_seq$",), ("^train/ae_mode$",),
             ("^epoch$",)} == charts("bookkeeping")
     assert ("^val/psnr$", "^val/psnr_grey$", "^val/psnr_colour$", "^val/psnr_trivial$") in charts("quality (val)")
+    assert tuple(f"^train/grad_share/{t}$" for t in terms.LOSS_TERMS) in charts("gradient at the latent head (train)")
 
     # Every scalar the run logged is on exactly one chart, and every chart line is a tag the run logged.
     patterns = [re.compile(p) for c in layout.category for ch in c.chart for p in ch.multiline.tag]

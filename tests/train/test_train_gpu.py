@@ -236,7 +236,8 @@ def test_a_compiler_failure_is_one_line(tiny_cfg, monkeypatch):
         raise BackendCompilerFailed("backend='inductor' raised:\nCppCompileError: C++ compile error\nmore lines")
 
     monkeypatch.setattr(torch, "compile", lambda model, **kw: broken)
-    with pytest.raises(ConfigError, match=r"^--compile failed at step 0 \(BackendCompilerFailed: backend='inductor' "
+    # Step 0 measures the gradient shares (--grad-share-every) on the uncompiled module: step 1 compiles.
+    with pytest.raises(ConfigError, match=r"^--compile failed at step 1 \(BackendCompilerFailed: backend='inductor' "
                                           r"raised: CppCompileError: C\+\+ compile error more lines\); train without "
                                           r"it: --no-compile"):
         train(tiny_cfg.replace(compile=True))

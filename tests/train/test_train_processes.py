@@ -82,7 +82,9 @@ def test_two_process_gloo_run(tmp_path, npy):
     # 16 images over 2 ranks = 8 per rank = one batch of 8 per step: 1 step per epoch.
     assert steps_of(ev, "train/loss") == [0, 1]
     assert steps_of(ev, "val/psnr") == [0, 1]
-    assert not set(terms.TRAINER_SCALAR_TAGS) - set(ev["scalars"])
+    # (the KL's gradient cosine is undefined at step 0, this run's one --grad-share-every step: test_train_grad_share)
+    assert not set(terms.TRAINER_SCALAR_TAGS) - set(ev["scalars"]) - {terms.grad_tag("grad_cos", "kl")}
+    assert steps_of(ev, "train/grad_share/kl") == [0]  # rank 0 measures, on its own batch
     assert load_checkpoint(ckpt_of(tmp_path))["state"]["global_step"] == 2
 
 
@@ -119,7 +121,8 @@ def test_vaediag_demo_builds_data_and_trains(tmp_path, monkeypatch, capsys):
     run_dir = tmp_path / "logs" / "demo" / "demo" / "version_0"
     assert "checkpoint: logs/demo/demo/version_0/checkpoints/last.pt\n" in out  # beside the run
     assert not (tmp_path / "checkpoints").exists()  # nothing in the working directory
-    assert not set(terms.TRAINER_SCALAR_TAGS) - set(read_events(run_dir)["scalars"])
+    # (the KL's gradient cosine is undefined at step 0, this run's one --grad-share-every step: test_train_grad_share)
+    assert not set(terms.TRAINER_SCALAR_TAGS) - set(read_events(run_dir)["scalars"]) - {terms.grad_tag("grad_cos", "kl")}
     assert vaediag_main(["demo", "--epochs", "1"]) == 0  # data reused, a new version
     assert "reused" in capsys.readouterr().out and (run_dir.parent / "version_1").is_dir()
     assert re.search(r"result:  final val PSNR \d+\.\d dB \(each image's own mean colour: \d+\.\d dB\)", out)

@@ -456,11 +456,12 @@ time.sleep(float(sys.argv[2]))
 
 @pytest.mark.slow
 def test_without_proc_two_new_runs_are_ambiguous_and_never_guessed(tmp_path, monkeypatch):
+    from vaediag.watch import discovery
     from vaediag.watch import supervisor as sup
     from vaediag.watch.policies import make_policy
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sup, "_PROC", tmp_path / "no-proc-here")
+    monkeypatch.setattr(discovery, "_PROC", tmp_path / "no-proc-here")
     (tmp_path / "logs").mkdir()
     rec = Recorder()
     w = sup.Supervisor([PY, "-c", TWO_RUNS, str(HELPERS), "1", "a", "b"], make_policy("ladder", kl_weight=1e-2),
@@ -575,11 +576,12 @@ def test_without_proc_the_only_new_run_waits_to_stay_the_only_one(tmp_path, monk
     """A script that writes two runs a moment apart: the first alone must not be taken for the child's
     while the child runs; it is once it has stayed the only new run for the settle time, or once the child ends."""
     from tbwrite import scalar_event, write_events
+    from vaediag.watch import discovery
     from vaediag.watch import supervisor as sup
     from vaediag.watch.policies import make_policy
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sup, "_PROC", tmp_path / "no-proc-here")
+    monkeypatch.setattr(discovery, "_PROC", tmp_path / "no-proc-here")
     (tmp_path / "logs").mkdir()
     clock = [1000.0]
     monkeypatch.setattr(sup.time, "monotonic", lambda: clock[0])
@@ -595,14 +597,14 @@ def test_without_proc_the_only_new_run_waits_to_stay_the_only_one(tmp_path, monk
     w.child = sup._Child(cmd=[PY], proc=Running(), run_dir_file=tmp_path / "none", started=0.0)
     write_events(tmp_path / "logs" / "a", [scalar_event("val/kl", 0, 30.0, 1.0)])
     assert w._find_foreign_run_dir() is None  # just appeared: not yet
-    clock[0] += sup._SOLE_SETTLE_S / 2
+    clock[0] += discovery._SOLE_SETTLE_S / 2
     write_events(tmp_path / "logs" / "b", [scalar_event("val/kl", 0, 30.0, 1.0)])
-    clock[0] += sup._SOLE_SETTLE_S
+    clock[0] += discovery._SOLE_SETTLE_S
     assert w._find_foreign_run_dir() is None  # two runs: never guessed
     import shutil
     shutil.rmtree(tmp_path / "logs" / "b")
     assert w._find_foreign_run_dir() is None  # the only one again: the settle time starts over
-    clock[0] += sup._SOLE_SETTLE_S
+    clock[0] += discovery._SOLE_SETTLE_S
     assert w._find_foreign_run_dir()[0] == (tmp_path / "logs" / "a").resolve()
 
     w.child = sup._Child(cmd=[PY], proc=Running(), run_dir_file=tmp_path / "none", started=0.0)

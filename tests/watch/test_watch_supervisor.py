@@ -309,13 +309,14 @@ def test_restart_mode_ctrl_c_while_the_checkpoint_is_looked_for_relaunches_nothi
 
 
 def test_follow_apply_a_control_file_that_cannot_be_written_is_journalled_and_forgotten(tmp_path, monkeypatch):
+    from vaediag.watch import session
     from vaediag.watch import supervisor as sup
     from vaediag.watch.policies import make_policy
 
     def refuse(run_dir, control):
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(sup, "write_control", refuse)
+    monkeypatch.setattr(session, "write_control", refuse)
     run_dir = tmp_path / "run"
     _static_run(run_dir, [30.0, 30.0, 30.0])
     policy = make_policy("controlvae", target_kl=20.0, ki=1e-3)

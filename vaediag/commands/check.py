@@ -16,34 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
+from vaediag.commands.options import add_run_options
 from vaediag.errors import UsageError
 from vaediag.sanitize import terminal
 
 __all__ = ["add_parser", "run"]
-
-
-def _kl_weight(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number like 1e-5, got {text!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return v
 
 
 def add_parser(sub: argparse._SubParsersAction, *, name: str, help: str) -> argparse.ArgumentParser:
@@ -55,21 +35,8 @@ def add_parser(sub: argparse._SubParsersAction, *, name: str, help: str) -> argp
     )
     p.add_argument("path", metavar="PATH", help="a run directory, a tree of runs, or one event file")
     p.add_argument("--json", action="store_true", help='print {"runs": [...]} as JSON instead of the console view')
-    p.add_argument("--rules", metavar="FILE", help="a rules TOML file merged over vaediag/rules/default.toml")
-    p.add_argument("--kl-weight", metavar="W", type=_kl_weight,
-                   help="the runs' KL weight: it wins over what their logs and config say (a disagreement is shown)")
-    p.add_argument("--latent-dim", metavar="N", type=_positive_int,
-                   help="the runs' latent size (number of latent values), over their parameters")
-    p.add_argument("--profile", choices=("auto", "seed", "generic"),
-                   help="the checklist: seed (the seed's KL band, milestones and success criteria), generic "
-                        "(scale-free criteria only) or auto (seed for vaediag's trainer's runs; the default)")
-    p.add_argument("--baseline", metavar="RUN",
-                   help="the previous run to compare with: a run id under PATH (or its last part, e.g. "
-                        "version_1), or another run directory")
-    p.add_argument("--run", metavar="GLOB", dest="run_glob", help="only runs whose id matches this glob")
-    p.add_argument("--tags", metavar="FILE", help="a TOML file mapping your tag names to vaediag's terms")
-    p.add_argument("--steps-per-epoch", metavar="N", type=_positive_int,
-                   help="align steps to epochs for runs that log no epoch")
+    add_run_options(p, baseline_help="the previous run to compare with: a run id under PATH (or its last part, "
+                                     "e.g. version_1), or another run directory")
     p.set_defaults(handler=run)
     return p
 

@@ -12,13 +12,12 @@ written; 2 bad input or refusal (one line on stderr); 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from vaediag.errors import InputError, UsageError
+from vaediag.commands.options import add_run_options
 
 __all__ = ["add_parser", "run", "load_paths", "default_output"]
 
@@ -41,20 +40,8 @@ def add_parser(sub: argparse._SubParsersAction, *, name: str, help: str) -> argp
                    help="report file (default: reports/<first PATH's name>.md); a missing directory is created; "
                         "'-' (or /dev/stdout, a FIFO) writes the markdown alone to that stream")
     p.add_argument("--title", metavar="T", help="document title (default: 'VAE training report: <PATH name>')")
-    p.add_argument("--baseline", metavar="RUN",
-                   help="run id to measure improvement against (default: the earliest run)")
     p.add_argument("--targets", metavar="FILE", help="expected results TOML (default: the seed's targets)")
-    p.add_argument("--rules", metavar="FILE", help="rules TOML for the checks (as in vaediag check)")
-    p.add_argument("--run", metavar="GLOB", dest="run_glob", help="only runs whose id matches this glob")
-    p.add_argument("--tags", metavar="FILE", help="extra tag mappings (TOML) for foreign logs")
-    p.add_argument("--kl-weight", metavar="W", type=float, dest="kl_weight",
-                   help="KL weight for runs that neither log it nor record it in their config")
-    p.add_argument("--latent-dim", metavar="N", type=int, dest="latent_dim",
-                   help="the runs' latent size (number of latent values), over their parameters")
-    p.add_argument("--profile", choices=("auto", "seed", "generic"),
-                   help="the checklist: seed, generic (scale-free criteria only) or auto (the default)")
-    p.add_argument("--steps-per-epoch", metavar="N", type=int, dest="steps_per_epoch",
-                   help="epoch alignment for runs that log no epoch")
+    add_run_options(p, baseline_help="run id to measure improvement against (default: the earliest run)")
     p.add_argument("--force", action="store_true",
                    help="overwrite an existing report and its plots (never an input file or a file in the logs)")
     p.set_defaults(handler=run)
@@ -72,109 +59,23 @@ def default_output(paths: Sequence[str]) -> Path:
     return Path(_DEFAULT_DIR) / f"{slug(name)}.md"
 
 
-def load_paths(
-    paths: Sequence[str],
-    *,
-    tags: str | None = None,
-    steps_per_epoch: int | None = None,
-    run_glob: str | None = None,
-):
-    """Load one or more PATHs into one RunSet.
+def __getattr__(name: str):
+    # load_paths lived here before it moved to the library (vaediag.logs.merge); imported on use, so that
+    # building this command's parser does not load pandas.
+    if name == "load_paths":
+        from vaediag.logs.merge import load_paths
 
-    One PATH: :func:`vaediag.load` as is. Several: each is loaded, and run ids that collide between
-    PATHs (``version_0`` in two trees) are prefixed with their PATH's folder name (then more of its
-    path) until they are unique; ``--run`` then matches the merged ids.
-    """
-    from vaediag import load
-
-    if len(paths) == 1:
-        return load(paths[0], tags=tags, steps_per_epoch=steps_per_epoch, run_glob=run_glob)
-    seen: dict[Path, str] = {}
-    for p in paths:
-        key = Path(os.path.abspath(p))
-        if key in seen:
-            raise UsageError(f"PATH {p!r} is given twice (also as {seen[key]!r})")
-        seen[key] = p
-    sets = [load(p, tags=tags, steps_per_epoch=steps_per_epoch) for p in paths]
-    merged = _merge(sets)
-    if run_glob is not None:
-        keep = [r for r in merged.runs if fnmatch.fnmatchcase(r, run_glob)]
-        if not keep:
-            ids = ", ".join(list(merged.runs)[:10])
-            raise InputError(f"--run {run_glob!r} matches no run (runs: {ids}{' …' if len(merged.runs) > 10 else ''})")
-        merged = _subset(merged, keep)
-    return merged
-
-
-def _merge(sets):
-    """One RunSet from several, with run ids made unique (see :func:`load_paths`)."""
-    import pandas as pd
-
-    from vaediag.logs import RunSet
-
-    names: list[dict[str, str]] = [{r: r for r in rs.runs} for rs in sets]
-    depth = 0
-    while True:
-        count: dict[str, int] = {}
-        for m in names:
-            for new in m.values():
-                count[new] = count.get(new, 0) + 1
-        clashes = {n for n, c in count.items() if c > 1}
-        if not clashes:
-            break
-        depth += 1
-        if depth > 8:
-            raise UsageError("run ids collide between the PATHs and cannot be told apart; give fewer PATHs")
-        for rs, m in zip(sets, names):
-            root_parts = Path(os.path.abspath(rs.root)).parts
-            prefix = "/".join(root_parts[-depth:]) if root_parts[-depth:] else str(rs.root)
-            for old, new in m.items():
-                if new in clashes:
-                    m[old] = f"{prefix}/{old}" if not old.startswith(f"{prefix}/") else f"{prefix}/{new}"
-    frames, runs, warnings, orphans = [], {}, [], []
-    for rs, m in zip(sets, names):
-        f = rs.frame
-        if len(f):
-            f = f.assign(run=f["run"].astype(str).map(m))
-            frames.append(f)
-        for old, info in rs.runs.items():
-            info.run = m[old]
-            runs[m[old]] = info
-        warnings.extend(rs.warnings)
-        orphans.extend(rs.orphans)
-    if frames:
-        frame = pd.concat(frames, ignore_index=True)
-        for col in ("run", "tag", "term"):
-            frame[col] = pd.Categorical(frame[col].astype(object), categories=sorted(
-                {str(x) for x in frame[col].dropna().unique()}))
-        frame = frame.sort_values(["run", "tag", "step"], kind="stable").reset_index(drop=True)
-    else:
-        frame = sets[0].frame
-    common = Path(os.path.commonpath([os.path.abspath(rs.root) for rs in sets]))
-    runs = {k: runs[k] for k in sorted(runs)}
-    return RunSet(root=common, frame=frame, runs=runs, warnings=warnings, orphans=orphans)
-
-
-def _subset(rs, keep: list[str]):
-    from vaediag.logs import RunSet
-
-    f = rs.frame
-    f = f[f["run"].astype(str).isin(keep)].reset_index(drop=True)
-    f["run"] = f["run"].cat.remove_unused_categories()
-    return RunSet(root=rs.root, frame=f, runs={k: rs.runs[k] for k in keep}, warnings=rs.warnings,
-                  orphans=rs.orphans)
+        return load_paths
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run(args: argparse.Namespace) -> int:
-    from vaediag.diagnose.engine import check_kl_weight
     from vaediag.outputs import Inputs
     from vaediag.render.report import check_destination, diagnose_runs, files_dir_for, load_targets, write_report
     from vaediag.sanitize import terminal
 
-    check_kl_weight(args.kl_weight)
-    if args.steps_per_epoch is not None and args.steps_per_epoch <= 0:
-        raise UsageError(f"--steps-per-epoch must be a positive integer, got {args.steps_per_epoch}")
-    # Cheap checks first: a refused destination or a bad targets/rules file costs no log reading.
+    # Option values were checked when the command line was read (commands/options.py). Cheap checks first:
+    # a refused destination or a bad targets/rules file costs no log reading.
     out = args.output or default_output(args.paths)  # kept as typed: "./-" is a file, "-" standard output
     # Everything the report reads; none of it (nor anything else in the log trees) is ever written over.
     inputs = Inputs([*args.paths, args.targets, args.rules, args.tags])
@@ -186,13 +87,13 @@ def run(args: argparse.Namespace) -> int:
 
         rules = load_rules(args.rules)
 
+    from vaediag.logs.merge import load_paths
+
     runset = load_paths(args.paths, tags=args.tags, steps_per_epoch=args.steps_per_epoch, run_glob=args.run_glob)
     from vaediag.diagnose import find_run
 
     # One resolution of --baseline (exact id, unique suffix or glob) for the checks and the report.
     baseline = find_run(runset, args.baseline) if args.baseline is not None else None
-    if args.latent_dim is not None and args.latent_dim < 1:
-        raise UsageError(f"--latent-dim must be a positive integer, got {args.latent_dim}")
     diagnoses = diagnose_runs(runset, rules=rules, kl_weight=args.kl_weight, baseline=baseline,
                               latent_dim=args.latent_dim, profile=args.profile)
     path = write_report(runset, diagnoses, out, title=args.title, baseline=baseline, targets=targets,

@@ -69,7 +69,9 @@ def _seconds(name: str, *, low: float, low_ok: bool, high: float = math.inf):
     return conv
 
 
-def _one_line_error(parser: argparse.ArgumentParser):
+def _watch_usage_error(parser: argparse.ArgumentParser):
+    # Watch's own wording ("Error: vaediag watch: ... (see vaediag watch --help)"), older than cli.py's
+    # _one_line_error ("Error: ...; see vaediag check --help"); the tests pin both.
     def error(message: str) -> None:  # usage errors: one line, exit 2 (ARCHITECTURE)
         print(f"Error: vaediag watch: {message} (see vaediag watch --help)", file=sys.stderr)
         sys.exit(2)
@@ -79,7 +81,7 @@ def _one_line_error(parser: argparse.ArgumentParser):
 def add_parser(sub: argparse._SubParsersAction, *, name: str, help: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, description=help, epilog=_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.error = _one_line_error(p)  # type: ignore[method-assign]
+    p.error = _watch_usage_error(p)  # type: ignore[method-assign]
     g = p.add_argument_group("policy")
     g.add_argument("--policy", default="ladder", metavar="NAME",
                    help="ladder (the seed's escalation; default), controlvae (PI control to a KL set point), "
@@ -117,7 +119,8 @@ def add_parser(sub: argparse._SubParsersAction, *, name: str, help: str) -> argp
                    help="where a foreign script's event files appear (default: the current directory); it may "
                         "not exist yet: the watchdog waits for the script to create it")
     r.add_argument("--dry-run", action="store_true", help="decide and record, never write control.json")
-    # The supervisor owns the limits (MAX_POLL_S, DEFAULT_GRACE_S); importing it here would load pandas.
+    # The watchdog owns the limits (watch.session.MAX_POLL_S, watch.child.DEFAULT_GRACE_S); importing the
+    # session here would load pandas.
     r.add_argument("--poll", type=_seconds("--poll", low=0, low_ok=False, high=3600), default=1.0,
                    metavar="SECONDS", help="seconds between reads of the logs (default 1, at most 3600)")
     r.add_argument("--grace", type=_seconds("--grace", low=0, low_ok=True), default=None, metavar="SECONDS",
@@ -167,7 +170,7 @@ def policy_from_args(args: argparse.Namespace, command: list[str] | None = None)
             raise UsageError(f"{opt} does not apply to policy {name!r}" + (f" ({hint})" if hint else ""))
         params[key] = value
     if "kl_weight" not in params and command:
-        from vaediag.watch.supervisor import option_value
+        from vaediag.watch.argv import option_value
 
         given = option_value(command, "--kl-weight")
         if given is not None:
@@ -197,7 +200,8 @@ class _RichDisplay:
         if live and self.console.is_terminal:
             from rich.live import Live
 
-            from vaediag.watch.panel import WatchStatus, render_panel
+            from vaediag.render.panel import render_panel
+            from vaediag.watch.status import WatchStatus
 
             self.live = Live(render_panel(WatchStatus()), console=self.console, refresh_per_second=4)
 
@@ -212,12 +216,12 @@ class _RichDisplay:
 
     def update(self, status) -> None:
         if self.live is not None:
-            from vaediag.watch.panel import render_panel
+            from vaediag.render.panel import render_panel
 
             self.live.update(render_panel(status))
 
     def decision(self, status) -> None:
-        from vaediag.watch.panel import status_line
+        from vaediag.render.panel import status_line
 
         self.console.print(status_line(status), markup=False, highlight=False, soft_wrap=True)
         sys.stdout.flush()

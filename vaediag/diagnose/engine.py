@@ -171,6 +171,7 @@ def diagnose_run(
             findings += penalty.check_kl_too_high(table, run=run, epochs=epochs, autoencoder=ae,
                                                   **rules.section("kl"))
         findings += penalty.check_penalty_share(pen, run=run, **rules.section("penalty"))
+        findings += penalty.check_gradient_share(pen, run=run, **rules.section("gradient"))
         findings += collapse.check_kl_collapse(table, run=run, epochs=epochs, latent_dim=conv.latent_dim,
                                                per_dim_divisor=0.0 if conv.reduction is None else conv.per_dim_divisor(), autoencoder=ae,
                                                **rules.section("collapse"))

@@ -70,6 +70,7 @@ RULE_IDS = (
     "run_finished",  # the run has ended: judged on its final state
     "unmapped_tags",  # scalar tags no term maps to: ignored (map them with --tags)
     "pictures",  # the run logs images (the reconstruction grid first): tag, count, latest epoch, file
+    "gradient_share",  # the KL's share of the gradient at the latent head beside its value share (when logged)
 )
 ACTION_IDS = (
     "reduce_kl_weight",
@@ -241,6 +242,9 @@ class Penalty:
             (logged kl_weight))").
         arithmetic: the seed's three lines (effective penalty, reconstruction loss, ratio), ready to print.
         note: why something could not be computed (``kl_weight unknown ...``), or None.
+        gradient: the KL's share of the gradient at the latent head beside its value share
+            (:func:`vaediag.diagnose.penalty.gradient_summary`), or None when the run did not log it; in
+            the JSON only when present.
     """
 
     kl_weight: float | None
@@ -250,6 +254,7 @@ class Penalty:
     latest: dict[str, Any] = field(default_factory=dict)
     arithmetic: list[str] = field(default_factory=list)
     note: str | None = None
+    gradient: dict[str, Any] | None = None
 
     def to_dict(self, *, per_epoch: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -260,6 +265,8 @@ class Penalty:
             "arithmetic": self.arithmetic,
             "note": self.note,
         }
+        if self.gradient is not None:  # absent, not null, for runs that did not log it (the key set stays)
+            out["gradient"] = self.gradient
         if per_epoch:
             t = self.table
             rows = []

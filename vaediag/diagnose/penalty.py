@@ -14,6 +14,14 @@ Definitions, per epoch (the seed's root-cause arithmetic):
 KL and reconstruction come from the same split: train where the epoch has both (the penalty is a property
 of the training objective; the AntixK lineage validates with KL weight 1.0), else val.
 
+Gradient share (when the run logged it: ``train/grad_share/<term>``, our trainer's ``--grad-share-every``
+or any loop using :mod:`vaediag.integrations.gradients`): the value share says how large the KL term is,
+the gradient share how hard it pushes. For each weighted term, the L2 norm of its gradient at the latent
+head (``mu``, ``logvar``) over the sum of every term's norm, averaged over the epoch's measurements; read
+beside the KL's value share ``P / (R + P)`` of the same epoch (:func:`gradient_summary`), e.g. "KL is
+0.06% of the loss value but 31% of the gradient at the encoder head". Runs that did not log it get no
+gradient summary, and nothing is said about it.
+
 ``kl_weight`` comes from, in order: the logged ``kl_weight`` scalar; the logged weighted KL over the
 raw KL; the run's config.json / hparams.yaml / hparams plugin (``kl_weight``, ``kld_weight``, ``beta`` ...,
 also nested like ``exp_params.kld_weight``; an autoencoder config, ``ae = true``, means 0); the
@@ -49,7 +57,10 @@ __all__ = [
     "compute_penalty",
     "penalty_arithmetic",
     "penalty_phrase",
+    "gradient_summary",
+    "gradient_sentence",
     "check_penalty_share",
+    "check_gradient_share",
     "check_kl_too_high",
 ]
 
@@ -265,6 +276,7 @@ def compute_penalty(
     pt = penalty_table(table, kl_weight=w, latent_dim=latent, loss_weights=resolve_loss_weights(params) or
                        convention_loss_weights(convention), per_dim_divisor=convention.per_dim_divisor() or 0.0)
     note = None
+    gradient = gradient_summary(table, pt, epochs=epochs, autoencoder=ae)
     if not convention.has_kl:
         note = "no KL term: nothing to penalise"
         return Penalty(kl_weight=None, kl_weight_source=None, latent_dim=latent, table=pt.iloc[:0], note=note)
@@ -278,7 +290,8 @@ def compute_penalty(
         note = (note + "; " if note else "") + (
             f"no epoch logs both KL and reconstruction (missing: {', '.join(missing) or 'a shared epoch'})"
         )
-        return Penalty(kl_weight=w, kl_weight_source=source, latent_dim=latent, table=pt, note=note)
+        return Penalty(kl_weight=w, kl_weight_source=source, latent_dim=latent, table=pt, note=note,
+                       gradient=gradient)
     rows = pt
     if epochs:
         done = pt[pt.index < epochs]
@@ -309,7 +322,107 @@ def compute_penalty(
         latest=latest,
         arithmetic=arithmetic,
         note=note,
+        gradient=gradient,
     )
+
+
+# Terms whose gradient shares a run may log, in the vocabulary's order (the KL last: it is compared with the rest).
+_GRAD_TERMS = ("recon", "perceptual", "ssim_loss", "edge", "kl")
+# "but" where the gradient share and the value share differ by at least this factor, "and" where they are alike.
+_CONTRAST = 2.0
+
+
+def gradient_summary(table: pd.DataFrame, pt: pd.DataFrame, *, epochs: int | None = None,
+                     autoencoder: bool = False) -> dict[str, Any] | None:
+    """The KL's gradient share at the latent head beside its value share, at the latest epoch that measured
+    it (among completed epochs when one did); None when the run logged no ``grad_share`` of the KL.
+
+    Args:
+        table: the run's epoch table (``train_grad_share_<term>``, ``train_grad_norm_<term>``,
+            ``train_grad_cos_kl``, ``train_<term>_weighted``: each the epoch's mean).
+        pt: the run's :func:`penalty_table` (the KL's value share ``share`` per epoch).
+        epochs: completed epochs.
+        autoencoder: the run ended as an autoencoder (KL weight 0): said in the sentence.
+
+    Returns:
+        ``{"epoch", "split", "kl_grad_share", "kl_value_share", "cosine", "shares", "norms",
+        "value_shares", "sentence"}``: shares and norms by term (those measured at that epoch), the
+        value share of each weighted term of the total (``value_shares``, where the weighted terms are
+        logged), the cosine of the KL's gradient with the other terms' (None when not logged).
+    """
+    col = "train_grad_share_kl"
+    if col not in table:
+        return None
+    s = table[col]
+    known = s[s.notna()]
+    if len(known) == 0:
+        return None
+    if epochs:
+        done = known[known.index < epochs]
+        if len(done):
+            known = done
+    epoch = int(known.index[-1])
+    row = table.loc[epoch]
+
+    def at(column: str) -> float | None:  # 7 significant figures: event files hold float32
+        v = row.get(column) if column in table else None
+        return None if v is None or pd.isna(v) else float(f"{float(v):.7g}")
+
+    shares = {t: v for t in _GRAD_TERMS if (v := at(f"train_grad_share_{t}")) is not None}
+    norms = {t: v for t in _GRAD_TERMS if (v := at(f"train_grad_norm_{t}")) is not None}
+    weighted = {t: v for t in _GRAD_TERMS if (v := at(f"train_{t}_weighted")) is not None}
+    total = math.fsum(weighted.values())
+    value_shares = {t: v / total for t, v in weighted.items()} if "kl" in weighted and total > 0 else {}
+    kl_value = None  # the penalty's own share P / (R + P) at that epoch, else the logged weighted terms'
+    if epoch in pt.index and not pd.isna(pt.loc[epoch, "share"]):
+        kl_value = float(pt.loc[epoch, "share"])
+    elif "kl" in value_shares:
+        kl_value = value_shares["kl"]
+    out = {"epoch": epoch, "split": "train", "kl_grad_share": at(col), "kl_value_share": kl_value,
+           "cosine": at("train_grad_cos_kl"), "shares": shares, "norms": norms, "value_shares": value_shares}
+    out["sentence"] = gradient_sentence(out, autoencoder=autoencoder)
+    return out
+
+
+def gradient_sentence(g: Mapping[str, Any], *, autoencoder: bool = False) -> str:
+    """``KL is 0.06% of the loss value but 31.0% of the gradient at the encoder head (mu, logvar), epoch 12``.
+
+    >>> gradient_sentence({"epoch": 11, "kl_grad_share": 0.31, "kl_value_share": 0.0006})
+    'KL is 0.06% of the loss value but 31.0% of the gradient at the encoder head (mu, logvar), epoch 12'
+    """
+    grad, value = g["kl_grad_share"], g.get("kl_value_share")
+    where = f"the gradient at the encoder head (mu, logvar), {human_epoch(g['epoch'])}"
+    if autoencoder and grad == 0:
+        return f"autoencoder: the KL is not penalised, 0% of the loss value and of {where}"
+    if value is None or not math.isfinite(value):
+        return f"KL is {fmt_pct(grad)} of {where}; its share of the loss value is unknown (kl_weight unknown)"
+    lo, hi = sorted((grad, value))
+    contrast = hi > 0 and (lo == 0 or hi / lo >= _CONTRAST)
+    return f"KL is {fmt_pct(value)} of the loss value {'but' if contrast else 'and'} {fmt_pct(grad)} of {where}"
+
+
+def check_gradient_share(penalty: Penalty, *, run: str, kl_share_warn: float) -> list[Finding]:
+    """``gradient_share``: the KL's share of the gradient at the latent head, beside its value share.
+
+    info with the numbers; warn when the KL's share is above ``kl_share_warn`` (its gradient outweighs
+    the reconstruction terms' at the encoder's output). Nothing for a run that did not log it.
+    """
+    g = penalty.gradient
+    if not g:
+        return []
+    share = g["kl_grad_share"]
+    msg = g["sentence"]
+    parts = [f"{t} {fmt_pct(v)}" for t, v in g["shares"].items() if t != "kl"]
+    if parts:
+        msg += f" (the others: {', '.join(parts)})"
+    if g.get("cosine") is not None and math.isfinite(g["cosine"]):
+        msg += f"; cosine of the KL's gradient with theirs {g['cosine']:.2f}"
+    if math.isfinite(share) and share > kl_share_warn:
+        return [Finding("gradient_share", "warn", run, msg + f"; above {fmt_pct(kl_share_warn)}: the KL's pull on the "
+                        "encoder outweighs the reconstruction terms'", epoch=g["epoch"], term="kl", value=share,
+                        threshold=kl_share_warn)]
+    return [Finding("gradient_share", "info", run, msg, epoch=g["epoch"], term="kl",
+                    value=share if math.isfinite(share) else None, threshold=kl_share_warn)]
 
 
 def convention_loss_weights(convention: "KLConvention") -> dict[str, float] | None:

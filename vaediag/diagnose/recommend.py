@@ -340,7 +340,11 @@ def recommend(
         out.append(missing)
 
     dead_model = ctx.first("dead_model", "fail")
-    if dead_model is not None:
+    collapse = ctx.first("kl_collapse", "fail")
+    # A posterior that collapsed under a KL penalty explains a dead output: the decoder gets nothing from z. The
+    # KL weight is then the fix (the collapse branch below, with the dead model as evidence), not the model.
+    collapsed_by_penalty = collapse is not None and not ctx.ae and bool(ctx.w)
+    if dead_model is not None and not collapsed_by_penalty:
         out.append(Recommendation(
             "fix_model", f"{dead_model.message}: no KL weight fixes a model whose output ignores its input; check the "
             "architecture (a bottleneck the decoder can bypass or a too-narrow one), the learning rate and that "
@@ -359,7 +363,6 @@ def recommend(
     late = d.epochs >= int(ctx.rec["blurry_after"])
     tiny = ctx.w is not None and ctx.w <= float(ctx.rec["tiny_kl_weight"])
 
-    collapse = ctx.first("kl_collapse", "fail")
     if collapse is not None and not ctx.ae:
         if ctx.rec.get("on_collapse", "reduce_kl_weight") == "increase_kl_weight" and ctx.w:
             factor = float(ctx.rec["kl_increase_factor"])
@@ -369,8 +372,11 @@ def recommend(
                 f"{fmt_weight(new)}", params={"kl_weight": new, "from": ctx.w, "factor": factor},
                 evidence=(collapse.id,), command=ctx.command({"kl_weight": new})))
         else:
+            dead_why = ("; the output ignores the input because the decoder gets no information through the "
+                        "collapsed latent" if dead_model is not None else "")
             out.append(_reduce(ctx, f"{collapse.message} (the KL penalty pushes the posterior onto the prior; "
-                               "annealing the weight from 0 helps too)", [collapse.id], blurry=blurry))
+                               f"annealing the weight from 0 helps too){dead_why}",
+                               [collapse.id] + ([dead_model.id] if dead_model is not None else []), blurry=blurry))
 
     too_high = ctx.first("kl_too_high", "fail")
     share = ctx.first("penalty_share", "warn", "fail")

@@ -46,6 +46,7 @@ _RANGES: dict[tuple[str, ...], tuple[float, bool, float | None, bool, str]] = {
     ("kl", "expected"): (0, False, None, False, "the KL (nats) a plan assumes"),
     ("penalty", "warn_ratio"): (0, False, None, False, "a share of the reconstruction loss"),
     ("penalty", "fail_ratio"): (0, False, None, False, "a share of the reconstruction loss"),
+    ("gradient", "kl_share_warn"): (0, True, 1, True, "a share of the gradient, at most 1"),
     ("collapse", "active_fraction_min"): (0, True, 1, True, "a fraction of the latent dimensions"),
     ("divergence", "window"): (1, True, None, False, "epochs"),
     ("lr", "vanished_ratio"): (0, True, 1, True, "a fraction of the first learning rate"),

@@ -1,5 +1,9 @@
-"""Integrations with the frameworks users train in: each module imports its framework (and torch) itself.
+"""Integrations with the tools users train in: one module per tool, each an optional extra that imports its tool
+(and torch) itself. Nothing here is imported by ``vaediag`` or its command line (``tests/test_no_torch.py``).
 
-Nothing here is imported by ``vaediag`` or its CLI: ``import vaediag.integrations.lightning`` is the user's
-choice, and brings Lightning and torch with it. The analysis layer stays torch-free.
+- :mod:`vaediag.integrations.lightning`: ``KLWatchdogCallback``, the watchdog inside ``Trainer.fit``
+  (``pip install 'vaediag[lightning]'``);
+- :mod:`vaediag.integrations.gradients`: each loss term's gradient norm and share at the latent head (torch);
+- :mod:`vaediag.integrations.optuna`: each epoch's diagnosis reported to a trial, failing trials pruned
+  (``pip install 'vaediag[optuna]'``).
 """

@@ -29,6 +29,14 @@ Its state (the policy's rung, integral, history) goes into the checkpoint (:meth
 weight and mode it had decided are put back on the module, since a plain float attribute is not part of the
 module's state_dict.
 
+The gradient share (what the optimiser feels, beside what the loss value says): a module that leaves its
+*weighted* loss terms in ``self.loss_terms`` (``{"recon": recon, "kl": self.kl_weight * kl}``) and its latent
+head in ``self.latent_head`` (``(mu, logvar)``) in ``training_step`` gets, every ``grad_share_every`` optimizer
+steps (default 100; 0: off), each term's gradient norm and share at the head logged before the backward pass
+(``train/grad_norm/<term>``, ``train/grad_share/<term>``, ``train/grad_cos/kl``:
+:func:`vaediag.integrations.gradients.term_gradients`), and ``vaediag check`` reports "KL is x % of the loss
+value but y % of the gradient at the encoder head". A module without those attributes gets a one-time note.
+
 Under DDP the decision is made on rank 0 (the rank whose logger writes files) and broadcast, so every rank
 applies the same weight.
 """
@@ -47,7 +55,8 @@ except ImportError:  # pragma: no cover - the older package name
     try:
         from pytorch_lightning.callbacks import Callback  # type: ignore[no-redef]
     except ImportError:
-        raise ImportError("vaediag.integrations.lightning needs Lightning: pip install 'vaediag[lightning]'") from None
+        raise ModuleNotFoundError("vaediag.integrations.lightning needs Lightning: pip install 'vaediag[lightning]' "
+                                  "(or pip install lightning)", name="lightning") from None
 
 from vaediag.diagnose.criteria import penalty_ratio
 from vaediag.errors import InputError, UsageError
@@ -136,6 +145,8 @@ class KLWatchdogCallback(Callback):
         run_dir: where to read the logs and write the journal (default: the first TensorBoardLogger or
             CSVLogger's ``log_dir``).
         dry_run: decide and journal only; the module is never changed and training never stopped.
+        grad_share_every: the gradient-share cadence in optimizer steps (0: off; see the module docstring).
+        loss_terms_attr, latent_head_attr: where ``training_step`` leaves the weighted loss terms and the head.
         **params: the policy's parameters (``target_kl``, ``reduce_at``, ``target_psnr``, ``cooldown``,
             ``strict`` ...), validated at once.
 
@@ -155,13 +166,19 @@ class KLWatchdogCallback(Callback):
         rules: str | os.PathLike[str] | None = None,
         run_dir: str | os.PathLike[str] | None = None,
         dry_run: bool = False,
+        grad_share_every: int = 100,
+        loss_terms_attr: str = "loss_terms",
+        latent_head_attr: str = "latent_head",
         **params: Any,
     ) -> None:
         super().__init__()
-        for name, value in (("kl_weight_attr", kl_weight_attr), ("ae_mode_attr", ae_mode_attr)):
+        for name, value in (("kl_weight_attr", kl_weight_attr), ("ae_mode_attr", ae_mode_attr),
+                            ("loss_terms_attr", loss_terms_attr), ("latent_head_attr", latent_head_attr)):
             if not isinstance(value, str) or not value or any(not p.isidentifier() for p in value.split(".")):
                 raise UsageError(f"{name} must be an attribute name such as 'kl_weight' or 'hparams.beta', "
                                  f"got {value!r}")
+        if isinstance(grad_share_every, bool) or not isinstance(grad_share_every, int) or grad_share_every < 0:
+            raise UsageError(f"grad_share_every must be an int >= 0 (0: off), got {grad_share_every!r}")
         if isinstance(policy, Policy):
             if params or rules is not None:
                 raise UsageError("pass parameters and rules to the policy, not to KLWatchdogCallback, when giving "
@@ -182,6 +199,10 @@ class KLWatchdogCallback(Callback):
         self.run_dir: Path | None = Path(run_dir) if run_dir is not None else None
         self._run_dir_given = run_dir is not None
         self.dry_run = bool(dry_run)
+        self.grad_share_every = grad_share_every
+        self.loss_terms_attr = loss_terms_attr
+        self.latent_head_attr = latent_head_attr
+        self._grad_share_noted = False
         self._lock: RunLock | None = None
         self._tail = None
         self._tracker = None
@@ -300,6 +321,29 @@ class KLWatchdogCallback(Callback):
         if self.watchdog.journal is not None:
             self.watchdog.journal.event("resume", kl_weight=self.watchdog.kl_weight, mode=self.watchdog.mode,
                                         last_epoch=self.policy.last_epoch, applied=not self.dry_run)
+
+    def on_before_backward(self, trainer: Any, pl_module: Any, loss: Any) -> None:
+        every = self.grad_share_every
+        if not every or trainer.global_step % every or not trainer.is_global_zero:
+            return
+        terms = getattr(pl_module, self.loss_terms_attr, None)
+        head = getattr(pl_module, self.latent_head_attr, None)
+        if not isinstance(terms, Mapping) or head is None:
+            if not self._grad_share_noted:
+                self._grad_share_noted = True
+                self._note(f"no gradient share: {type(pl_module).__name__} leaves no {self.loss_terms_attr!r} dict "
+                           f"of weighted loss terms and {self.latent_head_attr!r} (mu, logvar) in training_step "
+                           f"(grad_share_every=0 turns this off)")
+            return
+        from vaediag.errors import GradientError
+        from vaediag.integrations.gradients import term_gradients
+
+        try:
+            scalars = term_gradients(terms, head).scalars(split="train")
+        except GradientError as exc:
+            raise UsageError(f"KLWatchdogCallback: gradient share at step {trainer.global_step}: {exc.message}") from None
+        for lg in getattr(trainer, "loggers", []) or []:
+            lg.log_metrics(scalars, step=trainer.global_step)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking or not self._end_of_epoch(trainer):

@@ -6,8 +6,8 @@ trainer_state.json, CSV/JSONL exports: :mod:`vaediag.logs.sources`), build the t
     >>> rs.frame.query("term == 'kl' and split == 'val'")  # doctest: +SKIP
 
 Public surface: :func:`load` -> :class:`RunSet` (``frame``, ``runs``: run id -> :class:`RunInfo`,
-``warnings``), :class:`Tail` for the watchdog, :func:`discover`, :class:`Note` (``RunInfo.facts``: the
-structured form of ``RunInfo.notes``). The epoch and split conventions of foreign trainers (Lightning's
+``warnings``), :func:`load_paths` for several PATHs at once, :class:`Tail` for the watchdog,
+:func:`discover`, :class:`Note` (``RunInfo.facts``: the structured form of ``RunInfo.notes``). The epoch and split conventions of foreign trainers (Lightning's
 ``_step``/``_epoch`` pairs and post-fit validate, HF's fractional epochs, pre-training step -1, val tags
 without a split marker) are one rule set for all engines: :mod:`vaediag.logs.conventions`.
 
@@ -32,12 +32,17 @@ Modules: ``discover`` (runs and run ids), ``sources`` (metrics logs that are not
 (CRC-32C, vectorised), ``scanner`` (vectorised streaming framing), ``decode`` (vectorised Event
 decoding), ``events`` (protobuf decoding, metadata), ``stream`` (incremental file reading),
 ``conventions`` (epoch alignment and split rules), ``frame`` (tidy frame), ``reader`` (:func:`load`),
-``tail`` (:class:`Tail`).
+``merge`` (several PATHs as one RunSet: :func:`load_paths`, :func:`merge_runsets`), ``tail`` (:class:`Tail`),
+``inprocess`` (:func:`frame_from_epochs`: the frame of metrics a training loop hands over in memory, epoch by
+epoch, read as a log with the trainer's tags).
 """
 
 from vaediag.logs.conventions import Note, RunHistory
 from vaediag.logs.discover import discover
+from vaediag.logs.inprocess import frame_from_epochs
+from vaediag.logs.merge import load_paths, merge_runsets, select_runs
 from vaediag.logs.reader import RunInfo, RunSet, load
 from vaediag.logs.tail import Tail
 
-__all__ = ["load", "RunSet", "RunInfo", "Tail", "discover", "Note", "RunHistory"]
+__all__ = ["load", "load_paths", "merge_runsets", "select_runs", "RunSet", "RunInfo", "Tail", "discover", "Note",
+           "RunHistory", "frame_from_epochs"]

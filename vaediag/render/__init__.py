@@ -1,4 +1,5 @@
-"""Renderers: the rich console (``vaediag check``), the markdown report and its plots (``vaediag report``).
+"""Renderers: the rich console (``vaediag check``), the markdown report and its plots (``vaediag report``), the
+live panel of ``vaediag watch`` (:mod:`.panel`).
 
 Rendering computes nothing: every number, verdict and sentence comes from :mod:`vaediag.diagnose`
 (findings, penalty arithmetic, recommendations); renderers pick, order and format. Submodules are

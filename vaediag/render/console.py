@@ -2,7 +2,7 @@
 
 Each block: a header (run, completed epochs, overall verdict, the file a run without event files was read
 from, latest metrics), the penalty arithmetic as
-the seed writes it, the checklist table (milestones and success, pass / fail / pending / n/a), the other
+the seed writes it (and, when the run logged it, the KL's share of the gradient at the encoder head), the checklist table (milestones and success, pass / fail / pending / n/a), the other
 findings, and the recommendations with their plan arithmetic and next command. A closing line counts the
 verdicts, and the reader's warnings (skipped folders, damaged files) follow.
 
@@ -79,6 +79,8 @@ def _penalty(d: "RunDiagnosis") -> Group | None:
     lines.append(Text.assemble(("KL penalty", "bold"), f" ({_t(context)})" if context else ""))
     for line in p.arithmetic:
         lines.append(Text("  " + _t(line)))
+    if p.gradient:  # logged by the run (--grad-share-every): the gradient beside the value
+        lines.append(Text("  Gradient: " + _t(p.gradient["sentence"])))
     if p.note and p.kl_weight is None:
         lines.append(Text("  " + _t(p.note), style="yellow"))
     return Group(*lines)

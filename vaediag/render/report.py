@@ -588,6 +588,8 @@ def _section_summary(views: Sequence[_Run], baseline: _Run | None, targets: Sequ
         if other is not None and _penalty_latest(other, "share") is not None:
             p += f" ({other.label}: {_pct(_penalty_latest(other, 'share'))})"
         why.append(p + ".")
+    if best.diag.penalty.gradient:
+        why.append(_sentence(escape(best.diag.penalty.gradient["sentence"])))
     met = [t for t in targets if best.judge(t) == "met"]
     logged = [t for t in targets if best.judge(t) not in ("missing", "n/a")]
     if logged:
@@ -740,6 +742,8 @@ def _section_evolution(views: Sequence[_Run]) -> list[str]:
         if share is not None:
             items.append(f"KL penalty: {_pct(share)} of the training loss ({_pct(_penalty_latest(v, 'ratio'))} of "
                          "the reconstruction loss)")
+        if v.diag.penalty.gradient:
+            items.append(f"Gradient: {escape(v.diag.penalty.gradient['sentence'])}")
         items.append(f"Verdict: **{label}**" + (f": {escape(why)}" if why else ""))
         lines += [f"- {it}" for it in items] + [""]
         prev = v
@@ -873,6 +877,8 @@ def _section_findings(views: Sequence[_Run]) -> list[str]:
             ctx = d.penalty.latest.get("context") if d.penalty.latest else None
             lines += [f"KL penalty arithmetic{' (' + escape(ctx) + ')' if ctx else ''}:", ""]
             lines += _code("\n".join(d.penalty.arithmetic)) + [""]
+        if d.penalty.gradient:
+            lines += _gradient_table(d.penalty.gradient)
         shown = [f for f in d.findings if not f.is_checklist and f.severity != "pass"]
         passed = [f for f in d.findings if not f.is_checklist and f.severity == "pass"]
         if shown:
@@ -890,6 +896,23 @@ def _section_findings(views: Sequence[_Run]) -> list[str]:
                 if r.command:
                     lines += [""] + ["   " + ln for ln in _code(r.command, "bash")] + [""]
             lines.append("")
+    return lines
+
+
+def _gradient_table(g: dict[str, Any]) -> list[str]:
+    """The run's gradient shares at the encoder head beside each weighted term's share of the loss value."""
+    from vaediag.diagnose.numbers import human_epoch
+
+    lines = [f"Each weighted term's share of the loss value and of the gradient at the encoder head (the L2 norm of "
+             f"its gradient with respect to mu and logvar over the sum of every term's norm; train, "
+             f"{human_epoch(g['epoch'])}):", ""]
+    names = [t for t in g["shares"] if t != "kl"] + (["kl"] if "kl" in g["shares"] else [])
+    rows = [[escape(TERM_INFO[t].label if t in TERM_INFO else t), _pct(g["value_shares"].get(t)),
+             _pct(g["shares"].get(t))] for t in names]
+    lines += [table(["Term", "Share of the loss value", "Share of the gradient"], rows, align="lrr"), ""]
+    if g.get("cosine") is not None:
+        lines += [f"Cosine of the KL's gradient with the sum of the others' at the head: {g['cosine']:.2f} "
+                  "(-1: it undoes them, 0: it pulls sideways, 1: along).", ""]
     return lines
 
 

@@ -4,6 +4,12 @@
     from vaediag.watch.policies import make_policy    # the policies alone
     from vaediag.watch.supervisor import Supervisor   # what `vaediag watch` runs (imports pandas)
 
+Modules, one concern each: ``policies/`` (the decisions), ``supervisor`` (the loop of ``vaediag watch --
+CMD``) over ``child`` (the training process), ``discovery`` (its run directory and checkpoint), ``argv``
+(its command line) and ``session`` (tail, policy, journal, control file, shared with ``follower``);
+``tracker``, ``control``, ``journal``, ``lock``, ``status`` (the panel's data; the panel itself is
+:mod:`vaediag.render.panel`) and ``inprocess`` (:class:`KLWatchdog`).
+
 This package imports nothing heavy on its own: the supervisor and its tail (pandas) load on first use.
 """
 
@@ -23,7 +29,8 @@ from vaediag.watch.policies import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vaediag.watch.supervisor import Follower, Supervisor
+    from vaediag.watch.follower import Follower
+    from vaediag.watch.supervisor import Supervisor
 
 __all__ = [
     "KLWatchdog",

@@ -1,39 +1,36 @@
-"""Run training under the watchdog (:class:`Supervisor`) or follow a run started elsewhere (:class:`Follower`).
+"""Run training under the watchdog (:class:`Supervisor`): the loop that ties the child process, the discovery
+of its run, the session (tail, policy, journal, control file) and restarts together. :class:`Follower`, which
+follows a run started elsewhere, lives in :mod:`~vaediag.watch.follower` and is importable from here.
 
 Supervisor, step by step
 ------------------------
-1. **Start** the training command as a child in its own session (``start_new_session=True``): Ctrl-C in the
-   terminal reaches the watchdog only, which forwards it; a watchdog killed with SIGKILL leaves training
+1. **Start** the training command as a child in its own session (:mod:`~vaediag.watch.child`): Ctrl-C in
+   the terminal reaches the watchdog only, which forwards it; a watchdog killed with SIGKILL leaves training
    running untouched. The child's stdout and stderr go to a file (never a pipe, which would break when the
    watchdog dies); the watchdog echoes its lines and moves the file into the run directory as
    ``train_output.log`` when it ends.
-2. **Find the run directory**, two ways, checked at every poll:
-
-   * ``VAEDIAG_RUN_DIR_FILE``: the watchdog sets this environment variable to a fresh temporary file; a
-     training script that knows the protocol (``python -m train`` does) writes its absolute run
-     directory and a newline there right after creating it. Reliable and immediate.
-   * For foreign scripts: event files under ``--logdir`` (default: the current directory) that are the
-     child's by evidence: held open by its process tree (``/proc/<pid>/fd`` of the child, its session
-     and descendants), or new and named after one of those pids (``events.out.tfevents.<t>.<host>.<pid>``);
-     where ``/proc`` is missing, new files named after the child's pid, else the one new run if there is
-     exactly one. Another process's new run is never attached to: the watchdog says so once and keeps
-     waiting. Their run directory (``tf/`` and ``add_hparams`` children belong to their parent) is the run.
+2. **Find the run directory** (:mod:`~vaediag.watch.discovery`), checked at every poll: the file named by
+   ``VAEDIAG_RUN_DIR_FILE``, where a training script that knows the protocol (``python -m train`` does)
+   writes it; for foreign scripts, event files under ``--logdir`` that are the child's by evidence (held
+   open by its process tree, or named after one of its pids; without ``/proc``, the one new run once it has
+   settled). Another process's new run is never attached to: the watchdog says so once and keeps waiting.
 3. **Tail** the run's event files with :class:`vaediag.logs.Tail` (only new bytes), feed the rows to an
    :class:`~vaediag.watch.tracker.EpochTracker`, and after each completed epoch ask the policy.
 4. **Apply** a change through ``control.json`` (:func:`~vaediag.watch.control.write_control`: temp file,
    fsync, rename; ``seq`` one above the file's current one), or, with ``restart=True``, by stopping the
-   child with SIGINT, waiting for it to exit and for its checkpoint (:func:`find_checkpoint`: the run's own
-   ``checkpoints/`` folder first), and relaunching the command with
-   ``--kl-weight X --resume CKPT`` substituted in or appended (``--ae`` too for the autoencoder). A
+   child with SIGINT, waiting for it to exit and for its checkpoint
+   (:func:`~vaediag.watch.discovery.find_checkpoint`: the run's own ``checkpoints/`` folder first), and
+   relaunching the command with ``--kl-weight X --resume CKPT`` substituted in or appended
+   (:mod:`~vaediag.watch.argv`; ``--ae`` too for the autoencoder). A
    ``stop`` decision sends SIGINT (the loop saves a checkpoint); the watchdog then exits 0.
    ``dry_run=True`` decides and records, and never writes control.json or signals the child.
 5. **Journal** every decision, applied or declined, to ``watchdog.jsonl`` (see :mod:`~vaediag.watch.journal`).
 
-Faults: the child's exit code is the watchdog's (a signal N gives 128 + N); SIGINT and SIGTERM to the
-watchdog are forwarded to the child's process group and the watchdog waits for it, reads its last logs
-and exits with its code. A child still running ``grace`` seconds (30) after the forwarded signal is
-killed with its whole process group (SIGKILL: exit 137), and a second signal kills it at once; each step
-is one line on the display and a ``note`` in the journal.
+Faults (:mod:`~vaediag.watch.child`): the child's exit code is the watchdog's (a signal N gives 128 + N);
+SIGINT and SIGTERM to the watchdog are forwarded to the child's process group and the watchdog waits for
+it, reads its last logs and exits with its code. A child still running ``grace`` seconds (30) after the
+forwarded signal is killed with its whole process group (SIGKILL: exit 137), and a second signal kills it
+at once; each step is one line on the display and a ``note`` in the journal.
 
 One watchdog per run (:mod:`~vaediag.watch.lock`): before writing anything into a run directory the
 watchdog takes its ``watchdog.lock``; when another live watchdog holds it, this one writes nothing there,
@@ -52,32 +49,28 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import shutil
 import signal
-import socket
-import stat
-import subprocess
 import tempfile
 import time
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Sequence
 
-from vaediag.errors import CheckpointError, ControlFileError, InputError, Interrupted, UsageError, VaediagError
-from vaediag.logs.discover import _ADD_HPARAMS_DIR, is_event_file
-from vaediag.safeio import kind_of, read_text
-from vaediag.watch.control import (CONTROL_FILENAME, RUN_CHECKPOINT_DIR, RUN_DIR_FILE_ENV, WATCHDOG_PID_ENV, Control,
-                                   now_iso, read_control, write_control)
-from vaediag.watch.journal import Journal, decision_record
-from vaediag.watch.lock import RunLock, RunLockedError
-from vaediag.watch.panel import WatchStatus
-from vaediag.watch.policies import Decision, MissingMetricWarning, Policy
-from vaediag.watch.tracker import EpochMetrics, EpochTracker
+from vaediag.errors import CheckpointError, InputError, UsageError, VaediagError
+from vaediag.watch.argv import option_value, set_option
+from vaediag.watch.child import (DEFAULT_GRACE_S, OUTPUT_LOG, ChildOutput, ChildSignals, _Child, alive, exit_code,
+                                 spawn)
+from vaediag.watch.control import RUN_CHECKPOINT_DIR, RUN_DIR_FILE_ENV, WATCHDOG_PID_ENV
+from vaediag.watch.discovery import event_files, find_checkpoint, find_foreign_run_dir, read_run_dir_file
+from vaediag.watch.follower import Follower
+from vaediag.watch.policies import Decision, Policy
+from vaediag.watch.session import MAX_POLL_S, Display, WatchSession
+from vaediag.watch.tracker import EpochMetrics
 
 __all__ = [
     "OUTPUT_LOG",
+    "DEFAULT_GRACE_S",
+    "MAX_POLL_S",
     "Display",
     "Supervisor",
     "Follower",
@@ -86,414 +79,6 @@ __all__ = [
     "option_value",
     "exit_code",
 ]
-
-OUTPUT_LOG = "train_output.log"
-#: Seconds a child has to exit after a forwarded SIGINT/SIGTERM before its process group is SIGKILLed.
-DEFAULT_GRACE_S = 30.0
-#: The longest poll interval: a watchdog that looks less than once an hour is not watching.
-MAX_POLL_S = 3600.0
-_OUTPUT_CHUNK = 4 << 20
-_CKPT_SUFFIXES = (".pt", ".pth", ".ckpt")
-_SKIP_DIRS = frozenset({"node_modules", "__pycache__", "site-packages", "wandb"})
-
-
-class Display(Protocol):
-    """Where the watchdog shows things; ``vaediag watch`` passes a rich live panel."""
-
-    def update(self, status: WatchStatus) -> None: ...
-
-    def decision(self, status: WatchStatus) -> None: ...
-
-    def message(self, text: str) -> None: ...
-
-
-class _NullDisplay:
-    def update(self, status: WatchStatus) -> None:
-        pass
-
-    def decision(self, status: WatchStatus) -> None:
-        pass
-
-    def message(self, text: str) -> None:
-        pass
-
-
-def exit_code(returncode: int) -> int:
-    """A child's return code as a shell reports it: a death by signal N is 128 + N."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
-def set_option(cmd: Sequence[str], flag: str, value: str | None) -> list[str]:
-    """``cmd`` with every ``flag VALUE`` / ``flag=VALUE`` set to ``value``, or the option appended.
-
-    ``value=None`` means a bare flag (``--ae``), added when absent.
-
-    >>> set_option(["python", "t.py", "--kl-weight", "0.01", "--epochs", "5"], "--kl-weight", "0.001")
-    ['python', 't.py', '--kl-weight', '0.001', '--epochs', '5']
-    >>> set_option(["python", "t.py", "--resume=a.pt"], "--resume", "b.pt")
-    ['python', 't.py', '--resume=b.pt']
-    >>> set_option(["python", "t.py"], "--resume", "b.pt")
-    ['python', 't.py', '--resume', 'b.pt']
-    """
-    out: list[str] = []
-    found = False
-    i = 0
-    while i < len(cmd):
-        a = cmd[i]
-        if a == flag:
-            found = True
-            if value is None:
-                out.append(a)
-                i += 1
-            else:
-                out += [flag, value]
-                i += 2
-            continue
-        if value is not None and a.startswith(flag + "="):
-            found = True
-            out.append(f"{flag}={value}")
-            i += 1
-            continue
-        out.append(a)
-        i += 1
-    if not found:
-        out += [flag] if value is None else [flag, value]
-    return out
-
-
-def _walk_files(root: Path, *, max_depth: int = 8):
-    root = Path(root)
-    base = len(root.parts)
-    for dirpath, dirnames, filenames in os.walk(root):
-        depth = len(Path(dirpath).parts) - base
-        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS] if depth < max_depth else []
-        for f in filenames:
-            yield Path(dirpath) / f
-
-
-def _event_files(root: Path) -> set[Path]:
-    if not root.is_dir():
-        return set()
-    return {p for p in _walk_files(root) if is_event_file(p.name)}
-
-
-#: Where the child's process tree and its open files are read from (Linux); tests point it elsewhere.
-_PROC = Path("/proc")
-# Without /proc, "the only new run" is attached to once it has stayed the only one this long while the child
-# runs (a script that writes two runs in quick succession must not be guessed to own the first).
-_SOLE_SETTLE_S = 1.0
-
-
-def _proc_available() -> bool:
-    return (_PROC / str(os.getpid()) / "fd").is_dir()
-
-
-def _process_tree(root: int) -> set[int]:
-    """``root``, every process of its session (the child is a session leader) and their descendants."""
-    parent: dict[int, int] = {}
-    tree = {root}
-    try:
-        entries = list(os.scandir(_PROC))
-    except OSError:
-        return tree
-    for e in entries:
-        if not e.name.isdigit():
-            continue
-        try:
-            with open(os.path.join(e.path, "stat"), "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[1].split()  # after "pid (comm)": state ppid pgrp session
-            pid, ppid, sid = int(e.name), int(fields[1]), int(fields[3])
-        except (OSError, IndexError, ValueError):
-            continue
-        parent[pid] = ppid
-        if sid == root:
-            tree.add(pid)
-    grew = True
-    while grew:  # descendants that left the session (setsid) are still the child's
-        grew = False
-        for pid, ppid in parent.items():
-            if ppid in tree and pid not in tree:
-                tree.add(pid)
-                grew = True
-    return tree
-
-
-def _open_event_files(pids: set[int], root: Path) -> set[Path]:
-    """Event files under ``root`` (resolved) that the processes ``pids`` hold open right now."""
-    out: set[Path] = set()
-    for pid in pids:
-        try:
-            fds = list(os.scandir(_PROC / str(pid) / "fd"))
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(fd.path)
-            except OSError:
-                continue
-            if not target.startswith("/"):
-                continue  # pipe:[...], socket:[...]
-            p = Path(target)
-            if is_event_file(p.name) and p.is_relative_to(root):
-                out.add(p)
-    return out
-
-
-def _name_pid(name: str, host: str) -> int | None:
-    """The pid in an event file's name, as TensorBoard's and TF2's writers name them:
-    ``events.out.tfevents.<time>.<host>.<pid>.<n>...`` (None when the name carries none, or another host's)."""
-    m = re.match(rf"events\.out\.tfevents\.\d+\.{re.escape(host)}\.(\d+)(\.|$)", name)
-    return int(m.group(1)) if m else None
-
-
-def _owner_dir(event_file: Path) -> Path:
-    d = event_file.parent
-    while d.name == "tf" or _ADD_HPARAMS_DIR.match(d.name):
-        d = d.parent
-    return d
-
-
-def find_checkpoint(
-    *, since: float, run_dir: Path | None, roots: Sequence[Path], explicit: str | None = None
-) -> Path | None:
-    """The checkpoint the stopped child wrote: ``explicit`` (a path or glob; newest match), else the newest
-    ``*.pt``/``*.pth``/``*.ckpt`` modified at or after ``since``, looked for in this order:
-
-    1. in the run's own ``<run_dir>/checkpoints/`` (where ``python -m train`` and Lightning keep them);
-    2. under ``roots``, in a directory that mirrors the run directory's last three parts (the older layout
-       ``checkpoints/<project>/<name>/version_N`` beside ``logs/<project>/<name>/version_N``);
-    3. anywhere under ``roots``.
-
-    Temporary files (dot-names, ``*.tmp``) never count."""
-    if explicit:
-        import glob
-
-        matches = [Path(p) for p in glob.glob(explicit)] if glob.has_magic(explicit) else [Path(explicit)]
-        matches = [p for p in matches if p.is_file()]
-        return max(matches, key=lambda p: p.stat().st_mtime) if matches else None
-
-    def newer(files: Any) -> dict[Path, float]:
-        out: dict[Path, float] = {}
-        for p in files:
-            if p.suffix not in _CKPT_SUFFIXES or p.name.startswith("."):
-                continue
-            try:
-                mtime = p.stat().st_mtime
-            except OSError:
-                continue
-            if mtime >= since - 1.0:  # file-system timestamps can be coarse
-                out[p.resolve()] = mtime
-        return out
-
-    if run_dir is not None:
-        own = Path(run_dir).resolve() / RUN_CHECKPOINT_DIR
-        beside = newer(_walk_files(own, max_depth=2)) if own.is_dir() else {}
-        if beside:
-            return max(beside, key=beside.get)
-    found: dict[Path, float] = {}
-    for root in roots:
-        if root.is_dir():
-            found.update(newer(_walk_files(root)))
-    if not found:
-        return None
-    if run_dir is not None:
-        tail = Path(run_dir).resolve().parts[-3:]  # whole names: "myproj" must not pass for "proj"
-        mirrored = [p for p in found if p.parent.parts[-3:] == tail]
-        if mirrored:
-            return max(mirrored, key=found.get)
-    return max(found, key=found.get)
-
-
-def option_value(cmd: Sequence[str], flag: str) -> str | None:
-    """The value of the last ``flag VALUE`` / ``flag=VALUE`` in ``cmd`` (None when absent).
-
-    >>> option_value(["python", "-m", "train", "--checkpoint-dir", "/big/ckpt"], "--checkpoint-dir")
-    '/big/ckpt'
-    >>> option_value(["t.py", "--checkpoint-dir=a", "--checkpoint-dir=b"], "--checkpoint-dir")
-    'b'
-    """
-    value = None
-    for i, a in enumerate(cmd):
-        if a == flag and i + 1 < len(cmd):
-            value = cmd[i + 1]
-        elif a.startswith(flag + "="):
-            value = a[len(flag) + 1:]
-    return value
-
-
-# --------------------------------------------------------------------------------------------------
-
-
-class _Watch:
-    """What the supervisor and the follower share: tail -> tracker -> policy -> journal (+ control)."""
-
-    def __init__(self, policy: Policy, *, display: Display | None, poll: float, dry_run: bool) -> None:
-        if isinstance(poll, bool) or not isinstance(poll, (int, float)) or not math.isfinite(poll) \
-                or not 0 < poll <= MAX_POLL_S:
-            raise UsageError(f"--poll must be a number of seconds > 0 and <= {MAX_POLL_S:g}, got {poll!r}")
-        self.policy = policy
-        self.display = display or _NullDisplay()
-        self.poll = poll
-        self.dry_run = dry_run
-        self.run_dir: Path | None = None
-        self.tail = None
-        self.tracker = EpochTracker()
-        self.journal: Journal | None = None
-        self.lock: RunLock | None = None
-        self.seq = 0
-        self.status = WatchStatus(policy=policy.name)
-        self.decisions: list[tuple[EpochMetrics, Decision]] = []
-
-    # ---- attaching to a run directory -------------------------------------------------------------
-
-    def attach(self, run_dir: Path, **start_fields: Any) -> None:
-        """Take the run's lock (one watchdog per run), open its journal and start tailing it.
-
-        Raises :class:`~vaediag.watch.lock.RunLockedError` (another live watchdog holds the run) or
-        InputError (no lock or journal can be made there) before anything is written into the run."""
-        from vaediag.logs import Tail  # pandas: only once there is a run to read
-
-        run_dir = Path(run_dir).resolve()
-        if self.run_dir == run_dir:
-            return
-        lock = RunLock.acquire(run_dir, mode=self.status.mode_label)
-        try:
-            journal = Journal(run_dir)
-        except BaseException:
-            lock.release()
-            raise
-        if self.lock is not None:
-            self.lock.release()
-        self.lock = lock
-        self.run_dir = run_dir
-        self.tail = Tail(run_dir)
-        self.tracker = _continue_tracker(self.tracker)
-        if self.journal is not None:
-            self.journal.close()
-        self.journal = journal
-        self.status.run_dir = str(run_dir)
-        self.journal.event("start", policy=self.policy.name, params=self.policy.params(),
-                           dry_run=self.dry_run, run_dir=str(run_dir), lock=str(lock.path), **start_fields)
-        if lock.stale_note:
-            self.note(lock.stale_note)
-
-    # ---- deciding -----------------------------------------------------------------------------------
-
-    def read_epochs(self, *, final: bool = False, backlog: bool = False) -> list[tuple[EpochMetrics, Decision]]:
-        """Poll the tail and decide on every epoch that completed since the last call.
-
-        ``backlog``: everything already in the files counts as complete (the files were written before
-        we looked, so the last val point cannot still be arriving in pieces).
-        """
-        if self.tail is None:
-            return []
-        self.tracker.feed(self.tail.poll())
-        if backlog:
-            self.tracker.feed(None)  # one quiet poll: the val points already on disk are whole
-        out = []
-        ready = self.tracker.ready(final=final)
-        for i, em in enumerate(ready):
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", MissingMetricWarning)
-                d = self.policy.update(em.epoch, em.metrics)
-            for w in caught:
-                self.note(str(w.message))
-            if backlog and i < len(ready) - 1:
-                # History: the run trained these epochs before we looked. What the policy would have done
-                # then is recorded, but it did not happen, so the policy must not believe it did.
-                self.policy.not_applied(d)
-                self.record(em, d, applied=False, replayed=True, note="replayed history")
-                continue
-            out.append((em, d))
-        return out
-
-    def record(self, em: EpochMetrics, d: Decision, *, applied: bool, via: str | None = None,
-               seq: int | None = None, **extra: Any) -> None:
-        """Journal one decision and show it."""
-        if self.journal is not None:
-            self.journal.append(decision_record(d, metrics=em.metrics, policy=self.policy, applied=applied,
-                                                seq=seq, via=via, **extra))
-        self.decisions.append((em, d))
-        s = self.status
-        m = em.metrics
-        s.epoch = em.epoch
-        s.kl, s.recon, s.psnr = m.get("kl"), m.get("recon"), m.get("psnr")
-        s.kl_weight = m.get("kl_weight", s.kl_weight)
-        s.mode = "ae" if m.get("ae_mode", 0.0) >= 0.5 else s.mode
-        s.last_action, s.last_reason = d.action, (d.reason + (f" [declined: {d.declined}]" if d.declined else ""))
-        s.decisions += 1
-        s.changes += int(d.changes and applied)
-        if d.action == "keep":
-            s.last_applied = None
-        elif applied:
-            s.last_applied = f"applied: control seq {seq}" if via == "control" else f"applied: {via}"
-        else:
-            s.last_applied = f"not applied: {extra.get('note', 'recommendation only')}"
-        self.display.decision(s)
-
-    def apply_control(self, em: EpochMetrics, d: Decision) -> None:
-        """Apply a change through control.json and journal it; a failed write is journalled as not applied
-        and the policy forgets the change, so it may decide again next epoch."""
-        seq = self.write_control(d)
-        if seq is None:
-            self.policy.not_applied(d)
-            self.record(em, d, applied=False, seq=None, note="control.json could not be written")
-        else:
-            self.record(em, d, applied=True, via="control", seq=seq)
-
-    def write_control(self, d: Decision) -> int | None:
-        """Write a change to control.json; return its seq, or None when the file could not be written."""
-        assert self.run_dir is not None
-        path = self.run_dir / CONTROL_FILENAME
-        try:
-            mode = os.lstat(path).st_mode
-        except FileNotFoundError:
-            mode = None
-        except OSError as exc:
-            self.note(f"cannot check {path}: {exc.strerror or exc}")
-            return None
-        if mode is not None and not stat.S_ISREG(mode):  # never read (a FIFO would block), never replaced
-            self.note(f"{path} is {kind_of(mode)}, not a regular file; it is left as it is and the decision is "
-                      f"not applied (move it away to let the watchdog write control.json)")
-            return None
-        try:
-            cur = read_control(self.run_dir)
-            base = cur.seq if cur is not None else 0
-        except ControlFileError as exc:
-            self.note(f"existing control.json unreadable ({exc.message}); it is replaced")
-            base = 0
-        self.seq = max(self.seq, base) + 1
-        ctl = Control(seq=self.seq, kl_weight=float(d.kl_weight or 0.0), mode=d.mode, reason=d.reason,
-                      issued_at=now_iso())
-        try:
-            write_control(self.run_dir, ctl)
-        except OSError as exc:
-            self.note(f"cannot write control.json in {self.run_dir}: {exc.strerror}")
-            return None
-        except ControlFileError as exc:
-            self.note(exc.message)
-            return None
-        return self.seq
-
-    def note(self, text: str) -> None:
-        self.status.notes.append(text)
-        if self.journal is not None:
-            self.journal.event("note", text=text)
-        self.display.message(f"watch: {text}")
-
-    def close(self) -> None:
-        if self.journal is not None:
-            self.journal.close()
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
-
-
-def _continue_tracker(old: EpochTracker) -> EpochTracker:
-    """A fresh tracker for a new run directory that still skips epochs already decided."""
-    new = EpochTracker()
-    new._done_upto = old.last_reported
-    return new
 
 
 def _latest_changes(batch: list[tuple[EpochMetrics, Decision]]) -> int | None:
@@ -508,18 +93,7 @@ def _latest_changes(batch: list[tuple[EpochMetrics, Decision]]) -> int | None:
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Child:
-    cmd: list[str]
-    proc: subprocess.Popen
-    run_dir_file: Path
-    started: float
-    before: set[Path] = field(default_factory=set)
-    tree: set[int] = field(default_factory=set)  # every pid seen in its process tree so far
-    sole: tuple[Path, float] | None = None  # without /proc: the only new run so far, and since when
-
-
-class Supervisor(_Watch):
+class Supervisor(WatchSession):
     """Run ``command`` under ``policy`` (see the module docstring). :meth:`run` returns the exit code.
 
     Args:
@@ -571,22 +145,11 @@ class Supervisor(_Watch):
         self.restart = restart
         self.checkpoint = checkpoint
         self.ae_flag = ae_flag
-        self.stop_timeout = stop_timeout
-        self.grace = float(grace)
         self.child: _Child | None = None
-        # The next step of stopping the child: (monotonic deadline, signal to send then, why). Set when a
-        # signal is forwarded or a stop begins; _tick() carries it out.
-        self._escalation: tuple[float, int, str] | None = None
-        self._pending: list[str] = []  # lines from signal handlers, shown by the loop (never print in a handler)
-        self._killed = False
+        self.signals = ChildSignals(grace=float(grace), stop_timeout=stop_timeout, status=self.status)
         self._tmp: Path | None = None  # made in run(): the child's output and run-dir files
-        self._out_path = Path(OUTPUT_LOG)
-        self._out_fh = None
-        self._out_pos = 0
-        self._out_partial = ""
-        self._signals: list[int] = []
+        self.output = ChildOutput(Path(OUTPUT_LOG))
         self._stopping_by_policy = False
-        self._user_stop = False
         self._fatal: VaediagError | None = None
         self.status.command = " ".join(self.command)
         self.status.mode_label = ("dry run" if dry_run else "restart" if restart else "control file")
@@ -599,146 +162,34 @@ class Supervisor(_Watch):
         env[RUN_DIR_FILE_ENV] = str(run_dir_file)
         # The loop waits at each epoch start for our decision about the last epoch (control.py).
         env[WATCHDOG_PID_ENV] = str(os.getpid())
-        before = _event_files(self._logdir_abs)
-        out = open(self._out_path, "ab")
-        try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    env=env, start_new_session=True)
-        except FileNotFoundError:
-            raise UsageError(f"cannot start {cmd[0]!r}: command not found") from None
-        except PermissionError:
-            raise UsageError(f"cannot start {cmd[0]!r}: permission denied") from None
-        finally:
-            out.close()
-        self.child = _Child(cmd, proc, run_dir_file, time.time(), before)
-        self.status.pid = proc.pid
+        self.child = spawn(cmd, env=env, output=self.output.path, run_dir_file=run_dir_file,
+                           before=event_files(self._logdir_abs))
+        self.status.pid = self.child.proc.pid
         self.status.child_state = "running"
         self.status.command = " ".join(cmd)
-        if self._user_stop:  # a signal that came while it was starting had no child to reach
-            self._forward(self._signals[-1])
-
-    def _signal_child(self, sig: int) -> None:
-        if self.child is None or self.child.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.child.proc.pid, sig)  # the whole group: torchrun's workers too
-        except ProcessLookupError:
-            pass
-
-    def _child_alive(self) -> bool:
-        return self.child is not None and self.child.proc.poll() is None
-
-    def _forward(self, sig: int) -> None:
-        """Pass a user's SIGINT/SIGTERM to the child's group; SIGKILL follows after ``grace`` seconds."""
-        if not self._child_alive():
-            return
-        name = signal.Signals(sig).name
-        self._signal_child(sig)
-        self._escalation = (time.monotonic() + self.grace, signal.SIGKILL,
-                            f"did not exit within {self.grace:g} s of {name} (--grace)")
-        self._pending.append(f"{name} forwarded to the training process (pid {self.child.proc.pid}); it is killed "
-                             f"(SIGKILL) if it has not exited in {self.grace:g} s; {name} again kills it now")
-        self.status.child_state = f"stopping ({name} forwarded)"
-
-    def _kill(self, why: str) -> None:
-        """SIGKILL the child's whole process group (its workers too), at once."""
-        self._escalation = None
-        if not self._child_alive():
-            return
-        self._signal_child(signal.SIGKILL)
-        self._killed = True
-        self._pending.append(f"the training process {why}; sent SIGKILL to its process group "
-                             f"(pid {self.child.proc.pid})")
-        self.status.child_state = "killed (SIGKILL)"
-
-    def _stop_child(self, why: str) -> None:
-        """Ask the child to stop (SIGINT: it saves a checkpoint); SIGTERM after ``stop_timeout``, then SIGKILL."""
-        self._signal_child(signal.SIGINT)
-        self._escalation = (time.monotonic() + self.stop_timeout, signal.SIGTERM,
-                            f"did not stop within {self.stop_timeout:g} s of SIGINT ({why})")
+        if self.signals.user_stop:  # a signal that came while it was starting had no child to reach
+            self.signals.forward(self.child, self.signals.received[-1])
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self._signals.append(signum)
-        self._user_stop = True
-        name = signal.Signals(signum).name
-        if len(self._signals) == 1:
-            self._forward(signum)
-        elif len(self._signals) == 2:
-            self._kill(f"was killed on a second signal ({name})")
-        else:  # the loop should have ended by now: stop waiting for anything
-            raise Interrupted(f"interrupted ({name} received {len(self._signals)} times)")
+        self.signals.on_signal(self.child, signum)
 
     def _tick(self) -> None:
-        """Show what the signal handlers said, and carry out a due escalation (SIGTERM, then SIGKILL)."""
-        esc = self._escalation
-        if esc is not None and time.monotonic() >= esc[0]:
-            _, sig, why = esc
-            if not self._child_alive():
-                self._escalation = None
-            elif sig == signal.SIGKILL:
-                self._kill(why)
-            else:
-                self._signal_child(sig)
-                name = signal.Signals(sig).name
-                self._pending.append(f"the training process {why}; sent {name}")
-                self._escalation = (time.monotonic() + self.grace, signal.SIGKILL,
-                                    f"did not exit within {self.grace:g} s of {name} (--grace)")
-        while self._pending:
-            self.note(self._pending.pop(0))
-
-    def _nap(self, seconds: float) -> None:
-        """Sleep up to ``seconds``; a signal ends the nap at once (the loop reacts to it without delay)."""
-        end = time.monotonic() + seconds
-        seen = len(self._signals)
-        while len(self._signals) == seen:
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(left, 0.05))
+        """Carry out a due escalation (SIGTERM, then SIGKILL), and show what the signal handlers said."""
+        self.signals.tick(self.child)
+        while self.signals.pending:
+            self.note(self.signals.pending.pop(0))
 
     def _pump_output(self, final: bool = False) -> None:
-        """Echo the child's new output lines (a tqdm-style \\r line shows its last state); at most 4 MiB a
-        poll (``final``: all of it, 4 MiB at a time), so a child that floods its output never floods the
-        watchdog's memory; an unfinished line is kept up to its last 64 KiB."""
-        while True:
-            try:
-                with open(self._out_path, "rb") as fh:
-                    fh.seek(self._out_pos)
-                    data = fh.read(_OUTPUT_CHUNK)
-            except OSError:
-                return
-            if not data:
-                break
-            self._out_pos += len(data)
-            more = len(data) == _OUTPUT_CHUNK
-            lines = (self._out_partial + data.decode("utf-8", errors="replace")).split("\n")
-            self._out_partial = lines.pop()[-(64 << 10):]
-            for line in lines:
-                self._echo(line)
-            if not (final and more):
-                break
-        if final and self._out_partial:
-            self._echo(self._out_partial)
-            self._out_partial = ""
-
-    def _echo(self, line: str) -> None:
-        line = line.rsplit("\r", 1)[-1].rstrip()
-        if line:
-            self.display.message(line)
+        self.output.pump(self.display.message, final=final)
 
     # ---- the run directory ---------------------------------------------------------------------------
 
     def _find_run_dir(self) -> tuple[Path, str] | None:
         c = self.child
         assert c is not None
-        try:  # safeio: a FIFO or /dev/zero put in its place never blocks or floods the watchdog
-            text = read_text(c.run_dir_file, what="run-directory file", max_bytes=1 << 16, missing_ok=True) or ""
-        except VaediagError:
-            text = ""
-        if text.endswith("\n") and text.strip():  # the newline says the write is complete
-            p = Path(text.strip())
-            if p.is_dir():
-                return p, RUN_DIR_FILE_ENV
+        named = read_run_dir_file(c.run_dir_file)
+        if named is not None:
+            return named, RUN_DIR_FILE_ENV
         return self._find_foreign_run_dir()
 
     def _say_once(self, text: str) -> None:
@@ -747,68 +198,9 @@ class Supervisor(_Watch):
             self.display.message(text)
 
     def _find_foreign_run_dir(self) -> tuple[Path, str] | None:
-        """The run of a script that does not name it: only event files under ``--logdir`` that are the
-        child's by evidence. On Linux: files the child's process tree holds open (``/proc/<pid>/fd``), or
-        new files named after a pid of that tree (TensorBoard's writer, which torch's SummaryWriter uses,
-        opens the file for each write, and names it ``...<host>.<pid>...``). Without ``/proc``: new files
-        named after the child's pid, else the new run if it is the only one (and has stayed so for
-        ``_SOLE_SETTLE_S`` while the child runs, or the child has ended). Anything else is another
-        process's run: said once, never attached to (no control.json is ever written there)."""
-        c = self.child
-        assert c is not None
-        root = self._logdir_abs
-        if not root.is_dir():
-            self._say_once(f"watch: --logdir {self.logdir} does not exist yet; waiting for the training script to "
-                           "create it")
-            return None
-        new = _event_files(root) - c.before
-        proc = _proc_available()
-        c.tree |= _process_tree(c.proc.pid) if proc else {c.proc.pid}
-        evidence: dict[Path, str] = {}
-        if proc:
-            evidence.update((f, "held open by the training process") for f in _open_event_files(c.tree, root))
-        host = socket.gethostname()
-        for f in new:
-            if _name_pid(f.name, host) in c.tree:
-                evidence.setdefault(f, "named after the training process's pid")
-        if evidence:
-            def first_seen(d: Path) -> float:
-                times = []
-                for f in evidence:
-                    if _owner_dir(f) == d:
-                        try:
-                            times.append(f.stat().st_mtime)
-                        except OSError:
-                            pass
-                return min(times, default=0.0)
-
-            owners = sorted({_owner_dir(f) for f in evidence}, key=first_seen)
-            if len(owners) > 1:  # all of them the child's: follow the first
-                self._say_once(f"watch: the training process writes several runs under {self.logdir}; "
-                               f"following {owners[0]}")
-            why = next(evidence[f] for f in sorted(evidence) if _owner_dir(f) == owners[0])
-            return owners[0], f"event files under {self.logdir} {why}"
-        if not new:
-            return None
-        others = sorted({_owner_dir(f) for f in new})
-        shown = ", ".join(str(d) for d in others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-        if proc:
-            self._say_once(f"watch: new event files under {self.logdir} ({shown}) are not the training process's "
-                           f"(none is held open by it or named after its pid); not attaching to another "
-                           f"process's run, still waiting for its own")
-            return None
-        if len(others) == 1:
-            now = time.monotonic()
-            if c.sole is None or c.sole[0] != others[0]:
-                c.sole = (others[0], now)
-            if c.proc.poll() is not None or now - c.sole[1] >= _SOLE_SETTLE_S:  # ended: the set is final
-                return others[0], f"new event files under {self.logdir} (the only new run since the start)"
-            return None
-        c.sole = None
-        self._say_once(f"watch: several new runs under {self.logdir} ({shown}) and no way to tell which is the "
-                       f"training process's; not guessing, still waiting (give --logdir the script's own log "
-                       f"directory, or have it name its run in ${RUN_DIR_FILE_ENV})")
-        return None
+        """The child's run by evidence under ``--logdir`` (:func:`~vaediag.watch.discovery.find_foreign_run_dir`)."""
+        assert self.child is not None
+        return find_foreign_run_dir(self.child, logdir=self.logdir, root=self._logdir_abs, say=self._say_once)
 
     # ---- main loop -----------------------------------------------------------------------------------
 
@@ -818,7 +210,7 @@ class Supervisor(_Watch):
         except OSError as exc:
             raise InputError(f"cannot make a temporary directory for the training output in "
                              f"{tempfile.gettempdir()}: {exc.strerror or exc}") from None
-        self._out_path = self._tmp / OUTPUT_LOG
+        self.output = ChildOutput(self._tmp / OUTPUT_LOG)
         self._session_started = time.time()
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -843,7 +235,7 @@ class Supervisor(_Watch):
                     first = self.run_dir is None
                     try:
                         self.attach(path, command=self.child.cmd, pid=self.child.proc.pid, found_by=how,
-                                    restart=self.restart, output_log=str(self._out_path))
+                                    restart=self.restart, output_log=str(self.output.path))
                     except VaediagError as exc:  # another watchdog's run, or no lock/journal possible there
                         self._refuse(Path(path), exc)
                     self._child_run_dir_pending = False
@@ -861,7 +253,7 @@ class Supervisor(_Watch):
             self.display.update(self.status)
             if rc is not None:
                 return self._ended(rc)
-            self._nap(self.poll)
+            self.signals.nap(self.poll)
 
     _child_run_dir_pending = False
     _backlog = False
@@ -871,12 +263,10 @@ class Supervisor(_Watch):
         """The child's run cannot be watched (another watchdog holds it): write nothing there, stop the
         child this watchdog started (SIGINT, SIGKILL after ``grace``), and raise ``exc`` (exit 2)."""
         self.display.message(f"watch: not watching {path}: {exc.message}")
-        if self._child_alive():
+        if alive(self.child):
             self.display.message(f"watch: stopping the training process it started (SIGINT; SIGKILL after "
-                                 f"{self.grace:g} s)")
-            self._signal_child(signal.SIGINT)
-            self._escalation = (time.monotonic() + self.grace, signal.SIGKILL,
-                                f"did not exit within {self.grace:g} s of SIGINT (--grace)")
+                                 f"{self.signals.grace:g} s)")
+            self.signals.interrupt(self.child)
             self._wait_child()
         self._pump_output(final=True)
         raise exc
@@ -896,7 +286,7 @@ class Supervisor(_Watch):
         code = exit_code(rc)
         self._tick()
         self._pump_output(final=True)
-        self.status.child_state = f"exited {code}" + (" (killed by the watchdog)" if self._killed else "")
+        self.status.child_state = f"exited {code}" + (" (killed by the watchdog)" if self.signals.killed else "")
         self.display.update(self.status)
         if self.run_dir is None:
             never = not self._logdir_abs.exists()
@@ -906,8 +296,9 @@ class Supervisor(_Watch):
                                     "logs to?)" if never else ""))
         if self.journal is not None:
             self.journal.event("exit", code=code, returncode=rc, stopped_by_policy=self._stopping_by_policy,
-                               signals=[signal.Signals(s).name for s in self._signals], killed=self._killed)
-        if self._stopping_by_policy and not self._user_stop and code in (0, 130, 128 + signal.SIGINT):
+                               signals=[signal.Signals(s).name for s in self.signals.received],
+                               killed=self.signals.killed)
+        if self._stopping_by_policy and not self.signals.user_stop and code in (0, 130, 128 + signal.SIGINT):
             return 0  # the policy asked it to stop, and it stopped: success
         return code
 
@@ -920,7 +311,7 @@ class Supervisor(_Watch):
                 self.record(em, d, applied=False, note="dry run")
             elif not child_alive:
                 self.record(em, d, applied=False, note="training had already ended")
-            elif self._user_stop:
+            elif self.signals.user_stop:
                 self.record(em, d, applied=False, note="training is being stopped by a signal")
             elif self._stopping_by_policy:
                 self.record(em, d, applied=False, note="training is stopping after a stop decision")
@@ -930,7 +321,7 @@ class Supervisor(_Watch):
                 self.record(em, d, applied=True, via="stop (SIGINT)")
                 self._stopping_by_policy = True
                 self.status.child_state = "stopping (policy: stop)"
-                self._stop_child("policy: stop")
+                self.signals.stop(self.child, "policy: stop")
             elif self.restart:
                 self._restart(em, d)
             else:
@@ -948,7 +339,7 @@ class Supervisor(_Watch):
             self._tick()
             self._pump_output()
             self.display.update(self.status)
-            self._nap(min(self.poll, 0.2))
+            self.signals.nap(min(self.poll, 0.2))
 
     def _ckpt_roots(self) -> list[Path]:
         """Where checkpoints are looked for besides ``<run_dir>/checkpoints``: the current directory, the run
@@ -986,7 +377,7 @@ class Supervisor(_Watch):
 
         # A script that has written no checkpoint yet cannot be resumed: stopping it would only end a run.
         earlier = self._find_ckpt(self._session_started)
-        if self._user_stop:
+        if self.signals.user_stop:
             return not_applied("training is being stopped by a signal")
         if earlier is None:
             return not_applied(f"restart refused: the training script has written no checkpoint yet ({where}); "
@@ -994,11 +385,11 @@ class Supervisor(_Watch):
         self.status.child_state = "restarting: stopping (SIGINT)"
         self.display.update(self.status)
         t_stop = time.time()
-        self._stop_child("stopping for a restart")
+        self.signals.stop(self.child, "stopping for a restart")
         rc = self._wait_child()
         # Read what it logged on the way out (its last epoch) before the relaunch.
         self._pump_output()
-        if self._user_stop:  # the user stopped it meanwhile: no relaunch; the loop ends with its code
+        if self.signals.user_stop:  # the user stopped it meanwhile: no relaunch; the loop ends with its code
             return not_applied("training was stopped by a signal during the restart")
         code = exit_code(rc)
         if code == 0:
@@ -1009,11 +400,11 @@ class Supervisor(_Watch):
             return not_applied(f"training exited with code {code} while stopping for the restart")
         deadline = time.time() + 10.0
         ckpt = None
-        while ckpt is None and time.time() < deadline and not self._user_stop:
+        while ckpt is None and time.time() < deadline and not self.signals.user_stop:
             ckpt = self._find_ckpt(t_stop)
             if ckpt is None:
-                self._nap(0.2)
-        if self._user_stop:  # stopped by a signal while the checkpoint was looked for: no relaunch
+                self.signals.nap(0.2)
+        if self.signals.user_stop:  # stopped by a signal while the checkpoint was looked for: no relaunch
             return not_applied("training was stopped by a signal during the restart")
         if ckpt is None and earlier.is_file():
             self.note(f"no checkpoint was written on the stop; resuming from the last one, {earlier}")
@@ -1040,127 +431,10 @@ class Supervisor(_Watch):
         and is not kept; only an output that could not be copied into the run is left, and said so."""
         self._pump_output(final=True)
         keep = False
-        if self.run_dir is not None and self._out_path.exists():
-            if self._place_output() is None:
+        if self.run_dir is not None and self.output.path.exists():
+            if self.output.place(self.run_dir) is None:
                 keep = True
-                self.note(f"the training output is left at {self._out_path}: it could not be copied into "
+                self.note(f"the training output is left at {self.output.path}: it could not be copied into "
                           f"{self.run_dir}")
         if self._tmp is not None and not keep:
             shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def _place_output(self) -> Path | None:
-        assert self.run_dir is not None
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        for n in range(1000):
-            target = self.run_dir / (OUTPUT_LOG if n == 0 else f"train_output.{n}.log")
-            try:
-                fd = os.open(target, flags, 0o644)  # O_EXCL: never over an earlier log, a link or a FIFO
-            except FileExistsError:
-                continue
-            except OSError:
-                return None
-            try:
-                with os.fdopen(fd, "wb") as out, open(self._out_path, "rb") as src:
-                    shutil.copyfileobj(src, out, 1 << 20)
-            except OSError:
-                target.unlink(missing_ok=True)  # our own half-written copy
-                return None
-            return target
-        return None
-
-
-# --------------------------------------------------------------------------------------------------
-
-
-class Follower(_Watch):
-    """Follow a run started elsewhere: same tail, policy, journal and panel; control.json only with ``apply``.
-
-    Epochs already complete when following starts are replayed through the policy (recorded with
-    ``replayed: true``, never applied) except the latest, which is live. Ends when the run's event files (or
-    its metrics log: Lightning's metrics.csv, HF's trainer_state.json, a CSV/JSONL export) have not changed
-    for ``idle`` seconds (exit 0) or on SIGINT/SIGTERM (exit 130): the first signal ends the loop at once (no
-    wait outlasts it), a second one raises :class:`Interrupted` wherever it lands.
-    """
-
-    def __init__(self, run_dir: str | os.PathLike[str], policy: Policy, *, apply: bool = False,
-                 idle: float = 300.0, poll: float = 1.0, display: Display | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(policy, display=display, poll=poll, dry_run=not apply)
-        p = Path(run_dir)
-        if not p.is_dir():
-            raise UsageError(f"--follow {str(run_dir)!r} is not a directory; give the run directory to follow")
-        if isinstance(idle, bool) or not isinstance(idle, (int, float)) or not math.isfinite(idle) or idle <= 0:
-            raise UsageError(f"--idle must be a finite number of seconds > 0, got {idle!r}")
-        self.follow_dir = p
-        self.apply = apply
-        self.idle = idle
-        self._clock = clock
-        self._stop_signal: int | None = None
-        self.status.mode_label = "follow, applying" if apply else "follow, recommending"
-        self.status.child_state = "following"
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        if self._stop_signal is not None:
-            raise Interrupted(f"interrupted ({signal.Signals(signum).name} received twice)")
-        self._stop_signal = signum
-
-    def _nap(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while self._stop_signal is None:
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(left, 0.05))
-
-    def _size(self) -> tuple[int, int, int]:
-        """(files, bytes, newest modification): a change in any is growth (HF's trainer_state.json is
-        rewritten whole, so its size alone may not move)."""
-        files = self.tail.files() if self.tail is not None else []
-        total = newest = 0
-        for f in files:
-            try:
-                st = f.stat()
-            except OSError:
-                continue
-            total += st.st_size
-            newest = max(newest, st.st_mtime_ns)
-        return len(files), total, newest
-
-    def run(self) -> int:
-        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            self.attach(self.follow_dir, follow=True, apply=self.apply)
-            for em, d in self.read_epochs(backlog=True):  # history is recorded inside; the latest is live
-                self._live(em, d)
-            last_size, last_growth = self._size(), self._clock()
-            while True:
-                if self._stop_signal is not None:
-                    self.journal.event("exit", code=130, signal=signal.Signals(self._stop_signal).name)
-                    return 130
-                for em, d in self.read_epochs():
-                    self._live(em, d)
-                size = self._size()
-                now = self._clock()
-                if size != last_size:
-                    last_size, last_growth = size, now
-                elif now - last_growth >= self.idle:
-                    for em, d in self.read_epochs(final=True):
-                        self._live(em, d)
-                    self.journal.event("exit", code=0, idle_s=self.idle)
-                    self.display.message(f"watch: no new logs for {self.idle:g} s; done")
-                    return 0
-                self.display.update(self.status)
-                self._nap(self.poll)
-        finally:
-            for s, h in handlers.items():
-                signal.signal(s, h)
-            self.close()
-
-    def _live(self, em: EpochMetrics, d: Decision) -> None:
-        if not d.changes:
-            note = "recommendation only: the run is followed, not supervised" if d.action == "stop" else None
-            self.record(em, d, applied=False, **({"note": note} if note else {}))
-        elif not self.apply:
-            self.record(em, d, applied=False, note="recommendation (pass --apply to write control.json)")
-        else:
-            self.apply_control(em, d)
