@@ -97,6 +97,7 @@ def _metadata(text: str) -> tuple[str, list[str]]:
     return version, re.findall(r"^Requires-Dist: (.+)$", text, re.M)
 
 
+@pytest.mark.slow
 def test_the_wheel_holds_the_packages_their_data_and_the_licence(dist):
     with zipfile.ZipFile(dist["wheel"]) as z:
         names = set(z.namelist())
@@ -120,6 +121,7 @@ def test_the_wheel_holds_the_packages_their_data_and_the_licence(dist):
     assert size < MAX_WHEEL_BYTES, f"the wheel is {size / 1e6:.2f} MB"
 
 
+@pytest.mark.slow
 def test_the_sdist_holds_what_a_build_from_it_needs(dist):
     top = f"vaediag-{VERSION}/"
     with tarfile.open(dist["sdist"]) as t:

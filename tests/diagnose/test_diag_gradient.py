@@ -139,6 +139,7 @@ def test_check_prints_it_beside_the_penalty_and_json_carries_it(tmp_path, capsys
     assert g["epoch"] == 10 and g["kl_grad_share"] == pytest.approx(0.31)
 
 
+@pytest.mark.slow
 def test_the_report_tables_value_and_gradient_shares(tmp_path):
     from vaediag.cli import main
 

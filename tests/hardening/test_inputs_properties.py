@@ -290,6 +290,7 @@ _CONTROLS = st.one_of(
 _DEEP_JSON = st.integers(1, 100_000).map(lambda n: "[" * n + "]" * n)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.one_of(st.binary(max_size=300), st.text(max_size=300), _DEEP_JSON, _CONTROLS.map(json.dumps),
                  _JSON.map(json.dumps)))
