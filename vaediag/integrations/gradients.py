@@ -69,6 +69,9 @@ from vaediag.terms import grad_tag
 __all__ = ["TermGradients", "term_gradients", "term_gradient_norms", "gradient_shares"]
 
 _log = logging.getLogger(__name__)
+# A library logs, the application decides where it goes: without a configured handler Python's last-resort
+# handler would print the warning on stderr, a second line beside a diverged run's one-line error.
+_log.addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
