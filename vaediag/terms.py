@@ -258,8 +258,8 @@ TRAINER_SCALAR_TAGS: tuple[str, ...] = (TRAIN_STEP_TAGS + VAL_EPOCH_TAGS + CONTR
 
 # Text: each control.json the loop applied, at the step it took effect: what changed and the watchdog's reason.
 DECISION_TEXT_TAG = "watchdog/decision"
-# Logged by the Lightning callback (vaediag.integrations.lightning) after each decision: the weight from the next
-# epoch on, and the epoch's kl_weight x KL / recon (the seed's "13.5 % of the signal").
+# Logged by the Lightning callback (vaediag.integrations.lightning) after each decision, at the epoch's own step:
+# the weight the epoch trained with, and its kl_weight x KL / recon (the seed's "13.5 % of the signal").
 WATCHDOG_KL_WEIGHT_TAG = "watchdog/kl_weight"
 WATCHDOG_PENALTY_SHARE_TAG = "watchdog/penalty_share"
 TRAINER_TEXT_TAGS: tuple[str, ...] = (BACKBONE_TEXT_TAG, RESUME_TEXT_TAG, DECISION_TEXT_TAG)

@@ -49,6 +49,8 @@ class TinyVAE(L.LightningModule):
         if self.log_kl:
             logged[f"{split}_{self.kl_tag}"] = kl
         self.log_dict(logged, on_step=False, on_epoch=True)
+        if split == "train":  # what the module trained with, in its own logs
+            self.log("train_kl_weight", float(self.kl_weight), on_step=False, on_epoch=True)
         if self.grad_share and split == "train":  # what the callback measures the gradient share from
             self.loss_terms, self.latent_head = {"recon": recon, "kl": self.kl_weight * kl}, (mu, logvar)
         return recon + self.kl_weight * kl
@@ -73,7 +75,7 @@ def _data():
 
 
 def _fit(tmp_path: Path, module, callback, *, epochs: int = 4, logger="tb", ckpt_path=None, checkpoint=False,
-         val: bool = True):
+         val: bool = True, **trainer_args):
     torch.set_num_threads(1)
     L.seed_everything(0, workers=False)
     lg = (TensorBoardLogger(tmp_path, name="vae") if logger == "tb"
@@ -81,7 +83,7 @@ def _fit(tmp_path: Path, module, callback, *, epochs: int = 4, logger="tb", ckpt
     trainer = L.Trainer(max_epochs=epochs, logger=lg, accelerator="cpu", devices=1, enable_checkpointing=checkpoint,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
                         callbacks=[callback], num_sanity_val_steps=0 if not val else 2,
-                        limit_val_batches=None if val else 0)
+                        limit_val_batches=None if val else 0, **trainer_args)
     train, val_loader = _data()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "does not have many workers", ...
@@ -109,13 +111,14 @@ def test_a_heavy_kl_weight_is_cut_and_the_module_trains_with_the_new_one(tmp_pat
     assert cut["action"] == "set_kl_weight" and cut["applied"] is True and cut["via"] == "lightning"
     assert cut["kl_weight"] < 1.0 and "after epoch 2" in cut["reason"]
     assert module.kl_weight == pytest.approx(cut["kl_weight"])  # the module trains with the decided weight
-    assert recs[2]["metrics"]["kl_weight"] == pytest.approx(cut["kl_weight"])  # ... and the next epoch read it
+    frame = vaediag.load(run_dir).frame
+    own = frame[frame["tag"] == "train_kl_weight"].sort_values("step")["value"].tolist()
+    assert own[:3] == pytest.approx([1.0, 1.0, cut["kl_weight"]])  # epoch 3 trained with the cut (its own log)
     assert [r["event"] for r in read_journal(run_dir / "watchdog.jsonl")][0] == "start"
     assert not (run_dir / "watchdog.lock").exists()  # released at teardown
 
-    frame = vaediag.load(run_dir).frame
-    weights = frame[frame["tag"] == WATCHDOG_KL_WEIGHT_TAG]["value"].tolist()
-    assert weights[0] == 1.0 and weights[1] == pytest.approx(cut["kl_weight"], rel=1e-6)
+    weights = frame[frame["tag"] == WATCHDOG_KL_WEIGHT_TAG].sort_values("step")["value"].tolist()
+    assert weights[:3] == pytest.approx([1.0, 1.0, cut["kl_weight"]], rel=1e-6)  # what each epoch trained with
     shares = frame[frame["tag"] == WATCHDOG_PENALTY_SHARE_TAG]["value"].tolist()
     m0 = recs[0]["metrics"]
     assert shares[0] == pytest.approx(m0["kl_weight"] * m0["kl"] / m0["recon"], rel=1e-5)
@@ -156,6 +159,7 @@ def test_switch_to_ae_sets_the_module_flag_and_stop_ends_training(tmp_path):
     assert trainer.current_epoch == 3  # stopped cleanly after the third epoch, not at max_epochs
     recs = _decisions(Path(trainer.logger.log_dir))
     assert [r["action"] for r in recs] == ["keep", "switch_to_ae", "stop"]
+    assert recs[2]["applied"] is True and recs[2]["via"] == "lightning"
 
 
 def test_dry_run_changes_nothing_and_says_so(tmp_path):
@@ -199,6 +203,12 @@ def test_no_readable_logger_is_a_clear_error(tmp_path):
 def test_an_unmapped_kl_tag_names_itself_and_tags_maps_it(tmp_path):
     with pytest.raises(InputError, match=r"needs metric\(s\) kl .*logged tags no term names: .*val_divergence"):
         _fit(tmp_path / "a", TinyVAE(kl_tag="divergence"), KLWatchdogCallback(), epochs=1)
+    run_dir = tmp_path / "a" / "vae" / "version_0"
+    assert not (run_dir / "watchdog.lock").exists()  # released although Lightning skips teardown on an error
+    assert read_journal(run_dir / "watchdog.jsonl")[-1]["event"] == "exit"
+    again = _fit(tmp_path / "a", TinyVAE(), KLWatchdogCallback(), epochs=1,  # the same run, in the same process
+                 logger=TensorBoardLogger(tmp_path / "a", name="vae", version=0))
+    assert _decisions(Path(again.logger.log_dir))[0]["metrics"]["kl"] > 0
     trainer = _fit(tmp_path / "b", TinyVAE(kl_tag="divergence"),
                    KLWatchdogCallback(tags={"val_divergence": "kl", "train_divergence": "kl"}), epochs=1)
     assert _decisions(Path(trainer.logger.log_dir))[0]["metrics"]["kl"] > 0
@@ -260,3 +270,22 @@ def test_a_module_without_terms_gets_one_note_and_no_gradient_share(tmp_path):
     notes = [r["text"] for r in read_journal(run_dir / "watchdog.jsonl") if r.get("event") == "note"]
     assert len(notes) == 1 and "no gradient share" in notes[0]
     assert not vaediag.load(run_dir).frame["tag"].str.startswith("train/grad_").any()
+
+
+def test_validating_every_other_epoch_applies_only_the_latest_decision(tmp_path):
+    """check_val_every_n_epoch=2: two epochs complete at each validation; both are judged and journalled,
+    only the latest one's change reaches the module, the other is journalled as superseded."""
+    class CutEveryEpoch(Policy):
+        name = "cut_every_epoch"
+        requires = ("kl",)
+
+        def _propose(self, epoch, m):
+            return Decision("set_kl_weight", epoch, self.kl_weight / 2, "vae", f"test: halve after {epoch + 1}"), {}
+
+    module = TinyVAE(kl_weight=1.0)
+    trainer = _fit(tmp_path, module, KLWatchdogCallback(CutEveryEpoch()), epochs=4, check_val_every_n_epoch=2)
+    recs = _decisions(Path(trainer.logger.log_dir))
+    assert [(r["epoch"], r["applied"]) for r in recs] == [(0, False), (1, True), (2, False), (3, True)]
+    assert recs[0]["note"].startswith("superseded by the decision after epoch 2")
+    assert recs[1]["kl_weight"] == 0.5 and recs[3]["kl_weight"] == 0.25  # not 0.25 and 0.0625: one cut each time
+    assert module.kl_weight == 0.25

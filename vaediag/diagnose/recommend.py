@@ -370,7 +370,8 @@ def recommend(
             out.append(Recommendation(
                 "increase_kl_weight", f"{collapse.message}: raise kl_weight {factor:g}x, {fmt_weight(ctx.w)} → "
                 f"{fmt_weight(new)}", params={"kl_weight": new, "from": ctx.w, "factor": factor},
-                evidence=(collapse.id,), command=ctx.command({"kl_weight": new})))
+                evidence=(collapse.id,) + ((dead_model.id,) if dead_model is not None else ()),
+                command=ctx.command({"kl_weight": new})))
         else:
             dead_why = ("; the output ignores the input because the decoder gets no information through the "
                         "collapsed latent" if dead_model is not None else "")

@@ -21,7 +21,7 @@ What it does, after each epoch's validation (the sanity check and mid-epoch vali
    so training ends cleanly after the epoch;
 4. journals every decision in ``watchdog.jsonl`` beside the logger's run (``via: lightning``), under the
    run's ``watchdog.lock`` (one watchdog per run: a ``vaediag watch --follow --apply`` on the same run is
-   refused), and logs ``watchdog/kl_weight`` (the weight from the next epoch on), ``watchdog/penalty_share``
+   refused), and logs ``watchdog/kl_weight`` (the weight the epoch trained with), ``watchdog/penalty_share``
    (kl_weight x KL / recon of the epoch, where both are logged) and the decision as text
    (``watchdog/decision``, TensorBoard only) to the Trainer's loggers.
 
@@ -203,6 +203,7 @@ class KLWatchdogCallback(Callback):
         self.loss_terms_attr = loss_terms_attr
         self.latent_head_attr = latent_head_attr
         self._grad_share_noted = False
+        self._grad_share_step: int | None = None
         self._lock: RunLock | None = None
         self._tail = None
         self._tracker = None
@@ -293,10 +294,14 @@ class KLWatchdogCallback(Callback):
             raise
         self._tail = Tail(run_dir, tags=self.tags)
         self._tracker = EpochTracker()
-        self.watchdog.journal.event(
-            "start", policy=self.policy.name, params=self.policy.params(), dry_run=self.dry_run, run_dir=str(run_dir),
-            lock=str(self._lock.path), via="lightning", module=type(pl_module).__name__,
-            kl_weight_attr=self.kl_weight_attr, kl_weight=start)
+        try:
+            self.watchdog.journal.event(
+                "start", policy=self.policy.name, params=self.policy.params(), dry_run=self.dry_run,
+                run_dir=str(run_dir), lock=str(self._lock.path), via="lightning", module=type(pl_module).__name__,
+                kl_weight_attr=self.kl_weight_attr, kl_weight=start)
+        except BaseException:
+            self._close("exit", error="could not journal the start")
+            raise
         if self._lock.stale_note:
             self._note(self._lock.stale_note)
 
@@ -324,8 +329,10 @@ class KLWatchdogCallback(Callback):
 
     def on_before_backward(self, trainer: Any, pl_module: Any, loss: Any) -> None:
         every = self.grad_share_every
-        if not every or trainer.global_step % every or not trainer.is_global_zero:
-            return
+        step = trainer.global_step
+        if not every or step % every or not trainer.is_global_zero or step == self._grad_share_step:
+            return  # (with gradient accumulation several micro-batches share a step: measure the first)
+        self._grad_share_step = step
         terms = getattr(pl_module, self.loss_terms_attr, None)
         head = getattr(pl_module, self.latent_head_attr, None)
         if not isinstance(terms, Mapping) or head is None:
@@ -343,10 +350,10 @@ class KLWatchdogCallback(Callback):
         except GradientError as exc:
             raise UsageError(f"KLWatchdogCallback: gradient share at step {trainer.global_step}: {exc.message}") from None
         for lg in getattr(trainer, "loggers", []) or []:
-            lg.log_metrics(scalars, step=trainer.global_step)
+            lg.log_metrics(scalars, step=self._step(trainer))
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-        if trainer.sanity_checking or not self._end_of_epoch(trainer):
+        if trainer.sanity_checking or not self._fitting(trainer) or not self._end_of_epoch(trainer):
             return
         self._decide(trainer, pl_module, final=False)
 
@@ -363,20 +370,30 @@ class KLWatchdogCallback(Callback):
             self._decide(trainer, pl_module, final=True, ended=True)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        if self.watchdog.journal is not None:
-            self.watchdog.journal.event("exit", error=f"{type(exception).__name__}: {exception}")
+        # Lightning does not call the callbacks' teardown after an exception: release the run here, or a re-run
+        # of fit in the same process (a notebook) finds it "already watched".
+        self._close("exit", error=f"{type(exception).__name__}: {exception}")
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit":
             return
-        if self.watchdog.journal is not None:
-            self.watchdog.journal.event("end", epochs=trainer.current_epoch, kl_weight=self.watchdog.kl_weight,
-                                        mode=self.watchdog.mode)
-            self.watchdog.close()
-            self.watchdog.journal = None
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        self._close("end", epochs=trainer.current_epoch, kl_weight=self.watchdog.kl_weight, mode=self.watchdog.mode)
+
+    def _close(self, event: str, **fields: Any) -> None:
+        """Journal the end, close the journal, release the lock; a second call does nothing."""
+        try:
+            if self.watchdog.journal is not None:
+                self.watchdog.journal.event(event, **fields)
+        finally:
+            if self.watchdog.journal is not None:
+                self.watchdog.close()
+                self.watchdog.journal = None
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+            self._tail = None  # a later fit with this callback reads its own run afresh
+            self._tracker = None
+            self._restored = False
 
     def state_dict(self) -> dict[str, Any]:
         return {"version": _STATE_VERSION, "watchdog": self.watchdog.state_dict()}
@@ -389,6 +406,20 @@ class KLWatchdogCallback(Callback):
         self._restored = True
 
     # ---- deciding -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _fitting(trainer: Any) -> bool:
+        """False for trainer.validate()/test() after a fit: only fit epochs are decided."""
+        fn = getattr(getattr(trainer, "state", None), "fn", None)
+        return fn is None or str(getattr(fn, "value", fn)) == "fit"
+
+    @staticmethod
+    def _step(trainer: Any) -> int:
+        """The step Lightning logs at (optimizer steps taken), so our rows sit beside the module's own."""
+        try:
+            return int(trainer.fit_loop.epoch_loop._batches_that_stepped)
+        except AttributeError:  # pragma: no cover - other Lightning versions
+            return int(trainer.global_step)
 
     @staticmethod
     def _end_of_epoch(trainer: Any) -> bool:
@@ -437,30 +468,51 @@ class KLWatchdogCallback(Callback):
 
     def _decide(self, trainer: Any, pl_module: Any, *, final: bool, ended: bool = False) -> None:
         made: list[dict[str, Any]] = []
+        error: BaseException | None = None
         if trainer.is_global_zero and self._tracker is not None:
-            for em in self._poll(trainer, final=final):
-                last = self.policy.last_epoch
-                if last is not None and em.epoch <= last:
-                    continue  # decided before a resume
-                m = dict(em.metrics)
-                if "kl_weight" not in m and self.watchdog.mode == "vae":
-                    m["kl_weight"] = self._read_weight(pl_module)  # what this epoch trained with
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", MissingMetricWarning)
-                    try:
-                        d = self.watchdog.step(em.epoch, m, apply=not (self.dry_run or ended),
-                                               **({"note": "training had already ended"} if ended else {}))
-                    except InputError as exc:
-                        raise self._missing_hint(exc) from None
-                for w in caught:
-                    self._note(str(w.message))
-                share = penalty_ratio(m.get("kl_weight"), m["kl"], m["recon"]) if "kl" in m and "recon" in m else None
-                made.append({"epoch": em.epoch, "decision": d.to_dict(), "share": share,
-                             "kl": m.get("kl"), "recon": m.get("recon")})
+            try:
+                made = self._decide_here(trainer, pl_module, final=final, ended=ended)
+            except Exception as exc:  # every rank must hear of it, or the others wait in broadcast for ever
+                error = exc
         if getattr(trainer, "world_size", 1) > 1:
-            made = trainer.strategy.broadcast(made, src=0)
+            made, text = trainer.strategy.broadcast((made, None if error is None else str(error)), src=0)
+            if error is None and text is not None:
+                raise UsageError(f"KLWatchdogCallback on rank 0: {text}")
+        if error is not None:
+            raise error
         for rec in made:
             self._apply(trainer, pl_module, rec, ended=ended)
+
+    def _decide_here(self, trainer: Any, pl_module: Any, *, final: bool, ended: bool) -> list[dict[str, Any]]:
+        """Decide (rank 0) every epoch completed since the last call. Several at once (a validation every few
+        epochs, a resume): each is judged and journalled, and only the latest one's change is applied, as the
+        watchdog does with a backlog."""
+        ready = [em for em in self._poll(trainer, final=final)
+                 if self.policy.last_epoch is None or em.epoch > self.policy.last_epoch]  # not decided before a resume
+        current = self._read_weight(pl_module) if self.watchdog.mode == "vae" else 0.0  # what they trained with
+        made = []
+        for i, em in enumerate(ready):
+            latest = i == len(ready) - 1
+            m = dict(em.metrics)
+            if "kl_weight" not in m and self.watchdog.mode == "vae":
+                m["kl_weight"] = current
+            extra = ({"note": "training had already ended"} if ended else {} if latest else
+                     {"note": f"superseded by the decision after epoch {ready[-1].epoch + 1}"})
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", MissingMetricWarning)
+                try:
+                    d = self.watchdog.step(em.epoch, m, apply=latest and not (self.dry_run or ended), **extra)
+                except InputError as exc:
+                    raise self._missing_hint(exc) from None
+            for w in caught:
+                self._note(str(w.message))
+            if not latest:
+                self.policy.not_applied(d)  # it never reaches the module: the policy must not believe it did
+                continue
+            share = penalty_ratio(m.get("kl_weight"), m["kl"], m["recon"]) if "kl" in m and "recon" in m else None
+            made.append({"epoch": em.epoch, "decision": d.to_dict(), "share": share,
+                         "trained_kl_weight": m.get("kl_weight")})
+        return made
 
     def _apply(self, trainer: Any, pl_module: Any, rec: Mapping[str, Any], *, ended: bool = False) -> None:
         d = rec["decision"]
@@ -478,9 +530,11 @@ class KLWatchdogCallback(Callback):
                 trainer.should_stop = True
         if not trainer.is_global_zero:
             return
-        step = trainer.global_step
-        scalars = {WATCHDOG_KL_WEIGHT_TAG: float(self.watchdog.kl_weight if not self.dry_run
-                                                 else self._read_weight(pl_module))}
+        step = self._step(trainer)
+        # The weight the epoch trained with, beside the epoch's own rows: what check's penalty arithmetic needs.
+        scalars = {}
+        if rec.get("trained_kl_weight") is not None:
+            scalars[WATCHDOG_KL_WEIGHT_TAG] = float(rec["trained_kl_weight"])
         if rec["share"] is not None and math.isfinite(rec["share"]):
             scalars[WATCHDOG_PENALTY_SHARE_TAG] = float(rec["share"])
         applied = ("" if action == "keep" else " (dry run: not applied)" if self.dry_run
@@ -489,7 +543,8 @@ class KLWatchdogCallback(Callback):
         if d.get("declined"):
             text += f" [declined: {d['declined']}]"
         for lg in getattr(trainer, "loggers", []) or []:
-            lg.log_metrics(scalars, step=step)
+            if scalars:
+                lg.log_metrics(scalars, step=step)
             experiment = getattr(lg, "experiment", None) if type(lg).__name__ == "TensorBoardLogger" else None
             if experiment is not None and hasattr(experiment, "add_text"):
                 experiment.add_text(DECISION_TEXT_TAG, text, global_step=step)

@@ -100,10 +100,11 @@ class KLWatchdog:
         decision = self.policy.update(epoch, metrics)
         self.last = decision
         if self.journal is not None:
-            if decision.changes and not apply:
+            acts = decision.changes or decision.action == "stop"  # a stop is carried out by the loop, as a change
+            if acts and not apply:
                 extra.setdefault("note", "dry run")
             self.journal.append(decision_record(decision, metrics=metrics, policy=self.policy,
-                                                applied=decision.changes and apply, via=self.via, **extra))
+                                                applied=acts and apply, via=self.via, **extra))
         return decision
 
     def state_dict(self) -> dict[str, Any]:
