@@ -289,3 +289,13 @@ def test_validating_every_other_epoch_applies_only_the_latest_decision(tmp_path)
     assert recs[0]["note"].startswith("superseded by the decision after epoch 2")
     assert recs[1]["kl_weight"] == 0.5 and recs[3]["kl_weight"] == 0.25  # not 0.25 and 0.0625: one cut each time
     assert module.kl_weight == 0.25
+
+
+def test_step_based_validation_is_decided_too(tmp_path):
+    """check_val_every_n_epoch=None with val_check_interval in steps: validations are not at epoch ends (6 steps an
+    epoch, a validation every 5: never at an epoch end), and the epochs still get their decisions."""
+    trainer = _fit(tmp_path, TinyVAE(kl_weight=1.0), KLWatchdogCallback("ladder", reduce_at=2), epochs=4,
+                   check_val_every_n_epoch=None, val_check_interval=5)
+    recs = _decisions(Path(trainer.logger.log_dir))
+    assert [r["epoch"] for r in recs] == sorted({r["epoch"] for r in recs}) and len(recs) >= 3
+    assert any(r["action"] == "set_kl_weight" for r in recs)

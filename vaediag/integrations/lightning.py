@@ -315,7 +315,8 @@ class KLWatchdogCallback(Callback):
                          f"a TensorBoardLogger or CSVLogger (it has {have}), or pass run_dir= to a folder where "
                          f"those logs are written")
 
-    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        # After every restore path: FSDP and DeepSpeed restore the callbacks' state after on_fit_start.
         if not self._restored:
             return
         # Restored from a checkpoint: the module's float attribute was not in its state_dict, the policy's was.
@@ -353,7 +354,11 @@ class KLWatchdogCallback(Callback):
             lg.log_metrics(scalars, step=self._step(trainer))
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-        if trainer.sanity_checking or not self._fitting(trainer) or not self._end_of_epoch(trainer):
+        if trainer.sanity_checking or not self._fitting(trainer):
+            return
+        # Step-based validation (check_val_every_n_epoch=None) is not tied to epoch ends: decide at each one (an
+        # epoch is still decided once, at its first validation). Otherwise skip mid-epoch validations.
+        if getattr(trainer, "check_val_every_n_epoch", 1) is not None and not self._end_of_epoch(trainer):
             return
         self._decide(trainer, pl_module, final=False)
 
@@ -403,7 +408,7 @@ class KLWatchdogCallback(Callback):
             raise UsageError(f"KLWatchdogCallback: checkpoint state {sorted(state_dict)!r} is not a version "
                              f"{_STATE_VERSION} watchdog state")
         self.watchdog.load_state_dict(state_dict["watchdog"])
-        self._restored = True
+        self._restored = True  # written back to the module in on_train_start
 
     # ---- deciding -------------------------------------------------------------------------------------
 
