@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from vaediag.errors import InputError, TagsError
 from vaediag.safeio import read_text
 from vaediag.structured import loads_toml, short_repr
@@ -82,6 +84,7 @@ __all__ = [
     "QUALITY_CHARTS",
     "board_layout",
     "TagMap",
+    "tag_map_from_tables",
     "resolve",
     "split_marker",
     "tag_aggregation",
@@ -641,26 +644,29 @@ def load_tag_map(path: str | Path) -> TagMap:
         if not isinstance(data.get(section, {}), dict):
             raise TagsError(f"tags file {p}: {section} must be a [{section}] table of \"tag\" = \"term\" lines")
 
+    return tag_map_from_tables(data, where=f"tags file {p}: ", error=TagsError)
+
+
+def tag_map_from_tables(data: Mapping[str, Any], *, where: str = "", error: type[Exception] = TagsError) -> TagMap:
+    """A :class:`TagMap` from ``{"tags": {tag: term or {term, split}}, "patterns": {...}}``: the ``--tags`` file's
+    tables, or the same mappings given in code (the Lightning callback's ``tags=``). Raises ``error`` with
+    ``where`` and the key at fault for a value that is not a term, or an unknown term or split."""
+
     def entry(section: str, key: str, value: object) -> tuple[str, str | None]:
         if isinstance(value, str):
             term, split = value, None
-        elif isinstance(value, dict) and "term" in value and set(value) <= {"term", "split"}:
+        elif isinstance(value, Mapping) and "term" in value and set(value) <= {"term", "split"}:
             term, split = value["term"], value.get("split")
         else:
-            raise TagsError(
-                f"tags file {p}: [{section}] {short_repr(key)} must be a term name or {{term = ..., split = ...}}"
-            )
+            raise error(f"{where}[{section}] {short_repr(key)} must be a term name or {{term = ..., split = ...}}")
         if term not in CANONICAL_TERMS:
-            raise TagsError(
-                f"tags file {p}: [{section}] {short_repr(key)} maps to unknown term {short_repr(term)} "
-                f"(choose {', '.join(CANONICAL_TERMS)})"
-            )
+            raise error(f"{where}[{section}] {short_repr(key)} maps to unknown term {short_repr(term)} "
+                        f"(choose {', '.join(CANONICAL_TERMS)})")
         if split is not None and split not in SPLITS:
-            raise TagsError(
-                f"tags file {p}: [{section}] {short_repr(key)} has unknown split {short_repr(split)} (choose {', '.join(SPLITS)})"
-            )
+            raise error(f"{where}[{section}] {short_repr(key)} has unknown split {short_repr(split)} "
+                        f"(choose {', '.join(SPLITS)})")
         return term, split
 
-    exact = tuple((k, *entry("tags", k, v)) for k, v in data.get("tags", {}).items())
-    patterns = tuple((k, *entry("patterns", k, v)) for k, v in data.get("patterns", {}).items())
+    exact = tuple((str(k), *entry("tags", k, v)) for k, v in data.get("tags", {}).items())
+    patterns = tuple((str(k), *entry("patterns", k, v)) for k, v in data.get("patterns", {}).items())
     return TagMap(exact=exact, patterns=patterns)

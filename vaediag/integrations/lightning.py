@@ -61,7 +61,7 @@ except ImportError:  # pragma: no cover - the older package name
 from vaediag.diagnose.criteria import penalty_ratio
 from vaediag.errors import InputError, UsageError
 from vaediag.terms import (DECISION_TEXT_TAG, WATCHDOG_KL_WEIGHT_TAG, WATCHDOG_PENALTY_SHARE_TAG, TagMap,
-                           load_tag_map, resolve)
+                           load_tag_map, tag_map_from_tables)
 from vaediag.watch.inprocess import KLWatchdog
 from vaediag.watch.journal import Journal
 from vaediag.watch.lock import RunLock
@@ -82,18 +82,7 @@ def _tag_map(tags: Mapping[str, Any] | str | os.PathLike[str] | TagMap | None) -
         return load_tag_map(tags)
     if not isinstance(tags, Mapping):
         raise UsageError(f"tags must be a dict of tag -> term or a TOML file, got {type(tags).__name__}")
-    from vaediag.terms import CANONICAL_TERMS, SPLITS
-
-    exact = []
-    for tag, value in tags.items():
-        term, split = (value, None) if isinstance(value, str) else (
-            (value.get("term"), value.get("split")) if isinstance(value, Mapping) else (None, None))
-        if term not in CANONICAL_TERMS:
-            raise UsageError(f"tags: {tag!r} maps to unknown term {term!r} (choose {', '.join(CANONICAL_TERMS)})")
-        if split is not None and split not in SPLITS:
-            raise UsageError(f"tags: {tag!r} has unknown split {split!r} (choose {', '.join(SPLITS)})")
-        exact.append((str(tag), term, split))
-    return TagMap(exact=tuple(exact))
+    return tag_map_from_tables({"tags": tags}, where="tags: ", error=UsageError)
 
 
 def _float_attributes(module: Any) -> list[str]:
