@@ -29,6 +29,11 @@ E = list(range(30))
         ([0.2 * math.exp(-e / 5) + 0.002 * (e % 2) for e in E], "improving"),
         # a blip above the best that comes back is not a regression
         ([0.1, 0.08, 0.07, 0.09, 0.069] + [0.068] * 20, "plateau"),
+        # at its best for a while, then 60 % worse over 30 epochs: a regression, not a plateau (the rise is
+        # measured from the last epoch at the best, not from the first)
+        ([0.05] * 40 + [0.05 * (1 + 0.02 * k) for k in range(1, 31)], "regressing"),
+        ([0.2 * math.exp(-e / 5) + 0.05 for e in E[:20]] + [0.0505, 0.0502, 0.0501, 0.0504, 0.0503]
+         + [0.05 * (1 + 0.03 * k) for k in range(1, 21)], "regressing"),
     ],
 )
 def test_classify_trend_table(values, kind):
@@ -57,3 +62,19 @@ def test_regressing_run_is_not_converged_and_not_stopped(tmp_path):
     for f in d.findings:  # "X % better" is never negative
         assert "-" not in (f.value_text or "").split("%")[0]
         assert " -" not in f.message.split("better")[0][-8:]
+
+
+def test_a_run_that_rises_after_sitting_at_its_best_is_regressing_not_converged(tmp_path):
+    """The reconstruction reaches its best, stays there, then gets 58 % worse over the last 30 epochs: the
+    trend is a regression (fail), the seed's epoch-60 "converged" line fails, nothing says stop."""
+    n = 70
+    recon = lambda e: 0.05 if e < 40 else 0.05 * (1 + 0.02 * (e - 40))
+    write_trainer_run(tmp_path / "late", epochs=n, config=dict(kl_weight=1e-7, epochs=n),
+                      curves=healthy_curves(n, recon=recon))
+    (d,) = diagnose(vaediag.load(tmp_path))
+    trend = d.finding("trend", "val_recon")
+    assert trend.severity == "fail" and "regressing" in trend.message, trend
+    assert d.finding("converged") is None
+    assert d.finding("milestone_60", "converged").status == "fail"
+    assert "stop_training" not in [r.action for r in d.recommendations]
+    assert d.recommendations[0].action == "lower_learning_rate"

@@ -39,9 +39,10 @@ class Trend:
     Attributes:
         kind: ``improving`` (still setting new bests: the last ``window`` epochs beat everything before by
             at least ``min_delta``), ``plateau`` (no such improvement, and the end is near the best),
-            ``regressing`` (the best is ``patience`` or more epochs before the end and the end is clearly
-            worse than it), ``noisy`` (the epoch-to-epoch noise is larger than any movement: too noisy to
-            say) or ``short`` (fewer than 3 points, or flat over fewer than ``window`` + 1 points).
+            ``regressing`` (the last epoch at or near the best is ``patience`` or more epochs before the end
+            and the end is clearly worse than the best), ``noisy`` (the epoch-to-epoch noise is larger than
+            any movement: too noisy to say) or ``short`` (fewer than 3 points, or flat over fewer than
+            ``window`` + 1 points).
         best, best_epoch: the best value and its epoch.
         last, last_epoch: the final value and its epoch.
         first: the first value.
@@ -93,9 +94,9 @@ def classify_trend(
         higher_is_better: PSNR-like series (judged on the negation).
         window: epochs of "recent" history; shortened to a third of the run (at least 1) for short runs.
         min_delta: relative improvement over the window below which the series has stopped improving.
-        regress_ratio: final value this far (relative) above the best, with the best at least ``patience``
-            epochs before the end and every point of the tail above ``best * (1 + regress_ratio / 2)``,
-            is a regression.
+        regress_ratio: final value this far (relative) above the best, with the last epoch within
+            ``best * (1 + regress_ratio / 2)`` at least ``patience`` epochs before the end (every later point
+            is above that line), is a regression.
         noise_max: median epoch-to-epoch change (relative to the median level) above which a series that
             neither regressed nor improved by more than its noise is ``noisy``.
     """
@@ -118,12 +119,15 @@ def classify_trend(
     diffs = sorted(abs(b[i + 1] - b[i]) for i in range(n - 1))
     level = sorted(abs(x) for x in b)[n // 2] or scale
     noise = diffs[len(diffs) // 2] / level
-    tail = b[i_best + 1:]
+    # The rise is measured from the last epoch at (or near) the best, not the first: a series that sits at its
+    # best for 40 epochs and then gets 60 % worse has regressed, although its first best is far back.
+    near = best + abs(best) * regress_ratio / 2
+    i_near = max(i for i in range(n) if b[i] <= near)
+    tail = b[i_near + 1:]
     regressing = (
-        es[-1] - es[i_best] >= patience
+        es[-1] - es[i_near] >= patience
         and worse > regress_ratio
         and len(tail) > 0
-        and all(x > best + abs(best) * regress_ratio / 2 for x in tail)
     )
     if regressing:
         kind = "regressing"
