@@ -79,6 +79,19 @@ def test_latent_diffusion_standard_weight_is_left_alone(tmp_path):
     assert "reduce_kl_weight" not in _actions(d) and not d.failed
 
 
+def test_latent_diffusion_penalty_is_judged_against_the_nll_in_the_total(tmp_path):
+    """latent-diffusion's total is nll_loss + kl_weight x kl_loss + ...: nll_loss (the per-sample SUM of
+    rec / exp(logvar) + logvar) is the reconstruction term of the objective; rec_loss is its per-pixel mean, logged
+    for show. The KL penalty 1e-6 x ~7,000 is ~3e-7 of the nll (the issue's "~1e-6"), not 5 % of rec_loss."""
+    t = write_latent_diffusion(tmp_path / "ldm", kl_weight=1e-6)
+    d = _one(tmp_path)
+    lt = d.penalty.latest
+    assert lt["recon"] > 1000 and lt["ratio"] < 1e-5, lt  # against nll_loss (~20,000), not rec_loss (~0.14)
+    assert d.finding("penalty_share").severity == "pass"
+    assert "the logged NLL" in lt["context"]
+    assert d.metrics["recon"] == pytest.approx(t.final["recon"], rel=1e-6)  # shown and trended: rec_loss
+
+
 def test_project_config_is_used_only_when_it_is_a_model_config(tmp_path):
     from vaediag.logs.projectconfig import read_project_config
 

@@ -105,3 +105,33 @@ def test_check_and_report_judge_a_tree_of_runs_alike(seed_root, capsys):
     assert by_check == by_report
     compared = {f for fs in by_check.values() for f in fs if f[0].startswith("milestone_10.recon")}
     assert {s for _, s in compared} - {"n/a"}, "the previous-run comparison was judged for some run"
+
+
+def test_the_ladder_reads_the_penalty_share_against_the_nll_as_check_does(tmp_path):
+    """latent-diffusion: the total is nll_loss + kl_weight x kl_loss. At 48 px and kl_weight 2e-4 the penalty
+    (2e-4 x KL ~230) is ~5e-5 of the nll, but ~30 % of the per-pixel rec_loss logged beside it. Neither check nor
+    the ladder cuts the weight for it."""
+    from lineages import write_latent_diffusion
+
+    write_latent_diffusion(tmp_path / "ldm", kl_weight=2e-4, resolution=48)
+    rs = vaediag.load(tmp_path)
+    (info,) = list(rs)
+    frame = rs.frame
+    tracker = EpochTracker()
+    policy = make_policy("ladder", kl_weight=2e-4, reduce_at=2, ae_at=3, stop_at=4, strict=False)
+    last = int(frame["epoch"].max())
+    decisions = []
+    for e in range(last + 1):
+        tracker.feed(frame[frame["epoch"] == e])
+        decisions += [policy.update(em.epoch, em.metrics) for em in tracker.ready(final=e == last)]
+    assert decisions and "nll" in tracker_metrics(frame)
+    assert not [d for d in decisions if d.action == "set_kl_weight"], [d.reason for d in decisions]
+    d = diagnose_run(frame, info=info, rules=load_rules(), kl_weight=2e-4)
+    assert d.penalty.latest["ratio"] < 1e-4
+    assert "reduce_kl_weight" not in [r.action for r in d.recommendations]
+
+
+def tracker_metrics(frame) -> set[str]:
+    tracker = EpochTracker()
+    tracker.feed(frame)
+    return {k for em in tracker.ready(final=True) for k in em.metrics}

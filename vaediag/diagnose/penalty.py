@@ -7,8 +7,10 @@ Definitions, per epoch (the seed's root-cause arithmetic):
 * ratio to the reconstruction loss ``P / recon`` (the seed: 0.00001 x 1,535 = 0.015 against 0.111,
   13.5 % "of reconstruction signal spent on regularisation")
 * reconstruction signal ``R``: the sum of the weighted reconstruction terms (``recon``, ``perceptual``,
-  ``ssim_loss``, ``edge``) as logged (``*_weighted``), else raw terms times the run's loss weights, else
-  the reconstruction loss alone
+  ``ssim_loss``, ``edge``) as logged (``*_weighted``), else the logged NLL (latent-diffusion's ``nll_loss``,
+  the term that enters its total), else raw terms times the run's loss weights, else the reconstruction loss
+  alone; where a run logs an NLL, it is also the "reconstruction loss" of the ratio (its per-pixel
+  ``rec_loss`` is 10^5 times smaller and not in the total)
 * share of the total weighted loss ``P / (R + P)``; reconstruction-to-regularisation ratio ``R / P``.
 
 KL and reconstruction come from the same split: train where the epoch has both (the penalty is a property
@@ -171,13 +173,14 @@ def penalty_table(
     recon = pd.Series(np.nan, index=idx)
     signal = pd.Series(np.nan, index=idx)
     for name in ("val", "train"):  # train last: it wins where both splits have the epoch
-        k, r = f"{name}_kl", f"{name}_recon"
-        if k not in table or r not in table:
+        k = f"{name}_kl"
+        r = _objective_recon(table, name)
+        if k not in table or r is None:
             continue
-        ok = table[k].notna() & table[r].notna()
+        ok = table[k].notna() & r.notna()
         split[ok] = name
         kl[ok] = table.loc[ok, k]
-        recon[ok] = table.loc[ok, r]
+        recon[ok] = r[ok]
         signal[ok] = _recon_signal(table, name, loss_weights)[ok]
     keep = split.notna()
     if "kl_weight" in table:
@@ -195,7 +198,7 @@ def penalty_table(
                 "kl": kl,
                 "penalty": penalty,
                 "recon": recon,
-                "ratio": penalty / recon,
+                "ratio": (penalty / recon).where(recon > 0),  # a negative NLL (learned variance): undefined
                 "recon_signal": signal,
                 "total": signal + penalty,
                 "share": penalty / (signal + penalty),
@@ -209,11 +212,24 @@ def penalty_table(
     return out
 
 
+def _objective_recon(table: pd.DataFrame, split: str) -> pd.Series | None:
+    """The reconstruction term of one split's objective, per epoch: the logged NLL where the run logs one
+    (latent-diffusion's ``nll_loss = sum(rec / exp(logvar) + logvar) / batch`` is what enters its total; its
+    ``rec_loss`` is a per-pixel mean logged beside it, 10^5 times smaller), else the reconstruction loss."""
+    r, n = f"{split}_recon", f"{split}_nll"
+    if n in table:
+        return table[n].where(table[n].notna(), table[r]) if r in table else table[n]
+    return table[r] if r in table else None
+
+
 def _recon_signal(table: pd.DataFrame, split: str, loss_weights: Mapping[str, float] | None) -> pd.Series:
-    """Weighted reconstruction signal of one split: logged weighted terms, else raw x weights, else recon."""
+    """Weighted reconstruction signal of one split: logged weighted terms, else the logged NLL (the term in the
+    total, :func:`_objective_recon`), else raw x weights, else recon."""
     weighted = [f"{split}_{t}_weighted" for t in RECON_TERMS if f"{split}_{t}_weighted" in table]
     if weighted:
         return table[weighted].sum(axis=1, min_count=1)
+    if f"{split}_nll" in table:
+        return _objective_recon(table, split)
     if loss_weights:
         parts = [table[f"{split}_{t}"] * w for t, w in loss_weights.items() if f"{split}_{t}" in table]
         if parts:
@@ -312,6 +328,9 @@ def compute_penalty(
         context = f"{human_epoch(last_epoch)}, {latest['split']} split; kl_weight unknown"
     if convention.logged == "weighted":
         context += "; KL shown raw: the logged KL already included the weight"
+    nll = f"{latest['split']}_nll"
+    if nll in table and pd.notna(table[nll].get(last_epoch)):
+        context += "; reconstruction loss = the logged NLL, the term that enters the total"
     latest["context"] = context
     latest_w = latest["kl_weight"]
     return Penalty(
@@ -465,7 +484,8 @@ def check_penalty_share(penalty: Penalty, *, run: str, warn_ratio: float, fail_r
         ]
     ratio = lt["ratio"]
     if not math.isfinite(ratio):
-        return [Finding("penalty_share", "info", run, "reconstruction loss is zero or not finite: ratio undefined",
+        return [Finding("penalty_share", "info", run, "reconstruction loss is zero, negative or not finite: ratio "
+                        "undefined",
                         epoch=epoch, term="kl", value=None, threshold=fail_ratio)]
     msg = (
         f"{penalty_phrase(lt)} at {human_epoch(epoch)} ({fmt_pct(lt['share'], 2)} of the total loss; "

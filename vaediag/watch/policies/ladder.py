@@ -42,7 +42,7 @@ class LadderPolicy(Policy):
 
     name = "ladder"
     requires = ("kl",)
-    optional = ("recon", "psnr", "sharpness", "active_units")
+    optional = ("recon", "nll", "psnr", "sharpness", "active_units")
     param_types = {
         **Policy.param_types, "target_kl": float, "reduce_at": int, "ae_at": int, "stop_at": int,
         "factor": float, "target_psnr": float, "min_sharpness": float, "window": int, "min_delta": float,
@@ -137,9 +137,15 @@ class LadderPolicy(Policy):
             return f"kl = {_fmt(m['kl'])} <= {_fmt(self.collapse_kl)} nats"
         return None
 
+    @staticmethod
+    def _recon(m: Mapping[str, float]) -> float | None:
+        """The reconstruction term of the objective: a logged NLL (latent-diffusion's nll_loss, which enters its
+        total) over its per-pixel reconstruction loss, as ``vaediag check``'s penalty share reads it."""
+        return m.get("nll", m.get("recon"))
+
     def _share(self, m: Mapping[str, float]) -> float | None:
         """Effective penalty / reconstruction loss (the seed's 13.5 %), where both are known."""
-        recon = m.get("recon")
+        recon = self._recon(m)
         if recon is None:
             return None
         return penalty_ratio(self.kl_weight, m["kl"], recon)
@@ -198,7 +204,7 @@ class LadderPolicy(Policy):
             new = w / cut
             why = [kl_txt] if over else []
             if heavy:
-                why.append(f"penalty {_fmt(w)} x {_fmt(kl)} = {share:.1%} of recon {_fmt(m['recon'])} "
+                why.append(f"penalty {_fmt(w)} x {_fmt(kl)} = {share:.1%} of recon {_fmt(self._recon(m))} "
                            f"> {self.max_share:.0%}")
             how = f" ({cut:g}x: the penalty to <= {self.warn_share:.0%} of recon)" if cut != self.factor else ""
             return (Decision("set_kl_weight", epoch, new, "vae",
