@@ -154,3 +154,18 @@ def test_small_latent_healthy_kl_is_not_judged_by_the_seed_band(tmp_path):
     assert d.finding("kl_too_high") is None and d.finding("milestone_30", "kl") is None
     d_seed = _one(tmp_path, profile="seed")
     assert d_seed.profile == "seed"
+
+
+def test_plans_of_other_runs_use_their_own_kl_and_reconstruction(tmp_path):
+    """A Lightning VAE (beta 1, KL ~26 over 16 dims, reconstruction ~79): the reduce plan works at the run's own
+    KL, never the seed's "~300", and its ratio is the run's reconstruction against the new penalty, the same
+    ratio the penalty finding states (a 100x cut makes it 100x larger, not "3.9:1" from a sum of weights)."""
+    write_lightning(tmp_path / "pl16", epochs=8, latent_dim=16)
+    d = _one(tmp_path)
+    (r,) = [x for x in d.recommendations if x.action == "reduce_kl_weight"]
+    lt = d.penalty.latest
+    plan = r.params["plan"]
+    assert "~" not in plan[1] and f"× {lt['kl']:.1f}" in plan[1], plan
+    assert r.params["expected_kl"] == pytest.approx(lt["kl"])
+    assert r.params["recon_to_reg"] == pytest.approx(lt["recon_signal"] / (r.params["kl_weight"] * lt["kl"]), rel=1e-6)
+    assert r.params["recon_to_reg"] == pytest.approx(lt["recon_to_reg"] * r.params["factor"], rel=1e-6)

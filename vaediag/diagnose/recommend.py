@@ -20,8 +20,9 @@ The ladder (thresholds in ``[recommend]`` of the rules file):
 
 ``reduce_kl_weight`` carries the seed's plan arithmetic in ``params["plan"]``: the total weight of the
 reconstruction terms, the regularisation the new weight gives at the expected KL (``[kl] expected``), and
-their ratio (the seed: 1.0 + 1.2 + 0.5 + 0.1 = 2.8x against 0.0000001 x ~300 = 0.00003, 93,000:1).
-When the run is blurry and was made by vaediag's trainer with lighter reconstruction weights than the
+their ratio (the seed: 1.0 + 1.2 + 0.5 + 0.1 = 2.8x against 0.0000001 x ~300 = 0.00003, 93,000:1). Outside
+the seed's profile the plan is the run's own: its current KL, and its reconstruction loss against the new
+penalty (the ratio its ``penalty_share`` finding states, times the cut). When the run is blurry and was made by vaediag's trainer with lighter reconstruction weights than the
 seed's recipe (``[recommend.recipe]``), the recipe's weights come with it, as the seed's fix did.
 
 Commands: for runs made by vaediag's trainer (a ``config.json`` in the run directory), the exact next
@@ -243,6 +244,15 @@ def _reduce(ctx: _Ctx, why: str, evidence: list[str], *, blurry: bool) -> Recomm
         expected = float(own_kl)
         plan, ratio = plan_arithmetic(weights, new, expected, approx=False)
         plan[1] += " (at the run's current KL; a lower weight lets it rise)"
+        # The seed's ratio is a sum of loss weights over the penalty, which means something only at the seed's
+        # loss scale; any other run gets its own reconstruction signal over the new penalty, the ratio its
+        # penalty finding states ("reconstruction : regularisation").
+        signal = (ctx.d.penalty.latest or {}).get("recon_signal")
+        reg = new * expected
+        if not recipe and signal is not None and math.isfinite(signal) and signal > 0 and reg > 0:
+            ratio = signal / reg
+            plan[0] = f"Reconstruction {fmt_sig(signal, 3)} (the run's current reconstruction loss)"
+            plan[2] = f"Ratio {fmt_ratio(ratio)} reconstruction vs regularisation"
     params["plan"] = plan
     params["expected_kl"] = expected
     params["recon_to_reg"] = ratio
