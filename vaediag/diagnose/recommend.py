@@ -491,14 +491,30 @@ def _best_epoch(ctx: _Ctx, f: Finding) -> int | None:
 
 def _continue(ctx: _Ctx) -> Recommendation:
     d = ctx.d
-    pending = sorted({(f.epoch, f.rule) for fs in ctx.by_rule.values() for f in fs
-                      if f.status == "pending" and f.rule.startswith("milestone_") and f.epoch is not None})
+    milestones = [f for fs in ctx.by_rule.values() for f in fs
+                  if f.status == "pending" and f.rule.startswith("milestone_") and f.epoch is not None]
+    # Pending ahead (not reached yet) vs pending at a milestone already passed (the "converged" line of a run
+    # still improving at epoch 60: it waits for the plateau, not for an epoch).
+    pending = sorted({(f.epoch, f.rule) for f in milestones if f.epoch >= d.epochs})
+    waiting = [f for f in milestones if f.epoch < d.epochs]
     short = ctx.first("too_short")
+    short_of = [f for f in ctx.by_rule.get("success", []) if f.status == "fail"]
     parts = []
     if short is not None:
         parts.append(short.message)
+    elif d.finished[0] and short_of:
+        # A finished run that falls short of its success criteria has a problem; when no rule names another
+        # change (no collapse, penalty, blur or plateau), the step left is more training.
+        names = ", ".join(f.label or f.id for f in short_of[:3]) + (" ..." if len(short_of) > 3 else "")
+        parts.append(f"the run ended at {human_epoch(d.epochs - 1)} short of {len(short_of)} success "
+                     f"criteria ({names}) with no other change called for: train it longer (resume from its last "
+                     "checkpoint)")
     else:
         parts.append(f"no problem that needs a change after {human_epoch(d.epochs - 1)}")
+    if waiting:
+        f = waiting[0]
+        parts.append(f"the reconstruction is still improving at {human_epoch(d.epochs - 1)}, so "
+                     f"'{f.label or f.id}' ({f.rule}) waits: keep training")
     if pending:
         e, rule = pending[0]
         parts.append(f"next checkpoint: {human_epoch(e)} ({rule})")
