@@ -34,6 +34,13 @@ def test_pl_bolts_kl_is_already_weighted_and_averaged_per_dim(tmp_path):
     if logged_kl is not None:
         assert lt["penalty"] == pytest.approx(logged_kl, rel=1e-4)
     assert lt["ratio"] > 0.02  # not divided by kl_coeff a second time
+    # The penalty is the logged train_kl (kl_coeff x KL, already weighted), not kl_coeff x it a second time: the
+    # latest epoch's mean of the logged values, against the logged train_recon_loss of the same epoch.
+    f = vaediag.load(tmp_path).frame
+    logged = lambda tag: float(f[(f["tag"] == tag) & (f["epoch"] == lt["epoch"])]["value"].mean())
+    assert lt["penalty"] == pytest.approx(logged("train_kl"), rel=1e-6)
+    assert lt["ratio"] == pytest.approx(logged("train_kl") / logged("train_recon_loss"), rel=1e-6)
+    assert lt["kl_per_dim"] == pytest.approx(logged("train_kl") / 0.1, rel=1e-6)  # the KL is a mean per dim already
     collapse = d.finding("kl_collapse")
     assert collapse is None or collapse.severity != "fail", collapse
     assert d.profile == "generic" and d.finding("kl_too_high") is None
@@ -169,3 +176,47 @@ def test_plans_of_other_runs_use_their_own_kl_and_reconstruction(tmp_path):
     assert r.params["expected_kl"] == pytest.approx(lt["kl"])
     assert r.params["recon_to_reg"] == pytest.approx(lt["recon_signal"] / (r.params["kl_weight"] * lt["kl"]), rel=1e-6)
     assert r.params["recon_to_reg"] == pytest.approx(lt["recon_to_reg"] * r.params["factor"], rel=1e-6)
+
+
+def test_lightning_step_and_epoch_tags_are_one_metric_not_averaged(tmp_path):
+    """``self.log(..., on_step=True, on_epoch=True)`` writes train/loss_step and train/loss_epoch: the epoch table
+    uses Lightning's own epoch mean (train/loss_epoch), never the mean of the two tags."""
+    write_lightning(tmp_path / "pl", epochs=6, unprefixed_val=False)
+    rs = vaediag.load(tmp_path)
+    (d,) = diagnose(rs)
+    f = rs.frame
+    for term in ("loss", "kl", "recon"):
+        epoch_tag = f[f["tag"] == f"train/{term}_epoch"].set_index("epoch")["value"]
+        got = d.table[f"train_{term}"].dropna()
+        assert got.to_numpy() == pytest.approx(epoch_tag.loc[got.index].to_numpy(), rel=1e-7), term
+        steps = f[f["tag"] == f"train/{term}_step"].groupby("epoch")["value"].mean()
+        assert not got.to_numpy() == pytest.approx(((steps + epoch_tag) / 2).loc[got.index].to_numpy(), rel=1e-7)
+
+
+def test_config_and_arithmetic_disagreeing_is_said_and_the_user_wins(tmp_path):
+    """hparams say kld_weight 0.001; the logged total holds with 0.00025 x KL on every step: the arithmetic is used
+    and the disagreement is a warning. --kl-weight 1 wins over both, and the disagreement is still said."""
+    import tbwrite
+
+    steps = range(40)
+    series = {"loss": [(s, 0.1 + 0.00025 * (40.0 + s)) for s in steps], "Reconstruction_Loss": [(s, 0.1) for s in steps],
+              "KLD": [(s, -(40.0 + s)) for s in steps]}
+    tbwrite.write_run(tmp_path / "r", series, epochs={s: float(s // 10) for s in steps},
+                      hparams_yaml={"exp_params": {"kld_weight": 0.001}})
+    d = _one(tmp_path)
+    assert d.penalty.kl_weight == pytest.approx(0.00025) and d.penalty.kl_weight_source.startswith("the logged total")
+    (w,) = [f for f in d.findings if f.rule == "loss_arithmetic" and f.severity == "warn"]
+    assert "config and arithmetic disagree" in w.message and "0.001" in w.message and "0.00025" in w.message
+    d = _one(tmp_path, kl_weight=1.0)
+    assert (d.penalty.kl_weight, d.penalty.kl_weight_source) == (1.0, "--kl-weight")
+    assert any(f.rule == "loss_arithmetic" and f.severity == "warn" and "--kl-weight" in f.message for f in d.findings)
+
+
+def test_check_lists_the_tags_it_could_not_map(tmp_path, capsys):
+    from vaediag.cli import main
+
+    write_latent_diffusion(tmp_path / "ldm")
+    main(["check", str(tmp_path)])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "unmapped_tags: 6 tags not mapped to any term, ignored: aeloss_epoch, aeloss_step" in out
+    assert "(map them with --tags FILE)" in out
