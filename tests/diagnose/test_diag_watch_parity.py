@@ -41,6 +41,14 @@ def _blurry_at_30(root: Path) -> Path:
     return root
 
 
+def _sharpness_07_psnr_26(root: Path) -> Path:
+    # The issue's case: sharpness ratio 0.7 (inside 0.6-1.1: the ratio cannot say sharp) and PSNR 26 dB after
+    # epoch 30. The watchdog switched it to the autoencoder while check said "blurry: pass, stop".
+    write_trainer_run(root, epochs=32, config=dict(kl_weight=1e-6, latent_dim=512),
+                      curves=healthy_curves(32, kl=300.0, sharpness=0.7, psnr=26.0, recon=lambda e: 0.3 - 0.005 * e))
+    return root
+
+
 def _heavy_penalty(root: Path) -> Path:
     # The seed's run 2 at epoch 10: KL 1,660 x 1e-5 against recon 0.111 -> cut 100x to 1e-7.
     write_seed(root, names=("run2",))
@@ -63,7 +71,10 @@ def _first_change(run_dir: Path):
     return None, None, rs, info
 
 
-@pytest.mark.parametrize("build", [_heavy_penalty, _collapse, _tiny, _blurry_at_30], ids=lambda f: f.__name__[1:])
+BUILDS = [_heavy_penalty, _collapse, _tiny, _blurry_at_30, _sharpness_07_psnr_26]
+
+
+@pytest.mark.parametrize("build", BUILDS, ids=lambda f: f.__name__[1:])
 def test_where_the_ladder_acts_check_says_the_same(tmp_path, build):
     run_dir = build(tmp_path / "r")
     epoch, decision, rs, info = _first_change(run_dir)
@@ -74,6 +85,25 @@ def test_where_the_ladder_acts_check_says_the_same(tmp_path, build):
     assert top.action == ACTION[decision.action], (decision.reason, [r.action for r in d.recommendations])
     if decision.action == "set_kl_weight":
         assert math.isclose(top.params["kl_weight"], decision.kl_weight, rel_tol=1e-6), (top.reason, decision.reason)
+
+
+@pytest.mark.parametrize("build", BUILDS, ids=lambda f: f.__name__[1:])
+def test_check_and_report_give_the_ladders_runs_one_verdict(tmp_path, build, capsys):
+    """The same runs through `check --json` and the report's diagnoses: the same findings, severities and
+    recommended steps, and the same overall verdict."""
+    import json
+
+    from vaediag.cli import main
+    from vaediag.render.report import diagnose_runs
+
+    run_dir = build(tmp_path / "r")
+    rc = main(["check", str(run_dir), "--json"])
+    (doc,) = json.loads(capsys.readouterr().out)["runs"]
+    (rep,) = diagnose_runs(vaediag.load(run_dir))
+    assert {(f["id"], f["status"], f["severity"]) for f in doc["findings"]} == \
+        {(f.id, f.status, f.severity) for f in rep.findings}
+    assert [r["action"] for r in doc["recommendations"]] == [r.action for r in rep.recommendations]
+    assert (rc == 1) == rep.failed
 
 
 def test_watch_rules_file_moves_the_ladder_as_it_moves_check(tmp_path):
