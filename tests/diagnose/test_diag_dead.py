@@ -25,6 +25,7 @@ def test_demo_like_dead_model_fails(tmp_path):
     assert f.severity == "fail" and "12.5 dB" in f.message and "21.8 dB" in f.message
     assert d.recommendations[0].action == "fix_model"
     assert d.finding("blurry").severity != "pass"  # a ratio of 1.18 is artefacts, not sharpness
+    assert d.finding("success", "sharpness").status == "fail"  # nor do the seed's success criteria call it sharp
     assert "continue" not in [r.action for r in d.recommendations]
 
 
