@@ -78,3 +78,25 @@ def test_a_run_that_rises_after_sitting_at_its_best_is_regressing_not_converged(
     assert d.finding("milestone_60", "converged").status == "fail"
     assert "stop_training" not in [r.action for r in d.recommendations]
     assert d.recommendations[0].action == "lower_learning_rate"
+
+
+@pytest.mark.parametrize("n, rise", [(12, 0.05), (20, 0.01)], ids=["3-epoch-rise", "divergence"])
+def test_val_only_regression_is_overfitting_keep_the_best_checkpoint(tmp_path, n, rise):
+    """Val reconstruction best at epoch 9 then rising while train still improves: overfitting. The advice is to
+    stop and keep the best checkpoint (named), never "continue: no problem" beside a failing trend; with or
+    without the 5-epoch val_recon_divergence rule having fired yet."""
+    import tbwrite
+
+    write_trainer_run(tmp_path / "r", epochs=n, val=False, config=dict(kl_weight=1e-7, epochs=100),
+                      curves=healthy_curves(n, recon=lambda e: 0.2 - 0.005 * e))
+    val = {"val/recon": [((e + 1) * 2 - 1, 0.2 - 0.015 * e if e <= 8 else 0.08 * (1 + rise * 12 * (e - 8)))
+                         for e in range(n)],
+           "val/kl": [((e + 1) * 2 - 1, 300.0) for e in range(n)]}
+    tbwrite.write_run(tmp_path / "r", val, suffix=".val", t0=1.8e9)
+    (d,) = diagnose(vaediag.load(tmp_path))
+    assert d.finding("trend", "val_recon").severity in ("warn", "fail")
+    actions = [r.action for r in d.recommendations]
+    assert "continue" not in actions and "stop_training" in actions, [(r.action, r.reason) for r in d.recommendations]
+    stop = d.recommendations[actions.index("stop_training")]
+    assert "keep the checkpoint of epoch 9" in stop.reason and stop.params["best_epoch"] == 8
+    assert "trend.val_recon" in stop.evidence

@@ -439,6 +439,14 @@ def recommend(
     stops = [f for f in (ctx.first(r) for r in ("converged", "lr_vanished", "val_recon_divergence")) if f is not None]
     stop_reasons = [f.message for f in stops]
     stop_evidence = [f.id for f in stops]
+    # Overfitting (val regressing, train improving): stop and keep the best checkpoint, whether or not the
+    # 5-epoch val_recon_divergence rule has fired yet; never "continue" beside a failing trend.
+    overfit = [f for f in regress if f.key == "val_recon"]
+    if overfit and ctx.first("val_recon_divergence") is None:
+        stop_reasons.append(f"{overfit[0].message} while the train reconstruction still improves: overfitting")
+    if overfit:
+        stop_evidence.append(overfit[0].id)
+    best_val = _best_epoch(ctx, overfit[0]) if overfit else None
     if stop_reasons:
         success = ctx.by_rule.get("success", [])
         judged = [f for f in success if f.status in ("pass", "fail")]
@@ -450,8 +458,12 @@ def recommend(
                     "these logs)")
         else:
             tail = "; start the next run with the change above" if out else ""
-        out.append(Recommendation("stop_training", "; ".join(stop_reasons) + tail,
-                                  params={"why": [e.split(".")[0] for e in stop_evidence]},
+        params = {"why": [e.split(".")[0] for e in stop_evidence]}
+        if best_val is not None:
+            params["best_epoch"] = best_val
+            stop_reasons.append(f"keep the checkpoint of {human_epoch(best_val)} (the best val reconstruction), not "
+                                "the last one")
+        out.append(Recommendation("stop_training", "; ".join(stop_reasons) + tail, params=params,
                                   evidence=tuple(stop_evidence)))
 
     if not out:
