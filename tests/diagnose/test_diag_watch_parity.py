@@ -49,6 +49,22 @@ def _sharpness_07_psnr_26(root: Path) -> Path:
     return root
 
 
+def _collapse_per_dim(root: Path) -> Path:
+    # A small weight (penalty 0.6 % of recon) and a posterior collapsed per dim: KL 3 over 2,048 dims is 0.0015
+    # nats per dim (the trainer logs kl_dim_mean), yet the total is far above 0.5 nats and 50 units are active.
+    kl = lambda e: [20.0, 30.0, 25.0][e] if e < 3 else 3.0
+    write_trainer_run(root, epochs=12, config=dict(kl_weight=1e-4, latent_dim=2048),
+                      curves=healthy_curves(12, kl=kl, kl_dim_mean=lambda e: kl(e) / 2048, active_units=50.0))
+    return root
+
+
+def _collapse_few_active(root: Path) -> Path:
+    # KL 100 nats held by 40 of 2,048 units: 0.049 nats per dim on average, but 2 % of the units active (< 5 %).
+    write_trainer_run(root, epochs=12, config=dict(kl_weight=1e-5, latent_dim=2048),
+                      curves=healthy_curves(12, kl=100.0, kl_dim_mean=100.0 / 2048, active_units=40.0))
+    return root
+
+
 def _heavy_penalty(root: Path) -> Path:
     # The seed's run 2 at epoch 10: KL 1,660 x 1e-5 against recon 0.111 -> cut 100x to 1e-7.
     write_seed(root, names=("run2",))
@@ -71,7 +87,8 @@ def _first_change(run_dir: Path):
     return None, None, rs, info
 
 
-BUILDS = [_heavy_penalty, _collapse, _tiny, _blurry_at_30, _sharpness_07_psnr_26]
+BUILDS = [_heavy_penalty, _collapse, _tiny, _blurry_at_30, _sharpness_07_psnr_26, _collapse_per_dim,
+          _collapse_few_active]
 
 
 @pytest.mark.parametrize("build", BUILDS, ids=lambda f: f.__name__[1:])

@@ -63,7 +63,8 @@ def policy_defaults(rules: Any = None) -> dict[str, float | None]:
     * ``stop_at`` = the epoch of the milestone that checks ``converged`` (60); no such milestone: never stop;
       ``window``/``min_delta`` = ``[converged]``;
     * ``factor``/``max_factor`` = ``[recommend] kl_reduce_factor``/``max_reduce_factor``; ``max_share``/``warn_share``
-      = ``[penalty] fail_ratio``/``warn_ratio``; ``collapse_kl`` = ``[collapse] kl_total_max``;
+      = ``[penalty] fail_ratio``/``warn_ratio``; ``collapse_kl``/``collapse_kl_per_dim``/``collapse_active_fraction``
+      = ``[collapse] kl_total_max``/``kl_per_dim_max``/``active_fraction_min``;
       ``min_sharpness``/``min_grad_similarity``/``max_sharpness`` = ``[blurry]``; ``min_kl_weight``/``max_kl_weight`` = ``[watch]``.
     """
     if rules is None:
@@ -91,6 +92,8 @@ def policy_defaults(rules: Any = None) -> dict[str, float | None]:
         "warn_share": float(rules.section("penalty")["warn_ratio"]),
         "max_factor": float(rec["max_reduce_factor"]),
         "collapse_kl": float(rules.section("collapse")["kl_total_max"]),
+        "collapse_kl_per_dim": float(rules.section("collapse")["kl_per_dim_max"]),
+        "collapse_active_fraction": float(rules.section("collapse")["active_fraction_min"]),
         "target_psnr": 28.0 if target_psnr is None else float(target_psnr),
         "min_sharpness": float(rules.section("blurry")["min_sharpness"]),
         "min_grad_similarity": float(rules.section("blurry")["min_grad_similarity"]),

@@ -24,7 +24,9 @@ class LadderPolicy(Policy):
        (kl_weight x KL) over ``max_share`` (10 %) of the reconstruction loss: kl_weight / ``factor`` (10),
        or / its smallest power that brings the penalty to ``warn_share`` (1 %) of the reconstruction loss,
        at most ``max_factor`` (the same cut as ``vaediag check``'s reduce_kl_weight). A posterior that
-       collapsed onto the prior (total KL <= ``collapse_kl`` nats, or no active latent unit) means the
+       collapsed onto the prior (``vaediag check``'s criterion: KL per latent dim <= ``collapse_kl_per_dim``
+       where the run logs ``kl_dim_mean``, else total KL <= ``collapse_kl`` nats; or fewer than
+       ``collapse_active_fraction`` of the latent units active, or none) means the
        penalty has won outright: the same cut as ``vaediag check``'s ``reduce_kl_weight`` on a collapse
        (``factor``, or more by the share rule), or / ``collapse_factor`` when given.
     2. After ``ae_at`` epochs (30), KL still over target, or still blurry (sharpness below
@@ -42,12 +44,13 @@ class LadderPolicy(Policy):
 
     name = "ladder"
     requires = ("kl",)
-    optional = ("recon", "nll", "psnr", "sharpness", "active_units")
+    optional = ("recon", "nll", "psnr", "sharpness", "active_units", "kl_dim_mean")
     param_types = {
         **Policy.param_types, "target_kl": float, "reduce_at": int, "ae_at": int, "stop_at": int,
         "factor": float, "target_psnr": float, "min_sharpness": float, "window": int, "min_delta": float,
         "min_grad_similarity": float, "max_sharpness": float,
         "max_share": float, "warn_share": float, "max_factor": float, "collapse_kl": float,
+        "collapse_kl_per_dim": float, "collapse_active_fraction": float, "latent_dim": int,
         "collapse_factor": float, "tiny_kl_weight": float,
     }
 
@@ -69,6 +72,9 @@ class LadderPolicy(Policy):
         warn_share: float = DEFAULTS["warn_share"],
         max_factor: float = DEFAULTS["max_factor"],
         collapse_kl: float | None = DEFAULTS["collapse_kl"],
+        collapse_kl_per_dim: float = DEFAULTS["collapse_kl_per_dim"],
+        collapse_active_fraction: float = DEFAULTS["collapse_active_fraction"],
+        latent_dim: int | None = None,
         collapse_factor: float | None = None,
         tiny_kl_weight: float | None = DEFAULTS["tiny_kl_weight"],
         **common: Any,
@@ -94,6 +100,10 @@ class LadderPolicy(Policy):
         self.warn_share = _number("warn_share", warn_share, low=0.0, low_open=True)
         self.max_factor = _number("max_factor", max_factor, low=self.factor)
         self.collapse_kl = None if collapse_kl is None else _number("collapse_kl", collapse_kl, low=0.0)
+        self.collapse_kl_per_dim = _number("collapse_kl_per_dim", collapse_kl_per_dim, low=0.0)
+        self.collapse_active_fraction = _number("collapse_active_fraction", collapse_active_fraction, low=0.0,
+                                                high=1.0)
+        self.latent_dim = None if latent_dim is None else _number("latent_dim", latent_dim, low=1, integer=True)
         self.collapse_factor = (None if collapse_factor is None
                                 else _number("collapse_factor", collapse_factor, low=1.0, low_open=True))
         self.tiny_kl_weight = None if tiny_kl_weight is None else _number("tiny_kl_weight", tiny_kl_weight, low=0.0)
@@ -123,18 +133,25 @@ class LadderPolicy(Policy):
         return None
 
     def _collapsed(self, m: Mapping[str, float]) -> str | None:
-        """Why the posterior looks collapsed onto the prior, or None (only under a KL penalty)."""
+        """Why the posterior looks collapsed onto the prior, or None (only under a KL penalty). ``vaediag check``'s
+        evidence: the KL per latent dim (logged ``kl_dim_mean``), the fraction of active units (``latent_dim``, or
+        the logged KL summed over dims / its mean per dim, as the trainer logs them), else the total KL."""
         if self.mode == "ae" or not self.kl_weight:
             return None
-        reasons = collapse_verdict(kl_per_dim=None, active_fraction=None,
-                                   active_units=m.get("active_units"),
-                                   kl_total=m["kl"] if self.collapse_kl is not None else None,
-                                   kl_per_dim_max=self.collapse_kl if self.collapse_kl is not None else 0.0,
-                                   active_fraction_min=0.0)
-        if "active_units" in m and m["active_units"] < 1:
-            return f"kl = {_fmt(m['kl'])} nats, 0 active latent units"
+        kl, per_dim, active = m["kl"], m.get("kl_dim_mean"), m.get("active_units")
+        latent = self.latent_dim
+        if latent is None and per_dim is not None and per_dim > 0 and kl > 0:
+            latent = max(1, round(kl / per_dim))
+        fraction = active / latent if active is not None and latent else None
+        reasons = collapse_verdict(kl_per_dim=per_dim, active_fraction=fraction, active_units=active,
+                                   kl_total=kl if self.collapse_kl is not None else None,
+                                   kl_per_dim_max=(self.collapse_kl_per_dim if per_dim is not None
+                                                   else self.collapse_kl if self.collapse_kl is not None else 0.0),
+                                   active_fraction_min=self.collapse_active_fraction)
+        if active is not None and active < 1:
+            return f"kl = {_fmt(kl)} nats, 0 active latent units"
         if reasons:
-            return f"kl = {_fmt(m['kl'])} <= {_fmt(self.collapse_kl)} nats"
+            return f"kl = {_fmt(kl)} nats: " + "; ".join(reasons)
         return None
 
     @staticmethod
