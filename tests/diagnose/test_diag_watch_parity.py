@@ -182,3 +182,29 @@ def tracker_metrics(frame) -> set[str]:
     tracker = EpochTracker()
     tracker.feed(frame)
     return {k for em in tracker.ready(final=True) for k in em.metrics}
+
+
+def test_the_ladder_never_stops_a_regressed_run_as_converged(tmp_path):
+    """Best val reconstruction 0.05 until epoch 21, 60 % worse by epoch 41, flat since: the last 10 epochs alone
+    look like a plateau, but the run regressed. check says lower_learning_rate; the ladder must not say
+    "converged, stop" at its epoch-60 milestone."""
+    n = 62
+    recon = lambda e: 0.05 if e <= 20 else (0.05 + 0.0015 * (e - 20) if e <= 40 else 0.08)
+    write_trainer_run(tmp_path / "r", epochs=n, config=dict(kl_weight=1e-7, latent_dim=512, epochs=100),
+                      curves=healthy_curves(n, recon=recon))
+    rs = vaediag.load(tmp_path / "r")
+    (info,) = list(rs)
+    frame = rs.frame
+    tracker = EpochTracker()
+    policy = make_policy("ladder", kl_weight=1e-7, strict=False)
+    for e in range(n):
+        tracker.feed(frame[frame["epoch"] == e])
+        for em in tracker.ready(final=e == n - 1):
+            d = policy.update(em.epoch, em.metrics)
+            assert d.action != "stop", d.reason
+    d = diagnose_run(frame[frame["epoch"] <= 59], info=info, rules=load_rules(), finished=False)
+    assert d.recommendations[0].action == "lower_learning_rate"
+    # and the state survives a checkpoint: a restored ladder still knows the best epoch
+    again = make_policy("ladder", kl_weight=1e-7, strict=False)
+    again.load_state_dict(policy.state_dict())
+    assert again.update(n, {"kl": 300.0, "recon": 0.08}).action != "stop"

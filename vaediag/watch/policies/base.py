@@ -61,7 +61,7 @@ def policy_defaults(rules: Any = None) -> dict[str, float | None]:
     * ``ae_at`` = ``[recommend] blurry_after`` (30: still blurry -> Option B); ``target_psnr`` = the PSNR floor of
       the milestone at that epoch (28 dB), else of the success criteria;
     * ``stop_at`` = the epoch of the milestone that checks ``converged`` (60); no such milestone: never stop;
-      ``window``/``min_delta`` = ``[converged]``;
+      ``window``/``min_delta``/``regress_ratio``/``patience`` = ``[converged]``;
     * ``factor``/``max_factor`` = ``[recommend] kl_reduce_factor``/``max_reduce_factor``; ``max_share``/``warn_share``
       = ``[penalty] fail_ratio``/``warn_ratio``; ``collapse_kl``/``collapse_kl_per_dim``/``collapse_active_fraction``
       = ``[collapse] kl_total_max``/``kl_per_dim_max``/``active_fraction_min``;
@@ -100,6 +100,8 @@ def policy_defaults(rules: Any = None) -> dict[str, float | None]:
         "max_sharpness": float(rules.section("blurry")["max_sharpness"]),
         "window": int(conv["window"]),
         "min_delta": float(conv["min_delta"]),
+        "regress_ratio": float(conv["regress_ratio"]),
+        "patience": int(conv["patience"]),
         "tiny_kl_weight": float(rec["tiny_kl_weight"]),
         "min_kl_weight": float(rules.section("watch")["min_kl_weight"]),
         "max_kl_weight": float(rules.section("watch")["max_kl_weight"]),

@@ -33,7 +33,8 @@ class LadderPolicy(Policy):
        ``min_sharpness`` or val PSNR below ``target_psnr``): switch to the autoencoder (Option B:
        z = mu, kl_weight 0).
     3. After ``stop_at`` epochs (60), val reconstruction improved by less than ``min_delta`` (relative)
-       over the last ``window`` epochs: converged, stop.
+       over the last ``window`` epochs: converged, stop; never a run whose reconstruction is ``regress_ratio``
+       worse than its best of ``patience`` or more epochs ago (a regression: check says lower_learning_rate).
 
     Each rung fires once, at the first epoch at or after its milestone where its condition holds.
 
@@ -48,7 +49,7 @@ class LadderPolicy(Policy):
     param_types = {
         **Policy.param_types, "target_kl": float, "reduce_at": int, "ae_at": int, "stop_at": int,
         "factor": float, "target_psnr": float, "min_sharpness": float, "window": int, "min_delta": float,
-        "min_grad_similarity": float, "max_sharpness": float,
+        "min_grad_similarity": float, "max_sharpness": float, "regress_ratio": float, "patience": int,
         "max_share": float, "warn_share": float, "max_factor": float, "collapse_kl": float,
         "collapse_kl_per_dim": float, "collapse_active_fraction": float, "latent_dim": int,
         "collapse_factor": float, "tiny_kl_weight": float,
@@ -68,6 +69,8 @@ class LadderPolicy(Policy):
         max_sharpness: float = DEFAULTS["max_sharpness"],
         window: int = int(DEFAULTS["window"]),
         min_delta: float = DEFAULTS["min_delta"],
+        regress_ratio: float = DEFAULTS["regress_ratio"],
+        patience: int = int(DEFAULTS["patience"]),
         max_share: float | None = DEFAULTS["max_share"],
         warn_share: float = DEFAULTS["warn_share"],
         max_factor: float = DEFAULTS["max_factor"],
@@ -96,6 +99,8 @@ class LadderPolicy(Policy):
         self.max_sharpness = _number("max_sharpness", max_sharpness, low=0.0)
         self.window = _number("window", window, low=1, integer=True)
         self.min_delta = _number("min_delta", min_delta, low=0.0)
+        self.regress_ratio = _number("regress_ratio", regress_ratio, low=0.0)
+        self.patience = _number("patience", patience, low=0, integer=True)
         self.max_share = None if max_share is None else _number("max_share", max_share, low=0.0, low_open=True)
         self.warn_share = _number("warn_share", warn_share, low=0.0, low_open=True)
         self.max_factor = _number("max_factor", max_factor, low=self.factor)
@@ -109,13 +114,22 @@ class LadderPolicy(Policy):
         self.tiny_kl_weight = None if tiny_kl_weight is None else _number("tiny_kl_weight", tiny_kl_weight, low=0.0)
         self.rung = 0  # 0: as started, 1: kl_weight reduced, 2: autoencoder, 3: stopped
         self.recon_history: deque[float] = deque(maxlen=self.window + 1)
+        # The whole run's best reconstruction and the last epoch at (or near) it, kept incrementally: a run that
+        # regressed and then flattened looks like a plateau in the last window alone (check judges the whole run).
+        self.best_recon: float | None = None
+        self.near_best_epoch: int | None = None
 
     def _needs_current_weight(self) -> bool:
         return self.rung < 1
 
     def _observe(self, epoch: int, m: Mapping[str, float]) -> None:
         if "recon" in m:
-            self.recon_history.append(m["recon"])
+            r = m["recon"]
+            self.recon_history.append(r)
+            if self.best_recon is None or r < self.best_recon:
+                self.best_recon, self.near_best_epoch = r, epoch
+            elif r <= self.best_recon + abs(self.best_recon) * self.regress_ratio / 2:
+                self.near_best_epoch = epoch
 
     # The criteria are the diagnosis engine's (vaediag.diagnose.criteria), the same functions `vaediag check`
     # judges a run with; the ladder adds only its milestones and guards.
@@ -167,11 +181,17 @@ class LadderPolicy(Policy):
             return None
         return penalty_ratio(self.kl_weight, m["kl"], recon)
 
-    def _converged(self) -> str | None:
-        """A plateau by the engine's trend classifier: a regressing or still improving run is not converged."""
+    def _converged(self, epoch: int) -> str | None:
+        """A plateau by the engine's trend classifier: a regressing or still improving run is not converged. The
+        regression is judged on the whole run (its best so far, as ``vaediag check`` does), the plateau on the
+        last ``window`` epochs."""
         h = list(self.recon_history)
         if len(h) <= self.window or h[0] <= 0:
             return None
+        best = self.best_recon
+        if (best is not None and self.near_best_epoch is not None and epoch - self.near_best_epoch >= self.patience
+                and (h[-1] - best) / (abs(best) or 1.0) > self.regress_ratio):
+            return None  # regressing since the best: not converged (check says lower_learning_rate)
         t = classify_trend(range(len(h)), h, window=self.window, min_delta=self.min_delta)
         if t.kind == "plateau":
             return (f"val recon {_fmt(h[0])} -> {_fmt(h[-1])} over the last {self.window} epochs "
@@ -186,7 +206,7 @@ class LadderPolicy(Policy):
         if self.rung >= 3:
             return Decision("keep", epoch, w, self.mode, f"stopped after an earlier decision"), {}
         if self.mode == "ae" or self.rung == 2:
-            conv = self._converged() if n >= self.stop_at else None
+            conv = self._converged(epoch) if n >= self.stop_at else None
             if conv:
                 return Decision("stop", epoch, w, self.mode, f"{conv} after epoch {n}: converged, stop"), {"rung": 3}
             return Decision("keep", epoch, w, self.mode, f"autoencoder mode after epoch {n}: keep"), {"rung": 2}
@@ -228,15 +248,18 @@ class LadderPolicy(Policy):
                              f"{'; '.join(why)} after epoch {n}: kl_weight {_fmt(w)} -> {_fmt(new)}{how}"),
                     {"rung": 1})
         if n >= self.stop_at:
-            conv = self._converged()
+            conv = self._converged(epoch)
             if conv:
                 return Decision("stop", epoch, w, self.mode, f"{conv} after epoch {n}: converged, stop"), {"rung": 3}
         nxt = next((f" (next milestone: epoch {k})" for k in (self.reduce_at, self.ae_at, self.stop_at) if k > n), "")
         return Decision("keep", epoch, w, self.mode, f"{kl_txt} after epoch {n}: keep kl_weight {_fmt(w)}{nxt}"), {}
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"rung": self.rung, "recon_history": list(self.recon_history)}
+        return {"rung": self.rung, "recon_history": list(self.recon_history), "best_recon": self.best_recon,
+                "near_best_epoch": self.near_best_epoch}
 
     def _load_extra(self, state: Mapping[str, Any]) -> None:
         self.rung = int(state["rung"])
         self.recon_history = deque(state["recon_history"], maxlen=self.window + 1)
+        self.best_recon = state.get("best_recon")
+        self.near_best_epoch = state.get("near_best_epoch")
