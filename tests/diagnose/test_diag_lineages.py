@@ -55,12 +55,19 @@ def test_pl_bolts_regressing_is_not_converged(tmp_path):
 
 
 def test_vq_vae_beta_is_not_a_kl_weight(tmp_path):
-    write_vqvae(tmp_path / "vq", beta=0.25)
+    t = write_vqvae(tmp_path / "vq", beta=0.25)
     d = _one(tmp_path)
     assert d.model == "vq" and d.penalty.kl_weight is None
     assert "no KL is logged: a VQ-VAE" in d.finding("loss_arithmetic", "convention").message
     assert not {"reduce_kl_weight", "increase_kl_weight", "switch_to_autoencoder"} & set(_actions(d))
     assert d.finding("kl_collapse") is None and d.finding("penalty_share") is None
+    # The case: the run's hparams carry the VQ commitment weight as `beta: 0.25` (AntixK's hparams.yaml is
+    # empty; a script that saves its model params writes it there). Still no KL weight, still a VQ-VAE.
+    (t.run_dir / "hparams.yaml").write_text("model_params:\n  name: VQVAE\n  beta: 0.25\n  embedding_dim: 64\n")
+    d = _one(tmp_path)
+    assert d.model == "vq" and d.penalty.kl_weight is None and d.convention.kl_weight is None
+    assert "(parameter model_params.beta = 0.25 is not a KL weight here)" in d.finding("loss_arithmetic", "convention").message
+    assert not {"reduce_kl_weight", "increase_kl_weight", "switch_to_autoencoder"} & set(_actions(d))
 
 
 def test_latent_diffusion_standard_weight_is_left_alone(tmp_path):
