@@ -244,3 +244,11 @@ def test_real_sigint_exits_130(tree, tmp_path):
             proc.wait()
     assert proc.returncode == 130, err
     assert err == "Interrupted.\n"
+
+
+def test_warnings_alone_exit_0(capsys, realworld):
+    """Severity means something: warn is "look at it", and only a fail exits 1 (a one-epoch real run: too short
+    to judge trends, warn)."""
+    rc, out, _ = _run(capsys, str(realworld / "YitongTseo+prot_2_face" / "logs" / "DFCVAE" / "version_9"))
+    assert "1 run checked: 1 warn" in out and "too_short" in out
+    assert rc == 0
