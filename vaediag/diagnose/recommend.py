@@ -22,8 +22,9 @@ The ladder (thresholds in ``[recommend]`` of the rules file):
 reconstruction terms, the regularisation the new weight gives at the expected KL (``[kl] expected``), and
 their ratio (the seed: 1.0 + 1.2 + 0.5 + 0.1 = 2.8x against 0.0000001 x ~300 = 0.00003, 93,000:1). Outside
 the seed's profile the plan is the run's own: its current KL, and its reconstruction loss against the new
-penalty (the ratio its ``penalty_share`` finding states, times the cut). When the run is blurry and was made by vaediag's trainer with lighter reconstruction weights than the
-seed's recipe (``[recommend.recipe]``), the recipe's weights come with it, as the seed's fix did.
+penalty (the ratio its ``penalty_share`` finding states, times the cut). When the run is blurry and was made
+by vaediag's trainer with lighter reconstruction weights than the seed's recipe (``[recommend.recipe]``), the
+recipe's weights come with it, as the seed's fix did.
 
 Commands: for runs made by vaediag's trainer (a ``config.json`` in the run directory), the exact next
 command: ``python -m train --config RUN/config.json`` plus the changed flags (the trainer starts from the
