@@ -8,7 +8,8 @@ defaults are. The seed's command works as written::
 
     python -m train --train-npy data/train.npy --val-npy data/val.npy --epochs 100
 
-Exit codes (every failure is one line on stderr, ``Error: ...``):
+Exit codes (every failure is one line on stderr, ``Error: ...``; a usage error too: what is wrong and
+``see python -m train --help``, never argparse's usage block):
 
 * 0: done.
 * 2: bad input or usage: a flag, a ``--config`` file, the data, a ``--resume`` checkpoint (its fields,
@@ -27,9 +28,10 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import MISSING, fields
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from vaediag.errors import Interrupted, UsageError, VaediagError
+from vaediag.sanitize import terminal
 
 from train.config import TrainConfig, load_config_file
 
@@ -72,17 +74,23 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m train") -> int:
     """Parse, train, and return the process exit code; errors are one line on stderr."""
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+
+    def usage_error(message: str) -> NoReturn:  # one line and where the help is, not argparse's usage block
+        raise UsageError(f"{message}; see {prog} --help")
+
+    parser.error = usage_error  # type: ignore[method-assign]
     try:
+        args = parser.parse_args(argv)
         cfg = config_from_args(args)
         from train.loop import train
 
         result = train(cfg)
     except Interrupted as exc:
-        print(f"Interrupted: {exc.message}", file=sys.stderr)
+        print(f"Interrupted: {terminal(exc.message)}", file=sys.stderr)
         return exc.exit_code
     except VaediagError as exc:
-        print(f"Error: {exc.message}", file=sys.stderr)
+        print(f"Error: {terminal(exc.message)}", file=sys.stderr)  # a path or name as typed: escapes visible
         return exc.exit_code
     except KeyboardInterrupt:
         print("Interrupted: stopped at once (signal received twice); no checkpoint saved", file=sys.stderr)

@@ -274,6 +274,8 @@ CASES = [
          r"^Error: argument -o/--output: expected one argument; see vaediag report --help$"),
     Case("usage-report-bad-latent-dim", lambda t: ["report", str(t), "--latent-dim", "x"], 2,
          r"^Error: argument --latent-dim: must be a positive integer, got 'x'; see vaediag report --help$"),
+    Case("usage-train-unknown-option", lambda t: ["train", "--bogus"], 2,
+         r"^Error: unrecognized arguments: --bogus; see vaediag train --help$", timeout=120),
     Case("usage-unknown-command", lambda t: ["nope"], 2,
          r"^Error: argument COMMAND: invalid choice: 'nope' .*; see vaediag --help$"),
     Case("usage-no-command", lambda t: [], 2, r"^Error: the following arguments are required: COMMAND; see vaediag --help$"),

@@ -58,6 +58,19 @@ CONFIG_CASES = [
          program="train"),
     Case("train-config-nul-in-name", _config('{"name": "a\\u0000b"}', "c.json"), 2,
          r"^Error: config file .*c\.json: name must be text without NUL", program="train"),
+    # Usage errors: one line and where the help is, as vaediag's own commands (argparse printed its 26-line
+    # usage block and "python -m train: error: ...").
+    Case("train-usage-unknown-option", lambda t: ["--bogus"], 2,
+         r"^Error: unrecognized arguments: --bogus; see python -m train --help$", program="train"),
+    Case("train-usage-bad-value", lambda t: ["--lr", "x"], 2,
+         r"^Error: argument --lr: invalid float value: 'x'; see python -m train --help$", program="train"),
+    Case("train-usage-missing-value", lambda t: ["--epochs"], 2,
+         r"^Error: argument --epochs: expected one argument; see python -m train --help$", program="train"),
+    # A flag or value that carries escape sequences or a newline: shown as visible escapes, on one line.
+    Case("train-usage-escapes-in-unknown-option", lambda t: ["--b\x1b]0;pwned\x07\n\x9b"], 2,
+         r"^Error: unrecognized arguments: --b\\x1b\]0;pwned\\x07\\n\\x9b; see python -m train --help$",
+         program="train"),
+    Case("train-help-is-unchanged", lambda t: ["--help"], 0, "", program="train", stdout=r"\Ausage: python -m train "),
     Case("train-config-huge-int", _config('{"lr": 1' + "0" * 400 + "}", "c.json"), 2,
          r"^Error: config file .*c\.json: lr must be a finite number, got an integer of 401 digits", program="train"),
 ]
@@ -171,6 +184,10 @@ DATA_CASES += [
     Case("train-checkpoint-dir-is-a-file", _dir_is_a_file("checkpoint-dir"), 2,
          r"^Error: cannot create the run's directories under .*: Not a directory \(.*a_file/proj/run\)",
          program="train", timeout=60, may_create=("logs", "logs/proj", "logs/proj/run")),  # parents, no version
+    # The same refusal for a --name with an escape sequence and a newline: one line, the escapes visible.
+    Case("train-logdir-is-a-file-name-with-escapes", lambda t: [*_dir_is_a_file("logdir")(t), "--name", "n\x1b[2K\nx"],
+         2, r"^Error: cannot create the run's directories under .*a_file: Not a directory \(.*a_file/n\\x1b\[2K\\nx\)",
+         program="train", timeout=60),
 ]
 
 CASES = CONFIG_CASES
