@@ -157,7 +157,10 @@ def test_sigterm_is_forwarded(tmp_path):
 def test_sigkill_of_the_watchdog_leaves_training_running(tmp_path):
     p = subprocess.Popen(WATCH + ["--", *FAKE, "--logdir", str(tmp_path / "logs"), "--epochs", "8",
                                   "--epoch-seconds", "0.25"],
-                         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         # A SIGKILLed watchdog cannot remove its vaediag-watch-* output folder: keep it in
+                         # tmp_path, not in the machine's /tmp (one was left there per run of this test).
+                         env={**os.environ, "TMPDIR": str(tmp_path)})
     run_dir = tmp_path / "logs" / "version_0"
     try:
         wait_for(lambda: (run_dir / "watchdog.jsonl").exists() and decisions(run_dir), what="a first decision")
@@ -170,6 +173,9 @@ def test_sigkill_of_the_watchdog_leaves_training_running(tmp_path):
         p.kill()
     assert (run_dir / "DONE").read_text() == "8"  # every epoch trained
     assert sorted(per_epoch(run_dir, "psnr", "val")) == list(range(8))
+    # The killed watchdog's output folder is all that is left of it (the output so far, never lost).
+    left = list(tmp_path.glob("vaediag-watch-*"))
+    assert len(left) == 1 and (left[0] / "train_output.log").exists()
 
 
 def test_restart_mode_relaunches_with_kl_weight_and_resume(tmp_path):
