@@ -330,6 +330,10 @@ CASES = [
          0, "", stdout=r"config\.json unreadable: 2,097,161 bytes; the limit is 1,048,576"),
     Case("meta-config-malformed", _meta("config.json", lambda f: f.write_text("{not json")), 0, "",
          stdout=r"config\.json unreadable: not valid JSON"),
+    # watchdog.jsonl in a run: `check` asks it whether training ended; a 2 GB one was read whole (4.3 GB, 22 s).
+    Case("meta-journal-huge-sparse", _meta("watchdog.jsonl", lambda f: os.truncate(f.touch() or f, 2 << 30)), 0, "",
+         stdout=r"completed epochs", timeout=20),
+    Case("meta-journal-fifo", _meta("watchdog.jsonl", os.mkfifo), 0, "", stdout=r"completed epochs", timeout=20),
     # --tags.
     Case("tags-missing", _named("--tags", lambda t: t / "nope.toml"), 2, r"^Error: tags file .* does not exist"),
     Case("tags-fifo", _named("--tags", lambda t: _fifo(t, "tags.toml")), 2,

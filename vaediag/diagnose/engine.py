@@ -258,15 +258,8 @@ def run_finished(
     planned = _num(hit[1]) if hit else None
     if planned is not None and planned >= 1 and epochs >= planned:
         return True, f"the run ended at epoch {epochs}: it reached its planned {int(planned)} epochs ({hit[0]})"
-    if info is not None:
-        journal = Path(info.path) / "watchdog.jsonl"
-        if journal.is_file():
-            try:
-                text = journal.read_text(encoding="utf-8", errors="replace")
-            except OSError:
-                text = ""
-            if '"event": "exit"' in text or '"event":"exit"' in text:
-                return True, f"the run ended at epoch {epochs}: its watchdog journal records the training process's exit"
+    if info is not None and _journal_records_exit(Path(info.path) / "watchdog.jsonl"):
+        return True, f"the run ended at epoch {epochs}: its watchdog journal records the training process's exit"
     if len(frame):
         walls = frame["wall_time"].to_numpy(dtype=np.float64)
         walls = walls[~np.isnan(walls)]
@@ -281,6 +274,43 @@ def run_finished(
             return True, (f"the run ended at epoch {epochs}: {what} for {hours:,.1f} h (more than "
                           f"{idle_seconds / 3600:g} h)")
     return False, "the run may still be training"
+
+
+#: The largest watchdog journal read for its exit record: the journal reader's own cap
+#: (``vaediag.watch.journal.JOURNAL_MAX_BYTES``, not imported: it would load the watchdog's policies).
+JOURNAL_SCAN_MAX = 256 << 20
+_EXIT_MARKS = (b'"event": "exit"', b'"event":"exit"')
+
+
+def _journal_records_exit(path: Path) -> bool:
+    """Whether the watchdog journal ``path`` records the training process's exit. It lies in a log tree anyone
+    can write: opened as a regular file only (:func:`vaediag.safeio.open_regular`: a FIFO never blocks, a
+    device is never read), scanned in 1 MiB chunks, and not read at all past :data:`JOURNAL_SCAN_MAX` bytes
+    (no watchdog writes that much; ``report`` says the journal is too large)."""
+    from vaediag.safeio import open_regular
+
+    try:
+        fh = open_regular(path)
+    except (OSError, ValueError):
+        return False
+    with fh:
+        try:
+            if os.fstat(fh.fileno()).st_size > JOURNAL_SCAN_MAX:
+                return False
+            keep = max(len(m) for m in _EXIT_MARKS) - 1  # a mark cut by a chunk boundary is still found
+            tail, seen = b"", 0
+            while seen <= JOURNAL_SCAN_MAX:  # a journal growing while it is read still stops at the cap
+                chunk = fh.read(1 << 20)
+                if not chunk:
+                    return False
+                seen += len(chunk)
+                buf = tail + chunk
+                if any(m in buf for m in _EXIT_MARKS):
+                    return True
+                tail = buf[-keep:]
+        except OSError:
+            return False
+    return False
 
 
 def _arithmetic_findings(conv, *, run: str) -> list[Finding]:
