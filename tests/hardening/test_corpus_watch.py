@@ -110,6 +110,10 @@ def _restart_without_checkpoint(tmp: Path) -> list[str]:
             "--logdir", "logs", "--", PY, str(RESTART_TRAINER), "--kl-weight", "0.01"]
 
 
+# A training process that sets its SIGINT/SIGTERM handler, then sends SIGTERM to its watchdog (its parent).
+_SIGNAL_CHILD = ("import os, signal, sys, time; signal.signal(signal.SIGINT, {handler}); "
+                 "signal.signal(signal.SIGTERM, {handler}); os.kill(os.getppid(), signal.SIGTERM); time.sleep(60)")
+
 _POLL = r"^Error: vaediag watch: argument --poll: --poll must be a finite number of seconds > 0 and <= 3600, got "
 CASES = [
     # Option values are checked before the training command starts (no 'child-started' trace may appear).
@@ -134,6 +138,15 @@ CASES = [
          "print('hello')"], 0, "", stdout=r"hello", env={"TMPDIR": "."}),
     Case("watch-child-exit-code", lambda t: ["watch", "--no-live", "--poll", "0.05", "--", PY, "-c",
          "raise SystemExit(7)"], 7, "", env={"TMPDIR": "."}),
+    # Signals (the child signals its watchdog, so the row needs no timing): SIGTERM is forwarded and the child
+    # exits as it chooses; a child that ignores it is SIGKILLed with its process group after --grace.
+    Case("watch-sigterm-forwarded-to-child", lambda t: ["watch", "--no-live", "--poll", "0.05", "--", PY, "-c",
+         _SIGNAL_CHILD.format(handler="lambda *a: sys.exit(130)")], 130, "", env={"TMPDIR": "."},
+         stdout=r"SIGTERM forwarded to the training process(?s:.*)exit code 130", timeout=30),
+    Case("watch-child-ignores-sigterm-killed-after-grace", lambda t: ["watch", "--no-live", "--poll", "0.05",
+         "--grace", "1", "--", PY, "-c", _SIGNAL_CHILD.format(handler="signal.SIG_IGN")], 137, "",
+         env={"TMPDIR": "."}, stdout=r"did not exit within 1 s of SIGTERM \(--grace\); sent SIGKILL to its process "
+         r"group(?s:.*)exit code 137", timeout=30),
     # The run directory's files.
     Case("watch-follow-apply-fifo-control", _fifo_control, 0, "", stdout=r"is a FIFO \(named pipe\), not a regular "
          r"file; it is left as it is and the decision is not applied", may_create=("run/watchdog.jsonl",)),
