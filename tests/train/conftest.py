@@ -1,4 +1,5 @@
-"""Fixtures for the training core's tests: tiny real data sets and tiny configs (helpers: trainhelp.py).
+"""Fixtures for the training core's tests: tiny real data sets and tiny configs (their helpers are in
+tests/helpers/trainhelp.py).
 
 Data are real crops of scikit-image's bundled photographs (train.data.build_demo_arrays), a few of
 them at 64 px, mixed grey and colour, so every split of the metrics is exercised. Configs keep the
@@ -7,15 +8,12 @@ model small and the perceptual trunk short (relu1_2) unless a test is about perc
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # so tests can `import trainhelp`
-
-from trainhelp import tiny_overrides  # noqa: E402
+from trainhelp import tiny_overrides
 
 
 @pytest.fixture(scope="session")

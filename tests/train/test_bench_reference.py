@@ -18,6 +18,7 @@ def test_reference_bench_runs_on_a_tiny_budget(capsys):
     assert "goal >= 30 dB" not in out  # that goal is only judged at its own budget
 
 
+@pytest.mark.slow
 def test_reference_loop_alone(crops):
     from bench.reference import reference_loop
 

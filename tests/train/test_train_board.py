@@ -109,6 +109,7 @@ def steered(tmp_path_factory, crops):
     return result, tmp / "logs" / "proj"
 
 
+@pytest.mark.slow
 def test_the_layout_charts_each_loss_term_train_and_val_raw_beside_weighted(steered):
     result, logdir = steered
     (step, layout), = _layouts(result.run_dir)  # written once, at the start
@@ -140,6 +141,7 @@ def test_the_layout_charts_each_loss_term_train_and_val_raw_beside_weighted(stee
     assert tb_layout(logdir) == layout  # what the Custom Scalars dashboard shows
 
 
+@pytest.mark.slow
 def test_the_hparams_tab_shows_the_config_and_the_final_metrics(steered):
     result, logdir = steered
     run_dir = result.run_dir
@@ -174,6 +176,7 @@ def test_the_hparams_tab_shows_the_config_and_the_final_metrics(steered):
     assert metrics["train/kl_weight"].value == 0.5  # the final kl_weight: the one the control set
 
 
+@pytest.mark.slow
 def test_the_applied_decision_is_text_at_the_step_it_took_effect(steered):
     result, _ = steered
     (step, text), = _texts(result.run_dir, terms.DECISION_TEXT_TAG)
@@ -214,6 +217,7 @@ def _copy_without(run_dir: Path, dest: Path, tags: set[str]) -> None:
                 writer.write(ev.SerializeToString())
 
 
+@pytest.mark.slow
 def test_vaediag_reads_the_run_as_before(steered, tmp_path, capsys):
     from vaediag.cli import main as vaediag_main
     from vaediag.logs import load
@@ -244,6 +248,7 @@ def test_vaediag_reads_the_run_as_before(steered, tmp_path, capsys):
 # --- a resume, a divergence ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_resume_keeps_one_layout_and_one_session_in_tensorboard(tmp_path, npy, capsys):
     assert train_main(tiny_argv(tmp_path, npy)) == 0
     ckpt = ckpt_of(tmp_path)

@@ -99,6 +99,7 @@ def test_explicit_checkpoint_dir_takes_the_runs_version_and_never_enters_another
 # --- training ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_run_keeps_its_checkpoint_beside_it(tmp_path, npy, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     old = _old_tree(tmp_path / "checkpoints")  # an old tree with versions 0-4 in the working directory
@@ -138,6 +139,7 @@ def test_explicit_checkpoint_dir_trains_there_without_overwriting(tmp_path, caps
     assert (taken.parent / "version_1" / "last.pt").is_file() and run_of(tmp_path, 1).is_dir()
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_the_old_layout_resumes_into_its_run_and_stays_where_it_is(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run_dir, ckpt, _ = make_run_and_checkpoint(tmp_path, old_layout=True)

@@ -207,6 +207,7 @@ def _load_or_refuse(path):
     return cfg
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=_configs, as_yaml=st.booleans())
 def test_any_mapping_in_a_config_file_loads_or_is_refused_with_one_line(tmp_path, data, as_yaml):

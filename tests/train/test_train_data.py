@@ -99,6 +99,7 @@ def test_bad_data_is_one_line_and_exit_2(tmp_path, capsys, train_arr, val_arr, p
     assert not (tmp_path / "logs").exists() and not (tmp_path / "ckpt").exists()  # nothing created
 
 
+@pytest.mark.slow
 def test_bad_data_from_a_real_process(tmp_path):
     t = tmp_path / "train.npy"
     np.save(t, np.full((4, 32, 32), np.nan, np.float32))

@@ -90,6 +90,7 @@ def _steps(crops, *, precision="fp32", channels_last=False, steps=3):
     return np.array(rows), model
 
 
+@pytest.mark.slow
 def test_default_step_is_the_plain_fp32_step_bit_for_bit(crops):
     # The step as it was written before --precision existed, inline: the default path must equal it exactly.
     x, perceptual, wmap = _setup(crops)
@@ -112,6 +113,7 @@ def test_default_step_is_the_plain_fp32_step_bit_for_bit(crops):
     assert all(torch.equal(a, b) for a, b in zip(ref_model.state_dict().values(), model.state_dict().values()))
 
 
+@pytest.mark.slow
 def test_bf16_on_cpu_trains_within_a_tolerance_of_fp32(crops):
     fp32, _ = _steps(crops)
     bf16, model = _steps(crops, precision="bf16")
@@ -121,6 +123,7 @@ def test_bf16_on_cpu_trains_within_a_tolerance_of_fp32(crops):
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: weights stay fp32
 
 
+@pytest.mark.slow
 def test_channels_last_gives_the_same_losses_within_1e_5(crops):
     plain, m1 = _steps(crops)
     cl, m2 = _steps(crops, channels_last=True)
@@ -190,6 +193,7 @@ def test_a_resumed_optimizer_runs_the_way_this_run_runs():
     opt2.step()  # and it steps
 
 
+@pytest.mark.slow
 def test_resume_may_change_how_the_steps_run_without_an_override(tmp_path, tiny_cfg, capsys):
     first = train(tiny_cfg)
     capsys.readouterr()
@@ -205,6 +209,7 @@ def test_resume_may_change_how_the_steps_run_without_an_override(tmp_path, tiny_
     assert third.global_step == 6 and np.isfinite(third.val["loss"])
 
 
+@pytest.mark.slow
 def test_bf16_and_channels_last_train_end_to_end(tiny_cfg):
     result = train(tiny_cfg.replace(precision="bf16", channels_last=True))
     assert result.global_step == 2 and all(np.isfinite(v) for v in result.val.values())
@@ -214,6 +219,7 @@ def test_bf16_and_channels_last_train_end_to_end(tiny_cfg):
 # --- --compile ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_compile_wraps_the_training_model(tiny_cfg, monkeypatch):
     wrapped = []
 
@@ -247,6 +253,7 @@ def test_a_compiler_failure_is_one_line(tiny_cfg, monkeypatch):
 # --- checks every --sync-every steps --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_checks_fall_every_sync_every_steps_and_at_the_epoch_ends(tiny_cfg, monkeypatch):
     import train.loop as loop
 
@@ -294,26 +301,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# The scripts import the repository, the test helpers and this module (for eval_setup).
+_CHILD_PATH = os.pathsep.join(str(ROOT / p) for p in (".", "tests/helpers", "tests/train"))
+
+
 def _torchrun(script, args, tmp_path, timeout=240):
     path = tmp_path / "script.py"
     path.write_text(textwrap.dedent(script))
     return run_python(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
                        "--master_port", str(_free_port()), str(path), *args],
-                      env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}, timeout=timeout)
+                      env={"OMP_NUM_THREADS": "1", "PYTHONPATH": _CHILD_PATH}, timeout=timeout)
 
 
 _EVAL_SCRIPT = """
     import sys, torch, torch.distributed as dist
-    sys.path.insert(0, {here!r})
     from test_train_gpu import eval_setup
     from train.loop import _Dist, evaluate
     dist.init_process_group("gloo")
     d = _Dist(rank=dist.get_rank(), world=dist.get_world_size())
     model, val_set, kw = eval_setup(sys.argv[1])
-    out = {{bs: evaluate(model, val_set, batch_size=bs, d=d, **kw) for bs in (3, 8, 2)}}
+    out = {bs: evaluate(model, val_set, batch_size=bs, d=d, **kw) for bs in (3, 8, 2)}
     if d.is_main:  # the single process, in this process (same threads, so the same kernels' sums)
-        single = {{bs: evaluate(model, val_set, batch_size=bs, **kw) for bs in (3, 8, 2)}}
-        torch.save({{"ddp": out, "single": single}}, sys.argv[2])
+        single = {bs: evaluate(model, val_set, batch_size=bs, **kw) for bs in (3, 8, 2)}
+        torch.save({"ddp": out, "single": single}, sys.argv[2])
     dist.destroy_process_group()
 """
 
@@ -338,8 +348,7 @@ def eval_setup(val_npy):
 @pytest.mark.slow
 def test_validation_sharded_over_two_ranks_equals_the_single_process(tmp_path, npy):
     # 8 val images: batches of 3 (rank 0 takes batches 0 and 2, rank 1 batch 1), of 8 (rank 1 has none), of 2.
-    here = str(ROOT / "tests" / "train")
-    proc = _torchrun(_EVAL_SCRIPT.format(here=here), [str(npy[1]), str(tmp_path / "ddp.pt")], tmp_path)
+    proc = _torchrun(_EVAL_SCRIPT, [str(npy[1]), str(tmp_path / "ddp.pt")], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = torch.load(tmp_path / "ddp.pt", weights_only=False)
     for bs in (3, 8, 2):

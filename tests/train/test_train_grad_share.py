@@ -48,6 +48,7 @@ def _gradients(ev: dict) -> dict[str, list[tuple[int, float]]]:
             if t.count("/") == 2 and t.split("/")[1] in terms.GRADIENT_KINDS}
 
 
+@pytest.mark.slow
 def test_a_real_run_logs_the_shares_at_the_cadence_and_check_says_so(tmp_path, tiny_cfg, capsys):
     # 3 epochs of 2 steps; the perceptual term every 2nd step; a measurement on the first step of each 3 that has it
     cfg = tiny_cfg.replace(epochs=3, perceptual_every=2, grad_share_every=3, kl_weight=1e-3)
@@ -80,6 +81,7 @@ def test_a_real_run_logs_the_shares_at_the_cadence_and_check_says_so(tmp_path, t
     assert set(g["shares"]) == set(terms.LOSS_TERMS) and g["kl_value_share"] < 0.01 < g["kl_grad_share"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["resnet", "flat"])
 def test_option_b_logs_a_zero_kl_gradient_with_either_model(tmp_path, tiny_cfg, arch, capsys):
     """Option B (z = mu, KL weight 0): the KL is computed for the logs only, outside autograd, so its gradient at
@@ -102,6 +104,7 @@ def test_option_b_logs_a_zero_kl_gradient_with_either_model(tmp_path, tiny_cfg, 
         assert "autoencoder: the KL is not penalised, 0% of the loss value and of the gradient at the encoder head" in out
 
 
+@pytest.mark.slow
 def test_off_writes_nothing_and_the_measurement_changes_no_weight(tmp_path, tiny_cfg):
     """The same run with a measurement on every step and with none: the same weights, bit for bit; no gradient
     tag and no gradient chart without it."""
@@ -115,6 +118,7 @@ def test_off_writes_nothing_and_the_measurement_changes_no_weight(tmp_path, tiny
     assert measured.val == off.val
 
 
+@pytest.mark.slow
 def test_under_compile_the_measured_steps_run_the_uncompiled_module(tiny_cfg, monkeypatch):
     """A compiled model returns recon, mu and logvar from one node: no path from mu to the reconstruction terms.
     The measurement steps therefore run the module itself; the others the compiled one."""

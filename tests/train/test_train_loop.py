@@ -48,6 +48,7 @@ def _digest(d):
     return {p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_one_epoch_writes_every_trainer_tag(tmp_path, tiny_cfg, capsys, monkeypatch):
     handshake = tmp_path / "run_dir.txt"
     monkeypatch.setenv(RUN_DIR_FILE_ENV, str(handshake))
@@ -101,6 +102,7 @@ def test_one_epoch_writes_every_trainer_tag(tmp_path, tiny_cfg, capsys, monkeypa
     assert result.checkpoint == ckpt_of(tmp_path).resolve()  # beside the run, as Lightning keeps them
 
 
+@pytest.mark.slow
 def test_second_run_gets_version_1_and_leaves_version_0_untouched(tmp_path, tiny_cfg):
     first = train(tiny_cfg)
     before_logs, before_ckpt = _digest(first.run_dir), _digest(first.checkpoint.parent)
@@ -109,6 +111,7 @@ def test_second_run_gets_version_1_and_leaves_version_0_untouched(tmp_path, tiny
     assert _digest(first.run_dir) == before_logs and _digest(first.checkpoint.parent) == before_ckpt
 
 
+@pytest.mark.slow
 def test_resume_continues_steps_in_the_same_run_dir(tmp_path, npy, capsys):
     assert train_main(tiny_argv(tmp_path, npy)) == 0
     ckpt = ckpt_of(tmp_path)
@@ -188,6 +191,7 @@ def test_control_file_is_applied_exactly_once(tmp_path, tiny_cfg, capsys):
     assert _epoch_values(read_events(resumed.run_dir), "train/kl_weight")[3] == {0.5}
 
 
+@pytest.mark.slow
 def test_control_mode_ae_switches_to_z_equals_mu(tmp_path, tiny_cfg):
     result = train(tiny_cfg.replace(epochs=2),
                    on_epoch_end=lambda e: write_control(e.run_dir, Control(seq=0, kl_weight=1e-4, mode="ae")))
@@ -264,6 +268,7 @@ def test_grey_single_channel_data_at_128px(tmp_path, crops):
     assert "^val/psnr_grey$" in charted and "^val/psnr_colour$" not in charted  # only what the run logs
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_says_so(tmp_path, tiny_cfg, capsys):
     first = train(tiny_cfg)
     capsys.readouterr()
@@ -273,6 +278,7 @@ def test_resume_of_a_finished_run_says_so(tmp_path, tiny_cfg, capsys):
     assert steps_of(read_events(first.run_dir), "train/loss") == list(range(STEPS_PER_EPOCH))
 
 
+@pytest.mark.slow
 def test_a_signal_while_waiting_for_the_watchdog_stops_on_the_epoch_boundary(tmp_path, tiny_cfg, monkeypatch):
     # Under `vaediag watch` the loop waits at each epoch start for the decision about the last epoch; the
     # watchdog's SIGINT (a stop or a restart) lands in that wait. The run must stop there, with no step of
@@ -336,6 +342,7 @@ def _strip_new_fields(ckpt_path, *names):
     cfg_file.write_text(json.dumps(data))
 
 
+@pytest.mark.slow
 def test_a_flat_checkpoint_from_before_the_arch_field_resumes_as_flat(tmp_path, tiny_cfg, capsys):
     first = train(tiny_cfg.replace(arch="flat"))
     _strip_new_fields(first.checkpoint, "arch", "latent_channels")
@@ -347,6 +354,7 @@ def test_a_flat_checkpoint_from_before_the_arch_field_resumes_as_flat(tmp_path, 
         train(resume_config(first.checkpoint, arch="resnet", epochs=3))
 
 
+@pytest.mark.slow
 def test_weights_that_do_not_fit_the_config_are_refused_in_one_line(tmp_path, tiny_cfg):
     first = train(tiny_cfg.replace(arch="flat"))
     ckpt = torch.load(first.checkpoint, weights_only=True)
@@ -359,6 +367,7 @@ def test_weights_that_do_not_fit_the_config_are_refused_in_one_line(tmp_path, ti
     assert "\n" not in info.value.message
 
 
+@pytest.mark.slow
 def test_perceptual_cadence_bookkeeping_over_epochs_and_a_resume(tmp_path, npy, capsys):
     """perceptual_every 3 over 3 epochs of 2 steps, interrupted after epoch 2: the term is computed, weighted
     3 x and logged exactly at global steps 0 and 3 (a resume keeps counting global steps), every other tag on
@@ -380,6 +389,7 @@ def test_perceptual_cadence_bookkeeping_over_epochs_and_a_resume(tmp_path, npy, 
     assert steps_of(ev, "val/perceptual") == [1, 3, 5]  # validation always measures it
 
 
+@pytest.mark.slow
 def test_a_checkpoint_from_before_the_cadence_resumes_with_the_term_on_every_step(tmp_path, tiny_cfg):
     first = train(tiny_cfg.replace(perceptual_every=1))
     _strip_new_fields(first.checkpoint, "perceptual_every")

@@ -60,6 +60,7 @@ def test_zero_on_identical_and_grows_with_blur(full, real):
     assert d[0] > 0.005 and d[-1] > 0.3  # heavy blur is far, as in the seed's 0.53-0.71
 
 
+@pytest.mark.slow
 def test_grey_is_repeated_to_three_channels(full, real):
     dist, _ = full
     g = real[:, :1]
@@ -97,6 +98,7 @@ def torchvision_file(tmp_path_factory):
     return p
 
 
+@pytest.mark.slow
 def test_path_accepts_a_torchvision_state_dict(torchvision_file, real):
     dist, backbone = load_perceptual(str(torchvision_file), PERCEPTUAL_LAYERS)
     assert "torchvision-format" in backbone.description and not backbone.lpips_heads

@@ -106,6 +106,7 @@ def test_vaediag_train_without_torch_says_how_to_install(monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == "Error: the training core needs torch: pip install 'vaediag[train]'"
 
 
+@pytest.mark.slow
 def test_vaediag_demo_builds_data_and_trains(tmp_path, monkeypatch, capsys):
     import vaediag.commands.demo as demo
 

@@ -1,4 +1,5 @@
-"""Helpers shared by the training core's tests (fixtures live in conftest.py)."""
+"""Helpers shared by the training core's tests (their fixtures live in tests/train/conftest.py) and the
+hardening corpus's training cases (tests/hardening/test_corpus_train.py)."""
 
 from __future__ import annotations
 
