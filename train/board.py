@@ -42,6 +42,7 @@ __all__ = [
     "HPARAM_TEXT_MAX",
     "END_STATUSES",
     "layout_summary",
+    "layout_terms",
     "hparam_values",
     "experiment_summary",
     "session_start_summary",
@@ -78,6 +79,21 @@ def layout_summary(groups: tuple[terms.ChartGroup, ...]) -> Summary:
     tensor = TensorProto(dtype="DT_STRING", string_val=[layout.SerializeToString()], tensor_shape=TensorShapeProto())
     meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="custom_scalars"))
     return Summary(value=[Summary.Value(tag=terms.CUSTOM_SCALARS_TAG, tensor=tensor, metadata=meta)])
+
+
+def layout_terms(session_terms: list[str], changed: dict[str, tuple[Any, Any]],
+                 val_grey: Any) -> tuple[list[str], list[str]]:
+    """The loss terms and val metrics a run directory holds, for the Custom Scalars layout: this session's
+    (``session_terms``, the grey/colour metrics by what ``val_grey``, the val set's grey mask, holds), and after
+    a resume that ``changed`` them those of the config it resumed too (a term the resume turned off keeps its
+    chart; TensorBoard shows the latest layout of a run)."""
+    loss = list(session_terms)
+    if "perceptual" not in loss and changed.get("perceptual_weights", ("none",))[0] != "none":
+        loss = list(terms.LOSS_TERMS)
+    new_val = "val_npy" in changed  # the earlier val set may have held the other kind of image
+    has = {"grey": new_val or bool(val_grey.any()), "colour": new_val or bool((~val_grey).any())}
+    metrics = [t for t in terms.METRIC_TERMS if has.get(t.rpartition("_")[2], True)]
+    return loss, metrics
 
 
 def _anchored(tag: str) -> str:

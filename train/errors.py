@@ -50,3 +50,8 @@ def describe_os_error(exc: OSError) -> tuple[str, str]:
 def shown(path: str | os.PathLike[str]) -> str:
     """A path for a one-line message (non-UTF-8 bytes escaped)."""
     return os.fsdecode(os.fspath(path)).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -107,7 +107,7 @@ def make_run_and_checkpoint(tmp: Path, *, old_layout: bool = False, **fields) ->
     import torch
 
     from train.config import TrainConfig, save_run_config
-    from train.loop import _CKPT_FORMAT, _LoopState
+    from train.checkpoint import CKPT_FORMAT, LoopState
     from train.model import ConvVAE
 
     npy = tiny_data(tmp / "data")
@@ -122,8 +122,8 @@ def make_run_and_checkpoint(tmp: Path, *, old_layout: bool = False, **fields) ->
     (run_dir / "events.out.tfevents.1700000000.host.1.0").write_bytes(b"")
     model = ConvVAE(channels=3, image_size=32, latent_dim=cfg.latent_dim, base_channels=cfg.base_channels)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    state = _LoopState(global_step=2, epoch=1, kl_weight=cfg.kl_weight)
-    payload = {"format": _CKPT_FORMAT, "config": cfg.to_dict(), "model": model.state_dict(),
+    state = LoopState(global_step=2, epoch=1, kl_weight=cfg.kl_weight)
+    payload = {"format": CKPT_FORMAT, "config": cfg.to_dict(), "model": model.state_dict(),
                "optimizer": optimizer.state_dict(), "state": state.to_dict(), "run_dir": str(run_dir),
                "rng_cpu": torch.get_rng_state(), "torch_version": str(torch.__version__)}
     ckpt = ckpt_dir / "last.pt"

@@ -17,7 +17,8 @@ import yaml
 
 from train.__main__ import main as train_main
 from train.config import TrainConfig, config_from_dict
-from train.loop import _new_version_dirs, load_checkpoint
+from train.loop import load_checkpoint
+from train.rundir import new_version_dirs
 from trainhelp import ckpt_of, make_run_and_checkpoint, run_of, tiny_argv, tiny_data, tiny_overrides
 
 
@@ -60,18 +61,18 @@ def test_default_is_beside_the_run_and_round_trips():
 def test_fresh_logdir_starts_at_version_0_beside_an_old_checkpoint_tree(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     old = _old_tree(tmp_path / "checkpoints")  # versions 0-4 of the older layout, in the working directory
-    run_dir, ckpt_dir, note = _new_version_dirs(_cfg(Path("logs/proj")))
+    run_dir, ckpt_dir, note = new_version_dirs(_cfg(Path("logs/proj")))
     assert run_dir == (tmp_path / "logs" / "proj" / "run" / "version_0").resolve()
     assert ckpt_dir == run_dir / "checkpoints" and ckpt_dir.is_dir() and note is None
     assert _digest(tmp_path / "checkpoints") == old
-    run_dir, ckpt_dir, _ = _new_version_dirs(_cfg(Path("logs/proj")))
+    run_dir, ckpt_dir, _ = new_version_dirs(_cfg(Path("logs/proj")))
     assert (run_dir.name, ckpt_dir) == ("version_1", run_dir / "checkpoints")
 
 
 def test_two_logdirs_with_the_same_basename_share_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    a = _new_version_dirs(_cfg(tmp_path / "exp_a" / "logs"))
-    b = _new_version_dirs(_cfg(tmp_path / "exp_b" / "logs"))
+    a = new_version_dirs(_cfg(tmp_path / "exp_a" / "logs"))
+    b = new_version_dirs(_cfg(tmp_path / "exp_b" / "logs"))
     assert a[0].name == b[0].name == "version_0"  # each logdir numbers its own runs
     assert a[1] == a[0] / "checkpoints" and b[1] == b[0] / "checkpoints" and a[1] != b[1]
     assert not (tmp_path / "checkpoints").exists()  # nothing in the working directory
@@ -80,18 +81,18 @@ def test_two_logdirs_with_the_same_basename_share_nothing(tmp_path, monkeypatch)
 def test_explicit_checkpoint_dir_takes_the_runs_version_and_never_enters_another_runs(tmp_path):
     disk = tmp_path / "disk2"
     old = _old_tree(disk, project="logs", versions=[0, 1, 2, 3, 4])  # another tree already under DIR
-    run_dir, ckpt_dir, note = _new_version_dirs(_cfg(tmp_path / "exp_a" / "logs", checkpoint_dir=str(disk)))
+    run_dir, ckpt_dir, note = new_version_dirs(_cfg(tmp_path / "exp_a" / "logs", checkpoint_dir=str(disk)))
     assert run_dir.name == "version_0"  # the checkpoint tree does not push the fresh logdir's numbers on
     assert ckpt_dir == (disk / "logs" / "run" / "version_0_2").resolve() and ckpt_dir.is_dir()
     assert note == (f"warning: checkpoint directory {(disk / 'logs' / 'run' / 'version_0').resolve()} already "
                     "exists (another run's: a logdir of the same name 'logs' sharing --checkpoint-dir, or older "
                     f"runs); it is left alone and this run's checkpoints go to {ckpt_dir}")
     # A second logdir of the same basename sharing DIR: its version_0 goes to the next free name.
-    run_b, ckpt_b, note_b = _new_version_dirs(_cfg(tmp_path / "exp_b" / "logs", checkpoint_dir=str(disk)))
+    run_b, ckpt_b, note_b = new_version_dirs(_cfg(tmp_path / "exp_b" / "logs", checkpoint_dir=str(disk)))
     assert run_b.name == "version_0" and ckpt_b.name == "version_0_3" and "version_0_3" in note_b
     assert _digest(disk) == old  # every file that was there is as it was
     # No collision: DIR/<project>/<name>/version_N, no note.
-    run_c, ckpt_c, note_c = _new_version_dirs(_cfg(tmp_path / "exp_c" / "proj", checkpoint_dir=str(disk)))
+    run_c, ckpt_c, note_c = new_version_dirs(_cfg(tmp_path / "exp_c" / "proj", checkpoint_dir=str(disk)))
     assert ckpt_c == (disk / "proj" / "run" / "version_0").resolve() and note_c is None
     assert not (run_c / "checkpoints").exists()
 
@@ -174,5 +175,5 @@ def test_a_new_run_after_old_ones_takes_the_next_version_of_the_log_tree(tmp_pat
     if layout == "old":
         _old_tree(tmp_path / "checkpoints", versions=[7])  # a stray higher version of the old tree
     cfg = TrainConfig(**tiny_overrides(tmp_path, (Path("t"), Path("v"))))
-    run_dir, ckpt_dir, note = _new_version_dirs(cfg)
+    run_dir, ckpt_dir, note = new_version_dirs(cfg)
     assert run_dir.name == "version_1" and ckpt_dir == run_dir / "checkpoints" and note is None

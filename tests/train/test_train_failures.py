@@ -244,9 +244,9 @@ class _FullAfter:
 
 @pytest.mark.slow
 def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, tiny_cfg, monkeypatch):
-    import train.loop as loop
+    import train.checkpoint as checkpoint
 
-    real = loop.atomic_write
+    real = checkpoint.atomic_write
     saves = []
 
     def atomic_write(path, content):
@@ -256,7 +256,7 @@ def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, ti
         return real(path, content)
 
     seen = {}
-    monkeypatch.setattr(loop, "atomic_write", atomic_write)
+    monkeypatch.setattr(checkpoint, "atomic_write", atomic_write)
     with pytest.raises(OutputError) as exc:
         train(tiny_cfg.replace(epochs=3), on_epoch_end=lambda e: seen.setdefault("sha", _sha(e.checkpoint)))
     ckpt = ckpt_of(tmp_path).resolve()
@@ -388,15 +388,16 @@ def test_divergence_found_at_the_epoch_end_flush_stops_before_validation(tmp_pat
 
 def test_a_control_file_the_reader_refuses_is_a_warning_not_a_stop(tmp_path, monkeypatch):
     # safeio refuses a FIFO or device named control.json with an InputError; training must go on.
-    import train.loop as loop
+    import train.control as control
+    from train.checkpoint import LoopState
     from vaediag.errors import InputError
 
     def refuse(path):
         raise InputError(f"control file {str(path)!r} is a FIFO (named pipe), not a regular file; pass a file")
 
-    monkeypatch.setattr(loop, "read_control", refuse)
-    reader = loop._ControlReader(tmp_path)
-    state = loop._LoopState(kl_weight=1e-3)
+    monkeypatch.setattr(control, "read_control", refuse)
+    reader = control.ControlReader(tmp_path)
+    state = LoopState(kl_weight=1e-3)
     assert reader.poll(state).startswith("warning: control file: control file")
     assert reader.poll(state) is None  # reported once
     assert state.kl_weight == 1e-3 and state.control_seq == -1

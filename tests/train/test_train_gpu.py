@@ -16,9 +16,9 @@ import torch
 
 from train.__main__ import build_parser, config_from_args
 from train.config import TrainConfig, load_config_file, save_run_config
+from train.device import fit_optimizer, is_compile_error
 from train.losses import center_weight_map, loss_terms, ssim_loss, weighted_total
-from train.loop import (_fit_optimizer, _is_compile_error, evaluate, load_checkpoint, resume_config, sync_every,
-                        train, train_step)
+from train.loop import evaluate, load_checkpoint, resume_config, sync_every, train, train_step
 from train.model import build_model
 from trainhelp import ROOT, ckpt_of, read_events, run_python, steps_of, tiny_argv
 from vaediag.errors import ConfigError, Interrupted
@@ -183,7 +183,7 @@ def test_a_resumed_optimizer_runs_the_way_this_run_runs():
     opt2 = torch.optim.Adam(dst.parameters(), lr=1e-3)
     opt2.load_state_dict(saved)
     assert opt2.param_groups[0]["fused"] is True  # what load_state_dict does by itself
-    _fit_optimizer(opt2, torch.device("cpu"))
+    fit_optimizer(opt2, torch.device("cpu"))
     assert opt2.param_groups[0]["fused"] is False
     for p in dst.parameters():
         st = opt2.state[p]
@@ -247,7 +247,7 @@ def test_a_compiler_failure_is_one_line(tiny_cfg, monkeypatch):
                                           r"raised: CppCompileError: C\+\+ compile error more lines\); train without "
                                           r"it: --no-compile"):
         train(tiny_cfg.replace(compile=True))
-    assert not _is_compile_error(RuntimeError("a plain error")) and _is_compile_error(BackendCompilerFailed())
+    assert not is_compile_error(RuntimeError("a plain error")) and is_compile_error(BackendCompilerFailed())
 
 
 # --- checks every --sync-every steps --------------------------------------------------------------------
@@ -316,9 +316,10 @@ def _torchrun(script, args, tmp_path, timeout=240):
 _EVAL_SCRIPT = """
     import sys, torch, torch.distributed as dist
     from test_train_gpu import eval_setup
-    from train.loop import _Dist, evaluate
+    from train.distributed import Dist
+    from train.loop import evaluate
     dist.init_process_group("gloo")
-    d = _Dist(rank=dist.get_rank(), world=dist.get_world_size())
+    d = Dist(rank=dist.get_rank(), world=dist.get_world_size())
     model, val_set, kw = eval_setup(sys.argv[1])
     out = {bs: evaluate(model, val_set, batch_size=bs, d=d, **kw) for bs in (3, 8, 2)}
     if d.is_main:  # the single process, in this process (same threads, so the same kernels' sums)

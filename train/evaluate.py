@@ -1,0 +1,100 @@
+"""Validation: the val set through the model with ``z = mu``, every loss term and metric, the KL per
+dimension and the reconstruction grid; under DDP each rank evaluates its share of the batches and rank 0
+merges them in batch order, so the numbers are the single process's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from vaediag import terms
+
+from train.data import ImageSet
+from train.device import autocast, in_precision
+from train.distributed import Dist
+from train.losses import loss_terms
+from train.metrics import ValAccumulator
+from train.model import ConvVAE
+
+__all__ = ["evaluate", "make_grid"]
+
+
+def make_grid(x: torch.Tensor, recon: torch.Tensor, *, pad: int = 2) -> torch.Tensor:
+    """Inputs (top row) over reconstructions (bottom row) as one ``(C, H, W)`` image in [0, 1]."""
+    n, c, h, w = x.shape
+    grid = torch.ones(c, 2 * h + 3 * pad, n * w + (n + 1) * pad)
+    for i in range(n):
+        left = pad + i * (w + pad)
+        grid[:, pad:pad + h, left:left + w] = x[i].float().cpu()
+        grid[:, 2 * pad + h:2 * pad + 2 * h, left:left + w] = recon[i].float().cpu()
+    return grid.clamp_(0, 1)
+
+
+@torch.no_grad()
+def evaluate(model: ConvVAE, data: ImageSet, *, weights: dict[str, float], weight_map: torch.Tensor,
+             perceptual: torch.nn.Module | None, device: torch.device, batch_size: int,
+             grid_images: int = 8, precision: str = "fp32", channels_last: bool = False,
+             d: Dist | None = None) -> tuple[dict[str, float] | None, torch.Tensor | None, torch.Tensor | None]:
+    """Val scalars keyed by canonical term, the KL per dimension, and the reconstruction grid.
+
+    Uses ``z = mu`` (the deterministic reconstruction); loss terms are image-weighted means over the set.
+    The forward passes run in ``precision`` like training's; the loss terms and metrics in float32/64.
+
+    Under DDP (``d`` with more than one process) the val set is cut into the same batches as in one process
+    and batch ``b`` is evaluated on rank ``b % world``. Each rank keeps, per batch, the loss terms, the
+    per-image values and the batch's sums (:meth:`ValAccumulator.record`), plus its own total of the
+    per-pixel sums behind ``recon_spread``; rank 0 gathers them (one ``gather_object``) and adds the batches
+    in batch order, as the single process does. So every val number is the single process's, exactly, but
+    ``recon_spread``, whose float64 per-pixel sums are added per rank first (equal to float64 rounding).
+    Ranks other than 0 return ``(None, None, None)``.
+    """
+    d = d or Dist()
+    was_training = model.training
+    model.eval()
+    n_total = len(data)
+    starts = list(range(0, n_total, batch_size))
+    mine: list[tuple[int, int, dict[str, float], dict[str, torch.Tensor]]] = []
+    spread: torch.Tensor | None = None
+    grid = None
+    p_fn = in_precision(perceptual, device, precision)
+    try:
+        for b in range(d.rank, len(starts), d.world):
+            idx = torch.arange(starts[b], min(starts[b] + batch_size, n_total))
+            x = data.batch(idx, device, channels_last=channels_last)
+            with autocast(device, precision):
+                recon, mu, logvar = model(x, deterministic=True)
+            recon, mu, logvar = recon.float(), mu.float(), logvar.float()
+            raw = loss_terms(recon, x, mu, logvar, weight_map=weight_map, perceptual=p_fn)
+            values = dict(zip(raw, torch.stack(list(raw.values())).tolist()))
+            rec = ValAccumulator.record(recon, x, mu, logvar, data.grey[idx])
+            part = rec.pop("spread")
+            spread = part if spread is None else spread + part
+            mine.append((b, len(idx), values, rec))
+            if b == 0 and grid_images > 0:
+                grid = make_grid(x[:grid_images], recon[:grid_images])
+    finally:
+        model.train(was_training)
+    parts = [(mine, spread, grid)]
+    if d.enabled:
+        box: list[Any] | None = [None] * d.world if d.is_main else None
+        dist.gather_object(parts[0], box, dst=0)
+        if not d.is_main:
+            return None, None, None
+        parts = box
+    acc = ValAccumulator()
+    sums: dict[str, float] = {}
+    for b, n, values, rec in sorted((r for part in parts for r in part[0]), key=lambda r: r[0]):
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v * n
+        acc.add(rec)
+    for _, part_spread, _ in parts:
+        acc.add_spread(part_spread)
+    grid = parts[0][2]
+    raw_means = {k: v / n_total for k, v in sums.items()}
+    out = {"loss": sum(weights[k] * v for k, v in raw_means.items())}
+    out.update(raw_means)
+    out.update({terms.weighted(k): weights[k] * v for k, v in raw_means.items()})
+    out.update(acc.compute())
+    return out, acc.kl_per_dim(), grid
