@@ -9,17 +9,19 @@ for the watchdog's decision about the epoch that just ended, so a change applies
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch.distributed as dist
 
+from vaediag import terms
 from vaediag.errors import ControlFileError, InputError
 from vaediag.watch.control import CONTROL_FILENAME, Control, read_control, reason_line, wait_for_watchdog
 
+from train import board
 from train.checkpoint import LoopState
 from train.distributed import Dist
 
-__all__ = ["ControlReader", "sync_control"]
+__all__ = ["ControlReader", "sync_control", "log_control"]
 
 
 class ControlReader:
@@ -78,3 +80,17 @@ def sync_control(state: LoopState, d: Dist) -> None:
     box = [(state.kl_weight, state.ae_mode, state.control_seq)]
     dist.broadcast_object_list(box, src=0)
     state.kl_weight, state.ae_mode, state.control_seq = box[0]
+
+
+def log_control(events: Any, state: LoopState, control: ControlReader | None, epoch: int) -> None:
+    """At the epoch's first step (rank 0, ``events`` its event log; None elsewhere): the control seq and AE mode
+    in effect, and the decision the last poll applied, as text. A refused write raises OutputError."""
+    if events is None:
+        return
+    events.add_scalar(terms.tag("train", "control_seq"), state.control_seq, state.global_step)
+    events.add_scalar(terms.tag("train", "ae_mode"), float(state.ae_mode), state.global_step)
+    if control is not None and control.applied is not None:
+        applied, kl_before, ae_before = control.applied
+        text = board.decision_text(applied, kl_before=kl_before, ae_before=ae_before, step=state.global_step,
+                                   epoch=epoch)
+        events.add_text(terms.DECISION_TEXT_TAG, text, state.global_step)

@@ -16,6 +16,7 @@ many times over; its precision and compile switches are the trainer's ``--precis
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -26,7 +27,7 @@ import torch.distributed as dist
 from vaediag.errors import VaediagError
 
 __all__ = ["Dist", "init_distributed", "agree", "any_rank", "step_code", "step_of", "failure_code", "elsewhere",
-           "together"]
+           "together", "leave"]
 
 
 @dataclass(frozen=True)
@@ -112,3 +113,25 @@ def together(d: Dist, fn: Callable[[], Any]) -> Any:
     if worst:
         raise elsewhere(worst)
     return result
+
+
+def leave(d: Dist, *, agreed: bool) -> None:
+    """Leave the process group at the end of :func:`train.loop.train` (nothing in a single process).
+
+    ``agreed``: every rank ends here at the same point (a result, or an error all of them raise). Then no rank
+    tears its process group down while another may still communicate: the last collective can complete on
+    one rank before its peer is done with it, and a peer whose connections close under it can be aborted by
+    gloo ("terminate called ..."). Whatever still holds the process group (a DDP wrapper in a traceback's
+    reference cycle) goes now, while the interpreter is whole: gloo objects freed during interpreter shutdown
+    abort the process ("terminate called without an active exception", SIGABRT) after its work is done.
+    """
+    if not (d.enabled and dist.is_initialized()):
+        return
+    if agreed:
+        try:
+            dist.barrier()
+        except Exception:
+            pass
+    gc.collect()
+    dist.destroy_process_group()
+    gc.collect()

@@ -1,16 +1,18 @@
 """The training loop: :func:`train` takes a :class:`TrainConfig` and runs it, epoch after epoch.
 
-Read :class:`_Run` top to bottom, as nanoGPT's train.py reads: :func:`prepare` checks the input and builds or
-restores the model (train/prepare.py); :meth:`_Run.open` claims the run directory and opens its event log;
-then each epoch is :meth:`~_Run.start_epoch` (the watchdog's decision, control.json), :meth:`~_Run.train_epoch`
-(the steps, a check every ``--sync-every``) and :meth:`~_Run.end_epoch` (validate, checkpoint, the epoch's
-line); every way out goes through :meth:`~_Run.settle`, so all ranks stop at the same step.
+Read it top to bottom, as nanoGPT's train.py reads: :func:`train` joins the processes; :func:`_train`
+prepares (checks the input, builds the model or restores it from a checkpoint: train/prepare.py) and opens
+the run (rank 0's directories and event log: train/writer.py); then :class:`_Run` goes epoch by epoch,
+:meth:`~_Run.start_epoch` (the watchdog's decision, control.json), :meth:`~_Run.train_epoch` (the steps, each
+:meth:`~_Run.train_batch`, a check every ``--sync-every``) and :meth:`~_Run.end_epoch` (validate, checkpoint,
+the epoch's line). Every way out goes through :meth:`~_Run.settle`, so all ranks stop at the same step.
 
 The parts, one job each: schedule.py (lr, KL weight, cadences), distributed.py (torchrun's processes and how
-they agree), device.py (device, precision, Adam's kernel), rundir.py (version_N, the handshake file),
-checkpoint.py (last.pt written, checked, restored), control.py (control.json), events.py (the event files),
-step.py (one train step), evaluate.py (validation), stopping.py (signals, the messages of a stop), output.py
-(what rank 0 prints). Their public names are importable from here too, as before the split.
+they agree), device.py (device, precision, Adam's kernel), prepare.py (input checked, model built or
+restored), rundir.py (version_N, the handshake file), checkpoint.py (last.pt written, checked, restored),
+writer.py (what rank 0 writes and keeps), control.py (control.json), events.py (the event files), step.py (one
+train step), evaluate.py (validation), stopping.py (signals, the messages of a stop), output.py (what rank 0
+prints). Their public names are importable from here too, as before the split.
 
 What a run leaves behind (ARCHITECTURE): ``<logdir>/<name>/version_N/`` with the event files (every loss
 term raw and weighted, per step on train and per epoch on val, the gradient shares every
@@ -28,7 +30,6 @@ numbers are the single process's (:func:`evaluate`); rank 0 alone logs and check
 
 from __future__ import annotations
 
-import gc
 import math
 import sys
 import time
@@ -37,32 +38,29 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
-from vaediag import terms
 from vaediag.errors import ConfigError, Interrupted, VaediagError
 from vaediag.integrations.gradients import TermGradients, term_gradients
 from vaediag.watch.control import RUN_DIR_FILE_ENV
 
-from train import board
-from train.checkpoint import (CHECKPOINT_NAME, checkpoint_payload, finite_weights, load_checkpoint, resume_config,
-                              save_checkpoint)
-from train.config import TrainConfig, save_run_config
-from train.control import ControlReader, sync_control
+from train.checkpoint import CHECKPOINT_NAME, load_checkpoint, resume_config
+from train.config import TrainConfig
+from train.control import ControlReader, log_control, sync_control
 from train.device import autocast, is_compile_error, make_optimizer, sync_every
-from train.distributed import Dist, agree, any_rank, elsewhere, failure_code, init_distributed, step_code, step_of, together
+from train.distributed import (Dist, agree, any_rank, elsewhere, failure_code, init_distributed, leave, step_code,
+                               step_of, together)
 from train.errors import OutputError, TrainingDiverged, one_line
 from train.evaluate import evaluate, make_grid
-from train.events import BadStep, EventLog, StepLogger, quiet_writer_threads, write_val
+from train.events import BadStep, StepLogger, quiet_writer_threads, write_val
 from train.losses import center_weight_map
-from train.output import Out, epoch_line, progress_bar, say_how_it_runs
+from train.output import Out, epoch_line, progress_bar
 from train.prepare import Prepared, prepare
-from train.rundir import CHECKPOINT_SUBDIR, announce_run_dir, new_version_dirs
+from train.rundir import CHECKPOINT_SUBDIR
 from train.schedule import grad_share_due, kl_weight_at, lr_at, perceptual_factor
 from train.step import train_step
-from train.stopping import (StopOnSignal, bad_step_detail, diverged_error, fmt, nonfinite_terms, os_failure,
-                            what_is_kept)
+from train.stopping import StopOnSignal, bad_step_detail, fmt, nonfinite_terms
+from train.writer import RunWriter
 
 __all__ = [
     "train", "TrainResult", "EpochEnd",
@@ -119,35 +117,21 @@ def train(cfg: TrainConfig, *, on_epoch_end: Callable[[EpochEnd], None] | None =
         raise
     finally:
         undo()
-        if d.enabled and dist.is_initialized():
-            if agreed:
-                # No rank tears its process group down while another may still communicate: the last
-                # collective can complete on one rank before its peer is done with it, and a peer whose
-                # connections close under it can be aborted by gloo ("terminate called ...").
-                try:
-                    dist.barrier()
-                except Exception:
-                    pass
-            # Whatever still holds the process group (a DDP wrapper in a traceback's reference cycle) goes
-            # now, while the interpreter is whole: gloo objects freed during interpreter shutdown abort the
-            # process ("terminate called without an active exception", SIGABRT) after its work is done.
-            gc.collect()
-            dist.destroy_process_group()
-            gc.collect()
+        leave(d, agreed=agreed)
 
 
 def _train(cfg: TrainConfig, d: Dist, on_epoch_end: Callable[[EpochEnd], None] | None) -> TrainResult:
     prep: Prepared = together(d, lambda: prepare(cfg, d))  # bad input: every rank stops, nothing written
     run = _Run(prep, d, on_epoch_end)
-    together(d, run.open)
+    together(d, run.files.open)
     try:
         return run.loop()
     finally:
-        run.release()
+        run.files.release()
 
 
 class _Run:
-    """One run after its input was checked: where it writes, what it has kept, and how it stops.
+    """One run after its input was checked: its epochs, its steps, and how it stops (its files: :attr:`files`).
 
     Every way out of the loop goes through :meth:`settle`, one all_reduce at each check (every
     ``--sync-every`` steps and at each epoch's end and start) that tells every rank whether any rank saw a
@@ -160,74 +144,16 @@ class _Run:
         self.cfg, self.state, self.model, self.optimizer = prep.cfg, prep.state, prep.model, prep.optimizer
         self.device = prep.device
         self.out = Out(d.is_main)
-        self.resumed = bool(self.cfg.resume)
-        self.run_dir, self.ckpt_dir = prep.run_dir, prep.ckpt_dir
-        self.ckpt_path: Path | None = None
-        self.events: EventLog | None = None
+        self.files = RunWriter(prep, d, self.out)  # rank 0's directories, event log and checkpoints
         self.logger: StepLogger | None = None
         self.stop: StopOnSignal | None = None
         self.control: ControlReader | None = None  # rank 0's
-        # The last checkpoint that holds finite weights, (path, step): where a diverged or failed run resumes.
-        self.last_good: tuple[Path, int] | None = None
         self.lr, self.kl_w = self.cfg.lr, self.state.kl_weight  # in effect at the last step
         self.gradients: TermGradients | None = None  # the last step's gradient measurement (--grad-share-every)
 
-    # --- setup (rank 0 writes) ----------------------------------------------------------------------
-    def open(self) -> None:
-        """Rank 0 claims the run directory (or goes on in the resumed one) and opens its event log; every rank
-        says how it runs; rank 0 writes the run's text and dashboards at its first step."""
-        if self.d.is_main:
-            self._claim_run_dir()
-        self.ckpt_path = self.ckpt_dir / CHECKPOINT_NAME if self.ckpt_dir is not None else None
-        if self.resumed and self.d.is_main:
-            self.last_good = (Path(self.cfg.resume), self.state.global_step)
-        cadence, resumed = say_how_it_runs(self.out, self.prep, resumed=self.resumed)
-        if self.events is not None:
-            self._write_header(cadence, resumed)
-
-    def _claim_run_dir(self) -> None:
-        """A new run's ``version_N`` and checkpoint directory, the handshake file, config.json, the event log."""
-        cfg, out = self.cfg, self.out
-        note = None
-        if not self.resumed:
-            under = cfg.logdir + (f" and {cfg.checkpoint_dir}" if cfg.checkpoint_dir else "")
-            try:
-                self.run_dir, self.ckpt_dir, note = new_version_dirs(cfg)
-            except OSError as exc:
-                raise os_failure(exc, f"the run's directories under {under}", "nothing was trained") from None
-            if note is None and cfg.checkpoint_dir:  # not beside the run: say where
-                note = f"checkpoints: {self.ckpt_dir}"
-        announce_run_dir(self.run_dir)
-        if note:
-            (out.warn if note.startswith("warning") else out.info)(note)
-        try:
-            save_run_config(cfg, self.run_dir)
-        except OSError as exc:
-            raise os_failure(exc, f"the config in {self.run_dir}", "nothing was trained") from None
-        self.events = EventLog(self.run_dir, self._event_failure)
-
-    def _write_header(self, cadence: str, resumed: str | None) -> None:
-        """The run's text (the resume line, the backbone) and TensorBoard's dashboards, at the first step."""
-        events, cfg, step = self.events, self.cfg, self.state.global_step
-        if resumed is not None:
-            events.add_text(terms.RESUME_TEXT_TAG, resumed, step)
-        events.add_text(terms.BACKBONE_TEXT_TAG, self.prep.backbone.description + cadence, step)
-        loss_terms, metric_terms = board.layout_terms(self.loss_terms(), self.prep.changed, self.prep.val_set.grey)
-        layout = terms.board_layout(loss_terms, metric_terms, gradients=cfg.grad_share_every > 0)
-        events.add_summary(board.layout_summary(layout), step)
-        events.add_summary(board.experiment_summary(), step)
-        events.add_summary(board.session_start_summary(cfg, start_time=time.time()), step)
-
-    def loss_terms(self) -> list[str]:
-        """The loss terms this session computes (the perceptual term only with a backbone)."""
-        return [t for t in terms.LOSS_TERMS if t != "perceptual" or self.prep.perceptual is not None]
-
-    def release(self) -> None:
-        if self.events is not None:
-            self.events.abandon()  # a no-op after a clean close; after a failure, stops its thread quietly
-
     # --- the loop -----------------------------------------------------------------------------------
     def loop(self) -> TrainResult:
+        """Wrap the model for the steps (DDP across processes, torch.compile), then :meth:`_loop`."""
         self.train_model: torch.nn.Module | None = self.model
         if self.d.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -245,6 +171,7 @@ class _Run:
             self.train_model = self.eager_model = None
 
     def _loop(self) -> TrainResult:
+        """Every epoch from where the run stands: its start, its steps, its end; then the run's end."""
         cfg, state = self.cfg, self.state
         self._plan()
         val: dict[str, float] = {}
@@ -255,10 +182,10 @@ class _Run:
                 self.start_epoch(epoch)
                 self.train_epoch(epoch)
                 val = self.end_epoch(epoch, t0)
-        self.end_session("success")
-        self.close_events()
-        return TrainResult(run_dir=self.run_dir, checkpoint=self.ckpt_path, global_step=state.global_step,
-                           epochs_done=state.epoch, val=val, config=cfg)
+        self.files.end_session("success")
+        self.files.close_events()
+        return TrainResult(run_dir=self.files.run_dir, checkpoint=self.files.ckpt_path,
+                           global_step=state.global_step, epochs_done=state.epoch, val=val, config=cfg)
 
     def _plan(self) -> None:
         """What every epoch shares: the centre weight map, the sampler and the schedule's length, the checks'
@@ -274,8 +201,8 @@ class _Run:
         # The gradient measurements fall on steps that compute every term (grad_share_due).
         self.p_every = cfg.perceptual_every if self.prep.perceptual is not None else 1
         # The loop flushes the logger itself, at each check, so that a failed write happens at a check.
-        self.logger = StepLogger(self.events, self.loss_terms(), flush_every=0)
-        self.control = ControlReader(self.run_dir) if d.is_main else None
+        self.logger = StepLogger(self.files.events, self.prep.loss_terms(), flush_every=0)
+        self.control = ControlReader(self.files.run_dir) if d.is_main else None
         self.show_bar = d.is_main and not cfg.quiet and sys.stdout.isatty()
         if self.state.epoch >= cfg.epochs:
             self.out.warn(f"nothing to train: the checkpoint has finished {self.state.epoch} epoch(s) and --epochs "
@@ -299,24 +226,12 @@ class _Run:
             if message:
                 (out.warn if message.startswith("warning") else out.info)(message)
         sync_control(self.state, self.d)
-        self.settle(self._log_control(epoch), stop_here=False)  # a signal now stops after the epoch's first step
-
-    def _log_control(self, epoch: int) -> OutputError | None:
-        """The control seq and AE mode in effect, and an applied decision as text, at the epoch's first step."""
-        state = self.state
-        if self.events is None:
-            return None
+        failure = None
         try:
-            self.events.add_scalar(terms.tag("train", "control_seq"), state.control_seq, state.global_step)
-            self.events.add_scalar(terms.tag("train", "ae_mode"), float(state.ae_mode), state.global_step)
-            if self.control is not None and self.control.applied is not None:
-                applied, kl_before, ae_before = self.control.applied
-                text = board.decision_text(applied, kl_before=kl_before, ae_before=ae_before,
-                                           step=state.global_step, epoch=epoch)
-                self.events.add_text(terms.DECISION_TEXT_TAG, text, state.global_step)
+            log_control(self.files.events, self.state, control, epoch)
         except OutputError as exc:
-            return exc
-        return None
+            failure = exc
+        self.settle(failure, stop_here=False)  # a signal now stops after the epoch's first step, as before
 
     def train_epoch(self, epoch: int) -> None:
         """The epoch's steps from where it stands (mid-epoch after a resume): a check every ``--sync-every``
@@ -387,12 +302,12 @@ class _Run:
             failure = exc
         if self.d.is_main and failure is None:
             try:
-                self.checkpoint()
+                self.files.checkpoint(kl_w=self.kl_w, lr=self.lr)
                 self.out.info(epoch_line(epoch, self.cfg.epochs, state.global_step, self.logger.last, val,
                                          time.perf_counter() - t0))
                 if self.on_epoch_end is not None:
-                    self.on_epoch_end(EpochEnd(epoch=epoch, global_step=state.global_step, run_dir=self.run_dir,
-                                               checkpoint=self.ckpt_path, val=dict(val)))
+                    self.on_epoch_end(EpochEnd(epoch=epoch, global_step=state.global_step, run_dir=self.files.run_dir,
+                                               checkpoint=self.files.ckpt_path, val=dict(val)))
             except VaediagError as exc:
                 failure = exc
         self.settle(failure)
@@ -456,7 +371,7 @@ class _Run:
                                   f"{one_line(exc)}); train without it: --no-compile (a resume may drop it)") from None
             raise
 
-    # --- validation and checkpoints (rank 0) ----------------------------------------------------------
+    # --- validation -----------------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
         """Evaluate (every rank its share of the batches) and, on rank 0, log it at the epoch's last step
         (:func:`write_val`); TrainingDiverged when a val loss term is not finite. Other ranks return {}."""
@@ -470,55 +385,21 @@ class _Run:
                                       precision=cfg.precision, channels_last=cfg.channels_last, d=self.d)
         if val is None or kl_dims is None:  # not rank 0: it has sent its share
             return {}
-        write_val(self.events, val, kl_dims, grid, val_step)
+        write_val(self.files.events, val, kl_dims, grid, val_step)
         bad = [k for k in self.logger.names if k in val and not math.isfinite(val[k])]
         if bad:
             losses = {k: val[k] for k in self.logger.names if k in val}
-            raise self._diverged_error(val_step, f"val loss {fmt(val.get('loss'))} ({nonfinite_terms(losses)}"
-                                                 f"kl_weight {kl_w:.3g}, lr {self.lr:.3g})")
+            raise self.files.diverged(val_step, f"val loss {fmt(val.get('loss'))} ({nonfinite_terms(losses)}"
+                                                f"kl_weight {kl_w:.3g}, lr {self.lr:.3g})")
         return val
 
-    def checkpoint(self) -> None:
-        """Save ``last.pt`` (rank 0): never non-finite weights, and a failed write leaves the old one intact."""
-        if not self.d.is_main:
-            return
-        state = self.state
-        if not finite_weights(self.model):
-            raise self._diverged_error(state.global_step - 1, "the model's weights are not finite (NaN or inf) "
-                                       f"although the logged loss was (kl_weight {self.kl_w:.3g}, lr {self.lr:.3g})")
-        payload = checkpoint_payload(self.cfg, self.model, self.optimizer, state, self.run_dir, self.device)
-        try:
-            save_checkpoint(self.ckpt_path, payload)
-        except OSError as exc:
-            said, kept = what_is_kept(exc, self.last_good)
-            raise OutputError(f"cannot save checkpoint {self.ckpt_path}: {said}; training stopped at step "
-                              f"{state.global_step}; {kept}") from None
-        self.last_good = (self.ckpt_path, state.global_step)
-
     # --- ways to stop -------------------------------------------------------------------------------
-    def _event_failure(self, exc: OSError) -> OutputError:
-        said, kept = what_is_kept(exc, self.last_good)
-        return OutputError(f"cannot write the event log in {self.run_dir}: {said}; training stopped at step "
-                           f"{self.state.global_step}; {kept}")
-
     def diverged(self, step: int | None) -> TrainingDiverged:
         """The error for a non-finite train step (``step``, agreed between ranks)."""
         bad = self.logger.bad if self.logger is not None else None
         detail = bad_step_detail(bad if bad is not None and bad.step == step else None,
                                  kl_weight=self.state.kl_weight, control_seq=self.state.control_seq)
-        return self._diverged_error(step, detail)
-
-    def _diverged_error(self, step: int | None, detail: str) -> TrainingDiverged:
-        if self.events is not None:  # the non-finite values must reach the disk: they are the evidence
-            try:
-                self.end_session("failure")
-            except OutputError:
-                pass
-            try:
-                self.events.close()
-            except OutputError:
-                pass
-        return diverged_error(step, detail, self.last_good, self.run_dir)
+        return self.files.diverged(step, detail)
 
     def stop_now(self, reason: str) -> VaediagError:
         """After a signal: save a checkpoint (finite weights only) and say how to continue."""
@@ -529,20 +410,10 @@ class _Run:
         if self.logger.bad is not None:
             return self.diverged(self.logger.bad.step)
         try:
-            self.checkpoint()
-            self.close_events()
+            self.files.checkpoint(kl_w=self.kl_w, lr=self.lr)
+            self.files.close_events()
         except (TrainingDiverged, OutputError) as exc:
             return exc
-        where = f"; checkpoint {self.ckpt_path}; continue with --resume {self.ckpt_path}" if self.ckpt_path else ""
+        ckpt = self.files.ckpt_path
+        where = f"; checkpoint {ckpt}; continue with --resume {ckpt}" if ckpt else ""
         return Interrupted(f"{reason}: stopped after step {self.state.global_step}{where}")
-
-    def end_session(self, status: str) -> None:
-        """Tell TensorBoard's HParams tab how the run ended (rank 0, while its event log is open). Only a
-        run that trained every epoch (success) or diverged (failure) ends its session: after a signal or a
-        refused write the run goes on with --resume, and TensorBoard keeps a run's first end status."""
-        if self.events is not None and self.events.is_open:
-            self.events.add_summary(board.session_end_summary(status, end_time=time.time()), self.state.global_step)
-
-    def close_events(self) -> None:
-        if self.events is not None:
-            self.events.close()

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from vaediag import terms
 from vaediag.errors import ConfigError
 
 from train.checkpoint import LoopState, check_run_dir, load_checkpoint, restore
@@ -53,6 +54,10 @@ class Prepared:
     run_dir: Path | None  # a resumed run's (checked on rank 0); None for a new run
     ckpt_dir: Path | None
     notes: list[str] = field(default_factory=list)  # said once the run is open
+
+    def loss_terms(self) -> list[str]:
+        """The loss terms this session computes (the perceptual term only with a backbone)."""
+        return [t for t in terms.LOSS_TERMS if t != "perceptual" or self.perceptual is not None]
 
 
 def prepare(cfg: TrainConfig, d: Dist) -> Prepared:
