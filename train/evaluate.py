@@ -51,38 +51,58 @@ def evaluate(model: ConvVAE, data: ImageSet, *, weights: dict[str, float], weigh
     Ranks other than 0 return ``(None, None, None)``.
     """
     d = d or Dist()
+    p_fn = in_precision(perceptual, device, precision)
     was_training = model.training
     model.eval()
-    n_total = len(data)
-    starts = list(range(0, n_total, batch_size))
-    mine: list[tuple[int, int, dict[str, float], dict[str, torch.Tensor]]] = []
-    spread: torch.Tensor | None = None
-    grid = None
-    p_fn = in_precision(perceptual, device, precision)
     try:
-        for b in range(d.rank, len(starts), d.world):
-            idx = torch.arange(starts[b], min(starts[b] + batch_size, n_total))
-            x = data.batch(idx, device, channels_last=channels_last)
-            with autocast(device, precision):
-                recon, mu, logvar = model(x, deterministic=True)
-            recon, mu, logvar = recon.float(), mu.float(), logvar.float()
-            raw = loss_terms(recon, x, mu, logvar, weight_map=weight_map, perceptual=p_fn)
-            values = dict(zip(raw, torch.stack(list(raw.values())).tolist()))
-            rec = ValAccumulator.record(recon, x, mu, logvar, data.grey[idx])
-            part = rec.pop("spread")
-            spread = part if spread is None else spread + part
-            mine.append((b, len(idx), values, rec))
-            if b == 0 and grid_images > 0:
-                grid = make_grid(x[:grid_images], recon[:grid_images])
+        part = _my_batches(model, data, weight_map=weight_map, perceptual=p_fn, device=device, batch_size=batch_size,
+                           grid_images=grid_images, precision=precision, channels_last=channels_last, d=d)
     finally:
         model.train(was_training)
-    parts = [(mine, spread, grid)]
+    parts = [part]
     if d.enabled:
         box: list[Any] | None = [None] * d.world if d.is_main else None
         dist.gather_object(parts[0], box, dst=0)
         if not d.is_main:
             return None, None, None
         parts = box
+    return _merge(parts, weights, len(data))
+
+
+# What one rank evaluated: per batch (index, images, loss terms, ValAccumulator record), its spread sums, the grid.
+_Batch = tuple[int, int, dict[str, float], dict[str, torch.Tensor]]
+_Part = tuple[list[_Batch], torch.Tensor | None, torch.Tensor | None]
+
+
+def _my_batches(model: ConvVAE, data: ImageSet, *, weight_map: torch.Tensor, perceptual: Any, device: torch.device,
+                batch_size: int, grid_images: int, precision: str, channels_last: bool, d: Dist) -> _Part:
+    """This rank's batches (``b % world == rank``) of the val set through the model with ``z = mu``."""
+    n_total = len(data)
+    starts = list(range(0, n_total, batch_size))
+    mine: list[_Batch] = []
+    spread: torch.Tensor | None = None
+    grid = None
+    for b in range(d.rank, len(starts), d.world):
+        idx = torch.arange(starts[b], min(starts[b] + batch_size, n_total))
+        x = data.batch(idx, device, channels_last=channels_last)
+        with autocast(device, precision):
+            recon, mu, logvar = model(x, deterministic=True)
+        recon, mu, logvar = recon.float(), mu.float(), logvar.float()
+        raw = loss_terms(recon, x, mu, logvar, weight_map=weight_map, perceptual=perceptual)
+        values = dict(zip(raw, torch.stack(list(raw.values())).tolist()))
+        rec = ValAccumulator.record(recon, x, mu, logvar, data.grey[idx])
+        part = rec.pop("spread")
+        spread = part if spread is None else spread + part
+        mine.append((b, len(idx), values, rec))
+        if b == 0 and grid_images > 0:
+            grid = make_grid(x[:grid_images], recon[:grid_images])
+    return mine, spread, grid
+
+
+def _merge(parts: list[_Part], weights: dict[str, float],
+           n_total: int) -> tuple[dict[str, float], torch.Tensor, torch.Tensor | None]:
+    """Every rank's batches added in batch order, as one process adds them: the val scalars, the KL per
+    dimension, and the grid (batch 0's, rank 0's)."""
     acc = ValAccumulator()
     sums: dict[str, float] = {}
     for b, n, values, rec in sorted((r for part in parts for r in part[0]), key=lambda r: r[0]):

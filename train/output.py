@@ -16,8 +16,8 @@ from train.config import TrainConfig
 from train.device import sync_every
 from train.prepare import Prepared
 
-__all__ = ["Out", "PERCEPTUAL_OFF", "say_how_it_runs", "cadence_clause", "device_line", "resume_line", "progress_bar",
-           "epoch_line"]
+__all__ = ["Out", "PERCEPTUAL_OFF", "say_how_it_runs", "cadence_clause", "device_line", "resume_line",
+           "progress_bar", "epoch_line"]
 
 #: What a run without a perceptual trunk says at its start (on stderr).
 PERCEPTUAL_OFF = ("WARNING: the perceptual loss is DISABLED (--perceptual-weights none): reconstructions will be "
@@ -95,7 +95,8 @@ def progress_bar(enabled: bool) -> Any:
     """A transient rich progress bar for the epoch's steps, or None (not a terminal, --quiet, not rank 0)."""
     if not enabled:
         return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=True)
