@@ -6,8 +6,10 @@
     result = train(TrainConfig(train_npy="data/train.npy", val_npy="data/val.npy", epochs=5))
 
 Modules: config (the one dataclass), data (.npy loading, validation, demo data), model (ConvVAE),
-losses, perceptual (VGG16 / ST-LPIPS), metrics, loop (the run). Names are imported lazily so that
-``python -m train.data`` and ``from train.config import TrainConfig`` stay cheap.
+losses, perceptual (VGG16 / ST-LPIPS), metrics, loop (the run, read top to bottom) and its parts (prepare,
+schedule, distributed, device, rundir, checkpoint, writer, control, events, step, evaluate, stopping, output;
+docs/ARCHITECTURE.md says what each owns). Names are imported lazily so that ``python -m train.data`` and
+``from train.config import TrainConfig`` stay cheap.
 """
 
 from __future__ import annotations
