@@ -36,6 +36,21 @@ CHECKPOINT_NAME = "last.pt"
 CKPT_FORMAT = "vaediag-train/1"
 
 
+@dataclass
+class LoopState:
+    """Everything the loop must remember across a resume besides weights and optimizer."""
+
+    global_step: int = 0
+    epoch: int = 0  # the epoch in progress (0-based)
+    batch_in_epoch: int = 0  # batches of `epoch` already done
+    kl_weight: float = 0.0  # the base KL weight (the config's, or the last applied control's)
+    ae_mode: bool = False
+    control_seq: int = -1  # last applied control.json seq; -1 = none yet
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
 class _KeepWriteError:
     """The file ``torch.save`` writes into, keeping the OSError of a failed write: torch turns it into a
     RuntimeError without the errno ("unexpected pos ..."), and the user needs "No space left on device"."""
@@ -220,21 +235,6 @@ def load_weights(ckpt: dict[str, Any], model: ConvVAE, optimizer: torch.optim.Op
 def finite_weights(model: torch.nn.Module) -> bool:
     flags = [torch.isfinite(p).all() for p in model.parameters()]
     return bool(torch.stack(flags).all()) if flags else True
-
-
-@dataclass
-class LoopState:
-    """Everything the loop must remember across a resume besides weights and optimizer."""
-
-    global_step: int = 0
-    epoch: int = 0  # the epoch in progress (0-based)
-    batch_in_epoch: int = 0  # batches of `epoch` already done
-    kl_weight: float = 0.0  # the base KL weight (the config's, or the last applied control's)
-    ae_mode: bool = False
-    control_seq: int = -1  # last applied control.json seq; -1 = none yet
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def restore(ckpt: dict[str, Any], p: Path, model: ConvVAE, optimizer: torch.optim.Optimizer, state: LoopState, *,
