@@ -31,7 +31,7 @@ from dataclasses import MISSING, fields
 from typing import Any, NoReturn, Sequence
 
 from vaediag.errors import Interrupted, UsageError, VaediagError
-from vaediag.sanitize import terminal
+from vaediag.sanitize import path_text, terminal
 
 from train.config import TrainConfig, load_config_file
 
@@ -87,18 +87,25 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m train") ->
 
         result = train(cfg)
     except Interrupted as exc:
-        print(f"Interrupted: {terminal(exc.message)}", file=sys.stderr)
+        _line(f"Interrupted: {terminal(exc.message)}")
         return exc.exit_code
     except VaediagError as exc:
-        print(f"Error: {terminal(exc.message)}", file=sys.stderr)  # a path or name as typed: escapes visible
+        _line(f"Error: {terminal(exc.message)}")  # a path or name as typed: escapes visible
         return exc.exit_code
     except KeyboardInterrupt:
-        print("Interrupted: stopped at once (signal received twice); no checkpoint saved", file=sys.stderr)
+        _line("Interrupted: stopped at once (signal received twice); no checkpoint saved")
         return 130
     if result.run_dir is not None:
-        print(f"done: {result.epochs_done} epochs, {result.global_step} steps; logs in {result.run_dir}; "
-              f"checkpoint {result.checkpoint}")
+        print(f"done: {result.epochs_done} epochs, {result.global_step} steps; logs in {path_text(result.run_dir)}; "
+              f"checkpoint {path_text(result.checkpoint) if result.checkpoint is not None else None}")
     return 0
+
+
+def _line(text: str) -> None:
+    """One line on stderr in one write: the ranks of a torchrun job share one stderr, and print's separate
+    write of the newline let two ranks' lines run together."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from vaediag.atomic import atomic_write
 from vaediag.errors import InputError
+from vaediag.sanitize import path_text
 from vaediag.watch.control import RUN_CHECKPOINT_DIR, RUN_DIR_FILE_ENV
 
 from train.config import TrainConfig
@@ -84,4 +85,4 @@ def announce_run_dir(run_dir: Path) -> None:
             atomic_write(p, f"{run_dir}\n")
         except OSError as exc:
             raise InputError(f"cannot write the run directory to ${RUN_DIR_FILE_ENV}={target}: {exc}") from None
-    print(f"run directory: {run_dir}", flush=True)
+    print(f"run directory: {path_text(run_dir)}", flush=True)  # a name as typed: escapes visible

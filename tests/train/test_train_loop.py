@@ -396,3 +396,15 @@ def test_a_checkpoint_from_before_the_cadence_resumes_with_the_term_on_every_ste
     resumed = train(resume_config(first.checkpoint, epochs=2))
     assert resumed.config.perceptual_every == 1
     assert steps_of(read_events(resumed.run_dir), "train/perceptual") == list(range(2 * STEPS_PER_EPOCH))
+
+
+def test_the_run_directory_line_shows_escapes_in_a_name_as_typed(tmp_path, capsys, monkeypatch):
+    """A --name with a terminal escape (cursor up, erase line) reaches stdout as visible text, never as a
+    control sequence that could hide the line above it."""
+    from train.rundir import announce_run_dir
+
+    monkeypatch.delenv(RUN_DIR_FILE_ENV, raising=False)
+    announce_run_dir(tmp_path / "a\x1b[1A\x1b[2Kb" / "version_0")
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and out.count("\n") == 1
+    assert "a\\x1b[1A\\x1b[2Kb" in out
