@@ -64,7 +64,6 @@ class EpochTracker:
         self._max_epoch = -1
         self.has_val = False
         self._val_terms: frozenset[str] = frozenset()  # val terms of the last validated epoch
-        self.rows_seen = 0
 
     @property
     def last_reported(self) -> int:
@@ -76,7 +75,6 @@ class EpochTracker:
             ep.quiet_polls += 1
         if frame is None or not len(frame):
             return
-        self.rows_seen += len(frame)
         f = frame[frame["term"].notna()]
         if not len(f):
             return
