@@ -186,21 +186,9 @@ def diagnose_runs(
                     profile=profile)
 
 
-def _journal_path(info: Any) -> Path | None:
-    if info is None or getattr(info, "path", None) is None:
-        return None
-    p = Path(info.path) / "watchdog.jsonl"
-    return p if p.is_file() else None
-
-
-def _read_decisions(path: Path) -> tuple[list[dict[str, Any]], int]:
-    from vaediag.watch.journal import load_journal
-
-    records, skipped = load_journal(path)
-    return [r for r in records if r.get("event") == "decision"], skipped
-
-
 def _views(runset: "RunSet", diagnoses: Sequence["RunDiagnosis"]) -> list[_Run]:
+    from vaediag.watch.journal import run_decisions
+
     by_run = {d.run: d for d in diagnoses}
     missing = [r for r in runset.runs if r not in by_run]
     if missing:
@@ -210,12 +198,10 @@ def _views(runset: "RunSet", diagnoses: Sequence["RunDiagnosis"]) -> list[_Run]:
         d = by_run[run]
         info = runset.runs.get(run)
         v = _Run(run=run, number=i, diag=d, info=info)
-        jp = _journal_path(info)
-        if jp is not None:
-            try:
-                v.decisions, v.journal_skipped = _read_decisions(jp)
-            except InputError as exc:  # a damaged journal must not cost the whole report
-                v.journal_error = exc.message
+        # A damaged journal must not cost the whole report: run_decisions says why instead of raising.
+        journal = run_decisions(getattr(info, "path", None))
+        if journal is not None:
+            v.decisions, v.journal_skipped, v.journal_error = list(journal.decisions), journal.skipped, journal.error
         views.append(v)
     return views
 

@@ -7,6 +7,7 @@ in a torn line (a watchdog killed mid-write) starts its own on a new line: it ne
 one and never truncates. :func:`read_journal` keeps every complete line and skips (and
 :func:`load_journal` counts) each line that is not a JSON object: torn, damaged or foreign. The journal
 must be a regular file: a FIFO, a device or a symbolic link named ``watchdog.jsonl`` is refused.
+:func:`run_decisions` is the report's reader: a run's decisions, never an exception for a damaged journal.
 
 A line (keys in this order)::
 
@@ -39,7 +40,7 @@ from vaediag.watch.control import JOURNAL_FILENAME, now_iso
 from vaediag.watch.policies import Decision
 
 __all__ = ["JOURNAL_FILENAME", "JOURNAL_MAX_BYTES", "Journal", "JournalContents", "read_journal", "load_journal",
-           "decision_record"]
+           "RunDecisions", "run_decisions", "decision_record"]
 
 #: A journal larger than this is not read (a decision line is ~1-2 KB: this is ~100,000 epochs).
 JOURNAL_MAX_BYTES = 256 << 20
@@ -191,3 +192,29 @@ def read_journal(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         InputError: the journal does not exist or cannot be read (see :func:`load_journal`).
     """
     return load_journal(path).records
+
+
+class RunDecisions(NamedTuple):
+    """A run's journal as :func:`run_decisions` finds it: the decision records (``event == "decision"``, in
+    order), how many lines were skipped as not JSON objects, and why it could not be read (else None)."""
+
+    decisions: tuple[dict[str, Any], ...]
+    skipped: int = 0
+    error: str | None = None
+
+
+def run_decisions(run_dir: str | os.PathLike[str] | None) -> RunDecisions | None:
+    """The watchdog's decisions beside a run, for a reader that must not fail on a damaged journal (the
+    report's comparison): None when ``run_dir`` is None or holds no journal (no regular file named
+    ``watchdog.jsonl``); a journal that :func:`load_journal` refuses (too large, unreadable) gives its
+    message as ``error`` and no decisions instead of raising."""
+    if run_dir is None:
+        return None
+    p = Path(run_dir) / JOURNAL_FILENAME
+    if not p.is_file():
+        return None
+    try:
+        records, skipped = load_journal(p)
+    except InputError as exc:
+        return RunDecisions((), 0, exc.message)
+    return RunDecisions(tuple(r for r in records if r.get("event") == "decision"), skipped)
