@@ -17,7 +17,9 @@ with its thresholds from ``vaediag/rules/default.toml``: :mod:`.penalty` (``pena
 ``kl_too_high``), :mod:`.collapse` (``kl_collapse``), :mod:`.health` (``no_scalars``, ``nonfinite``,
 ``too_short``, ``lr_vanished``, ``val_recon_divergence``, ``converged``, ``blurry``,
 ``kl_sign_convention``, ``log_warning``, ``missing_terms``), :mod:`.checklist` (``milestone_<N>``,
-``success``). The recommendation ladder lives in :mod:`vaediag.diagnose.recommend`.
+``success``). The recommendation ladder lives in :mod:`vaediag.diagnose.recommend`. Comparing runs (order,
+ranking, verdicts, targets: what ``vaediag report`` says) is :func:`compare_runs` in :mod:`.compare`, over
+the targets of :mod:`.targets`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from vaediag.diagnose.compare import Comparison, compare_runs
     from vaediag.diagnose.engine import diagnose, diagnose_run, find_run
     from vaediag.diagnose.model import (
         ACTION_IDS,
@@ -43,11 +46,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from vaediag.diagnose.penalty import compute_penalty, penalty_table
     from vaediag.diagnose.rulesfile import DEFAULT_RULES_PATH, Criterion, Milestone, Rules, load_rules
     from vaediag.diagnose.tables import completed_epochs, epoch_table, latest_metrics
+    from vaediag.diagnose.targets import Target, load_targets
 
 # Submodules load on first use, so importing one light module (numbers, say) does not pull in
 # pandas and every rule family.
 _LAZY = {
     "ACTION_IDS": "vaediag.diagnose.model",
+    "Comparison": "vaediag.diagnose.compare",
     "Criterion": "vaediag.diagnose.rulesfile",
     "DEFAULT_RULES_PATH": "vaediag.diagnose.rulesfile",
     "Finding": "vaediag.diagnose.model",
@@ -59,6 +64,8 @@ _LAZY = {
     "RunDiagnosis": "vaediag.diagnose.model",
     "SEVERITIES": "vaediag.diagnose.model",
     "STATUSES": "vaediag.diagnose.model",
+    "Target": "vaediag.diagnose.targets",
+    "compare_runs": "vaediag.diagnose.compare",
     "completed_epochs": "vaediag.diagnose.tables",
     "compute_penalty": "vaediag.diagnose.penalty",
     "diagnose": "vaediag.diagnose.engine",
@@ -68,6 +75,7 @@ _LAZY = {
     "jsonable": "vaediag.diagnose.model",
     "latest_metrics": "vaediag.diagnose.tables",
     "load_rules": "vaediag.diagnose.rulesfile",
+    "load_targets": "vaediag.diagnose.targets",
     "penalty_table": "vaediag.diagnose.penalty",
     "read_kl_convention": "vaediag.diagnose.arithmetic",
     "fit_total": "vaediag.diagnose.arithmetic",
@@ -81,6 +89,10 @@ __all__ = [
     "diagnose",
     "diagnose_run",
     "find_run",
+    "compare_runs",
+    "Comparison",
+    "load_targets",
+    "Target",
     "epoch_table",
     "completed_epochs",
     "latest_metrics",

@@ -8,10 +8,11 @@ metrics), evolution across runs (the seed's "Run 1 ... Run 2 ... Run 3"), curves
 findings and recommendations (the same rules as ``vaediag check``), watchdog decisions (runs with a
 ``watchdog.jsonl``), notes.
 
-Rendering computes no diagnosis: every number about penalties, milestones, findings and recommendations
-comes from :func:`vaediag.diagnose.diagnose` (one source of math); this module only picks, orders, formats
-and escapes. Runs are numbered R1, R2 ... in the order they started (first logged wall time), which is the
-order a person ran them in.
+Rendering computes nothing: the run order, ranking, verdicts, configuration differences, targets,
+milestones and numbered watchdog decisions are :func:`vaediag.diagnose.compare.compare_runs`'s
+:class:`~vaediag.diagnose.compare.Comparison` (every number from :func:`vaediag.diagnose.diagnose`, one
+source of math); this module only formats and escapes it. Runs are numbered R1, R2 ... in the order they
+started (first logged wall time), which is the order a person ran them in.
 
 Determinism: the same logs give the same markdown bytes, apart from the one line that starts with
 :data:`GENERATED_PREFIX`, and the same PNG bytes (no metadata, fixed style; see :mod:`.plots`).
@@ -24,12 +25,14 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from vaediag.atomic import atomic_write
+from vaediag.diagnose.compare import (LATE_WINDOW, LOSS_WEIGHT_ORDER, Comparison, ConfigDifference, DataCaveat,
+                                      RunConfig, RunView, compare_runs, diagnose_runs)
 from vaediag.diagnose.engine import run_order
 from vaediag.diagnose.targets import DEFAULT_TARGETS_PATH, DIRECTIONS, Target, load_targets
 from vaediag.errors import InputError, UsageError
@@ -62,148 +65,12 @@ __all__ = [
 # The one line that differs between two reports of the same logs (time and sources); tests skip it.
 GENERATED_PREFIX = "_Generated "
 
-# Best-run criteria, in order of preference: the first one any run logs decides.
-# (column of the epoch table, label, higher is better)
-_CRITERIA = (
-    ("val_psnr", "final validation PSNR", True),
-    ("val_recon", "final validation reconstruction loss", False),
-    ("train_recon", "final training reconstruction loss", False),
-)
 # Final-metric columns of the run table: (term, header).
 _METRIC_COLUMNS = (("kl", "KL"), ("perceptual", "Perceptual"), ("psnr", "PSNR (dB)"), ("ssim", "SSIM"),
                    ("recon", "Recon"))
-_LOSS_WEIGHT_ORDER = ("recon", "perceptual", "ssim_loss", "edge")
 _STATUS_MARK = {"pass": "✅ pass", "fail": "❌ fail", "pending": "⏳ pending", "n/a": "n/a", "not reached": "not reached"}
 _MODE_LABEL = {"vae": "VAE", "ae": "AE (z = mu)", "vq": "VQ-VAE (no KL)", "no_kl": "no KL term"}
 _SEVERITY_MARK = {"fail": "❌ fail", "warn": "⚠️ warn", "info": "ℹ️ info", "pass": "✅ pass"}
-# How many trailing epochs the evolution section summarises as a range (the seed's "KL: 160-180").
-_LATE_WINDOW = 10
-
-
-# --------------------------------------------------------------------------------------------------
-# The per-run view: what the renderer needs, picked from one RunDiagnosis (no math of its own).
-
-
-@dataclass
-class _Run:
-    run: str
-    number: int
-    diag: "RunDiagnosis"
-    info: Any  # RunInfo or None
-    decisions: list[dict[str, Any]] = field(default_factory=list)
-    journal_error: str | None = None
-    journal_skipped: int = 0  # lines of watchdog.jsonl that were not JSON objects (torn, damaged)
-
-    @property
-    def label(self) -> str:
-        return f"R{self.number}"
-
-    @property
-    def name(self) -> str:
-        """R-number and escaped run id, for prose."""
-        return f"{self.label} ({escape(self.run)})"
-
-    @property
-    def table(self) -> "pd.DataFrame":
-        import pandas as pd
-
-        return self.diag.table if self.diag.table is not None else pd.DataFrame()
-
-    @property
-    def epochs(self) -> int:
-        return int(self.diag.epochs)
-
-    def final(self, column: str) -> float | None:
-        """Value of an epoch-table column at the latest completed epoch that logged it.
-
-        A run whose latest logged value of the term is not finite (it diverged) ends there: the result is
-        that NaN or inf, never an older finite value that would make a dead run look healthy.
-        """
-        t = self.table
-        if column not in t:
-            return None
-        term = column.split("_", 1)[1] if column.startswith(("val_", "train_")) else column
-        latest = self.diag.metrics.get(term)
-        if latest is not None and not math.isfinite(latest):
-            return float(latest)
-        s = t[column]
-        if self.epochs:
-            s = s[s.index < self.epochs]
-        s = s.dropna()
-        return float(s.iloc[-1]) if len(s) else None
-
-    def judge(self, target: "Target") -> str:
-        """``target.judge`` of this run's final value, or ``n/a`` for a KL target of a run that ended as an
-        autoencoder (Option B: its KL is logged but not penalised; the checklist says n/a there too)."""
-        if target.term == "kl" and self.diag.model == "ae":
-            return "n/a"
-        return target.judge(self.metric(target.term, target.split))
-
-    def metric(self, term: str, split: str = "val") -> float | None:
-        """Final value of ``term``: on ``split`` where logged, else the val-preferred latest metric."""
-        latest = self.diag.metrics.get(term)
-        if latest is not None and not math.isfinite(latest):
-            return float(latest)
-        v = self.final(f"{split}_{term}")
-        if v is None and split == "val":
-            m = self.diag.metrics.get(term)
-            v = float(m) if m is not None else None
-        return v
-
-    def late_range(self, column: str) -> tuple[float, float, int] | None:
-        """(min, max, epochs) of a column over the last few completed epochs."""
-        t = self.table
-        if column not in t:
-            return None
-        s = t[column]
-        if self.epochs:
-            s = s[s.index < self.epochs]
-        s = s.dropna().iloc[-_LATE_WINDOW:]
-        s = s[s.map(math.isfinite)]
-        if not len(s):
-            return None
-        return float(s.min()), float(s.max()), len(s)
-
-
-def diagnose_runs(
-    runset: "RunSet",
-    *,
-    rules: Any = None,
-    kl_weight: float | None = None,
-    baseline: str | None = None,
-    latent_dim: int | None = None,
-    profile: str | None = None,
-) -> list["RunDiagnosis"]:
-    """Diagnose every run for a report: :func:`vaediag.diagnose.diagnose`, the same call ``vaediag check``
-    makes (so the report's verdicts are check's), including its "previous run" rule without a baseline.
-
-    Raises:
-        UsageError: a bad ``kl_weight`` or ``baseline``; RulesError / InputError: a bad rules file.
-    """
-    from vaediag.diagnose import diagnose
-
-    return diagnose(runset, rules=rules, kl_weight=kl_weight, baseline=baseline, latent_dim=latent_dim,
-                    profile=profile)
-
-
-def _views(runset: "RunSet", diagnoses: Sequence["RunDiagnosis"]) -> list[_Run]:
-    from vaediag.watch.journal import run_decisions
-
-    by_run = {d.run: d for d in diagnoses}
-    missing = [r for r in runset.runs if r not in by_run]
-    if missing:
-        raise UsageError(f"no diagnosis for run(s) {', '.join(missing[:5])}: pass diagnose(runset) for the same runset")
-    views = []
-    for i, run in enumerate(run_order(runset), start=1):
-        d = by_run[run]
-        info = runset.runs.get(run)
-        v = _Run(run=run, number=i, diag=d, info=info)
-        # A damaged journal must not cost the whole report: run_decisions says why instead of raising.
-        journal = run_decisions(getattr(info, "path", None))
-        if journal is not None:
-            v.decisions, v.journal_skipped, v.journal_error = list(journal.decisions), journal.skipped, journal.error
-        views.append(v)
-    return views
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,30 +152,18 @@ def _judgement(verdict: str) -> str:
     return f"❌ {'too low' if verdict == 'low' else 'too high'}"
 
 
-def _config(v: _Run) -> dict[str, str]:
+def _config(c: RunConfig) -> dict[str, str]:
     """Configuration cells of the run table (kl_weight, latent dim, mode, loss weights)."""
-    from vaediag.diagnose.penalty import resolve_loss_weights
-
-    params = v.info.params if v.info is not None else {}
-    pen = v.diag.penalty
-    w = _weight(pen.kl_weight)
-    t = v.table
-    if "kl_weight" in t:
-        s = t["kl_weight"].dropna()
-        if len(s) and float(s.iloc[0]) != float(s.iloc[-1]):
-            w = f"{_weight(float(s.iloc[0]))} → {_weight(float(s.iloc[-1]))}"
-    source = pen.kl_weight_source or ""
-    src = ("logged" if source.startswith("logged") else "config" if source.startswith(("config", "run params", "parameter"))
-           else "config (AE)" if source.startswith("autoencoder") else "--kl-weight" if source.startswith("--kl")
-           else "loss arithmetic" if source.startswith("the logged total") else "unknown")
-    weights = resolve_loss_weights(params) or {}
-    wtext = " / ".join(_num_plain(weights.get(k)) for k in _LOSS_WEIGHT_ORDER) if weights else MISSING
+    w = _weight(c.kl_weight)
+    if c.kl_weight_logged is not None:
+        w = f"{_weight(c.kl_weight_logged[0])} → {_weight(c.kl_weight_logged[1])}"
+    weights = c.loss_weights
     return {
         "kl_weight": w,
-        "source": src if pen.kl_weight is not None else "unknown",
-        "latent": str(pen.latent_dim) if pen.latent_dim else MISSING,
-        "mode": _MODE_LABEL.get(v.diag.model, "VAE"),
-        "weights": wtext,
+        "source": c.kl_weight_source,
+        "latent": str(c.latent_dim) if c.latent_dim else MISSING,
+        "mode": _MODE_LABEL.get(c.model, "VAE"),
+        "weights": " / ".join(_num_plain(weights.get(k)) for k in LOSS_WEIGHT_ORDER) if weights else MISSING,
     }
 
 
@@ -318,25 +173,8 @@ def _num_plain(x: float | None) -> str:
     return MISSING if x is None else fmt_loss_weight(x)
 
 
-def _penalty_latest(v: _Run, key: str) -> float | None:
-    x = v.diag.penalty.latest.get(key) if v.diag.penalty.latest else None
-    return float(x) if x is not None and isinstance(x, (int, float)) and math.isfinite(x) else None
-
-
 # --------------------------------------------------------------------------------------------------
 # Sections
-
-
-def _best(views: Sequence[_Run]) -> tuple[list[_Run], str | None, str | None, bool]:
-    """(runs ranked best first, criterion column, criterion label, higher is better)."""
-    for column, label, higher in _CRITERIA:
-        scored = [(v.final(column), v) for v in views if v.epochs > 0]
-        scored = [(x, v) for x, v in scored if x is not None and math.isfinite(x)]
-        if scored:
-            # Ties go to the earlier run (stable sort on R-number), so the order never depends on floats alone.
-            scored.sort(key=lambda p: (-p[0] if higher else p[0], p[1].number))
-            return [v for _, v in scored], column, label, higher
-    return [], None, None, True
 
 
 def _delta_text(column: str, best: float, other: float) -> str:
@@ -348,121 +186,94 @@ def _delta_text(column: str, best: float, other: float) -> str:
     return _factor(best, other)
 
 
-def _differences(a: _Run, b: _Run) -> list[str]:
-    """Configuration differences of ``a`` against ``b``, as short phrases with both values."""
-    ca, cb = _config(a), _config(b)
-    out = []
-    wa, wb = a.diag.penalty.kl_weight, b.diag.penalty.kl_weight
-    if wa is not None and wb is not None and wa != wb:
-        rel = f", {_factor(wa, wb)}" if wa > 0 and wb > 0 else ""
-        out.append(f"kl_weight {_weight(wa)} vs {_weight(wb)}{rel}")
-    for key, what in (("mode", "mode"), ("latent", "latent dim")):
-        if ca[key] != cb[key] and MISSING not in (ca[key], cb[key]):
-            out.append(f"{what} {ca[key]} vs {cb[key]}")
-    from vaediag.diagnose.penalty import resolve_loss_weights
-
-    pa = resolve_loss_weights(a.info.params if a.info else {}) or {}
-    pb = resolve_loss_weights(b.info.params if b.info else {}) or {}
-    names = {"recon": "L1", "perceptual": "perceptual", "ssim_loss": "SSIM", "edge": "edge"}
-    for k in _LOSS_WEIGHT_ORDER:
-        if k in pa and k in pb and pa[k] != pb[k]:
-            out.append(f"{names[k]} weight {_num_plain(pa[k])} vs {_num_plain(pb[k])}")
-    return out
+# What the summary calls each loss term's weight.
+_WEIGHT_NAMES = {"recon": "L1", "perceptual": "perceptual", "ssim_loss": "SSIM", "edge": "edge"}
 
 
-# Parameters that name a run's training data (our trainer's train_npy; common foreign spellings).
-_DATA_PARAMS = ("train_npy", "data_path", "data_dir", "dataset", "train_path")
+def _difference(d: ConfigDifference) -> str:
+    """A configuration difference as a short phrase with both values."""
+    if d.key == "kl_weight":
+        rel = f", {_factor(d.ours, d.theirs)}" if d.ours > 0 and d.theirs > 0 else ""
+        return f"kl_weight {_weight(d.ours)} vs {_weight(d.theirs)}{rel}"
+    if d.key == "mode":
+        return f"mode {_MODE_LABEL.get(d.ours, 'VAE')} vs {_MODE_LABEL.get(d.theirs, 'VAE')}"
+    if d.key == "latent_dim":
+        return f"latent dim {d.ours} vs {d.theirs}"
+    return f"{_WEIGHT_NAMES[d.key]} weight {_num_plain(d.ours)} vs {_num_plain(d.theirs)}"
 
 
-def _data_caveat(a: _Run, b: _Run) -> str | None:
-    """A warning when two runs cannot be compared on equal terms: different training data where the
-    configs say so, or (configs silent) run ids from different top-level folders of a deep tree, which is
-    how separate projects sit side by side."""
-    da = a.info.param(*_DATA_PARAMS) if a.info is not None else None
-    db = b.info.param(*_DATA_PARAMS) if b.info is not None else None
-    if da is not None and db is not None:
-        if str(da) != str(db):
-            return (f"{a.label} and {b.label} were trained on different data ({escape(da)} vs {escape(db)}), "
-                    "so the gap is not the settings' alone.")
-        return None
-    pa, pb = a.run.split("/"), b.run.split("/")
-    if len(pa) >= 3 and len(pb) >= 3 and pa[0] != pb[0]:
-        return (f"{a.label} and {b.label} come from different folders ({escape(pa[0])}, {escape(pb[0])}), "
-                "so the gap may come from different data or code rather than settings.")
-    return None
+def _caveat(a: RunView, b: RunView, caveat: DataCaveat) -> str:
+    """Why ``a`` and ``b`` may not compare on equal terms, as a sentence."""
+    if caveat.kind == "data":
+        return (f"{a.label} and {b.label} were trained on different data ({escape(caveat.ours)} vs "
+                f"{escape(caveat.theirs)}), so the gap is not the settings' alone.")
+    return (f"{a.label} and {b.label} come from different folders ({escape(caveat.ours)}, {escape(caveat.theirs)}), "
+            "so the gap may come from different data or code rather than settings.")
 
 
-def _section_summary(views: Sequence[_Run], baseline: _Run | None, targets: Sequence[Target]) -> list[str]:
+def _section_summary(c: Comparison) -> list[str]:
     from vaediag.diagnose.numbers import fmt_value
 
     lines = ["## Summary", ""]
-    comparable = [v for v in views if v.epochs > 0]
+    comparable = c.comparable
     if not comparable:
         lines += ["No run has a completed epoch with loss terms or metrics, so there is nothing to compare. "
                   "See the notes at the end for what each run holds.", ""]
         return lines
-    ranked, column, label, higher = _best(comparable)
-    if not ranked:
+    rk = c.ranking
+    if rk is None:
         lines += [f"No run logs PSNR or a reconstruction loss, so no run can be ranked. "
                   f"{len(comparable)} run(s) have completed epochs; their findings are below.", ""]
         return lines
-    best = ranked[0]
-    term = column.split("_", 1)[1]
+    best, column, term = rk.best, rk.column, rk.term
     value = best.final(column)
     result = f"**{fmt_value(value, term)}{_unit(term)}** after {best.epochs} epoch{'s' if best.epochs != 1 else ''}"
     if len(comparable) == 1:
-        s = f"**One run: {best.label}** ({escape(best.run)}), {label} {result}"
+        s = f"**One run: {best.label}** ({escape(best.run)}), {rk.label} {result}"
     else:
-        s = (f"**Best run: {best.label}** ({escape(best.run)}), ranked by {label} (the first of PSNR, "
+        s = (f"**Best run: {best.label}** ({escape(best.run)}), ranked by {rk.label} (the first of PSNR, "
              f"validation reconstruction, training reconstruction that the runs log): {result}")
-    if len(ranked) > 1:
-        second = ranked[1]
+    second = rk.runner_up
+    if second is not None:
         s += (f", {_delta_text(column, value, second.final(column))} than the runner-up "
               f"{second.label} ({fmt_value(second.final(column), term)}{_unit(term)})")
-    if baseline is not None and baseline is not best and baseline in ranked and (
-        len(ranked) < 2 or baseline is not ranked[1]
-    ):
+    baseline = c.compared_baseline
+    if baseline is not None:
         s += (f" and {_delta_text(column, value, baseline.final(column))} than the baseline "
               f"{baseline.label} ({fmt_value(baseline.final(column), term)}{_unit(term)})")
     s += "."
-    unranked = [v for v in comparable if v not in ranked]
-    diverged = [v for v in unranked if v.final(column) is not None]
-    silent = [v for v in unranked if v.final(column) is None]
-    if diverged:
+    if rk.diverged:
         s += (f" Not ranked because their last value is not finite (the run diverged): "
-              f"{', '.join(v.label for v in diverged)}.")
-    if silent:
-        s += f" {len(silent)} run(s) do not log this and are not ranked: {', '.join(v.label for v in silent)}."
+              f"{', '.join(v.label for v in rk.diverged)}.")
+    if rk.silent:
+        s += f" {len(rk.silent)} run(s) do not log this and are not ranked: {', '.join(v.label for v in rk.silent)}."
     if term == "recon":
         s += " (Reconstruction losses compare only between runs with the same loss and data.)"
     lines += [s, ""]
 
     # Why: what differs from the runner-up (or the baseline), and where the KL penalty stands. This is
     # what the logs can show; it is a difference in settings, not a proof of cause.
-    other = ranked[1] if len(ranked) > 1 else (baseline if baseline is not None and baseline is not best else None)
+    other = c.contrast.other if c.contrast is not None else None
     why = []
-    if other is not None:
-        diffs = _differences(best, other)
-        if diffs:
-            why.append(f"What sets it apart from {other.label}: " + "; ".join(diffs) + ".")
+    if c.contrast is not None:
+        if c.contrast.differences:
+            why.append(f"What sets it apart from {other.label}: "
+                       + "; ".join(_difference(d) for d in c.contrast.differences) + ".")
         else:
             why.append(f"The logs record no configuration difference from {other.label}.")
-        caveat = _data_caveat(best, other)
-        if caveat:
-            why.append(caveat)
-    share = _penalty_latest(best, "share")
+        if c.contrast.caveat is not None:
+            why.append(_caveat(best, other, c.contrast.caveat))
+    share = best.penalty_latest("share")
     if share is not None:
         p = f"Its KL penalty (kl_weight × KL) is {_pct(share)} of the training loss"
-        if other is not None and _penalty_latest(other, "share") is not None:
-            p += f" ({other.label}: {_pct(_penalty_latest(other, 'share'))})"
+        if other is not None and other.penalty_latest("share") is not None:
+            p += f" ({other.label}: {_pct(other.penalty_latest('share'))})"
         why.append(p + ".")
     if best.diag.penalty.gradient:
         why.append(_sentence(escape(best.diag.penalty.gradient["sentence"])))
-    met = [t for t in targets if best.judge(t) == "met"]
-    logged = [t for t in targets if best.judge(t) not in ("missing", "n/a")]
-    if logged:
-        missed = [t.label for t in logged if t not in met]
-        why.append(f"It meets {len(met)} of the {len(logged)} targets its logs can be judged on"
+    if best.targets_judged:
+        missed = [r.target.label for r in best.targets if r.judged and r.verdict != "met"]
+        why.append(f"It meets {best.targets_met} of the {best.targets_judged} targets its logs can be judged on"
                    + (f" (missed: {', '.join(escape(m) for m in missed)})." if missed else "."))
     if why:
         lines += [" ".join(why), ""]
@@ -474,9 +285,8 @@ def _section_summary(views: Sequence[_Run], baseline: _Run | None, targets: Sequ
         lines += [nxt, ""]
         if r.command:
             lines += _code(r.command, "bash") + [""]
-    failing = [v for v in comparable if v.diag.failed and v is not best]
-    if failing:
-        lines += [f"Runs with failed checks: {', '.join(v.label for v in failing)} (details under Findings).", ""]
+    if c.failing:
+        lines += [f"Runs with failed checks: {', '.join(v.label for v in c.failing)} (details under Findings).", ""]
     return lines
 
 
@@ -493,18 +303,18 @@ def _code(text: str, lang: str = "") -> list[str]:
     return [f"{fence}{lang}", *text.splitlines(), fence]
 
 
-def _section_runs(views: Sequence[_Run]) -> list[str]:
+def _section_runs(c: Comparison) -> list[str]:
     lines = ["## Runs", ""]
-    comparable = [v for v in views if v.epochs > 0]
+    comparable = c.comparable
     if not comparable:
         return lines + ["No run has a completed epoch.", ""]
     lines += ["Configuration (from the run's config.json or hparams, or the logged kl_weight). "
               "Loss weights are the training core's reconstruction terms: L1 / perceptual / SSIM / edge.", ""]
     rows = []
     for v in comparable:
-        c = _config(v)
-        rows.append([v.label, escape(v.run), str(v.epochs), c["kl_weight"], c["source"], c["latent"], c["mode"],
-                     c["weights"]])
+        cfg = _config(v.config)
+        rows.append([v.label, escape(v.run), str(v.epochs), cfg["kl_weight"], cfg["source"], cfg["latent"],
+                     cfg["mode"], cfg["weights"]])
     lines += [table(["#", "Run", "Epochs", "kl_weight", "kl_weight from", "Latent dim", "Mode",
                      "Loss weights"], rows, align="llrrlrll"), ""]
     lines += ["Final metrics at the last completed epoch (validation where logged, else training). "
@@ -515,54 +325,11 @@ def _section_runs(views: Sequence[_Run]) -> list[str]:
         cells = [v.label]
         for term, _ in _METRIC_COLUMNS:
             cells.append(_val(v.metric(term), term))
-        cells += [_pct(_penalty_latest(v, "share")), _pct(_penalty_latest(v, "ratio"))]
+        cells += [_pct(v.penalty_latest("share")), _pct(v.penalty_latest("ratio"))]
         rows.append(cells)
     header = ["#"] + [h for _, h in _METRIC_COLUMNS] + ["KL penalty, % of loss", "KL penalty / recon"]
     lines += [table(header, rows, align="l" + "r" * (len(header) - 1)), ""]
     return lines
-
-
-def _verdict(v: _Run) -> tuple[str, str | None]:
-    """(label, why) from the run's findings: the worst severity names it; the explanation prefers a
-    diagnosis (KL too high, penalty, blur ...) over a checklist line, and counts unmet success criteria."""
-    d = v.diag
-    succ = [f for f in d.findings if f.rule == "success"]
-    judged = [f for f in succ if f.status in ("pass", "fail")]
-    # Success only when every criterion was judged and passed (a criterion whose term is not logged, n/a,
-    # or not due yet, pending, leaves the question open) and no diagnosis outside the checklist fails.
-    # The end state outranks an intermediate milestone missed on the way, which is still named.
-    main_fails = [f for f in d.findings if f.severity == "fail" and not f.is_checklist]
-    if succ and all(f.status == "pass" for f in succ) and not main_fails:
-        missed = [f for f in d.findings if f.rule.startswith("milestone_") and f.status == "fail"]
-        note = None
-        if missed:
-            msg = missed[0].message
-            note = "on the way it missed " + (msg[: -len(": fail")] if msg.endswith(": fail") else msg)
-        return "meets the success criteria", note
-    why = []
-    failed = [f for f in judged if f.status == "fail"]
-    if failed:
-        why.append(f"misses {len(failed)} of {len(judged)} success criteria")
-    for sev in ("fail", "warn"):
-        main = [f for f in d.findings if f.severity == sev and not f.is_checklist]
-        if main:
-            why.append(main[0].message)
-            break
-    if not why:
-        other = [f for f in d.findings if f.severity == "fail"]
-        if other:
-            why.append(other[0].message)
-    text = "; ".join(why) or None
-    if d.severity == "fail":
-        return "failing", text
-    if d.severity == "warn":
-        return "needs attention", text
-    if any(f.status == "pending" for f in d.findings):
-        return "on track so far (later milestones pending)", text
-    unjudged = [f for f in succ if f.status == "n/a"]
-    if unjudged:
-        return "no problems found", f"{len(unjudged)} of {len(succ)} success criteria cannot be judged (not logged)"
-    return "no problems found", text
 
 
 def _sentence(text: str) -> str:
@@ -571,23 +338,23 @@ def _sentence(text: str) -> str:
     return t if t.endswith((".", "!", "?", ")")) and not t.endswith("e.g.)") else t + "."
 
 
-def _section_evolution(views: Sequence[_Run]) -> list[str]:
+def _section_evolution(c: Comparison) -> list[str]:
     from vaediag.diagnose.numbers import fmt_value
 
     lines = ["## Evolution across runs", ""]
-    comparable = [v for v in views if v.epochs > 0]
+    comparable = c.comparable
     if not comparable:
         return lines + ["No run has a completed epoch.", ""]
-    lines += [f"In the order the runs started. Ranges are over the last {_LATE_WINDOW} completed epochs "
+    lines += [f"In the order the runs started. Ranges are over the last {LATE_WINDOW} completed epochs "
               "(fewer for shorter runs).", ""]
-    prev: _Run | None = None
+    prev: RunView | None = None
     for v in comparable:
-        label, why = _verdict(v)
+        label, why = v.verdict.label, v.verdict.reason
         lines += [f"### {v.label}: {escape(v.run)} ({label})", ""]
         items = []
-        c = _config(v)
-        items.append(f"Configuration: kl_weight {c['kl_weight']}, {c['mode']}"
-                     + (f", latent dim {c['latent']}" if c["latent"] != MISSING else "")
+        cfg = _config(v.config)
+        items.append(f"Configuration: kl_weight {cfg['kl_weight']}, {cfg['mode']}"
+                     + (f", latent dim {cfg['latent']}" if cfg["latent"] != MISSING else "")
                      + f"; {v.epochs} completed epoch{'s' if v.epochs != 1 else ''}")
         for term in ("kl", "psnr", "ssim", "perceptual", "recon"):
             rng = v.late_range(term)
@@ -606,9 +373,9 @@ def _section_evolution(views: Sequence[_Run]) -> list[str]:
             if prev is not None and prev.metric(term) is not None and final is not None:
                 item += f"; {_change(term, prev.metric(term), final)} vs {prev.label}"
             items.append(item)
-        share = _penalty_latest(v, "share")
+        share = v.penalty_latest("share")
         if share is not None:
-            items.append(f"KL penalty: {_pct(share)} of the training loss ({_pct(_penalty_latest(v, 'ratio'))} of "
+            items.append(f"KL penalty: {_pct(share)} of the training loss ({_pct(v.penalty_latest('ratio'))} of "
                          "the reconstruction loss)")
         if v.diag.penalty.gradient:
             items.append(f"Gradient: {escape(v.diag.penalty.gradient['sentence'])}")
@@ -618,16 +385,6 @@ def _section_evolution(views: Sequence[_Run]) -> list[str]:
     return lines
 
 
-def _milestone_rules(findings: Iterable["Finding"]) -> list[str]:
-    rules = {f.rule for f in findings if f.is_checklist}
-
-    def key(r: str) -> tuple[int, int, str]:
-        tail = r.split("_", 1)[1] if r.startswith("milestone_") else ""
-        return (1 if r == "success" else 0, int(tail) if tail.isdigit() else 0, r)
-
-    return sorted(rules, key=key)
-
-
 def _rule_title(rule: str) -> str:
     if rule == "success":
         return "Success criteria"
@@ -635,23 +392,10 @@ def _rule_title(rule: str) -> str:
     return f"After epoch {tail}" if tail.isdigit() else rule
 
 
-def _status_of(findings: Sequence["Finding"]) -> str:
-    st = [f.status or ("fail" if f.severity == "fail" else "pass") for f in findings]
-    if "fail" in st:
-        return "fail"
-    if "pending" in st:
-        return "pending"
-    if "pass" in st:
-        return "pass"
-    if "not reached" in st:
-        return "not reached"
-    return "n/a"
-
-
-def _section_milestones(views: Sequence[_Run]) -> list[str]:
+def _section_milestones(c: Comparison) -> list[str]:
     lines = ["## Milestones", ""]
-    comparable = [v for v in views if v.epochs > 0]
-    rules = _milestone_rules([f for v in comparable for f in v.diag.findings])
+    comparable = c.comparable
+    rules = c.milestone_rules
     if not comparable:
         return lines + ["No milestone was judged (no run has completed epochs).", ""]
     if not rules:
@@ -664,8 +408,8 @@ def _section_milestones(views: Sequence[_Run]) -> list[str]:
     for v in comparable:
         row = [v.label, str(v.epochs)]
         for r in rules:
-            fs = v.diag.findings_of(r)
-            row.append(_STATUS_MARK[_status_of(fs)] if fs else MISSING)
+            status = v.milestones.get(r)
+            row.append(_STATUS_MARK[status] if status is not None else MISSING)
         rows.append(row)
     lines += [table(["#", "Epochs"] + [_rule_title(r) for r in rules], rows, align="lr" + "c" * len(rules)), ""]
     for v in comparable:
@@ -683,14 +427,15 @@ def _section_milestones(views: Sequence[_Run]) -> list[str]:
     return lines
 
 
-def _section_targets(views: Sequence[_Run], baseline: _Run | None, best: _Run | None,
-                     targets: Sequence[Target]) -> list[str]:
+def _section_targets(c: Comparison) -> list[str]:
     lines = ["## Expected vs actual", ""]
-    comparable = [v for v in views if v.epochs > 0]
+    comparable = c.comparable
+    targets = c.targets
     if not comparable or not targets:
         return lines + ["Nothing to compare.", ""]
     lines += ["Targets are the seed's expected results (override with `--targets FILE`). Values are final "
               "validation values (training where validation is not logged).", ""]
+    best, baseline = c.best, c.baseline
     if best is not None:
         show_base = baseline is not None and baseline is not best
         header = ["Metric", "Target"]
@@ -701,15 +446,15 @@ def _section_targets(views: Sequence[_Run], baseline: _Run | None, best: _Run | 
             header.append("Change vs baseline")
         header.append("Verdict")
         rows = []
-        for t in targets:
-            val = best.metric(t.term, t.split)
+        for i, res in enumerate(best.targets):
+            t = res.target
             row = [escape(t.label), escape(t.describe())]
             if show_base:
-                row.append(_val(baseline.metric(t.term, t.split), t.term))
-            row.append(_val(val, t.term))
+                row.append(_val(baseline.targets[i].value, t.term))
+            row.append(_val(res.value, t.term))
             if show_base:
-                row.append(_change(t.term, baseline.metric(t.term, t.split), val))
-            row.append(_judgement(best.judge(t)))
+                row.append(_change(t.term, baseline.targets[i].value, res.value))
+            row.append(_judgement(res.verdict))
             rows.append(row)
         align = "ll" + "r" * (len(header) - 3) + "l"
         lines += [table(header, rows, align=align), ""]
@@ -718,27 +463,22 @@ def _section_targets(views: Sequence[_Run], baseline: _Run | None, best: _Run | 
         rows = []
         for v in comparable:
             row = [v.label]
-            met = logged = 0
-            for t in targets:
-                x = v.metric(t.term, t.split)
-                j = v.judge(t)
-                if j not in ("missing", "n/a"):
-                    logged += 1
-                    met += j == "met"
-                row.append(MISSING if j == "missing" else f"n/a {_val(x, t.term)}" if j == "n/a"
-                           else f"{'✅' if j == 'met' else '❌'} {_val(x, t.term)}")
-            row.append(f"{met}/{logged}" if logged else MISSING)
+            for res in v.targets:
+                x, j = res.value, res.verdict
+                row.append(MISSING if j == "missing" else f"n/a {_val(x, res.target.term)}" if j == "n/a"
+                           else f"{'✅' if j == 'met' else '❌'} {_val(x, res.target.term)}")
+            row.append(f"{v.targets_met}/{v.targets_judged}" if v.targets_judged else MISSING)
             rows.append(row)
         lines += [table(["#"] + [escape(t.label) for t in targets] + ["Targets met"], rows,
                         align="l" + "r" * (len(targets) + 1)), ""]
     return lines
 
 
-def _section_findings(views: Sequence[_Run]) -> list[str]:
+def _section_findings(c: Comparison) -> list[str]:
     lines = ["## Findings and recommendations", ""]
     lines += ["From the same rules as `vaediag check` (milestone results are in their own section; passed "
               "checks are counted, not listed).", ""]
-    for v in views:
+    for v in c.runs:
         d = v.diag
         lines += [f"### {v.label}: {escape(v.run)}", ""]
         if d.penalty.arithmetic:
@@ -810,27 +550,13 @@ def _epoch_cell(epoch: int | None) -> str:
     return MISSING if epoch is None else str(int(epoch) + 1)
 
 
-def _numbered_decisions(views: Sequence[_Run]) -> list[tuple[int, _Run, dict[str, Any]]]:
-    """Decisions worth showing (a change, a declined proposal, a stop), numbered D1, D2 ... report-wide."""
-    out = []
-    n = 0
-    for v in views:
-        for rec in v.decisions:
-            if rec.get("action") == "keep" and not rec.get("declined"):
-                continue
-            n += 1
-            out.append((n, v, rec))
-    return out
-
-
-def _section_watchdog(views: Sequence[_Run]) -> list[str]:
-    with_journal = [v for v in views if v.decisions or v.journal_error or v.journal_skipped]
+def _section_watchdog(c: Comparison) -> list[str]:
+    with_journal = [v for v in c.runs if v.decisions or v.journal_error or v.journal_skipped]
     if not with_journal:
         return []
     lines = ["## Watchdog decisions", ""]
     lines += ["What `vaediag watch` decided while the runs trained (from each run's `watchdog.jsonl`). Epochs count "
               "completed epochs; a change applies from the next epoch. D-numbers mark the kl_weight plot.", ""]
-    numbered = _numbered_decisions(views)
     for v in with_journal:
         lines += [f"### {v.label}: {escape(v.run)}", ""]
         if v.journal_error:
@@ -838,41 +564,41 @@ def _section_watchdog(views: Sequence[_Run]) -> list[str]:
         if v.journal_skipped:
             lines += [f"{v.journal_skipped} line(s) of the journal were not complete JSON records (a watchdog "
                       f"killed mid-write, or damage) and were skipped; every other line is shown.", ""]
-        mine = [(n, rec) for n, w, rec in numbered if w is v]
-        keeps = sum(1 for rec in v.decisions if rec.get("action") == "keep" and not rec.get("declined"))
+        mine = c.decisions_of(v)
         if mine:
             rows = []
-            for n, rec in mine:
+            for d in mine:
+                rec = d.record
                 applied = rec.get("applied")
                 via = rec.get("via")
                 status = ("applied" + (f" ({escape(via)})" if via else "")) if applied else "not applied"
                 if rec.get("declined"):
                     status = f"declined: {escape(rec['declined'])}"
                 kw = rec.get("kl_weight")
-                rows.append([f"D{n}", _epoch_cell(rec.get("epoch")), escape(rec.get("action", "?")),
+                rows.append([f"D{d.number}", _epoch_cell(rec.get("epoch")), escape(rec.get("action", "?")),
                              _weight(kw if isinstance(kw, (int, float)) else None), escape(rec.get("mode") or MISSING),
                              status, escape(rec.get("reason") or "")])
             lines += [table(["#", "After epoch", "Action", "kl_weight", "Mode", "Status", "Reason"], rows,
                             align="lrlrlll"), ""]
-        lines += [f"{keeps} epoch(s) with no change (keep) are not listed.", ""] if keeps else []
+        lines += [f"{v.keeps} epoch(s) with no change (keep) are not listed.", ""] if v.keeps else []
     return lines
 
 
-def _section_notes(runset: "RunSet", views: Sequence[_Run]) -> list[str]:
+def _section_notes(c: Comparison) -> list[str]:
     lines = ["## Notes", ""]
     items = []
-    empty = [v for v in views if v.epochs == 0]
+    empty = [v for v in c.runs if v.epochs == 0]
     for v in empty:
         why = next((f.message for f in v.diag.findings if f.severity in ("fail", "warn", "info")), None)
         items.append(f"{v.label} ({escape(v.run)}) has no completed epoch and is left out of the comparison"
                      + (f": {escape(why)}" if why else "."))
-    for v in views:
+    for v in c.runs:
         if v.info is not None:
             for note in v.info.notes:
                 items.append(f"{v.label}: {escape(note)}")
         if v.diag.penalty.note and v.epochs > 0:
             items.append(f"{v.label}: {escape(v.diag.penalty.note)}")
-    for w in runset.warnings:
+    for w in c.warnings:
         items.append(f"Reading the logs: {escape(w)}")
     items.append("Epochs count completed epochs, as the seed does: epoch 10 is the 10th validation point "
                  "(index 9 in TensorBoard's 0-based epoch).")
@@ -882,35 +608,29 @@ def _section_notes(runset: "RunSet", views: Sequence[_Run]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Pictures (vaediag.render.pictures draws the section; this picks what it needs from the views)
+# Pictures (vaediag.render.pictures draws the section; this picks what it needs from the comparison)
 
 
-def _picture_runs(runset: "RunSet", views: Sequence[_Run]) -> list[pictures.RunPictures]:
+def _picture_runs(runset: "RunSet", c: Comparison) -> list[pictures.RunPictures]:
     """The runs that log pictures, with their tag (check's rule), decisions and milestones reached.
     Nothing is read here: the scalar read counted the image tags."""
     from vaediag.logs.images import StepEpochs, picture_tag
 
-    numbered = _numbered_decisions(views)
     out = []
-    for v in views:
+    for v in c.runs:
         tags = dict(getattr(v.info, "image_tags", None) or {})
         tag = picture_tag(tags)
         if tag is None:
             continue
         decisions = []
-        for n, w, rec in numbered:
-            e = rec.get("epoch")
-            if w is v and isinstance(e, (int, float)) and not isinstance(e, bool) and math.isfinite(e) and e >= 0:
-                decisions.append((n, int(e)))
-        reached = set()
-        for f in v.diag.findings:
-            tail = f.rule.split("_", 1)[1] if f.rule.startswith("milestone_") else ""
-            if tail.isdigit() and 1 <= int(tail) <= v.epochs:
-                reached.add(int(tail) - 1)  # "after epoch 10" is the frame's epoch index 9
+        for d in c.decisions_of(v):
+            e = d.record.get("epoch")
+            if isinstance(e, (int, float)) and not isinstance(e, bool) and math.isfinite(e) and e >= 0:
+                decisions.append((d.number, int(e)))
         count, latest = tags[tag]
         out.append(pictures.RunPictures(run=v.run, label=v.label, tag=tag, count=int(count), latest_step=int(latest),
                                         files=list(v.info.event_files), epochs=StepEpochs(runset.run_frame(v.run)),
-                                        decisions=decisions, milestones=sorted(reached)))
+                                        decisions=decisions, milestones=list(v.milestones_reached)))
     return out
 
 
@@ -927,7 +647,7 @@ class Report:
     files_dir: str  # the plots folder's name, beside the markdown (NAME_files)
 
 
-def _plot_tables(views: Sequence[_Run]) -> dict[str, "pd.DataFrame"]:
+def _plot_tables(views: Sequence[RunView]) -> dict[str, "pd.DataFrame"]:
     """Per-run per-epoch tables for the plots: the epoch table plus the penalty table's columns."""
     import pandas as pd
 
@@ -950,7 +670,7 @@ def _plot_tables(views: Sequence[_Run]) -> dict[str, "pd.DataFrame"]:
     return out
 
 
-def _legend_label(v: _Run) -> str:
+def _legend_label(v: RunView) -> str:
     parts = v.run.split("/")
     short = "/".join(parts[-2:]) if len(parts) > 2 else v.run
     if len(short) > 40:
@@ -958,10 +678,11 @@ def _legend_label(v: _Run) -> str:
     return plot_text(f"{v.label} {short}")  # an undecodable byte or a "$" must not stop matplotlib
 
 
-def _render_plots(views: Sequence[_Run]) -> list[tuple[str, str, str, bytes]]:
+def _render_plots(c: Comparison) -> list[tuple[str, str, str, bytes]]:
     """(file name, title, caption, PNG bytes) for each plot, in report order."""
     from vaediag.render import plots
 
+    views = c.runs
     tables = _plot_tables(views)
     if not tables:
         return []
@@ -969,13 +690,13 @@ def _render_plots(views: Sequence[_Run]) -> list[tuple[str, str, str, bytes]]:
     styles = plots.run_styles(order, {v.run: _legend_label(v) for v in views})
     tables = {r: tables[r] for r in order}
     decisions = []
-    for n, v, rec in _numbered_decisions(views):
-        kw = rec.get("kl_weight")
-        ep = rec.get("epoch")
+    for d in c.decisions:
+        kw = d.record.get("kl_weight")
+        ep = d.record.get("epoch")
         if isinstance(ep, (int, float)):
-            decisions.append(plots.Decision(run=v.run, epoch=float(ep),
+            decisions.append(plots.Decision(run=d.run, epoch=float(ep),
                                             kl_weight=float(kw) if isinstance(kw, (int, float)) else None,
-                                            number=n, applied=bool(rec.get("applied"))))
+                                            number=d.number, applied=bool(d.record.get("applied"))))
     specs = [
         ("loss_terms.png", "Loss terms per epoch (raw)",
          "Each loss term as logged, per epoch (validation where logged, else the mean over the epoch's "
@@ -1023,17 +744,6 @@ def _section_curves(plots_out: Sequence[tuple[str, str, str, bytes]], files_dir:
 # Assembly and writing
 
 
-def _pick_baseline(views: Sequence[_Run], baseline: str | None) -> _Run | None:
-    comparable = [v for v in views if v.epochs > 0]
-    if baseline is None:
-        return comparable[0] if comparable else None
-    for v in views:
-        if v.run == baseline:
-            return v
-    raise UsageError(f"--baseline {baseline!r} is not a run of this report (runs: "
-                     f"{', '.join(v.run for v in views[:8])}{' …' if len(views) > 8 else ''})")
-
-
 def files_dir_for(out_path: str | os.PathLike[str]) -> Path:
     """The plots folder beside a report: ``reports/demo.md`` -> ``reports/demo_files``."""
     p = Path(out_path)
@@ -1069,14 +779,10 @@ def build_report(
     Raises:
         UsageError: ``baseline`` is not one of the runs, or a run has no diagnosis.
     """
-    targets = load_targets() if targets is None else tuple(targets)
-    views = _views(runset, diagnoses)
-    base = _pick_baseline(views, baseline)
-    ranked, _, _, _ = _best([v for v in views if v.epochs > 0])
-    best = ranked[0] if ranked else None
+    c = compare_runs(runset, diagnoses, targets=targets, baseline=baseline)
     files_dir = f"{out_name}_files"
-    rendered = _render_plots(views) if plots else []
-    picture_runs = _picture_runs(runset, views)
+    rendered = _render_plots(c) if plots else []
+    picture_runs = _picture_runs(runset, c)
     gallery = pictures.collect(picture_runs) if plots and picture_runs else None
 
     heading = title or f"VAE training report: {runset.root.name or runset.root}"
@@ -1086,21 +792,21 @@ def build_report(
     # The paths as typed, each in a code span that shows it exactly: a newline, an HTML tag or a
     # backtick in a path can neither start a block nor end the span (see markdown.code_span).
     src = ", ".join(code_span(s) for s in sources) if sources else escape(runset.root.name)
-    n = len(views)
+    n = len(c.runs)
     lines = [f"# {escape(heading)}", "",
              f"{GENERATED_PREFIX}{when.strftime('%Y-%m-%d %H:%M UTC')} by vaediag {__version__} from {src}._", "",
-             f"{n} run{'s' if n != 1 else ''}: " + ", ".join(f"{v.label} {escape(v.run)}" for v in views) + ".", ""]
+             f"{n} run{'s' if n != 1 else ''}: " + ", ".join(f"{v.label} {escape(v.run)}" for v in c.runs) + ".", ""]
     # Inputs beside reconstructions come before any number (a VAE user looks at those first).
     lines += pictures.section(gallery, files_dir) if gallery is not None else pictures.text_only_section(picture_runs)
-    lines += _section_summary(views, base, targets)
-    lines += _section_runs(views)
-    lines += _section_evolution(views)
+    lines += _section_summary(c)
+    lines += _section_runs(c)
+    lines += _section_evolution(c)
     lines += _section_curves(rendered, files_dir) if plots else []
-    lines += _section_milestones(views)
-    lines += _section_targets(views, base, best, targets)
-    lines += _section_findings(views)
-    lines += _section_watchdog(views)
-    lines += _section_notes(runset, views)
+    lines += _section_milestones(c)
+    lines += _section_targets(c)
+    lines += _section_findings(c)
+    lines += _section_watchdog(c)
+    lines += _section_notes(c)
     text = "\n".join(lines).rstrip("\n") + "\n"
     files = {name: data for name, _, _, data in rendered}
     files.update(gallery.files if gallery is not None else {})
