@@ -238,3 +238,35 @@ def test_a_path_with_escape_sequences_is_shown_escaped(tmp_path):
     with pytest.raises(UsageError) as exc:
         plan_output(tmp_path / "a\x1b[2K\n.md")
     assert "a\\x1b[2K\\n.md' already exists" in exc.value.message and "\x1b" not in exc.value.message
+
+
+def test_a_full_disk_while_writing_a_new_reports_plots_leaves_nothing_behind(tmp_path, monkeypatch):
+    """ENOSPC on the third plot of a new report: one line, no markdown and no half-filled NAME_files/ left,
+    so the same command works once there is room again (a leftover folder made the retry say 'exists')."""
+    import errno
+
+    import vaediag
+    from vaediag.diagnose import diagnose
+    from vaediag.errors import InputError
+    from vaediag.render.report import files as report_files
+    from vaediag.render.report import write_report
+
+    logs = _logs(tmp_path)
+    rs = vaediag.load(logs)
+    out = tmp_path / "out" / "r.md"
+    real, calls = report_files.atomic_write, []
+
+    def full(path, data, *a, **kw):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, data, *a, **kw)
+
+    monkeypatch.setattr(report_files, "atomic_write", full)
+    with pytest.raises(InputError, match="No space left on device"):
+        write_report(rs, diagnose(rs), out)
+    assert len(calls) == 3
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+    monkeypatch.setattr(report_files, "atomic_write", real)
+    write_report(rs, diagnose(rs), out)
+    assert (tmp_path / "out" / "r_files").is_dir() and out.is_file()

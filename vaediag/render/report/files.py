@@ -199,11 +199,15 @@ def write_report(
         raise InputError(f"cannot write the report to {str(out)!r}: {exc.strerror or exc}") from None
     if dest.mode == NEW:
         write_output(dest, data)  # claims the name (or says it was taken meanwhile)
+        made: list[Path] = []
         try:
             mine = os.stat(out)
-            _write_plots(fdir, report.files)
+            _write_plots(fdir, report.files, made=made)
         except BaseException:
-            try:  # a report without its plots is not left behind; only the file this call created goes
+            # A report without its plots is not left behind, nor a half-filled plots folder (a retry without
+            # --force would be refused by it): only what this call created goes.
+            _remove_made(made)
+            try:
                 now = os.stat(out)
                 if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
                     out.unlink()
@@ -223,12 +227,33 @@ def write_report(
     return out
 
 
-def _write_plots(fdir: Path, files: dict[str, bytes]) -> None:
+def _write_plots(fdir: Path, files: dict[str, bytes], *, made: list[Path] | None = None) -> None:
+    """Write the plots and pictures into ``fdir``; ``made`` collects what this call created (the folder
+    first, if it did not exist, then each new file), for :func:`_remove_made` to take back."""
     if not files:
         return
+    made = [] if made is None else made
     try:
-        fdir.mkdir(exist_ok=True)
+        try:
+            fdir.mkdir()
+            made.append(fdir)
+        except FileExistsError:
+            pass
         for name, data in sorted(files.items()):
-            atomic_write(fdir / name, data)
+            p = fdir / name
+            new = not os.path.lexists(p)
+            atomic_write(p, data)
+            if new:
+                made.append(p)
     except OSError as exc:
         raise InputError(f"cannot write the plots to {str(fdir)!r}: {exc.strerror or exc}") from None
+
+
+def _remove_made(made: Sequence[Path]) -> None:
+    """Take back the files and folder :func:`_write_plots` created, newest first; what cannot be removed
+    (or something another process put in the folder meanwhile) stays."""
+    for p in reversed(made):
+        try:
+            p.rmdir() if p.is_dir() and not p.is_symlink() else p.unlink()
+        except OSError:
+            pass
