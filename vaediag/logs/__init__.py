@@ -31,12 +31,15 @@ cannot list, e.g. past ``PATH_MAX``, is one warning).
 Modules: ``discover`` (runs and run ids), ``sources`` (metrics logs that are not event files), ``records`` (TFRecord framing, reference scanner), ``crc``
 (CRC-32C, vectorised), ``scanner`` (vectorised streaming framing), ``decode`` (vectorised Event
 decoding), ``events`` (protobuf decoding, metadata), ``stream`` (incremental file reading),
-``conventions`` (epoch alignment and split rules), ``frame`` (tidy frame), ``reader`` (:func:`load`),
+``aligner`` (the frame's rules for a run: deduplication, the KL sign rule, and through ``conventions``
+epoch alignment and split rules, in :class:`EpochAligner`: fresh per run for :func:`load`, kept across
+polls by :class:`Tail`), ``frame`` (tidy frame), ``reader`` (:func:`load`),
 ``merge`` (several PATHs as one RunSet: :func:`load_paths`, :func:`merge_runsets`), ``tail`` (:class:`Tail`),
 ``inprocess`` (:func:`frame_from_epochs`: the frame of metrics a training loop hands over in memory, epoch by
 epoch, read as a log with the trainer's tags).
 """
 
+from vaediag.logs.aligner import EpochAligner
 from vaediag.logs.conventions import Note, RunHistory
 from vaediag.logs.discover import discover
 from vaediag.logs.inprocess import frame_from_epochs
@@ -45,4 +48,4 @@ from vaediag.logs.reader import RunInfo, RunSet, load
 from vaediag.logs.tail import Tail
 
 __all__ = ["load", "load_paths", "merge_runsets", "select_runs", "RunSet", "RunInfo", "Tail", "discover", "Note",
-           "RunHistory", "frame_from_epochs"]
+           "RunHistory", "EpochAligner", "frame_from_epochs"]

@@ -1,7 +1,8 @@
 """The logging conventions of foreign trainers, applied to one run's rows: epoch alignment and splits.
 
-One rule set, shared by every engine (``frame.build_frame``, ``frame.FrameBuilder`` and ``tail.Tail``,
-which keeps a :class:`RunHistory` across polls so a poll is judged with what earlier polls saw).
+One rule set for every engine, applied by :class:`vaediag.logs.aligner.EpochAligner` (with the KL sign rule),
+which holds the :class:`RunHistory`: fresh per run for a whole-run read, kept across polls by the tail so a
+poll is judged with what earlier polls saw.
 Rows come grouped by tag (segment ``i`` is ``bounds[i]:bounds[i+1]``), each segment sorted by step.
 Work is vectorised per row and done in Python per tag or per epoch only.
 
@@ -188,7 +189,8 @@ def apply_conventions(
     epochs_out: np.ndarray,
     *,
     steps_per_epoch: int | None = None,
-    history: RunHistory | None = None,
+    history: RunHistory,
+    whole_run: bool,
     epoch_points: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, list[Note]]:
     """Fill ``epochs_out`` for one run's rows and return (split code per row, notes).
@@ -199,23 +201,23 @@ def apply_conventions(
         bounds: segment bounds (``len(names) + 1``); rows of a segment are sorted by step.
         steps, walls, values: the rows' columns (values are the epoch tag's values for its segments).
         epochs_out: float64 array of the rows' length, written in place.
-        history: earlier rows of the same run (the tail's); a fresh one when None.
+        history: what earlier rows of the same run showed (updated here; fresh for a whole run).
+        whole_run: the rows are the whole run: no later rows will need this run's evidence (the tail's
+            polls are not).
         epoch_points: (steps, walls, values) of the epoch tag(s) before deduplication, which keeps one
-            row per step and so loses the second epoch value of a boundary step; default: the rows'.
+            row per step and so loses the second epoch value of a boundary step; None when the rows hold
+            no epoch tag.
     """
-    one_shot = history is None  # a whole run: no later rows will need this run's evidence
-    h = history if history is not None else RunHistory()
+    one_shot = whole_run
+    h = history
     n_seg = len(names)
     b = [int(x) for x in bounds]
     seg = [(b[i], b[i + 1]) for i in range(n_seg)]
     notes: list[Note] = []
 
     # 1-2. Epoch points, fractional series.
-    ecodes = [i for i in range(n_seg) if terms[i] == "epoch"]
     if epoch_points is not None:
         _merge_epoch_points(h, *epoch_points)
-    elif ecodes:
-        _merge_epoch_points(h, *(np.concatenate([col[seg[i][0]:seg[i][1]] for i in ecodes]) for col in (steps, walls, values)))
     has_points = len(h.epoch_steps) > 0
     if has_points:
         _align_to_points(h, steps, walls, epochs_out)

@@ -1,15 +1,12 @@
 """Build the tidy frame (ARCHITECTURE) from decoded scalar rows.
 
 Columns: run, tag, term, split (categoricals), step (int64), epoch (float64), value (float64),
-wall_time (float64). Steps: resolve each tag to (term, split); drop duplicate (run, tag, step) keeping the
-latest wall_time; flip the sign of a KL series logged as -KL; align steps to epochs; sort.
-
-Epoch alignment and the per-run split rules are :mod:`vaediag.logs.conventions` (one rule set for
-every engine): the run's ``epoch`` tag at the nearest step at or before the row's (the one logged with
-the row where a step holds several); fractional (HF) epoch series as completed epochs; for val series of
-a run without an epoch tag, the n-th val point is epoch n; else ``step // steps_per_epoch`` when given;
-else NaN; negative steps (an evaluation before training) epoch -1. ``split`` is per row: ``resolve``'s,
-refined by the cadence and post-fit rules.
+wall_time (float64). :class:`FrameBuilder` resolves each tag to (term, split) and lays each run's rows out
+in columns; what the rows are (which are kept, their sign, epoch and split) is decided by the run's
+:class:`~vaediag.logs.aligner.EpochAligner` (:mod:`vaediag.logs.aligner`: deduplication, the KL sign rule;
+:mod:`vaediag.logs.conventions`: epoch alignment and the split rules), fresh per run for a whole-run read,
+kept across polls by the tail. :func:`build_frame` is the builder over rows held as lists (the reference
+engine, :func:`~vaediag.logs.inprocess.frame_from_epochs`).
 """
 
 from __future__ import annotations
@@ -19,8 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from vaediag.logs.conventions import Note, RunHistory, _last_at_or_before, apply_conventions
-from vaediag.terms import NONNEGATIVE_TERMS, TagMap, resolve, split_marker
+from vaediag.logs.aligner import EpochAligner, EpochPoints, TagSegments, dedup_order
+from vaediag.logs.conventions import Note
+from vaediag.terms import TagMap, resolve, split_marker
 
 __all__ = [
     "COLUMNS",
@@ -28,10 +26,7 @@ __all__ = [
     "RunResult",
     "build_frame",
     "empty_frame",
-    "align_epochs",
     "FrameBuilder",
-    "sort_dedup_order",
-    "flip_negative_kl",
 ]
 
 COLUMNS = ("run", "tag", "term", "split", "step", "epoch", "value", "wall_time")
@@ -83,19 +78,6 @@ def empty_frame() -> pd.DataFrame:
     )
 
 
-def _dedup(rr: RunRows) -> RunRows:
-    """Keep the latest wall_time per (tag, step); result sorted by (tag, step)."""
-    if len(rr.steps) == 0:
-        return rr
-    order = np.lexsort((rr.wall_times, rr.steps, rr.tag_codes))
-    codes, steps = rr.tag_codes[order], rr.steps[order]
-    last = np.ones(len(order), dtype=bool)
-    last[:-1] = (codes[1:] != codes[:-1]) | (steps[1:] != steps[:-1])
-    keep = order[last]
-    return RunRows(rr.run, rr.tag_names, rr.tag_codes[keep], rr.steps[keep], rr.values[keep], rr.wall_times[keep],
-                   rr.notes, rr.facts, rr.unmapped, None if rr.shown_walls is None else rr.shown_walls[keep])
-
-
 @dataclass
 class RunResult:
     """What adding one run's rows found: facts about the data and the tags no term names."""
@@ -108,124 +90,27 @@ class RunResult:
         return [f.message for f in self.facts]
 
 
-def _conventions(names, resolved, tag_map, bounds, steps, walls, values, epochs_out, spe, history, points):
-    return apply_conventions(
-        names,
-        [r[0] for r in resolved],
-        [r[1] for r in resolved],
-        [split_marker(n, tag_map) is not None for n in names],
-        bounds, steps, walls, values, epochs_out,
-        steps_per_epoch=spe, history=history, epoch_points=points,
-    )
-
-
-def _raw_epoch_points(codes, epoch_codes, steps, walls, values):
-    """The epoch tag's rows before deduplication (a boundary step may hold two epoch values)."""
-    if not epoch_codes:
-        return None
-    sel = codes == epoch_codes[0] if len(epoch_codes) == 1 else np.isin(codes, epoch_codes)
-    return steps[sel], walls[sel], values[sel]
-
-
-def align_epochs(
-    steps: np.ndarray,
-    splits: np.ndarray,
-    codes: np.ndarray,
-    epoch_steps: np.ndarray,
-    epoch_values: np.ndarray,
-    *,
-    steps_per_epoch: int | None = None,
-) -> np.ndarray:
-    """Epoch of each row from epoch points alone (no wall times, no split rules): the old surface.
-
-    ``epoch_steps`` sorted, one value per step; rows sorted by (code, step).
-    """
-    out = np.full(len(steps), np.nan)
-    if len(epoch_steps):
-        return epoch_values[_last_at_or_before(np.asarray(epoch_steps), np.asarray(steps, dtype=np.int64))].astype(np.float64)
-    is_val = splits == "val"
-    if is_val.any():
-        vcodes = codes[is_val]
-        starts = np.r_[0, np.flatnonzero(vcodes[1:] != vcodes[:-1]) + 1]
-        rank = np.arange(len(vcodes)) - np.repeat(starts, np.diff(np.r_[starts, len(vcodes)]))
-        out[is_val] = rank
-    if steps_per_epoch:
-        rest = ~is_val
-        out[rest] = steps[rest] // steps_per_epoch
-    return out
-
-
 def build_frame(
     runs: list[RunRows],
     *,
     tag_map: TagMap | None = None,
     steps_per_epoch: int | None = None,
 ) -> pd.DataFrame:
-    """The tidy frame of all runs, sorted by (run, tag, step). Appends sign notes to each RunRows."""
-    parts = []
-    all_tags: dict[str, None] = {}
-    for rr in runs:
-        for t in rr.tag_names:
-            all_tags.setdefault(t, None)
-    tag_cats = sorted(all_tags)
-    resolved = {t: resolve(t, tag_map) for t in tag_cats}
-    term_cats = sorted({term for term, _ in resolved.values() if term is not None})
-
-    for raw in runs:
-        points = _raw_epoch_points(
-            raw.tag_codes, [c for c, t in enumerate(raw.tag_names) if resolved[t][0] == "epoch"],
-            raw.steps, raw.wall_times, raw.values,
-        )
-        rr = _dedup(raw)
-        if len(rr.steps) == 0:
-            continue
-        names = np.asarray(rr.tag_names, dtype=object)
-        terms_of_code = np.asarray([resolved[t][0] for t in rr.tag_names], dtype=object)
-        splits_of_code = np.asarray([resolved[t][1] for t in rr.tag_names], dtype=object)
-        values = rr.values.copy()
-        codes = rr.tag_codes
-
-        # Sign rule: a KL series that is <= 0 throughout was logged as -KL. Rows are sorted by code.
-        bounds = np.searchsorted(codes, np.arange(len(rr.tag_names) + 1))
-        rr.facts.extend(_flip_negative_kl(values, [
-            (int(bounds[c]), int(bounds[c + 1]), name)
-            for c, name in enumerate(rr.tag_names) if terms_of_code[c] in NONNEGATIVE_TERMS
-        ]))
-        # Only tags present after dedup (tag_names may list a tag whose rows are all gone: never here).
-        present = np.flatnonzero(np.diff(bounds))
-        names_p = [rr.tag_names[c] for c in present]
-        epochs = np.empty(len(codes), dtype=np.float64)
-        split_codes, facts = _conventions(
-            names_p, [resolved[t] for t in names_p], tag_map, np.r_[bounds[present], bounds[-1]],
-            rr.steps, rr.wall_times, values, epochs, steps_per_epoch, None, points,
-        )
-        rr.facts.extend(facts)
-        rr.unmapped[:] = sorted(t for t in names_p if resolved[t][0] is None)
-        rr.notes.extend(f.message for f in rr.facts)
-        splits = np.asarray(["train", "val", "other"], dtype=object)[split_codes]
-        n = len(codes)
-        parts.append(
-            pd.DataFrame(
-                {
-                    "run": pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[rr.run]),
-                    "tag": pd.Categorical(names[codes], categories=tag_cats),
-                    "term": pd.Categorical(terms_of_code[codes], categories=term_cats),
-                    "split": pd.Categorical(splits, categories=["train", "val", "other"]),
-                    "step": rr.steps,
-                    "epoch": epochs,
-                    "value": values,
-                    "wall_time": rr.wall_times if rr.shown_walls is None else rr.shown_walls,
-                }
-            )
-        )
-    if not parts:
-        return empty_frame()
-    run_cats = sorted(rr.run for rr in runs)
-    for part in parts:
-        part["run"] = part["run"].cat.set_categories(run_cats)
-    frame = pd.concat(parts, ignore_index=True)
-    frame = frame.sort_values(["run", "tag", "step"], kind="stable", ignore_index=True)
-    return frame
+    """The tidy frame of all runs, sorted by (run, tag, step), through :class:`FrameBuilder` with a fresh
+    :class:`~vaediag.logs.aligner.EpochAligner` per run. Records each run's facts and unmapped tags in its
+    RunRows."""
+    names = sorted({t for rr in runs for t in rr.tag_names})
+    index = {t: i for i, t in enumerate(names)}
+    builder = FrameBuilder(names, tag_map=tag_map, capacity=sum(len(rr.steps) for rr in runs))
+    for rr in sorted(runs, key=lambda r: r.run):
+        lut = np.asarray([index[t] for t in rr.tag_names], dtype=np.int32)
+        codes = lut[rr.tag_codes] if len(rr.tag_codes) else np.zeros(0, dtype=np.int32)
+        result = builder.add(rr.run, codes, rr.steps, rr.values, rr.wall_times, shown_walls=rr.shown_walls,
+                             aligner=EpochAligner(steps_per_epoch=steps_per_epoch))
+        rr.facts.extend(result.facts)
+        rr.notes.extend(result.notes)
+        rr.unmapped[:] = result.unmapped
+    return builder.finish()
 
 
 def _min_int_dtype(n: int) -> type:
@@ -236,50 +121,12 @@ def _min_int_dtype(n: int) -> type:
     return np.int64
 
 
-def sort_dedup_order(codes: np.ndarray, steps: np.ndarray, wall_times: np.ndarray) -> np.ndarray:
-    """Indices that sort rows by (code, step) keeping, per (code, step), the row of latest wall_time.
-
-    Equal to :func:`_dedup`'s choice (ties in wall_time keep the later row in file order). The common
-    case, steps strictly increasing per tag in file order, needs only a stable sort by code.
-    """
-    n = len(codes)
-    if n == 0:
-        return np.zeros(0, dtype=np.intp)
-    order = np.argsort(codes, kind="stable")
-    c, s = codes[order], steps[order]
-    if n == 1 or bool(((s[1:] > s[:-1]) | (c[1:] != c[:-1])).all()):
-        return order
-    order = np.lexsort((wall_times, steps, codes))
-    c, s = codes[order], steps[order]
-    last = np.ones(n, dtype=bool)
-    last[:-1] = (c[1:] != c[:-1]) | (s[1:] != s[:-1])
-    return order[last]
-
-
-def flip_negative_kl(values: np.ndarray, bounds: list[tuple[int, int, str]]) -> list[str]:
-    """Negate, in place, each ``values[a:b]`` that is <= 0 throughout (and < 0 somewhere); notes."""
-    return [n.message for n in _flip_negative_kl(values, bounds)]
-
-
-def _flip_negative_kl(values: np.ndarray, bounds: list[tuple[int, int, str]]) -> list[Note]:
-    notes = []
-    for a, b, name in bounds:
-        v = values[a:b]
-        fin = v[np.isfinite(v)]
-        if len(fin) and (fin <= 0).all() and (fin < 0).any():
-            np.negative(v, out=v)
-            n = f"{len(fin)} value{'s' if len(fin) != 1 else ''}"
-            notes.append(Note("kl_sign_flipped", name, f"{name!r} is <= 0 throughout ({n}): logged as -KL, sign flipped",
-                              len(fin)))
-    return notes
-
-
 class FrameBuilder:
     """Assemble the tidy frame run by run, without holding the raw rows and the frame twice.
 
     Runs must be added in sorted order of run id. Each run's rows are sorted, deduplicated, sign-fixed
-    and epoch-aligned into columns that grow in place; :meth:`finish` wraps them in a DataFrame without
-    copying. Output equals :func:`build_frame` on the same rows.
+    and epoch-aligned (by the aligner given with them) into columns that grow in place; :meth:`finish`
+    wraps them in a DataFrame without copying.
     """
 
     def __init__(
@@ -287,12 +134,10 @@ class FrameBuilder:
         tag_names: list[str],
         *,
         tag_map: TagMap | None = None,
-        steps_per_epoch: int | None = None,
         capacity: int = 0,
     ):
         self._names = tag_names  # a registry's list (it may grow while runs are added)
         self._tag_map = tag_map
-        self._spe = steps_per_epoch
         self._runs: list[str] = []
         self._counts: list[int] = []
         self._used = np.zeros(0, dtype=bool)
@@ -324,17 +169,14 @@ class FrameBuilder:
         values: np.ndarray,
         wall_times: np.ndarray,
         *,
-        sign=None,
-        history: RunHistory | None = None,
+        aligner: EpochAligner,
         shown_walls: np.ndarray | None = None,
     ) -> RunResult:
         """Add one run's raw rows (codes index the tag names); returns what was found about the run.
 
-        ``sign(values, bounds) -> notes`` replaces the sign rule and ``history`` carries the epoch and
-        split evidence of earlier rows (the tail keeps both across polls); the defaults are
-        :func:`flip_negative_kl` and a fresh :class:`~vaediag.logs.conventions.RunHistory`.
-        ``shown_walls``: the frame's wall_time per row when ``wall_times`` only orders the rows (metrics
-        logs that record no time: NaN).
+        ``aligner``: the run's rules and their state (fresh for a whole run; the tail's, kept across
+        polls). ``shown_walls``: the frame's wall_time per row when ``wall_times`` only orders the rows
+        (metrics logs that record no time: NaN).
         """
         self._runs.append(run)
         n_names = len(self._names)
@@ -352,10 +194,8 @@ class FrameBuilder:
         lut = np.zeros(n_names, dtype=_min_int_dtype(len(local)))
         lut[local] = np.arange(len(local))
         lc = lut[codes]
-        points = _raw_epoch_points(
-            codes, [c for c in local if self._resolve(c)[0] == "epoch"], steps, wall_times, values
-        )
-        order = sort_dedup_order(lc, steps, wall_times)
+        points = EpochPoints.of(codes, [c for c in local if self._resolve(c)[0] == "epoch"], steps, wall_times, values)
+        order = dedup_order(lc, steps, wall_times)
         m = len(order)
         o = self._n
         self._grow(o + m)
@@ -373,25 +213,19 @@ class FrameBuilder:
         # Rows are now grouped by tag, in the order of ``local``: segment bounds per tag.
         counts = np.bincount(lc, minlength=len(local))  # dedup may shrink a tag's count; recount
         counts = np.bincount(np.take(lut, tag_out), minlength=len(local)) if m != len(lc) else counts
-        bounds = np.r_[0, np.cumsum(counts)]
         names = [self._names[c] for c in local]
         resolved = [self._resolve(c) for c in local]
-        sign_bounds = [
-            (int(bounds[i]), int(bounds[i + 1]), names[i])
-            for i in range(len(local))
-            if resolved[i][0] in NONNEGATIVE_TERMS
-        ]
-        facts = list((sign or _flip_negative_kl)(val_out, sign_bounds))
-        epoch_out = self._epoch[o : o + m]
-        split_codes, more = _conventions(
-            names, resolved, self._tag_map, bounds, step_out, wall_out, val_out, epoch_out, self._spe, history, points
+        segments = TagSegments(
+            names, [r[0] for r in resolved], [r[1] for r in resolved],
+            [split_marker(n, self._tag_map) is not None for n in names], np.r_[0, np.cumsum(counts)],
         )
-        self._split[o : o + m] = split_codes
+        placed = aligner.place(segments, step_out, wall_out, val_out, self._epoch[o : o + m], epoch_points=points)
+        self._split[o : o + m] = placed.split_codes
         if shown is not None:
             wall_out[:] = shown
         self._n = o + m
         self._counts.append(m)
-        return RunResult(facts + more, sorted(n for n, r in zip(names, resolved) if r[0] is None))
+        return RunResult(placed.notes, sorted(n for n, r in zip(names, resolved) if r[0] is None))
 
     def _grow(self, size: int, *, exact: bool = False) -> None:
         # ndarray.resize reallocates in place (mremap for large blocks): no second copy of the columns.

@@ -13,6 +13,7 @@ import pandas as pd
 
 from vaediag.errors import CorruptLogError, InputError, VaediagError
 from vaediag.logs.discover import RunDir, discover
+from vaediag.logs.aligner import EpochAligner
 from vaediag.logs.events import EventMeta, ScalarRows, decode_records
 from vaediag.logs.conventions import Note
 from vaediag.logs import decode as _decode
@@ -390,12 +391,7 @@ def load(
 
         reg = TagRegistry.limited(lambda name: resolve(name, tag_map)[0])
         bounds = {rd.run: _row_bound(rd) for rd in run_dirs}  # one stat per file
-        builder = FrameBuilder(
-            reg.names,
-            tag_map=tag_map,
-            steps_per_epoch=steps_per_epoch,
-            capacity=sum(bounds.values()),
-        )
+        builder = FrameBuilder(reg.names, tag_map=tag_map, capacity=sum(bounds.values()))
         for rd in sorted(run_dirs, key=lambda r: r.run):
             shown = None
             if rd.sources:
@@ -406,7 +402,8 @@ def load(
                 skipped[rd.run] = info
                 continue
             infos[rd.run] = info
-            result = builder.add(rd.run, rows.codes, rows.steps, rows.values, rows.wall_times, shown_walls=shown)
+            result = builder.add(rd.run, rows.codes, rows.steps, rows.values, rows.wall_times, shown_walls=shown,
+                                 aligner=EpochAligner(steps_per_epoch=steps_per_epoch))  # fresh: a whole run
             info.facts.extend(result.facts)
             info.notes.extend(result.notes)
             info.unmapped_tags = result.unmapped

@@ -6,16 +6,17 @@ at poll time is completed on a later poll and never read twice; damage is skippe
 bytes held back stay bounded), and returns the decoded rows as a tidy frame. The cost is proportional to
 the new bytes, plus one directory listing and one ``fstat`` per file (``bytes_read`` counts the bytes).
 
-State kept across polls, so that consecutive polls agree with each other:
+Each poll's rows go through the same rules as a whole-run read, by one
+:class:`~vaediag.logs.aligner.EpochAligner` kept across polls (``live``), so that consecutive polls agree
+with each other:
 
 * the KL sign decision per tag: made on the first poll where the tag has a non-zero finite value
   (negated when its values are <= 0), then applied to every later poll; a later value that
   contradicts it adds a note instead of flipping the decision;
-* a :class:`~vaediag.logs.conventions.RunHistory`: the epoch points seen so far (with their wall
-  times, and whether the series is fractional), the number of val points per tag for runs without an
-  epoch tag, and the evidence of the cadence and post-fit split rules; each poll applies the same rules
-  as a whole-run read (:mod:`vaediag.logs.conventions`) to its rows, with that history. A decision
-  made on a later poll (a tag read as val from its cadence) does not relabel rows already returned.
+* the epoch points seen so far (with their wall times, and whether the series is fractional), the
+  number of val points per tag for runs without an epoch tag, and the evidence of the cadence and
+  post-fit split rules (:class:`~vaediag.logs.conventions.RunHistory`). A decision made on a later poll
+  (a tag read as val from its cadence) does not relabel rows already returned.
 
 Rows are deduplicated within a poll (a resumed run re-logging a step in a new file yields that row
 again in a later poll; callers that keep history keep the latest).
@@ -40,7 +41,8 @@ from vaediag.errors import CorruptLogError
 from vaediag.logs.decode import TagRegistry
 from vaediag.logs.discover import run_logs
 from vaediag.logs.events import EventMeta
-from vaediag.logs.conventions import Note, RunHistory
+from vaediag.logs.aligner import EpochAligner
+from vaediag.logs.conventions import Note
 from vaediag.logs.frame import FrameBuilder, empty_frame
 from vaediag.logs.sources import SourceCursor
 from vaediag.logs.stream import FileCursor, Rows
@@ -71,9 +73,7 @@ class Tail:
     warnings: list[str] = field(default_factory=list)  # files that could not be read
     _files: dict[Path, FileCursor] = field(default_factory=dict, repr=False)
     _reg: TagRegistry = field(default_factory=TagRegistry, repr=False)
-    _sign: dict[str, bool] = field(default_factory=dict, repr=False)
-    _contradicted: set = field(default_factory=set, repr=False)
-    _history: RunHistory = field(default_factory=RunHistory, repr=False)
+    _aligner: EpochAligner = field(init=False, repr=False)  # the frame's rules, with their state across polls
     _source: SourceCursor | None = field(default=None, repr=False)  # the metrics log, for a run without event files
     _kind: str | None = field(default=None, repr=False)  # "events" or "source", once a poll found a log
 
@@ -84,6 +84,7 @@ class Tail:
         # The reader's limits on distinct tags (decode.MAX_UNMAPPED_TAGS, MAX_TAGS): a run logging a
         # million per-sample tags is tailed in bounded memory; what is past them is counted in ``meta``.
         self._reg = TagRegistry.limited(lambda name: resolve(name, self.tags)[0])
+        self._aligner = EpochAligner(steps_per_epoch=self.steps_per_epoch, live=True)
 
     @property
     def bytes_read(self) -> int:
@@ -149,14 +150,7 @@ class Tail:
         if not parts:
             return empty_frame()
         rows = Rows.concat(parts)
-        builder = FrameBuilder(self._reg.names, tag_map=self.tags, steps_per_epoch=self.steps_per_epoch)
-        result = builder.add(
-            str(self.run), rows.codes, rows.steps, rows.values, rows.wall_times, sign=self._sign_rule, history=self._history
-        )
-        self.facts.extend(result.facts)
-        self.notes.extend(result.notes)
-        self.unmapped_tags = sorted(set(self.unmapped_tags) | set(result.unmapped))
-        return builder.finish()
+        return self._frame(rows.codes, rows.steps, rows.values, rows.wall_times)
 
     def _poll_source(self, source) -> pd.DataFrame:
         if source is not None and (self._source is None or self._source.path != source.path):
@@ -182,35 +176,16 @@ class Tail:
         lut = np.asarray([self._reg.admit(n) for n in sr.names], dtype=np.int64)
         codes = lut[sr.codes]
         keep = codes >= 0
-        builder = FrameBuilder(self._reg.names, tag_map=self.tags, steps_per_epoch=self.steps_per_epoch)
-        result = builder.add(
-            str(self.run), codes[keep].astype(np.int32), sr.steps[keep], sr.values[keep], sr.order[keep],
-            sign=self._sign_rule, history=self._history, shown_walls=sr.walls[keep],
-        )
+        return self._frame(codes[keep].astype(np.int32), sr.steps[keep], sr.values[keep], sr.order[keep],
+                           shown_walls=sr.walls[keep])
+
+    def _frame(self, codes: np.ndarray, steps: np.ndarray, values: np.ndarray, wall_times: np.ndarray, *,
+               shown_walls: np.ndarray | None = None) -> pd.DataFrame:
+        """One poll's rows as a tidy frame, through the aligner kept across polls; records its notes."""
+        builder = FrameBuilder(self._reg.names, tag_map=self.tags)
+        result = builder.add(str(self.run), codes, steps, values, wall_times, aligner=self._aligner,
+                             shown_walls=shown_walls)
         self.facts.extend(result.facts)
         self.notes.extend(result.notes)
         self.unmapped_tags = sorted(set(self.unmapped_tags) | set(result.unmapped))
         return builder.finish()
-
-    def _sign_rule(self, values: np.ndarray, bounds: list[tuple[int, int, str]]) -> list[Note]:
-        notes = []
-        for a, b, name in bounds:
-            v = values[a:b]
-            fin = v[np.isfinite(v)]
-            decided = self._sign.get(name)
-            if decided is None:
-                if not (fin != 0).any():
-                    continue  # nothing to decide on yet
-                decided = self._sign[name] = bool((fin <= 0).all())
-                if decided:
-                    n = f"{len(fin)} value{'s' if len(fin) != 1 else ''}"
-                    notes.append(Note("kl_sign_flipped", name, f"{name!r} is <= 0 ({n} so far): logged as -KL, sign flipped",
-                                      len(fin)))
-            elif decided and (fin > 0).any() and name not in self._contradicted:
-                self._contradicted.add(name)
-                notes.append(Note("kl_sign_contradicted", name,
-                                  f"{name!r} was read as -KL but now has positive values; sign kept flipped",
-                                  int((fin > 0).sum())))
-            if decided:
-                np.negative(v, out=v)
-        return notes
