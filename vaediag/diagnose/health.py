@@ -376,9 +376,12 @@ def check_kl_sign_convention(facts: Iterable[Any], *, run: str) -> list[Finding]
     ``facts``: the run's structured notes (:class:`vaediag.logs.Note`); kinds ``kl_sign_flipped`` and
     ``kl_sign_contradicted`` (the tail's later evidence against an earlier flip) become findings.
     """
+    from vaediag.logs.notes import NoteKind
+
+    kinds = (NoteKind.KL_SIGN_FLIPPED, NoteKind.KL_SIGN_CONTRADICTED)
     return [Finding("kl_sign_convention", "info", run, f"{n.message}; KL values here are positive (KL >= 0)",
                     term="kl", key=n.tag)
-            for n in facts if getattr(n, "kind", None) in ("kl_sign_flipped", "kl_sign_contradicted")]
+            for n in facts if getattr(n, "kind", None) in kinds]
 
 
 def check_log_warnings(warnings: Iterable[str], *, run: str) -> list[Finding]:

@@ -7,7 +7,8 @@ trainer_state.json, CSV/JSONL exports: :mod:`vaediag.logs.sources`), build the t
 
 Public surface: :func:`load` -> :class:`RunSet` (``frame``, ``runs``: run id -> :class:`RunInfo`,
 ``warnings``), :func:`load_paths` for several PATHs at once, :class:`Tail` for the watchdog,
-:func:`discover`, :class:`Note` (``RunInfo.facts``: the structured form of ``RunInfo.notes``). The epoch and split conventions of foreign trainers (Lightning's
+:func:`discover`, :class:`Note` (``RunInfo.facts``: what the reader found about a run's data, as data: a
+:class:`NoteKind`, the tag, a count; ``RunInfo.notes`` is their text). The epoch and split conventions of foreign trainers (Lightning's
 ``_step``/``_epoch`` pairs and post-fit validate, HF's fractional epochs, pre-training step -1, val tags
 without a split marker) are one rule set for all engines: :mod:`vaediag.logs.conventions`.
 
@@ -40,7 +41,8 @@ epoch, read as a log with the trainer's tags).
 """
 
 from vaediag.logs.aligner import EpochAligner
-from vaediag.logs.conventions import Note, RunHistory
+from vaediag.logs.conventions import RunHistory
+from vaediag.logs.notes import Note, NoteKind
 from vaediag.logs.discover import discover
 from vaediag.logs.inprocess import frame_from_epochs
 from vaediag.logs.merge import load_paths, merge_runsets, select_runs
@@ -48,4 +50,4 @@ from vaediag.logs.reader import RunInfo, RunSet, load
 from vaediag.logs.tail import Tail
 
 __all__ = ["load", "load_paths", "merge_runsets", "select_runs", "RunSet", "RunInfo", "Tail", "discover", "Note",
-           "RunHistory", "EpochAligner", "frame_from_epochs"]
+           "NoteKind", "RunHistory", "EpochAligner", "frame_from_epochs"]

@@ -24,7 +24,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from vaediag.logs.conventions import Note, RunHistory, apply_conventions
+from vaediag.logs.conventions import RunHistory, apply_conventions
+from vaediag.logs.notes import Note
 from vaediag.terms import NONNEGATIVE_TERMS
 
 __all__ = ["EpochAligner", "EpochPoints", "Placement", "TagSegments", "dedup_order", "kl_logged_negated"]
@@ -158,15 +159,10 @@ class EpochAligner:
                     continue  # nothing to decide on yet
                 self.kl_negated[name] = decided
                 if decided:
-                    n = int(np.isfinite(v).sum())
-                    shown = f"{n} value{'s' if n != 1 else ''}"
-                    text = f"is <= 0 ({shown} so far)" if self.live else f"is <= 0 throughout ({shown})"
-                    notes.append(Note("kl_sign_flipped", name, f"{name!r} {text}: logged as -KL, sign flipped", n))
+                    notes.append(Note.kl_sign_flipped(name, int(np.isfinite(v).sum()), so_far=self.live))
             elif decided and name not in self._contradicted and (v[np.isfinite(v)] > 0).any():
                 self._contradicted.add(name)
-                notes.append(Note("kl_sign_contradicted", name,
-                                  f"{name!r} was read as -KL but now has positive values; sign kept flipped",
-                                  int((v[np.isfinite(v)] > 0).sum())))
+                notes.append(Note.kl_sign_contradicted(name, int((v[np.isfinite(v)] > 0).sum())))
             if decided:
                 np.negative(v, out=v)
         return notes

@@ -53,8 +53,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vaediag.logs.notes import Note
+
 __all__ = [
-    "Note",
     "RunHistory",
     "CADENCE_MIN_POINTS",
     "CADENCE_SPARSITY",
@@ -66,23 +67,6 @@ __all__ = [
 SPLIT_CODES = {"train": 0, "val": 1, "other": 2}
 CADENCE_MIN_POINTS = 2  # val points a cadence decision needs
 CADENCE_SPARSITY = 4  # the densest train tag has at least this many times the candidate's rows
-
-
-@dataclass(frozen=True)
-class Note:
-    """A structured fact about a run's data (``RunInfo.facts``); ``message`` is the text in ``notes``.
-
-    Kinds: ``kl_sign_flipped``, ``kl_sign_contradicted`` (tail), ``post_fit_eval``,
-    ``split_from_cadence``, ``split_from_sibling``, ``step_minus_one``. ``count``: the rows concerned, where that is a number.
-    """
-
-    kind: str
-    tag: str | None
-    message: str
-    count: int | None = None
-
-    def __str__(self) -> str:
-        return self.message
 
 
 @dataclass
@@ -102,7 +86,6 @@ class RunHistory:
     marked_train_terms: set[str] = field(default_factory=set)  # terms logged under a train marker
     last_train_epoch: float = -np.inf
     last_fit_step: int = -1  # last step of rows at epochs <= last_train_epoch
-    noted: set[tuple[str, str | None]] = field(default_factory=set)
 
 
 def epoch_indices(values: np.ndarray, fractional: bool) -> np.ndarray:
@@ -272,12 +255,7 @@ def apply_conventions(
             h.cadence_val.add(name)
             h.candidates.pop(name, None)
             split_of[i] = "val"
-            notes.append(Note(
-                "split_from_sibling", name,
-                f"tag {name!r} has no split marker and the run marks no val tag; its term is logged as train "
-                f"under another name and {name!r} once per epoch: read as val (a guess; --tags overrides it)",
-                len(cs_ok),
-            ))
+            notes.append(Note.split_from_sibling(name, len(cs_ok)))
             continue
         if (
             len(cs_ok) >= CADENCE_MIN_POINTS
@@ -288,11 +266,7 @@ def apply_conventions(
             h.cadence_val.add(name)
             h.candidates.pop(name, None)
             split_of[i] = "val"
-            notes.append(Note(
-                "split_from_cadence", name,
-                f"tag {name!r} has no split marker; logged once per epoch at the val steps: read as val",
-                len(cs_ok),
-            ))
+            notes.append(Note.split_from_cadence(name, len(cs_ok)))
 
     # 3. Without epoch points: rank val points (cadence-val tags included), steps_per_epoch for the rest.
     if not has_points:
@@ -314,12 +288,7 @@ def apply_conventions(
         for i, (a, c) in enumerate(seg):
             k = int(neg[a:c].sum())
             if k:
-                notes.append(Note(
-                    "step_minus_one", names[i],
-                    f"{names[i]!r}: {k} value{'s' if k != 1 else ''} at a negative step (an evaluation "
-                    "before training): kept, at epoch -1",
-                    k,
-                ))
+                notes.append(Note.step_minus_one(names[i], k))
 
     codes = np.repeat(np.asarray([SPLIT_CODES[s] for s in split_of], dtype=np.int8), np.diff(np.asarray(b, dtype=np.int64)))
 
@@ -343,11 +312,5 @@ def apply_conventions(
                 tags = [names[i] for i, (a, c) in enumerate(seg) if moved[a:c].any()]
                 n = int(moved.sum())
                 ep = sorted({int(x) for x in epochs_out[moved].tolist()})
-                notes.append(Note(
-                    "post_fit_eval", tags[0] if len(tags) == 1 else None,
-                    f"{n} val value{'s' if n != 1 else ''} ({', '.join(map(repr, tags))}) logged after the last "
-                    f"training epoch at epoch {', '.join(map(str, ep))} without a training step (a "
-                    "trainer.validate()/test() after fit): read as other, not a training epoch",
-                    n,
-                ))
+                notes.append(Note.post_fit_eval(tags, n, ep))
     return codes, notes

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from vaediag.logs.aligner import EpochAligner, EpochPoints, TagSegments, dedup_order
-from vaediag.logs.conventions import Note
+from vaediag.logs.notes import Note
 from vaediag.terms import TagMap, resolve, split_marker
 
 __all__ = [
@@ -42,12 +42,16 @@ class RunRows:
     steps: np.ndarray  # int64
     values: np.ndarray  # float64
     wall_times: np.ndarray  # float64
-    notes: list[str] = field(default_factory=list)
-    facts: list[Note] = field(default_factory=list)
-    unmapped: list[str] = field(default_factory=list)
+    facts: list[Note] = field(default_factory=list)  # what build_frame found about the run
+    unmapped: list[str] = field(default_factory=list)  # build_frame's: tags no term names, sorted
     # The frame's wall_time when it differs from ``wall_times`` (metrics logs without a time: NaN; their
     # ``wall_times`` are then the order of logging, which the conventions and deduplication use).
     shown_walls: np.ndarray | None = None
+
+    @property
+    def notes(self) -> list[str]:
+        """The facts' text."""
+        return [f.message for f in self.facts]
 
     @classmethod
     def from_lists(cls, run: str, tags: list[str], steps, values, wall_times) -> "RunRows":
@@ -87,6 +91,7 @@ class RunResult:
 
     @property
     def notes(self) -> list[str]:
+        """The facts' text."""
         return [f.message for f in self.facts]
 
 
@@ -108,7 +113,6 @@ def build_frame(
         result = builder.add(rr.run, codes, rr.steps, rr.values, rr.wall_times, shown_walls=rr.shown_walls,
                              aligner=EpochAligner(steps_per_epoch=steps_per_epoch))
         rr.facts.extend(result.facts)
-        rr.notes.extend(result.notes)
         rr.unmapped[:] = result.unmapped
     return builder.finish()
 

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from vaediag.errors import InputError, VaediagError
+from vaediag.logs.notes import Note, NoteKind
 from vaediag.safeio import read_text
 from vaediag.structured import loads_yaml
 
-__all__ = ["find_project_config", "read_project_config", "MAX_LEVELS"]
+__all__ = ["find_project_config", "project_config_note", "read_project_config", "MAX_LEVELS"]
 
 MAX_LEVELS = 3  # tf/ -> version_0/ -> testtube/ -> logdir
 
@@ -39,17 +40,25 @@ def find_project_config(run_dir: Path) -> Path | None:
     return None
 
 
-def read_project_config(run_dir: Path) -> tuple[dict[str, Any], str | None]:
+def project_config_note(run_dir: Path) -> tuple[dict[str, Any], Note | None]:
     """``(config, note)``: the project config's content ({} when none or not a model config) and a note
-    saying where the parameters came from (or why the file was ignored); None when there is no file."""
+    saying where the parameters came from (``project_config``) or why the file was ignored
+    (``project_config_ignored``); None when there is no such file."""
     path = find_project_config(run_dir)
     if path is None:
         return {}, None
     try:  # safeio: regular files only, capped; structured: no alias bombs, no runaway nesting
         data = loads_yaml(read_text(path, what="project config"), where=path.name, error=InputError)
     except VaediagError as exc:
-        return {}, f"{path.name} ignored: {exc.message}"
+        return {}, Note(NoteKind.PROJECT_CONFIG_IGNORED, None, f"{path.name} ignored: {exc.message}")
     model = data.get("model") if isinstance(data, dict) else None
     if not isinstance(model, dict) or not isinstance(model.get("params"), dict):
         return {}, None
-    return data, f"parameters from the project config {path} (latent-diffusion's main.py)"
+    return data, Note(NoteKind.PROJECT_CONFIG, None,
+                      f"parameters from the project config {path} (latent-diffusion's main.py)")
+
+
+def read_project_config(run_dir: Path) -> tuple[dict[str, Any], str | None]:
+    """:func:`project_config_note` with the note's text."""
+    data, note = project_config_note(run_dir)
+    return data, None if note is None else note.message

@@ -15,7 +15,7 @@ from vaediag.errors import CorruptLogError, InputError, VaediagError
 from vaediag.logs.discover import RunDir, discover
 from vaediag.logs.aligner import EpochAligner
 from vaediag.logs.events import EventMeta, ScalarRows, decode_records
-from vaediag.logs.conventions import Note
+from vaediag.logs.notes import Note
 from vaediag.logs import decode as _decode
 from vaediag.logs.decode import TagRegistry
 from vaediag.logs.frame import FrameBuilder, RunRows, build_frame
@@ -65,8 +65,7 @@ class RunInfo:
     project_config: dict[str, Any] = field(default_factory=dict)  # latent-diffusion's configs/*-project.yaml
     texts: dict[str, str] = field(default_factory=dict)  # text summaries, tag -> latest text
     image_tags: dict[str, tuple[int, int]] = field(default_factory=dict)  # image tag -> (count, latest step)
-    notes: list[str] = field(default_factory=list)  # facts about the data (e.g. a KL sign flip), as text
-    facts: list[Note] = field(default_factory=list)  # the same facts, structured (kind, tag, message, count)
+    facts: list[Note] = field(default_factory=list)  # facts about the data (e.g. a KL sign flip): kind, tag, count
     warnings: list[str] = field(default_factory=list)  # damage found while reading, files that overlap
     unmapped_tags: list[str] = field(default_factory=list)  # scalar tags no canonical term names, sorted
     files: list[FileStats] = field(default_factory=list)
@@ -82,6 +81,11 @@ class RunInfo:
     source_mtime: float | None = None  # a metrics log's modification time (it records no wall times)
     log_params: dict[str, Any] = field(default_factory=dict)  # parameters the log itself records (trainer_state.json)
     not_read: list[Path] = field(default_factory=list)  # metrics logs in the run directory that were not read
+
+    @property
+    def notes(self) -> list[str]:
+        """The facts' text, for people (a renderer's view of :attr:`facts`)."""
+        return [f.message for f in self.facts]
 
     @property
     def source_line(self) -> str:
@@ -249,11 +253,11 @@ def _detail(message: str, name: str) -> str:
 
 
 def _read_project_config(path: Path, info: RunInfo) -> None:
-    from vaediag.logs.projectconfig import read_project_config
+    from vaediag.logs.projectconfig import project_config_note
 
-    info.project_config, note = read_project_config(path)
-    if note:
-        info.notes.append(note)
+    info.project_config, note = project_config_note(path)
+    if note is not None:
+        info.facts.append(note)
 
 
 def restart_warnings(files: list[tuple[Path, np.ndarray, np.ndarray, np.ndarray]]) -> list[str]:
@@ -383,7 +387,6 @@ def load(
             run_rows.append(rr)
         frame = build_frame(run_rows, tag_map=tag_map, steps_per_epoch=steps_per_epoch)
         for rr in run_rows:
-            infos[rr.run].notes.extend(rr.notes)
             infos[rr.run].facts.extend(rr.facts)
             infos[rr.run].unmapped_tags = list(rr.unmapped)
     else:
@@ -405,7 +408,6 @@ def load(
             result = builder.add(rd.run, rows.codes, rows.steps, rows.values, rows.wall_times, shown_walls=shown,
                                  aligner=EpochAligner(steps_per_epoch=steps_per_epoch))  # fresh: a whole run
             info.facts.extend(result.facts)
-            info.notes.extend(result.notes)
             info.unmapped_tags = result.unmapped
             del rows
         frame = builder.finish(all_runs=[rd.run for rd in run_dirs if rd.run not in skipped])
@@ -502,10 +504,7 @@ def _not_read(info: RunInfo, meta: EventMeta) -> None:
     info.unmapped_not_read, info.tags_not_read = un.tags, mapped.tags
     info.scalars_not_read = un.scalars + mapped.scalars
     if un:
-        msg = (f"{un.tags:,} more tag{'s' if un.tags != 1 else ''} that no term names {'were' if un.tags != 1 else 'was'} "
-               f"not read ({un.scalars:,} scalars): vaediag reads at most {_decode.MAX_UNMAPPED_TAGS:,} such tags per load")
-        info.facts.append(Note("tags_not_read", None, msg, un.scalars))
-        info.notes.append(msg)
+        info.facts.append(Note.tags_not_read(un.tags, un.scalars, limit=_decode.MAX_UNMAPPED_TAGS))
     if mapped:
         info.warnings.append(
             f"{mapped.tags:,} tag{'s' if mapped.tags != 1 else ''} that vaediag reads {'were' if mapped.tags != 1 else 'was'} "
@@ -567,7 +566,7 @@ def _read_source(rd: RunDir) -> tuple[RunInfo, SourceRows | None]:
     info.log_params = dict(cur.log_params)
     info.files.append(FileStats(path=src.path, size=cur.size, records=cur.rows, scalars=len(rows)))
     info.warnings.extend(cur.warnings())
-    info.notes.extend(cur.notes())
+    info.facts.extend(cur.notes())
     info.n_scalars = len(rows)
     read_run_metadata(rd.path, info)
     return info, rows

@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from vaediag.errors import CorruptLogError
+from vaediag.logs.notes import Note
 from vaediag.safeio import open_regular
 
 __all__ = [
@@ -737,10 +738,8 @@ class SourceCursor:
             out.append(f"{name}: {d.long_lines} line(s) longer than {TAIL_CHUNK:,} bytes skipped")
         return out
 
-    def notes(self) -> list[str]:
+    def notes(self) -> list[Note]:
         """Facts about the file that are not damage: columns ignored because they hold no number."""
         if not self.text_columns:
             return []
-        cols = sorted(self.text_columns)
-        shown = ", ".join(repr(c) for c in cols[:8]) + (f" and {len(cols) - 8} more" if len(cols) > 8 else "")
-        return [f"{self.path.name}: column{'s' if len(cols) != 1 else ''} without numbers ignored: {shown}"]
+        return [Note.text_columns(self.path.name, sorted(self.text_columns))]

@@ -42,7 +42,7 @@ from vaediag.logs.decode import TagRegistry
 from vaediag.logs.discover import run_logs
 from vaediag.logs.events import EventMeta
 from vaediag.logs.aligner import EpochAligner
-from vaediag.logs.conventions import Note
+from vaediag.logs.notes import Note
 from vaediag.logs.frame import FrameBuilder, empty_frame
 from vaediag.logs.sources import SourceCursor
 from vaediag.logs.stream import FileCursor, Rows
@@ -67,8 +67,7 @@ class Tail:
     tags: TagMap | None = None
     steps_per_epoch: int | None = None
     meta: EventMeta = field(default_factory=EventMeta)
-    notes: list[str] = field(default_factory=list)  # sign decisions and their contradictions, split rules
-    facts: list[Note] = field(default_factory=list)  # the same, structured
+    facts: list[Note] = field(default_factory=list)  # sign decisions and their contradictions, split rules
     unmapped_tags: list[str] = field(default_factory=list)  # scalar tags no canonical term names, sorted
     warnings: list[str] = field(default_factory=list)  # files that could not be read
     _files: dict[Path, FileCursor] = field(default_factory=dict, repr=False)
@@ -85,6 +84,11 @@ class Tail:
         # million per-sample tags is tailed in bounded memory; what is past them is counted in ``meta``.
         self._reg = TagRegistry.limited(lambda name: resolve(name, self.tags)[0])
         self._aligner = EpochAligner(steps_per_epoch=self.steps_per_epoch, live=True)
+
+    @property
+    def notes(self) -> list[str]:
+        """The facts' text, for people."""
+        return [f.message for f in self.facts]
 
     @property
     def bytes_read(self) -> int:
@@ -186,6 +190,5 @@ class Tail:
         result = builder.add(str(self.run), codes, steps, values, wall_times, aligner=self._aligner,
                              shown_walls=shown_walls)
         self.facts.extend(result.facts)
-        self.notes.extend(result.notes)
         self.unmapped_tags = sorted(set(self.unmapped_tags) | set(result.unmapped))
         return builder.finish()
