@@ -24,11 +24,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from vaediag.logs.conventions import RunHistory, apply_conventions
+from vaediag.logs.conventions import RunHistory, TagSegments, apply_conventions
 from vaediag.logs.notes import Note
 from vaediag.terms import NONNEGATIVE_TERMS
 
-__all__ = ["EpochAligner", "EpochPoints", "Placement", "TagSegments", "dedup_order", "kl_logged_negated"]
+__all__ = ["EpochAligner", "EpochPoints", "Placement", "dedup_order", "kl_logged_negated"]
 
 
 def dedup_order(codes: np.ndarray, steps: np.ndarray, wall_times: np.ndarray) -> np.ndarray:
@@ -81,24 +81,6 @@ class EpochPoints(NamedTuple):
         return cls(steps[sel], wall_times[sel], values[sel])
 
 
-@dataclass(frozen=True)
-class TagSegments:
-    """One run's deduplicated rows grouped by tag: segment ``i`` is rows ``bounds[i]:bounds[i+1]``, sorted by
-    step; per segment the tag, its term and split (:func:`vaediag.terms.resolve`) and whether the tag's name
-    marks its split (:func:`vaediag.terms.split_marker`)."""
-
-    names: list[str]
-    terms: list[str | None]
-    splits: list[str]
-    marked: list[bool]
-    bounds: np.ndarray  # len(names) + 1
-
-    def of_terms(self, terms: frozenset[str]) -> list[tuple[int, int, str]]:
-        """(start, end, tag) of the segments whose term is in ``terms``."""
-        b = self.bounds
-        return [(int(b[i]), int(b[i + 1]), name) for i, name in enumerate(self.names) if self.terms[i] in terms]
-
-
 @dataclass
 class Placement:
     """What the aligner decided about one batch of rows: their splits and the notes on its decisions."""
@@ -139,12 +121,9 @@ class EpochAligner:
         batch's epoch tag rows before deduplication.
         """
         notes = self._fix_kl_sign(values, segments.of_terms(NONNEGATIVE_TERMS))
-        codes, more = apply_conventions(
-            segments.names, segments.terms, segments.splits, segments.marked, segments.bounds,
-            steps, wall_times, values, epochs_out,
-            steps_per_epoch=self.steps_per_epoch, history=self.history, whole_run=not self.live,
-            epoch_points=epoch_points,
-        )
+        codes, more = apply_conventions(segments, steps, wall_times, epochs_out, history=self.history,
+                                        whole_run=not self.live, steps_per_epoch=self.steps_per_epoch,
+                                        epoch_points=epoch_points)
         return Placement(codes, notes + more)
 
     def _fix_kl_sign(self, values: np.ndarray, segments: list[tuple[int, int, str]]) -> list[Note]:

@@ -57,6 +57,7 @@ from vaediag.logs.notes import Note
 
 __all__ = [
     "RunHistory",
+    "TagSegments",
     "CADENCE_MIN_POINTS",
     "CADENCE_SPARSITY",
     "SPLIT_CODES",
@@ -160,44 +161,55 @@ def _align_to_points(h: RunHistory, steps: np.ndarray, walls: np.ndarray, out: n
         out[r] = pv[a:b][k]
 
 
+@dataclass(frozen=True)
+class TagSegments:
+    """One run's deduplicated rows grouped by tag: segment ``i`` is rows ``bounds[i]:bounds[i+1]``, sorted by
+    step; per segment the tag, its term and split (:func:`vaediag.terms.resolve`) and whether the tag's name
+    marks its split (:func:`vaediag.terms.split_marker`)."""
+
+    names: list[str]
+    terms: list[str | None]
+    splits: list[str]
+    marked: list[bool]
+    bounds: np.ndarray  # len(names) + 1
+
+    def spans(self) -> list[tuple[int, int]]:
+        """(start, end) of each segment."""
+        b = [int(x) for x in self.bounds]
+        return [(b[i], b[i + 1]) for i in range(len(self.names))]
+
+    def of_terms(self, terms: frozenset[str]) -> list[tuple[int, int, str]]:
+        """(start, end, tag) of the segments whose term is in ``terms``."""
+        return [(a, c, self.names[i]) for i, (a, c) in enumerate(self.spans()) if self.terms[i] in terms]
+
+
 def apply_conventions(
-    names: list[str],
-    terms: list[str | None],
-    splits: list[str],
-    marked: list[bool],
-    bounds: np.ndarray,
+    segments: TagSegments,
     steps: np.ndarray,
     walls: np.ndarray,
-    values: np.ndarray,
     epochs_out: np.ndarray,
     *,
-    steps_per_epoch: int | None = None,
     history: RunHistory,
     whole_run: bool,
+    steps_per_epoch: int | None = None,
     epoch_points: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, list[Note]]:
-    """Fill ``epochs_out`` for one run's rows and return (split code per row, notes).
+    """Fill ``epochs_out`` for one run's rows and return (split code per row, notes): the module's rules in order.
 
     Args:
-        names, terms, splits, marked: per segment: the tag, its term, ``resolve``'s split, and whether
-            the tag's name marks its split (:func:`vaediag.terms.split_marker`).
-        bounds: segment bounds (``len(names) + 1``); rows of a segment are sorted by step.
-        steps, walls, values: the rows' columns (values are the epoch tag's values for its segments).
+        segments: the rows' tags (rows grouped by tag, each segment sorted by step).
+        steps, walls: the rows' columns.
         epochs_out: float64 array of the rows' length, written in place.
         history: what earlier rows of the same run showed (updated here; fresh for a whole run).
         whole_run: the rows are the whole run: no later rows will need this run's evidence (the tail's
             polls are not).
+        steps_per_epoch: the last-resort alignment of rows that are not val (rule 3).
         epoch_points: (steps, walls, values) of the epoch tag(s) before deduplication, which keeps one
             row per step and so loses the second epoch value of a boundary step; None when the rows hold
             no epoch tag.
     """
-    one_shot = whole_run
     h = history
-    n_seg = len(names)
-    b = [int(x) for x in bounds]
-    seg = [(b[i], b[i + 1]) for i in range(n_seg)]
-    notes: list[Note] = []
-
+    seg = segments.spans()
     # 1-2. Epoch points, fractional series.
     if epoch_points is not None:
         _merge_epoch_points(h, *epoch_points)
@@ -206,17 +218,50 @@ def apply_conventions(
         _align_to_points(h, steps, walls, epochs_out)
     else:
         epochs_out[:] = np.nan
-    split_of = list(splits)
+    split_of = list(segments.splits)
+    notes = _split_by_cadence(h, segments, seg, steps, epochs_out, split_of, has_points=has_points,
+                              whole_run=whole_run)
+    if not has_points:
+        _rank_val_points(h, segments.names, seg, steps, split_of, epochs_out, steps_per_epoch)
+    neg = steps < 0
+    notes += _before_training(segments.names, seg, neg, epochs_out)
+    codes = np.repeat(np.asarray([SPLIT_CODES[s] for s in split_of], dtype=np.int8),
+                      np.diff(np.asarray(segments.bounds, dtype=np.int64)))
+    notes += _post_fit_eval(h, segments.names, seg, steps, neg, codes, epochs_out)
+    return codes, notes
 
-    # 4. Split from cadence (needs epochs when known; decided on the cumulative evidence).
+
+def _split_by_cadence(h: RunHistory, segs: TagSegments, seg: list[tuple[int, int]], steps: np.ndarray,
+                      epochs: np.ndarray, split_of: list[str], *, has_points: bool, whole_run: bool) -> list[Note]:
+    """The split rules ``split_from_cadence`` and ``split_from_sibling``: tags without a split marker read as
+    val, in ``split_of``; decided on the cumulative evidence (needs epochs when known)."""
+    notes = []
+    for i in _cadence_candidates(h, segs, seg, steps, split_of, whole_run=whole_run):
+        a, c = seg[i]
+        name = segs.names[i]
+        if name in h.cadence_val:
+            split_of[i] = "val"
+            continue
+        note = _cadence_verdict(h, name, segs.terms[i], steps[a:c], epochs[a:c], has_points=has_points)
+        if note is not None:
+            split_of[i] = "val"
+            notes.append(note)
+    return notes
+
+
+def _cadence_candidates(h: RunHistory, segs: TagSegments, seg: list[tuple[int, int]], steps: np.ndarray,
+                        split_of: list[str], *, whole_run: bool) -> list[int]:
+    """The segments the cadence rules may read as val; records the batch's train counts, train-marked terms
+    and marked val steps in ``h``."""
+    names, terms, marked = segs.names, segs.terms, segs.marked
     for i, (a, c) in enumerate(seg):
         if split_of[i] == "train":
             h.train_counts[names[i]] = h.train_counts.get(names[i], 0) + (c - a)
             if marked[i] and terms[i] not in (None, "epoch"):
                 h.marked_train_terms.add(terms[i])
-    candidates = [i for i in range(n_seg) if split_of[i] == "train" and not marked[i] and terms[i] is not None
+    candidates = [i for i in range(len(names)) if split_of[i] == "train" and not marked[i] and terms[i] is not None
                   and names[i] not in h.dense]
-    if one_shot:  # the counts are final: drop tags too dense or too rare before gathering val steps
+    if whole_run:  # the counts are final: drop tags too dense or too rare before gathering val steps
         top = sorted(h.train_counts.values(), reverse=True)[:2] + [0, 0]
         candidates = [
             i for i in candidates
@@ -224,93 +269,93 @@ def apply_conventions(
             and (seg[i][1] - seg[i][0]) * CADENCE_SPARSITY <= (top[1] if h.train_counts[names[i]] == top[0] else top[0])
         ]
     val_new = [steps[a:c] for i, (a, c) in enumerate(seg) if split_of[i] == "val" and marked[i]]
-    if val_new and (candidates or h.candidates or not one_shot):
+    if val_new and (candidates or h.candidates or not whole_run):
         # Val steps are one per val pass: few, except in synthetic or per-step val logs, where the
         # union is the cost of this rule (paid only when a tag without a split marker is around).
         new = np.unique(np.concatenate(val_new)) if len(val_new) > 1 else val_new[0]
         h.val_steps = new if len(h.val_steps) == 0 else np.union1d(h.val_steps, new)
-    for i in candidates:
-        a, c = seg[i]
-        name = names[i]
-        if name in h.cadence_val:
-            split_of[i] = "val"
-            continue
-        old_s, old_e = h.candidates.get(name, (np.zeros(0, np.int64), np.zeros(0, np.float64)))
-        cs, ce = np.r_[old_s, steps[a:c]], np.r_[old_e, epochs_out[a:c]]
-        sibling = len(h.val_steps) == 0 and has_points and terms[i] in h.marked_train_terms
-        passes = len(h.val_steps) if not sibling else len(np.unique(h.epoch_values))
-        if len(cs) > 2 * passes + 8:  # far too many points for a once-per-val tag
-            h.dense.add(name)
-            h.candidates.pop(name, None)
-            continue
-        h.candidates[name] = (cs, ce)
-        densest = max((n for t, n in h.train_counts.items() if t != name and t not in h.cadence_val), default=0)
-        cs_ok = cs[cs >= 0]
-        fe = ce[np.isfinite(ce) & (cs >= 0)]
-        if sibling and (
-            len(cs_ok) >= CADENCE_MIN_POINTS
-            and len(cs_ok) * CADENCE_SPARSITY <= densest
-            and len(np.unique(fe)) == len(fe) == len(cs_ok)
-        ):
-            h.cadence_val.add(name)
-            h.candidates.pop(name, None)
-            split_of[i] = "val"
-            notes.append(Note.split_from_sibling(name, len(cs_ok)))
-            continue
-        if (
-            len(cs_ok) >= CADENCE_MIN_POINTS
-            and bool(np.isin(cs_ok, h.val_steps).all())
-            and len(cs_ok) * CADENCE_SPARSITY <= densest
-            and (not has_points or len(np.unique(fe)) == len(fe))
-        ):
-            h.cadence_val.add(name)
-            h.candidates.pop(name, None)
-            split_of[i] = "val"
-            notes.append(Note.split_from_cadence(name, len(cs_ok)))
+    return candidates
 
-    # 3. Without epoch points: rank val points (cadence-val tags included), steps_per_epoch for the rest.
-    if not has_points:
-        for i, (a, c) in enumerate(seg):
-            s = steps[a:c]
-            nonneg = s >= 0
-            if split_of[i] == "val":
-                k = int(nonneg.sum())
-                off = h.val_seen.get(names[i], 0)
-                epochs_out[a:c][nonneg] = np.arange(off, off + k)
-                h.val_seen[names[i]] = off + k
-            elif steps_per_epoch:
-                epochs_out[a:c] = s // steps_per_epoch
 
-    # 4'. Negative steps: before training.
-    neg = steps < 0
-    if neg.any():
-        epochs_out[neg] = -1.0
-        for i, (a, c) in enumerate(seg):
-            k = int(neg[a:c].sum())
-            if k:
-                notes.append(Note.step_minus_one(names[i], k))
+def _cadence_verdict(h: RunHistory, name: str, term: str | None, steps: np.ndarray, epochs: np.ndarray, *,
+                     has_points: bool) -> Note | None:
+    """The note when the candidate ``name``'s points so far (earlier batches' and these) make it val."""
+    old_s, old_e = h.candidates.get(name, (np.zeros(0, np.int64), np.zeros(0, np.float64)))
+    cs, ce = np.r_[old_s, steps], np.r_[old_e, epochs]
+    sibling = len(h.val_steps) == 0 and has_points and term in h.marked_train_terms
+    passes = len(h.val_steps) if not sibling else len(np.unique(h.epoch_values))
+    if len(cs) > 2 * passes + 8:  # far too many points for a once-per-val tag
+        h.dense.add(name)
+        h.candidates.pop(name, None)
+        return None
+    h.candidates[name] = (cs, ce)
+    densest = max((n for t, n in h.train_counts.items() if t != name and t not in h.cadence_val), default=0)
+    cs_ok = cs[cs >= 0]
+    fe = ce[np.isfinite(ce) & (cs >= 0)]
+    sparse = len(cs_ok) >= CADENCE_MIN_POINTS and len(cs_ok) * CADENCE_SPARSITY <= densest
+    if sibling and sparse and len(np.unique(fe)) == len(fe) == len(cs_ok):
+        note = Note.split_from_sibling(name, len(cs_ok))
+    elif sparse and bool(np.isin(cs_ok, h.val_steps).all()) and (not has_points or len(np.unique(fe)) == len(fe)):
+        note = Note.split_from_cadence(name, len(cs_ok))
+    else:
+        return None
+    h.cadence_val.add(name)
+    h.candidates.pop(name, None)
+    return note
 
-    codes = np.repeat(np.asarray([SPLIT_CODES[s] for s in split_of], dtype=np.int8), np.diff(np.asarray(b, dtype=np.int64)))
 
-    # 5. Post-fit evaluation: val rows at an epoch past training, at a step that did not advance.
+def _rank_val_points(h: RunHistory, names: list[str], seg: list[tuple[int, int]], steps: np.ndarray,
+                     split_of: list[str], epochs_out: np.ndarray, steps_per_epoch: int | None) -> None:
+    """Alignment rule 3, without epoch points: the n-th val point of a tag (cadence-val tags included) is epoch n,
+    counted across batches; ``steps_per_epoch`` for the rest."""
+    for i, (a, c) in enumerate(seg):
+        s = steps[a:c]
+        nonneg = s >= 0
+        if split_of[i] == "val":
+            k = int(nonneg.sum())
+            off = h.val_seen.get(names[i], 0)
+            epochs_out[a:c][nonneg] = np.arange(off, off + k)
+            h.val_seen[names[i]] = off + k
+        elif steps_per_epoch:
+            epochs_out[a:c] = s // steps_per_epoch
+
+
+def _before_training(names: list[str], seg: list[tuple[int, int]], neg: np.ndarray,
+                     epochs_out: np.ndarray) -> list[Note]:
+    """Alignment rule 4: rows at a negative step are epoch -1 (an evaluation before training)."""
+    if not neg.any():
+        return []
+    epochs_out[neg] = -1.0
+    notes = []
+    for i, (a, c) in enumerate(seg):
+        k = int(neg[a:c].sum())
+        if k:
+            notes.append(Note.step_minus_one(names[i], k))
+    return notes
+
+
+def _post_fit_eval(h: RunHistory, names: list[str], seg: list[tuple[int, int]], steps: np.ndarray,
+                   neg: np.ndarray, codes: np.ndarray, epochs_out: np.ndarray) -> list[Note]:
+    """``post_fit_eval``: val rows at an epoch past training, at a step that did not advance, become other
+    (in ``codes``)."""
     is_train = (codes == 0) & np.isfinite(epochs_out) & ~neg
     if is_train.any():
         h.last_train_epoch = max(h.last_train_epoch, float(epochs_out[is_train].max()))
-    if np.isfinite(h.last_train_epoch):
-        fit = (codes != 2) & ~neg & (epochs_out <= h.last_train_epoch)
-        if fit.any():
-            h.last_fit_step = max(h.last_fit_step, int(steps[fit].max()))
-        late = (codes == 1) & ~neg & (epochs_out > h.last_train_epoch)
-        if late.any():
-            moved = np.zeros(len(codes), dtype=bool)
-            le, ls = epochs_out[late], steps[late]
-            for e in np.unique(le).tolist():
-                if int(ls[le == e].min()) <= h.last_fit_step + 1:
-                    moved |= late & (epochs_out == e)
-            if moved.any():
-                codes[moved] = SPLIT_CODES["other"]
-                tags = [names[i] for i, (a, c) in enumerate(seg) if moved[a:c].any()]
-                n = int(moved.sum())
-                ep = sorted({int(x) for x in epochs_out[moved].tolist()})
-                notes.append(Note.post_fit_eval(tags, n, ep))
-    return codes, notes
+    if not np.isfinite(h.last_train_epoch):
+        return []
+    fit = (codes != 2) & ~neg & (epochs_out <= h.last_train_epoch)
+    if fit.any():
+        h.last_fit_step = max(h.last_fit_step, int(steps[fit].max()))
+    late = (codes == 1) & ~neg & (epochs_out > h.last_train_epoch)
+    if not late.any():
+        return []
+    moved = np.zeros(len(codes), dtype=bool)
+    le, ls = epochs_out[late], steps[late]
+    for e in np.unique(le).tolist():
+        if int(ls[le == e].min()) <= h.last_fit_step + 1:
+            moved |= late & (epochs_out == e)
+    if not moved.any():
+        return []
+    codes[moved] = SPLIT_CODES["other"]
+    tags = [names[i] for i, (a, c) in enumerate(seg) if moved[a:c].any()]
+    return [Note.post_fit_eval(tags, int(moved.sum()), sorted({int(x) for x in epochs_out[moved].tolist()}))]

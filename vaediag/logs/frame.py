@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from vaediag.logs.aligner import EpochAligner, EpochPoints, TagSegments, dedup_order
+from vaediag.logs.aligner import EpochAligner, EpochPoints, dedup_order
+from vaediag.logs.conventions import TagSegments
 from vaediag.logs.notes import Note
 from vaediag.terms import TagMap, resolve, split_marker
 
@@ -200,36 +201,42 @@ class FrameBuilder:
         lc = lut[codes]
         points = EpochPoints.of(codes, [c for c in local if self._resolve(c)[0] == "epoch"], steps, wall_times, values)
         order = dedup_order(lc, steps, wall_times)
-        m = len(order)
-        o = self._n
-        self._grow(o + m)
-        tag_out = self._tag[o : o + m]
-        np.take(np.asarray(local, dtype=self._tag.dtype), np.take(lc, order), out=tag_out)
-        step_out = self._step[o : o + m]
-        np.take(steps, order, out=step_out)
-        val_out = self._value[o : o + m]
-        np.take(values, order, out=val_out)
-        wall_out = self._wall[o : o + m]
-        np.take(wall_times, order, out=wall_out)
-        shown = np.take(shown_walls, order) if shown_walls is not None else None
+        o, m = self._n, len(order)
+        shown = self._take_rows(order, local, lc, steps, values, wall_times, shown_walls)
         del order
-
         # Rows are now grouped by tag, in the order of ``local``: segment bounds per tag.
         counts = np.bincount(lc, minlength=len(local))  # dedup may shrink a tag's count; recount
-        counts = np.bincount(np.take(lut, tag_out), minlength=len(local)) if m != len(lc) else counts
+        counts = np.bincount(np.take(lut, self._tag[o : o + m]), minlength=len(local)) if m != len(lc) else counts
+        segments = self._segments(local, counts)
+        placed = aligner.place(segments, self._step[o : o + m], self._wall[o : o + m], self._value[o : o + m],
+                               self._epoch[o : o + m], epoch_points=points)
+        self._split[o : o + m] = placed.split_codes
+        if shown is not None:
+            self._wall[o : o + m] = shown
+        self._n = o + m
+        self._counts.append(m)
+        return RunResult(placed.notes, sorted(n for n, t in zip(segments.names, segments.terms) if t is None))
+
+    def _take_rows(self, order: np.ndarray, local: list[int], lc: np.ndarray, steps: np.ndarray, values: np.ndarray,
+                   wall_times: np.ndarray, shown_walls: np.ndarray | None) -> np.ndarray | None:
+        """Append the rows ``order`` picks to the columns (tag, step, value, wall_time); the shown wall times
+        in that order, when given (they replace wall_time once the aligner has used the order of logging)."""
+        o, m = self._n, len(order)
+        self._grow(o + m)
+        np.take(np.asarray(local, dtype=self._tag.dtype), np.take(lc, order), out=self._tag[o : o + m])
+        np.take(steps, order, out=self._step[o : o + m])
+        np.take(values, order, out=self._value[o : o + m])
+        np.take(wall_times, order, out=self._wall[o : o + m])
+        return np.take(shown_walls, order) if shown_walls is not None else None
+
+    def _segments(self, local: list[int], counts: np.ndarray) -> TagSegments:
+        """The tags of rows grouped by ``local`` code, ``counts`` rows each."""
         names = [self._names[c] for c in local]
         resolved = [self._resolve(c) for c in local]
-        segments = TagSegments(
+        return TagSegments(
             names, [r[0] for r in resolved], [r[1] for r in resolved],
             [split_marker(n, self._tag_map) is not None for n in names], np.r_[0, np.cumsum(counts)],
         )
-        placed = aligner.place(segments, step_out, wall_out, val_out, self._epoch[o : o + m], epoch_points=points)
-        self._split[o : o + m] = placed.split_codes
-        if shown is not None:
-            wall_out[:] = shown
-        self._n = o + m
-        self._counts.append(m)
-        return RunResult(placed.notes, sorted(n for n, r in zip(names, resolved) if r[0] is None))
 
     def _grow(self, size: int, *, exact: bool = False) -> None:
         # ndarray.resize reallocates in place (mremap for large blocks): no second copy of the columns.
