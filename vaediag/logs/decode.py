@@ -1,3 +1,4 @@
+# Over 450 lines on purpose: one job (scalar records decoded vectorised); TagRegistry's hash slots are the lookup table decode_buffer probes, so the two stay together.
 """Vectorised decoding of scalar Event records, with TensorBoard's protobuf classes as the fallback.
 
 Nearly every record in a training log is one scalar, and torch's ``SummaryWriter`` (so Lightning too)
@@ -302,6 +303,65 @@ def _verify(reg: TagRegistry, codes: np.ndarray, tl, head, tail, mids) -> np.nda
     return ok
 
 
+def _step_varints(w9: np.ndarray, has_step: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """The step varint in bytes 1..7 of each record's word ``w9``: (its length k, whether it ends there, the
+    longest k, the steps); k is 0 where the record has no step."""
+    # k = index of the first byte with its high bit clear.
+    v = w9 >> np.uint64(8)
+    term = ~v & np.uint64(0x0080808080808080)
+    lowest = term & (~term + np.uint64(1))
+    k = ((np.bitwise_count(lowest - np.uint64(1)) + np.uint8(1)) >> np.uint8(3)).astype(np.int64)
+    k_ok = term != 0
+    k = np.where(has_step & k_ok, k, 0)
+    kmax = int(k.max()) if len(k) else 0
+    vm = v & _BYTE_MASKS[k]
+    step = np.zeros(len(w9), dtype=np.uint64)
+    for i in range(kmax):
+        step |= ((vm >> np.uint64(8 * i)) & np.uint64(0x7F)) << np.uint64(7 * i)
+    return k, k_ok, kmax, step
+
+
+def _crcs_ok(buf, u32, s, e, Ls, k, kmax: int, codes, n_tags: int, wall_bits, w9, val_bits) -> np.ndarray:
+    """Whether each layout record's data CRC holds, by linearity against one representative record per
+    (tag, step width): the C CRC of the representative, then the CRC of the bytes in which each record
+    differs from it (wall time, step, value), from two-byte lookup tables."""
+    crc_ok = np.ones(len(s), dtype=bool)
+    if not len(s):
+        return crc_ok
+    g = codes.astype(np.int64) * 8 + k
+    rep = np.full(n_tags * 8, -1, dtype=np.int64)
+    rep[g] = np.arange(len(s))
+    present = np.flatnonzero(rep >= 0)
+    crc0 = np.zeros(len(rep), dtype=np.uint32)
+    for gid in present.tolist():
+        r = int(rep[gid])
+        crc0[gid] = _crc.crc32c(memoryview(buf)[int(s[r]) : int(e[r])])
+    r = rep[g]
+    dwall = wall_bits ^ wall_bits[r]
+    dstep = (w9 ^ w9[r]) & (_BYTE_MASKS[k + 1] & ~_U8)
+    dval = val_bits ^ val_bits[r]
+    tables = _crc.pair_tables(int(Ls.max()) - 3).reshape(-1)
+    acc = crc0[g]
+    # Two-byte pieces of the differences, read through uint16 views (no shifting and masking).
+    # A piece that is zero in every record (the high bytes of nearby times, of small steps)
+    # contributes nothing: skip its lookups.
+    wall16 = dwall.view(np.uint16).reshape(-1, 4)
+    base = (Ls - 3) << 16
+    for i in range(4):
+        if wall16[:, i].any():
+            acc ^= tables[(base - (2 * i << 16)) + wall16[:, i]]
+    step16 = dstep.view(np.uint16).reshape(-1, 4)
+    base = (Ls - 11) << 16
+    for i in range((kmax + 2) // 2):
+        if step16[:, i].any():
+            acc ^= tables[np.maximum(base - (2 * i << 16), 0) + step16[:, i]]
+    val16 = dval.astype(np.uint32).view(np.uint16).reshape(-1, 2)
+    acc ^= tables[val16[:, 0].astype(np.intp) + (2 << 16)]
+    acc ^= tables[val16[:, 1]]
+    crc_ok = _crc.mask(acc) == u32[e]
+    return crc_ok
+
+
 def decode_buffer(
     buf: np.ndarray,
     starts: np.ndarray,
@@ -338,18 +398,7 @@ def decode_buffer(
     w9 = u64[s + 9]
     b9 = w9 & _U8
     has_step = b9 == 0x10
-    # Step varint in bytes 1..7 of w9: k = index of the first byte with its high bit clear.
-    v = w9 >> np.uint64(8)
-    term = ~v & np.uint64(0x0080808080808080)
-    lowest = term & (~term + np.uint64(1))
-    k = ((np.bitwise_count(lowest - np.uint64(1)) + np.uint8(1)) >> np.uint8(3)).astype(np.int64)
-    k_ok = term != 0
-    k = np.where(has_step & k_ok, k, 0)
-    kmax = int(k.max()) if len(k) else 0
-    vm = v & _BYTE_MASKS[k]
-    step = np.zeros(len(s), dtype=np.uint64)
-    for i in range(kmax):
-        step |= ((vm >> np.uint64(8 * i)) & np.uint64(0x7F)) << np.uint64(7 * i)
+    k, k_ok, kmax, step = _step_varints(w9, has_step)
     q = s + 9 + np.where(has_step, k + 1, 0)
     hw = u64[q]
     # Summary header: 2a <t+9> 0a <t+7> 0a <t>, the three lengths one byte each (t <= 118).
@@ -389,41 +438,8 @@ def decode_buffer(
         wall_bits, w9, step, tw = wall_bits[keep], w9[keep], step[keep], tw[keep]
         sel = sel[keep]
 
-    # Data CRCs by linearity against one representative record per (tag, step width).
     val_bits = tw >> np.uint64(32)
-    crc_ok = np.ones(len(s), dtype=bool)
-    if len(s):
-        g = codes.astype(np.int64) * 8 + k
-        rep = np.full(len(reg) * 8, -1, dtype=np.int64)
-        rep[g] = np.arange(len(s))
-        present = np.flatnonzero(rep >= 0)
-        crc0 = np.zeros(len(rep), dtype=np.uint32)
-        for gid in present.tolist():
-            r = int(rep[gid])
-            crc0[gid] = _crc.crc32c(memoryview(buf)[int(s[r]) : int(e[r])])
-        r = rep[g]
-        dwall = wall_bits ^ wall_bits[r]
-        dstep = (w9 ^ w9[r]) & (_BYTE_MASKS[k + 1] & ~_U8)
-        dval = val_bits ^ val_bits[r]
-        tables = _crc.pair_tables(int(Ls.max()) - 3).reshape(-1)
-        acc = crc0[g]
-        # Two-byte pieces of the differences, read through uint16 views (no shifting and masking).
-        # A piece that is zero in every record (the high bytes of nearby times, of small steps)
-        # contributes nothing: skip its lookups.
-        wall16 = dwall.view(np.uint16).reshape(-1, 4)
-        base = (Ls - 3) << 16
-        for i in range(4):
-            if wall16[:, i].any():
-                acc ^= tables[(base - (2 * i << 16)) + wall16[:, i]]
-        step16 = dstep.view(np.uint16).reshape(-1, 4)
-        base = (Ls - 11) << 16
-        for i in range((kmax + 2) // 2):
-            if step16[:, i].any():
-                acc ^= tables[np.maximum(base - (2 * i << 16), 0) + step16[:, i]]
-        val16 = dval.astype(np.uint32).view(np.uint16).reshape(-1, 2)
-        acc ^= tables[val16[:, 0].astype(np.intp) + (2 << 16)]
-        acc ^= tables[val16[:, 1]]
-        crc_ok = _crc.mask(acc) == u32[e]
+    crc_ok = _crcs_ok(buf, u32, s, e, Ls, k, kmax, codes, len(reg), wall_bits, w9, val_bits)
     handled = np.zeros(n_rec, dtype=bool)
     handled[sel] = True  # of the layout: decoded here, or rejected for a bad CRC
     if not_read_sel is not None:

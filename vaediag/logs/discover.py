@@ -158,6 +158,39 @@ def discover(
         NoRunsError: no event file and no metrics log anywhere under ``path``.
     """
     p = Path(path)
+    single = _single_file(p)
+    if single is not None:
+        return single
+    if not os.access(p, os.R_OK | os.X_OK):
+        raise InputError(f"directory {str(p)!r} is not readable; check its permissions or give another path")
+
+    root = p
+    groups, meta_dirs, logs, ckpts = _scan_tree(root, skipped)
+
+    def run_id(rel: Path, suffix: str = "") -> str:
+        base = root.resolve().name if rel == Path(".") else rel.as_posix()
+        return f"{base}/{suffix}" if suffix else base
+
+    runs = []
+    for rel, files in groups.items():
+        runs.append(RunDir(run=run_id(rel), path=root / rel, event_files=sorted(files, key=lambda f: (f.name, str(f))),
+                           also=logs.get(rel, [])))
+    _add_metrics_log_runs(root, runs, groups, logs, ckpts, run_id)
+    if not runs:
+        raise NoRunsError(
+            f"no TensorBoard event files under {str(p)!r}, and no metrics log (metrics.csv, trainer_state.json, "
+            "a CSV/JSONL export with a step column); point vaediag at a log directory (e.g. logs/ear_teacher) or "
+            "a run directory (…/version_0)"
+        )
+    runs.sort(key=lambda r: r.run)
+    owned = {r.path for r in runs}
+    orphans = [root / m for m in meta_dirs if root / m not in owned]
+    return root, runs, orphans
+
+
+def _single_file(p: Path) -> tuple[Path, list[RunDir], list[Path]] | None:
+    """``discover``'s answer for a path that is not a directory (one event file or metrics log: its run);
+    None for a directory. Raises for a path that is missing, not a regular file or not a log."""
     if not p.exists():
         raise InputError(f"path {str(p)!r} does not exist; give a run directory or a tree of runs")
     if not p.is_dir() and not p.is_file():  # a FIFO, a device, a socket: never opened (it would block or never end)
@@ -167,21 +200,24 @@ def discover(
         if _sources.is_log_name(p.name):
             raise CorruptLogError(f"cannot read metrics log {str(p)!r}: {kind}, not a regular file")
         raise InputError(f"{str(p)!r} is {kind}; give a run directory, a tree of runs or an event file")
-    if p.is_file():
-        root = p.parent
-        if is_event_file(p.name):
-            return root, [RunDir(run=root.name or ".", path=root, event_files=[p])], []
-        if _sources.is_log_name(p.name):
-            src = SourceFile(_sources.kind_of_name(p.name), p)
-            return root, [RunDir(run=root.name or ".", path=root, sources=[src])], []
-        raise InputError(
-            f"{str(p)!r} is not a TensorBoard event file; give its directory or a tree of runs (metrics logs are "
-            "read too: metrics.csv, trainer_state.json, *.csv, *.jsonl)"
-        )
-    if not os.access(p, os.R_OK | os.X_OK):
-        raise InputError(f"directory {str(p)!r} is not readable; check its permissions or give another path")
+    if not p.is_file():
+        return None
+    root = p.parent
+    if is_event_file(p.name):
+        return root, [RunDir(run=root.name or ".", path=root, event_files=[p])], []
+    if _sources.is_log_name(p.name):
+        src = SourceFile(_sources.kind_of_name(p.name), p)
+        return root, [RunDir(run=root.name or ".", path=root, sources=[src])], []
+    raise InputError(
+        f"{str(p)!r} is not a TensorBoard event file; give its directory or a tree of runs (metrics logs are "
+        "read too: metrics.csv, trainer_state.json, *.csv, *.jsonl)"
+    )
 
-    root = p
+
+def _scan_tree(root: Path, skipped: list[tuple[Path, str]] | None):
+    """Walk ``root`` once: event files by owning run directory, directories with run metadata and no log,
+    metrics-log candidates by directory, and the trainer_state.json of ``checkpoint-N`` children by owner
+    (all relative to ``root``)."""
     groups: dict[Path, list[Path]] = {}
     meta_dirs: list[Path] = []
     logs: dict[Path, list[SourceFile]] = {}  # directory -> its metrics-log candidates
@@ -199,15 +235,13 @@ def discover(
             logs[rel] = found
         if not events and not found and any(m in filenames for m in METADATA_FILES):
             meta_dirs.append(rel)
+    return groups, meta_dirs, logs, ckpts
 
-    def run_id(rel: Path, suffix: str = "") -> str:
-        base = root.resolve().name if rel == Path(".") else rel.as_posix()
-        return f"{base}/{suffix}" if suffix else base
 
-    runs = []
-    for rel, files in groups.items():
-        runs.append(RunDir(run=run_id(rel), path=root / rel, event_files=sorted(files, key=lambda f: (f.name, str(f))),
-                           also=logs.get(rel, [])))
+def _add_metrics_log_runs(root: Path, runs: list[RunDir], groups: dict[Path, list[Path]],
+                          logs: dict[Path, list[SourceFile]], ckpts: dict[Path, list[tuple[int, SourceFile]]],
+                          run_id) -> None:
+    """Append to ``runs`` the directories read through a metrics log (those without event files)."""
     for rel in sorted(set(logs) | set(ckpts)):
         if rel in groups:
             continue
@@ -229,14 +263,3 @@ def discover(
         chosen, also = _sources.pick(own, ckpts.get(rel, []))
         if chosen is not None:
             runs.append(RunDir(run=run_id(rel), path=root / rel, sources=[chosen], also=also))
-
-    if not runs:
-        raise NoRunsError(
-            f"no TensorBoard event files under {str(p)!r}, and no metrics log (metrics.csv, trainer_state.json, "
-            "a CSV/JSONL export with a step column); point vaediag at a log directory (e.g. logs/ear_teacher) or "
-            "a run directory (…/version_0)"
-        )
-    runs.sort(key=lambda r: r.run)
-    owned = {r.path for r in runs}
-    orphans = [root / m for m in meta_dirs if root / m not in owned]
-    return root, runs, orphans

@@ -7,7 +7,8 @@ and :func:`frame_from_epochs` writes them as the rows the training core would ha
 ``lr``; a key may name its split itself, ``train/recon``), plus the ``epoch`` tag. Each epoch ``e`` takes
 two steps, as in a trainer's log: its train values at step ``2e`` and its val values at ``2e + 1`` (the end
 of the epoch), so that every epoch handed over reads as a training epoch. The rows then go through the reader's own frame builder (:func:`vaediag.logs.frame.build_frame`:
-term and split from :func:`vaediag.terms.resolve`, the sign rule, epoch alignment), so
+term and split from :func:`vaediag.terms.resolve`, and a fresh :class:`~vaediag.logs.aligner.EpochAligner`: the sign
+rule, epoch alignment), so
 :func:`vaediag.diagnose.engine.diagnose_run` reads the result as it reads a log.
 
     >>> f = frame_from_epochs([{"kl": 40.0, "recon": 0.2, "psnr": 14.0}, {"kl": 35.0, "recon": 0.1, "psnr": 17.5}])
@@ -70,6 +71,21 @@ def _number(value: Any, *, key: str, epoch: int) -> float | None:
         raise UsageError(f"epoch {epoch}: metric {key!r} is {value!r}, not a number") from None
 
 
+def _epoch_rows(epoch: int, metrics: Mapping[str, Any]) -> dict[str, float]:
+    """One epoch's metrics by the tag the trainer writes (a value of None: no row)."""
+    rows: dict[str, float] = {}
+    keys: dict[str, str] = {}
+    for key, value in metrics.items():
+        t = epoch_metric_tag(key)
+        if t in keys:
+            raise UsageError(f"epoch {epoch}: {keys[t]!r} and {key!r} are both {t}; give it once")
+        keys[t] = key
+        v = _number(value, key=key, epoch=epoch)
+        if v is not None:
+            rows[t] = v
+    return rows
+
+
 def frame_from_epochs(
     epochs: Sequence[Mapping[str, Any]] | Mapping[int, Mapping[str, Any]],
     *,
@@ -113,16 +129,7 @@ def frame_from_epochs(
             raise UsageError(f"epoch {epoch}: metrics must be a mapping of canonical term to value, got "
                              f"{type(metrics).__name__}")
         wall = float(walls[epoch]) if wall_times is not None else math.nan
-        rows: dict[str, float] = {}
-        keys: dict[str, str] = {}
-        for key, value in metrics.items():
-            t = epoch_metric_tag(key)
-            if t in keys:
-                raise UsageError(f"epoch {epoch}: {keys[t]!r} and {key!r} are both {t}; give it once")
-            keys[t] = key
-            v = _number(value, key=key, epoch=epoch)
-            if v is not None:
-                rows[t] = v
+        rows = _epoch_rows(epoch, metrics)
         # Two steps per epoch, as a trainer logs them: the epoch's training at step 2e, its validation at its
         # end, step 2e + 1; the epoch tag at both.
         train_rows = [(t, v) for t, v in rows.items() if t.startswith("train/")]

@@ -73,6 +73,25 @@ class Framing:
     need_end: int | None = None  # absolute end of an incomplete record, when its header verified
 
 
+def _chains(buf: np.ndarray, u64: np.ndarray, u32: np.ndarray, pos: int, n: int):
+    """Steps 1-2 of :meth:`Scanner.scan`: verified candidate headers in ``buf[pos:n]`` (their offsets, lengths
+    and record ends) and ``breaks``, where ``breaks[k]`` is the last index of the k-th run of linked
+    candidates. A small buffer gets none: it is walked record by record, cheaper than numpy's set-up."""
+    if n - pos > _SMALL_BUFFER:
+        cand = np.flatnonzero(buf[pos + HEADER_BYTES : n] == _EVENT_FIRST_BYTE)
+        cand += pos
+        lens = u64[cand]
+        plausible = lens < np.uint64(_MAX_CHAIN_LENGTH)
+        cand, lens = cand[plausible], lens[plausible]
+        ok = masked_crc32c_u64(lens) == u32[cand + 8]
+        cand, lens = cand[ok], lens[ok].astype(np.int64)
+    else:
+        cand = lens = _EMPTY
+    ends = cand + (HEADER_BYTES + FOOTER_BYTES) + lens
+    breaks = np.flatnonzero(np.r_[ends[:-1] != cand[1:], True]) if len(cand) else _EMPTY
+    return cand, lens, ends, breaks
+
+
 @dataclass
 class Scanner:
     """Frames the records of one file, buffer after buffer (see the module docstring)."""
@@ -94,25 +113,8 @@ class Scanner:
             self.lost_from = None
             pos = nxt
 
-        # 1. Candidate headers, verified (a small buffer is walked record by record: cheaper than numpy's set-up).
-        if n - pos > _SMALL_BUFFER:
-            cand = np.flatnonzero(buf[pos + HEADER_BYTES : n] == _EVENT_FIRST_BYTE)
-            cand += pos
-            lens = u64[cand]
-            plausible = lens < np.uint64(_MAX_CHAIN_LENGTH)
-            cand, lens = cand[plausible], lens[plausible]
-            ok = masked_crc32c_u64(lens) == u32[cand + 8]
-            cand, lens = cand[ok], lens[ok].astype(np.int64)
-        else:
-            cand = lens = _EMPTY
-        ends = cand + (HEADER_BYTES + FOOTER_BYTES) + lens
+        cand, lens, ends, breaks = _chains(buf, u64, u32, pos, n)
         m = len(cand)
-        # 2. Chains: breaks[k] is the last index of the k-th run of linked candidates.
-        if m:
-            breaks = np.flatnonzero(np.r_[ends[:-1] != cand[1:], True])
-        else:
-            breaks = _EMPTY
-
         starts: list = []
         lengths: list = []
         need_end = None

@@ -1,3 +1,4 @@
+# Over 450 lines on purpose: one job (metrics logs read as rows, whole or incrementally); one cursor serves the three formats, sharing offsets, rewrites and damage counts, and the docstring records each writer's format.
 """Metrics logs that are not event files: Lightning's ``metrics.csv``, HF Trainer's ``trainer_state.json``, and
 plain CSV/JSONL exports (W&B's ``run.history()``/``scan_history()``, MLflow or a script's own table).
 
