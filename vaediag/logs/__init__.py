@@ -34,7 +34,9 @@ Modules: ``discover`` (runs and run ids), ``sources`` (metrics logs that are not
 decoding), ``events`` (protobuf decoding, metadata), ``stream`` (incremental file reading),
 ``aligner`` (the frame's rules for a run: deduplication, the KL sign rule, and through ``conventions``
 epoch alignment and split rules, in :class:`EpochAligner`: fresh per run for :func:`load`, kept across
-polls by :class:`Tail`), ``frame`` (tidy frame), ``reader`` (:func:`load`),
+polls by :class:`Tail`), ``notes`` (:class:`Note`, :class:`NoteKind`), ``frame`` (tidy frame), ``reader``
+(:func:`load`), ``runfiles`` (one run directory's files read whole), ``metadata`` (hparams.yaml, config.json,
+a project config), ``runset`` (:class:`RunSet`, :class:`RunInfo`),
 ``merge`` (several PATHs as one RunSet: :func:`load_paths`, :func:`merge_runsets`), ``tail`` (:class:`Tail`),
 ``inprocess`` (:func:`frame_from_epochs`: the frame of metrics a training loop hands over in memory, epoch by
 epoch, read as a log with the trainer's tags).
