@@ -1,6 +1,6 @@
 """Several PATHs as one RunSet: :func:`load_paths` loads each, :func:`merge_runsets` joins RunSets with run ids
 made unique, :func:`select_runs` keeps some runs. Each returns a new RunSet and leaves its inputs as they were
-(the merged runs' :class:`~vaediag.logs.reader.RunInfo` are copies carrying their new ids).
+(the merged runs' :class:`~vaediag.logs.runset.RunInfo` are copies carrying their new ids).
 
     >>> rs = load_paths(["logs/a/ear_teacher", "logs/b/ear_teacher"])   # doctest: +SKIP
     >>> sorted(rs.runs)                                                  # doctest: +SKIP

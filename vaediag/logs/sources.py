@@ -14,7 +14,7 @@ treat them like any run. What each format is, as its writer writes it:
   whole file is rewritten with the wider header (``_rewrite_with_new_header``): the tail notices the header
   change and reads the file again from the top, delivering only the rows it had not delivered. Rows end in
   ``\\r\\n`` (``csv.DictWriter``); a float NaN is written ``nan``. ``hparams.yaml`` beside it is read as
-  run metadata (``reader.read_run_metadata``).
+  run metadata (``metadata.read_run_metadata``).
 * **HF Trainer ``trainer_state.json``** (``transformers/trainer_callback.py`` ``TrainerState.save_to_json``:
   ``json.dumps(asdict(state), indent=2, sort_keys=True)``; ``trainer.py`` ``log``: ``output = {**logs,
   "step": global_step}; state.log_history.append(output)``): ``log_history`` holds one dict per log call:
