@@ -6,7 +6,9 @@ down by the penalty; the rule therefore judges only from ``after`` completed epo
 
 Evidence, strongest first: the logged KL per dimension (``kl_dim_mean``) or the KL divided by the latent
 size; the fraction of active units (``active_units`` / latent size: dims with Var_x(mu_d) > 0.01); the
-total KL when the latent size is unknown.
+total KL when the latent size is unknown. The verdict is :func:`~vaediag.diagnose.criteria.collapse_verdict`'s
+(the watchdog's ladder calls the same function); this module reads the numbers from the epoch table and
+words the finding.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 
 import pandas as pd
 
+from vaediag.diagnose.criteria import collapse_verdict
 from vaediag.diagnose.model import Finding
 from vaediag.diagnose.numbers import fmt_kl, fmt_pct, fmt_sig, human_epoch
 from vaediag.diagnose.tables import value_at
@@ -67,34 +70,44 @@ def check_kl_collapse(
     if per_dim is None and active is None and kl is None:
         return []
 
+    per_dim_known = per_dim is not None and math.isfinite(per_dim[0])
+    kl_known = kl is not None and math.isfinite(kl[0])
+    active_known = active is not None and math.isfinite(active[0])
+    frac = active[0] / latent_dim if active_known and latent_dim else None
+    verdict = collapse_verdict(kl_per_dim=per_dim[0] if per_dim_known else None,
+                               kl_total=kl[0] if kl_known else None,
+                               active_fraction=frac, active_units=active[0] if active_known else None,
+                               kl_per_dim_max=kl_per_dim_max, kl_total_max=kl_total_max,
+                               active_fraction_min=active_fraction_min)
+    fired = {r.kind for r in verdict}
+
     reasons, facts = [], []
     epoch = last
     value: float | None = None
     threshold: float | None = None
     term = "kl"
-    if per_dim is not None and math.isfinite(per_dim[0]):
+    if per_dim_known:
         facts.append(f"KL per dim {fmt_sig(per_dim[0], 2)} nats ({per_dim_source})")
         epoch, value, threshold, term = per_dim[1], per_dim[0], kl_per_dim_max, "kl_dim_mean"
-        if per_dim[0] <= kl_per_dim_max:
+        if "kl_per_dim" in fired:
             reasons.append(f"KL per dim {fmt_sig(per_dim[0], 2)} <= {fmt_sig(kl_per_dim_max, 2)} nats")
-    elif kl is not None and math.isfinite(kl[0]):
+    elif kl_known:
         facts.append(f"KL {fmt_kl(kl[0])} nats (" + ("reduction over dims unknown" if per_dim_divisor == 0
                                                    else "latent size unknown") + ")")
         epoch, value, threshold = kl[1], kl[0], kl_total_max
-        if kl[0] <= kl_total_max:
+        if "kl_total" in fired:
             reasons.append(f"total KL {fmt_kl(kl[0])} <= {fmt_sig(kl_total_max, 2)} nats")
-    if active is not None and math.isfinite(active[0]):
+    if active_known:
         if latent_dim:
-            frac = active[0] / latent_dim
             facts.append(f"{active[0]:.0f}/{latent_dim} active units ({fmt_pct(frac)})")
-            if frac < active_fraction_min:
+            if "active_fraction" in fired:
                 reasons.append(f"only {active[0]:.0f} of {latent_dim} latent units active ({fmt_pct(frac)} < "
                                f"{fmt_pct(active_fraction_min)})")
                 if value is None or not reasons[:-1]:
                     epoch, value, threshold, term = active[1], frac, active_fraction_min, "active_units"
         else:
             facts.append(f"{active[0]:.0f} active units")
-            if active[0] == 0:
+            if "no_active" in fired:
                 reasons.append("no active latent unit")
                 epoch, value, threshold, term = active[1], 0.0, active_fraction_min, "active_units"
     if not facts:

@@ -6,7 +6,9 @@ thresholds from one rules file (``vaediag/rules/default.toml``). The rule famili
 
 Every criterion is scale-free unless its name says otherwise: a share, a ratio, a trend relative to the
 series' own best value, a count of latent units. Absolute bands (the seed's "KL 100-500") belong to a
-profile (``[profiles]`` in the rules file), not to these functions.
+profile (``[profiles]`` in the rules file): :func:`kl_band_verdict` takes the band as arguments, and only the
+``seed`` profile calls it. Each function is the pure comparison against its thresholds; what a caller
+does with the verdict (a finding and its wording, a decision) is the caller's.
 
     >>> t = classify_trend([0, 1, 2, 3, 4, 5], [0.05, 0.042, 0.08, 0.11, 0.13, 0.142])
     >>> t.kind, t.best_epoch, round(t.worse_than_best, 2)
@@ -24,6 +26,11 @@ __all__ = [
     "Trend",
     "classify_trend",
     "penalty_ratio",
+    "penalty_share_verdict",
+    "kl_band_verdict",
+    "divergence_verdict",
+    "lr_vanished_verdict",
+    "CollapseReason",
     "collapse_verdict",
     "dead_model_verdict",
     "blur_verdict",
@@ -155,6 +162,106 @@ def penalty_ratio(kl_weight: float | None, kl: float, recon: float) -> float | N
     return kl_weight * kl / recon
 
 
+def penalty_share_verdict(ratio: float | None, *, warn_ratio: float, fail_ratio: float | None) -> str | None:
+    """``fail`` (the penalty above ``fail_ratio`` of the reconstruction loss: the KL term takes signal from
+    reconstruction), ``warn`` (above ``warn_ratio``), ``pass`` (negligible), or None when the ratio is unknown or
+    not finite. ``fail_ratio`` None: never ``fail``.
+
+    >>> penalty_share_verdict(0.138, warn_ratio=0.01, fail_ratio=0.10)
+    'fail'
+    """
+    if ratio is None or not math.isfinite(ratio):
+        return None
+    if fail_ratio is not None and ratio > fail_ratio:
+        return "fail"
+    if ratio > warn_ratio:
+        return "warn"
+    return "pass"
+
+
+def kl_band_verdict(kl: float, *, low: float, high: float) -> str | None:
+    """Where a KL stands against an absolute band (a profile's, e.g. the seed's 100-500): ``above`` (KL > ``high``:
+    too high), ``within`` (``low`` <= KL <= ``high``) or ``below`` (KL < ``low``: not too high; whether that is a
+    collapse is :func:`collapse_verdict`'s to say); None when the KL is NaN (an infinite one is above or below).
+
+    >>> kl_band_verdict(1535.0, low=100.0, high=500.0)
+    'above'
+    """
+    if math.isnan(kl):
+        return None
+    if kl > high:
+        return "above"
+    return "within" if kl >= low else "below"
+
+
+def divergence_verdict(
+    *,
+    points: int,
+    best: float,
+    best_epoch: int,
+    last: float,
+    last_epoch: int,
+    window: int,
+    rise: float,
+    train_at_best: float | None = None,
+    train_last: float | None = None,
+) -> bool:
+    """Whether the val reconstruction diverges from its best (overfitting): at least ``window`` + 1 points, the
+    best ``window`` or more epochs before the last, the last more than ``rise`` (relative) above a positive best,
+    and the train reconstruction (at the best epoch and now, where both are known) still falling; both rising is
+    instability, not overfitting.
+
+    >>> divergence_verdict(points=12, best=0.08, best_epoch=5, last=0.12, last_epoch=11, window=5, rise=0.1,
+    ...                    train_at_best=0.09, train_last=0.06)
+    True
+    """
+    if points < window + 1:
+        return False
+    if best <= 0 or last_epoch - best_epoch < window or last <= best * (1 + rise):
+        return False
+    if train_at_best is not None and train_last is not None and train_last >= train_at_best:
+        return False
+    return True
+
+
+def lr_vanished_verdict(first: float, last: float, *, vanished_ratio: float) -> float | None:
+    """``last / first`` when the learning rate has decayed below ``vanished_ratio`` of its first (positive) value:
+    training has effectively stopped; None otherwise.
+
+    >>> lr_vanished_verdict(1.0, 0.0001, vanished_ratio=0.001)
+    0.0001
+    """
+    if first <= 0:
+        return None
+    frac = last / first
+    return frac if frac < vanished_ratio else None
+
+
+@dataclass(frozen=True)
+class CollapseReason:
+    """One reason the posterior has collapsed: which test fired, on what value, against what threshold.
+
+    ``kind``: ``kl_per_dim`` (KL per dim <= ``kl_per_dim_max``), ``kl_total`` (total KL <= ``kl_total_max``, where
+    the KL per dim is unknown), ``active_fraction`` (fewer than ``active_fraction_min`` of the units active) or
+    ``no_active`` (no active unit, where the latent size is unknown). ``text`` is a plain wording; ``vaediag
+    check`` words its finding with its own number formats from the same fields.
+    """
+
+    kind: str
+    value: float
+    threshold: float
+
+    @property
+    def text(self) -> str:
+        if self.kind == "kl_per_dim":
+            return f"KL per dim {self.value:.2g} <= {self.threshold:.2g} nats"
+        if self.kind == "kl_total":
+            return f"total KL {self.value:.2g} <= {self.threshold:.2g} nats: every latent dim is at the prior"
+        if self.kind == "active_fraction":
+            return f"only {self.value:.0%} of the latent units active (< {self.threshold:.0%})"
+        return "no active latent unit"
+
+
 def collapse_verdict(
     *,
     kl_per_dim: float | None,
@@ -162,23 +269,32 @@ def collapse_verdict(
     active_units: float | None,
     kl_total: float | None,
     kl_per_dim_max: float,
+    kl_total_max: float,
     active_fraction_min: float,
-) -> list[str]:
+) -> list[CollapseReason]:
     """Reasons the posterior has collapsed (empty: not collapsed, or nothing to judge).
 
     ``kl_per_dim`` is used where the run's KL convention makes it known; without it, a total KL at or below
-    ``kl_per_dim_max`` is collapse whatever the convention (a sum over dims that small bounds every dim).
+    ``kl_total_max`` is collapse (the callers pass ``kl_per_dim_max`` there when the reduction is unknown: a
+    sum over dims that small bounds every dim). ``active_fraction`` (active units / latent size) where the latent
+    size is known; else only ``active_units == 0`` counts.
+
+    >>> [r.kind for r in collapse_verdict(kl_per_dim=0.0015, active_fraction=50 / 2048, active_units=50,
+    ...                                   kl_total=3.0, kl_per_dim_max=0.01, kl_total_max=0.5,
+    ...                                   active_fraction_min=0.05)]
+    ['kl_per_dim', 'active_fraction']
     """
     reasons = []
     if kl_per_dim is not None and math.isfinite(kl_per_dim):
         if kl_per_dim <= kl_per_dim_max:
-            reasons.append(f"KL per dim {kl_per_dim:.2g} <= {kl_per_dim_max:.2g} nats")
-    elif kl_total is not None and math.isfinite(kl_total) and kl_total <= kl_per_dim_max:
-        reasons.append(f"total KL {kl_total:.2g} <= {kl_per_dim_max:.2g} nats: every latent dim is at the prior")
-    if active_fraction is not None and math.isfinite(active_fraction) and active_fraction < active_fraction_min:
-        reasons.append(f"only {active_fraction:.0%} of the latent units active (< {active_fraction_min:.0%})")
+            reasons.append(CollapseReason("kl_per_dim", kl_per_dim, kl_per_dim_max))
+    elif kl_total is not None and math.isfinite(kl_total) and kl_total <= kl_total_max:
+        reasons.append(CollapseReason("kl_total", kl_total, kl_total_max))
+    if active_fraction is not None and math.isfinite(active_fraction):
+        if active_fraction < active_fraction_min:
+            reasons.append(CollapseReason("active_fraction", active_fraction, active_fraction_min))
     elif active_fraction is None and active_units is not None and active_units == 0:
-        reasons.append("no active latent unit")
+        reasons.append(CollapseReason("no_active", 0.0, active_fraction_min))
     return reasons
 
 

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from vaediag.diagnose.tables import values_present
-from vaediag.diagnose.criteria import Trend, blur_verdict, classify_trend, dead_model_verdict
+from vaediag.diagnose.criteria import (Trend, blur_verdict, classify_trend, dead_model_verdict, divergence_verdict,
+                                       lr_vanished_verdict)
 from vaediag.diagnose.model import Finding
 from vaediag.diagnose.numbers import fmt_pct, fmt_sig, fmt_weight, human_epoch
 from vaediag.diagnose.tables import VALUE_TERMS
@@ -105,10 +106,8 @@ def check_lr_vanished(table: pd.DataFrame, *, run: str, vanished_ratio: float) -
     if len(s) < 2:
         return []
     first, last = float(s.iloc[0]), float(s.iloc[-1])
-    if first <= 0:
-        return []
-    frac = last / first
-    if frac >= vanished_ratio:
+    frac = lr_vanished_verdict(first, last, vanished_ratio=vanished_ratio)
+    if frac is None:
         return []
     msg = (f"learning rate {fmt_weight(last) if last >= 1e-12 else f'{last:.1e}'} at {human_epoch(int(s.index[-1]))} is "
            f"{fmt_pct(frac, 3)} of its first value {fmt_weight(first)} (below {fmt_pct(vanished_ratio, 3)}): "
@@ -129,17 +128,19 @@ def check_val_recon_divergence(table: pd.DataFrame, *, run: str, window: int, ri
     best_epoch = int(v.idxmin())
     best = float(v.min())
     last_epoch, last = int(v.index[-1]), float(v.iloc[-1])
-    if best <= 0 or last_epoch - best_epoch < window or last <= best * (1 + rise):
-        return []
-    train_note = ""
+    train_at_best = train_last = None
     if "train_recon" in table:
         t = table["train_recon"].dropna()
         t_best, t_last = t.loc[: best_epoch], t.loc[best_epoch:]
         if len(t_best) and len(t_last):
-            if float(t_last.iloc[-1]) >= float(t_best.iloc[-1]):
-                return []  # both rising: not overfitting (the nonfinite/lr rules speak to instability)
-            train_note = (f" while train recon fell from {fmt_sig(float(t_best.iloc[-1]))} to "
-                          f"{fmt_sig(float(t_last.iloc[-1]))}")
+            train_at_best, train_last = float(t_best.iloc[-1]), float(t_last.iloc[-1])
+    # Both rising is not overfitting (the nonfinite/lr rules speak to instability): the criterion says no.
+    if not divergence_verdict(points=len(v), best=best, best_epoch=best_epoch, last=last, last_epoch=last_epoch,
+                              window=window, rise=rise, train_at_best=train_at_best, train_last=train_last):
+        return []
+    train_note = ""
+    if train_at_best is not None and train_last is not None:
+        train_note = f" while train recon fell from {fmt_sig(train_at_best)} to {fmt_sig(train_last)}"
     msg = (f"val reconstruction {fmt_sig(last)} at {human_epoch(last_epoch)} is {fmt_pct(last / best - 1)} above its "
            f"best {fmt_sig(best)} at {human_epoch(best_epoch)}{train_note}: overfitting")
     return [Finding("val_recon_divergence", "warn", run, msg, epoch=last_epoch, term="recon", value=last,

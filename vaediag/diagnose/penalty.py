@@ -41,6 +41,7 @@ import pandas as pd
 
 from typing import TYPE_CHECKING
 
+from vaediag.diagnose.criteria import kl_band_verdict, penalty_share_verdict
 from vaediag.diagnose.model import Finding, Penalty
 from vaediag.diagnose.numbers import fmt_kl, fmt_pct, fmt_ratio, fmt_sig, fmt_weight, human_epoch, round_sig
 
@@ -491,12 +492,9 @@ def check_penalty_share(penalty: Penalty, *, run: str, warn_ratio: float, fail_r
         f"{penalty_phrase(lt)} at {human_epoch(epoch)} ({fmt_pct(lt['share'], 2)} of the total loss; "
         f"reconstruction : regularisation = {fmt_ratio(lt['recon_to_reg'])})"
     )
-    if ratio > fail_ratio:
-        sev, tail = "fail", f"; above {fmt_pct(fail_ratio)}: the KL term takes signal from reconstruction"
-    elif ratio > warn_ratio:
-        sev, tail = "warn", f"; above {fmt_pct(warn_ratio)}"
-    else:
-        sev, tail = "pass", f"; at most {fmt_pct(warn_ratio)}: negligible"
+    sev = penalty_share_verdict(ratio, warn_ratio=warn_ratio, fail_ratio=fail_ratio)
+    tail = {"fail": f"; above {fmt_pct(fail_ratio)}: the KL term takes signal from reconstruction",
+            "warn": f"; above {fmt_pct(warn_ratio)}", "pass": f"; at most {fmt_pct(warn_ratio)}: negligible"}[sev]
     return [Finding("penalty_share", sev, run, msg + tail, epoch=epoch, term="kl", value=ratio, threshold=fail_ratio)]
 
 
@@ -531,18 +529,20 @@ def check_kl_too_high(
                         epoch=at, term="kl", value=kl, threshold=hi)]
     if not math.isfinite(kl):
         return []  # the nonfinite rule reports it
-    if kl <= hi:
-        where = "within" if kl >= lo else "below"  # a low KL is not too high; collapse is kl_collapse's to judge
+    where = kl_band_verdict(kl, low=lo, high=hi)
+    if where != "above":
+        # A low KL is not too high; collapse is kl_collapse's to judge.
         return [Finding("kl_too_high", "pass", run,
                         f"KL = {fmt_kl(kl)} at {human_epoch(at)} is {where} the target {fmt_kl(lo)}-{fmt_kl(hi)}: "
                         "not too high",
                         epoch=at, term="kl", value=kl, threshold=hi)]
     judged = s.loc[too_high_after - 1:]
-    over = judged[judged > hi]
-    since = int(over.index[0]) if len(over) else at
+    above = [kl_band_verdict(float(v), low=lo, high=hi) == "above" for v in judged.to_numpy()]
+    epochs_above = [int(e) for e, a in zip(judged.index, above) if a]
+    since = epochs_above[0] if epochs_above else at
     run_of = ""
     # Only "since" when it stayed over from then on.
-    if len(over) and (judged.loc[since:] > hi).all() and since != at:
+    if epochs_above and all(a for e, a in zip(judged.index, above) if e >= since) and since != at:
         run_of = f"; over it since {human_epoch(since)} (KL {fmt_kl(float(judged.loc[since]))})"
     msg = (
         f"KL = {fmt_kl(kl)} at {human_epoch(at)} is above the target {fmt_kl(lo)}-{fmt_kl(hi)}, "

@@ -159,13 +159,13 @@ class LadderPolicy(Policy):
         fraction = active / latent if active is not None and latent else None
         reasons = collapse_verdict(kl_per_dim=per_dim, active_fraction=fraction, active_units=active,
                                    kl_total=kl if self.collapse_kl is not None else None,
-                                   kl_per_dim_max=(self.collapse_kl_per_dim if per_dim is not None
-                                                   else self.collapse_kl if self.collapse_kl is not None else 0.0),
+                                   kl_per_dim_max=self.collapse_kl_per_dim,
+                                   kl_total_max=self.collapse_kl if self.collapse_kl is not None else 0.0,
                                    active_fraction_min=self.collapse_active_fraction)
         if active is not None and active < 1:
             return f"kl = {_fmt(kl)} nats, 0 active latent units"
         if reasons:
-            return f"kl = {_fmt(kl)} nats: " + "; ".join(reasons)
+            return f"kl = {_fmt(kl)} nats: " + "; ".join(r.text for r in reasons)
         return None
 
     @staticmethod
