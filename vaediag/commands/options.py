@@ -5,6 +5,7 @@ that names the option and quotes the value) before any log is read or any file w
     vaediag check PATH   [--rules FILE] [--kl-weight W] [--latent-dim N] [--profile P] [--baseline RUN]
                          [--run GLOB] [--tags FILE] [--steps-per-epoch N]
     vaediag report PATH... (the same)
+    vaediag watch ... [--profile P] (add_profile_option: the ladder's profile, decided as check decides it)
 
 The library checks the same values again where it takes them (:func:`vaediag.load`,
 :func:`vaediag.diagnose.diagnose`), for callers that do not come through the command line.
@@ -15,10 +16,9 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["PROFILES", "add_run_options", "kl_weight_arg", "positive_int_arg"]
+from vaediag.diagnose.profiles import PROFILES  # pandas-free: the names check, report and watch take
 
-#: The checklists ``--profile`` chooses from (vaediag.diagnose.engine.PROFILES, without importing pandas).
-PROFILES = ("auto", "seed", "generic")
+__all__ = ["PROFILES", "add_profile_option", "add_run_options", "kl_weight_arg", "positive_int_arg"]
 
 
 def kl_weight_arg(text: str) -> float:
@@ -47,6 +47,14 @@ def positive_int_arg(text: str) -> int:
     return v
 
 
+def add_profile_option(p: argparse.ArgumentParser | argparse._ArgumentGroup, *, what: str) -> None:
+    """``--profile``, for check, report and watch alike: ``what`` says what the seed profile adds there; the
+    choices, the default (the rules file's ``[profiles] default``, auto) and how auto decides are one text."""
+    p.add_argument("--profile", choices=PROFILES,
+                   help=f"{what}, generic (scale-free criteria only) or auto (seed for vaediag's trainer's runs, "
+                        "generic for others; the default, from the rules file's [profiles])")
+
+
 def add_run_options(p: argparse.ArgumentParser, *, baseline_help: str) -> None:
     """Add the options that choose, read and judge runs; ``--baseline`` says in ``baseline_help`` what it
     accepts (check also takes a run directory outside PATH, report a run id of its PATHs)."""
@@ -55,9 +63,7 @@ def add_run_options(p: argparse.ArgumentParser, *, baseline_help: str) -> None:
                    help="the runs' KL weight: it wins over what their logs and config say (a disagreement is shown)")
     p.add_argument("--latent-dim", metavar="N", type=positive_int_arg,
                    help="the runs' latent size (number of latent values), over their parameters")
-    p.add_argument("--profile", choices=PROFILES,
-                   help="the checklist: seed (the seed's KL band, milestones and success criteria), generic "
-                        "(scale-free criteria only) or auto (seed for vaediag's trainer's runs; the default)")
+    add_profile_option(p, what="the checklist: seed (the seed's KL band, milestones and success criteria)")
     p.add_argument("--baseline", metavar="RUN", help=baseline_help)
     p.add_argument("--run", metavar="GLOB", dest="run_glob", help="only runs whose id matches this glob")
     p.add_argument("--tags", metavar="FILE", help="a TOML file mapping your tag names to vaediag's terms")

@@ -23,6 +23,7 @@ import pandas as pd
 
 from vaediag.diagnose import checklist, collapse, health, penalty
 from vaediag.diagnose.model import Finding, Penalty, RunDiagnosis
+from vaediag.diagnose.profiles import PROFILES, decide_profile, is_our_run, resolve_profile
 from vaediag.diagnose.rulesfile import Rules, load_rules
 from vaediag.diagnose.tables import (_STATE_SET, _VALUE_SET, _tables, completed_epochs, latest_metrics,
                                      values_present)
@@ -112,7 +113,6 @@ def diagnose_run(
         finished: force the run's finished state (the watchdog knows its child is alive).
     """
     from vaediag.diagnose.arithmetic import read_kl_convention
-    from vaediag.diagnose.recommend import is_our_run
 
     rules = rules or load_rules()
     if run is None:
@@ -125,7 +125,8 @@ def diagnose_run(
     ours = is_our_run(config)
     conv = read_kl_convention(frame, params=params, config=config, kl_weight=kl_weight, latent_dim=latent_dim,
                               ours=ours)
-    prof = resolve_profile(profile or rules.section("profiles")["default"], ours=ours)
+    # The profile, decided as every watchdog decides it (vaediag.diagnose.profiles).
+    prof = decide_profile(profile or rules.section("profiles")["default"], config=config)
     # No row of a term the epoch table reads (no rows at all, or bookkeeping like hp_metric): the table is
     # empty, built once per process and copied (a tree of 10,000 empty runs spent most of its time here).
     termed = bool(_terms_present(frame) & _TABLE_TERMS)
@@ -215,22 +216,6 @@ def _empty_tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
                                                "epoch": [], "value": [], "wall_time": []}))
         _EMPTY = (table, present, penalty.penalty_table(table))
     return _EMPTY[0].copy(), _EMPTY[1], _EMPTY[2].copy()
-
-
-PROFILES = ("auto", "seed", "generic")
-
-
-def resolve_profile(name: str, *, ours: bool) -> str:
-    """``seed`` or ``generic`` for a run: ``auto`` is the seed's profile for runs of vaediag's trainer only.
-
-    Raises:
-        UsageError: an unknown profile name.
-    """
-    if name not in PROFILES:
-        raise UsageError(f"unknown profile {name!r} (choose {', '.join(PROFILES)})")
-    if name == "auto":
-        return "seed" if ours else "generic"
-    return name
 
 
 # Parameters that hold a run's planned epoch count (ours, Lightning, HF).

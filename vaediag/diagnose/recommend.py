@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from vaediag.diagnose.model import Finding, Recommendation
+from vaediag.diagnose.profiles import is_our_run
 from vaediag.diagnose.numbers import (
     reduce_factor,
     fmt_pct,
@@ -68,11 +69,6 @@ TRAIN_COMMAND = "python -m train"
 # Reconstruction weights in the order the seed adds them up (L1, perceptual, SSIM, edge).
 _RECIPE_ORDER = ("w_l1", "w_perceptual", "w_ssim", "w_edge")
 _RECIPE_NAMES = {"w_l1": "L1", "w_perceptual": "perceptual", "w_ssim": "SSIM", "w_edge": "edge"}
-
-
-def is_our_run(config: Mapping[str, Any] | None) -> bool:
-    """True when a config.json looks like vaediag's trainer's (it has the trainer's data and weight fields)."""
-    return bool(config) and all(k in config for k in ("train_npy", "val_npy", "kl_weight", "latent_dim"))
 
 
 def _flag_value(v: Any) -> str:
