@@ -116,6 +116,11 @@ def test_a_heavy_kl_weight_is_cut_and_the_module_trains_with_the_new_one(tmp_pat
     assert own[:3] == pytest.approx([1.0, 1.0, cut["kl_weight"]])  # epoch 3 trained with the cut (its own log)
     assert [r["event"] for r in read_journal(run_dir / "watchdog.jsonl")][0] == "start"
     assert not (run_dir / "watchdog.lock").exists()  # released at teardown
+    # A LightningModule's run is judged as check judges it: the generic profile (no config.json of our trainer);
+    # the cut is the penalty share's, which that profile keeps.
+    (judged,) = [r for r in read_journal(run_dir / "watchdog.jsonl") if r["event"] == "profile"]
+    assert judged["profile"] == "generic" and judged["via"] == "lightning"
+    assert {r["profile"] for r in recs} == {"generic"} and cut["reason"].startswith("penalty 1 x ")
 
     weights = frame[frame["tag"] == WATCHDOG_KL_WEIGHT_TAG].sort_values("step")["value"].tolist()
     assert weights[:3] == pytest.approx([1.0, 1.0, cut["kl_weight"]], rel=1e-6)  # what each epoch trained with
@@ -242,7 +247,28 @@ def test_bad_arguments_fail_at_construction():
         KLWatchdogCallback(tags={"my_kl": "klx"})
     with pytest.raises(UsageError):
         KLWatchdogCallback("ladder", reduce_at=0)
+    with pytest.raises(UsageError, match="policy 'geco' has no parameter 'profile'"):
+        KLWatchdogCallback("geco", profile="seed")
+    with pytest.raises(UsageError, match="profile must be one of auto, seed, generic, got 'seeds'"):
+        KLWatchdogCallback(profile="seeds")
+    assert KLWatchdogCallback(profile="seed").policy.judged_by == "seed"
     json.dumps(KLWatchdogCallback().state_dict())  # the checkpoint state is plain data
+
+
+def test_profile_seed_applies_the_seeds_kl_limit_to_a_lightning_run(tmp_path):
+    """profile="seed": the seed's "KL < 500" judges the module's run (a limit of 1 stands in for it at this
+    scale, through a rules file, as check --profile seed --rules would); the default, generic, does not cut for
+    it. The penalty-share rule is switched off (max_share none) so only the KL limit can act."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text("[kl]\ntarget = [0.1, 1.0]\n")
+    kw = dict(reduce_at=2, ae_at=10, stop_at=10, max_share=None, rules=str(rules))
+    seed = _fit(tmp_path / "seed", TinyVAE(kl_weight=1e-3), KLWatchdogCallback("ladder", profile="seed", **kw),
+                epochs=3)
+    recs = _decisions(Path(seed.logger.log_dir))
+    assert recs[1]["action"] == "set_kl_weight" and " > 1 after epoch 2" in recs[1]["reason"], recs[1]["reason"]
+    assert recs[1]["reason"].endswith("[seed profile]")
+    generic = _fit(tmp_path / "generic", TinyVAE(kl_weight=1e-3), KLWatchdogCallback("ladder", **kw), epochs=3)
+    assert {r["action"] for r in _decisions(Path(generic.logger.log_dir))} == {"keep"}
 
 
 def test_gradient_share_is_logged_at_its_cadence_and_checked(tmp_path, capsys):

@@ -53,6 +53,12 @@ def test_real_trainer_under_watch_applies_decision(tmp_path, tiny_data):
     assert (d["action"], d["kl_weight"], d["applied"], d["via"], d["seq"]) == ("set_kl_weight", 1e-3, True, "control", 1)
     assert d["reason"].startswith("kl = ") and "> 0.01 after epoch 1: kl_weight 0.01 -> 0.001" in d["reason"]
     assert recs[-1]["event"] == "exit" and recs[-1]["code"] == 0
+    # Our trainer's run is judged by the seed profile, decided as check decides it (its config.json), before the
+    # first decision (the trainer names its run directory before it writes config.json).
+    (judged,) = [x for x in recs if x["event"] == "profile"]
+    assert judged["profile"] == "seed" and "vaediag's trainer" in judged["why"]
+    assert recs.index(judged) < recs.index(ds[0]) and {x["profile"] for x in ds} == {"seed"}
+    assert all(x["reason"].endswith("[seed profile]") for x in ds)
 
     runs = vaediag.load(run_dir)
     f = runs.frame

@@ -14,7 +14,7 @@ from vaediag.watch.policies import LadderPolicy
 
 
 def test_journal_lines_are_complete_json_and_durable(tmp_path):
-    p = LadderPolicy(kl_weight=1e-5)
+    p = LadderPolicy(kl_weight=1e-5, profile="seed")
     d = p.update(9, {"kl": 1535.0, "recon": 0.111})
     with Journal(tmp_path) as j:
         j.append(decision_record(d, metrics={"kl": 1535.0, "psnr": math.nan}, policy=p, applied=True, seq=1,
@@ -24,8 +24,9 @@ def test_journal_lines_are_complete_json_and_durable(tmp_path):
     recs = [json.loads(x) for x in lines]  # strict JSON: NaN written as a string
     assert recs[0]["metrics"]["psnr"] == "nan"
     assert recs[0]["reason"] == ("kl = 1535 > 500; penalty 1e-05 x 1535 = 13.8% of recon 0.111 > 10% after epoch 10: "
-                                 "kl_weight 1e-05 -> 1e-07 (100x: the penalty to <= 1% of recon)")
+                                 "kl_weight 1e-05 -> 1e-07 (100x: the penalty to <= 1% of recon) [seed profile]")
     assert recs[0]["state"]["rung"] == 1 and recs[0]["params"]["target_kl"] == 500.0
+    assert recs[0]["profile"] == "seed" and recs[0]["params"]["profile"] == "seed"
     assert recs[1]["event"] == "exit"
 
 

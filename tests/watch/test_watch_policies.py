@@ -91,21 +91,110 @@ LADDER_CASES = [
 
 @pytest.mark.parametrize("case", LADDER_CASES, ids=[c[0] for c in LADDER_CASES])
 def test_ladder_table(case):
+    """The seed profile's ladder (the table's KL limit 500 and PSNR floor 28 dB are the seed's numbers)."""
     _, params, seq, expected = case
-    got = first_change(run(LadderPolicy(**params), seq))
+    got = first_change(run(LadderPolicy(profile="seed", **params), seq))
     assert got[:2] == expected[:2]
     if expected[2] is not None:
         assert got[2] == pytest.approx(expected[2], rel=1e-9)
 
 
+GENERIC_CASES = [
+    # The generic profile (someone else's run): check's scale-free criteria only, no absolute KL or PSNR.
+    ("the seed's run 2 by its penalty alone (13.8 % of recon): the same /100",
+     {"kl_weight": 1e-5}, flat(12, kl=1535.0, recon=0.111, psnr=23.9), (9, "set_kl_weight", 1e-7)),
+    ("kl 1535 with recon not logged: no share, no absolute limit: nothing",
+     {"kl_weight": 1e-5}, flat(12, kl=1535.0, psnr=23.9), (None, None, None)),
+    ("the audit's run: kl 2000 at 1e-3 against recon 100 (2 %): nothing",
+     {"kl_weight": 1e-3}, flat(40, kl=2000.0, recon=100.0), (None, None, None)),
+    ("psnr 24 but sharp by gradient similarity: nothing",
+     {"kl_weight": 1e-3}, flat(35, kl=200.0, recon=50.0, psnr=24.0, grad_similarity=0.9), (None, None, None)),
+    ("blurry by gradient similarity after 30, penalty 0.4 %: autoencoder",
+     {"kl_weight": 1e-3}, flat(35, kl=200.0, recon=50.0, psnr=31.0, grad_similarity=0.5), (29, "switch_to_ae", 0.0)),
+    ("blurry by the sharpness ratio after 30, share unknown: autoencoder",
+     {"kl_weight": 1e-3}, flat(35, kl=200.0, psnr=31.0, sharpness=0.5), (29, "switch_to_ae", 0.0)),
+    ("penalty 5 % (warn) and blurry: cut /10 at the first milestone, as check cuts",
+     {"kl_weight": 1e-4}, flat(12, kl=50.0, recon=0.1, grad_similarity=0.5), (9, "set_kl_weight", 1e-5)),
+    ("penalty 5 % (warn), sharp: nothing",
+     {"kl_weight": 1e-4}, flat(40, kl=50.0, recon=0.1, grad_similarity=0.95), (None, None, None)),
+    ("collapse (0 active units): /10",
+     {"kl_weight": 1e-2, "reduce_at": 4, "ae_at": 12, "stop_at": 40},
+     flat(6, kl=0.004, recon=0.21, active_units=0.0), (3, "set_kl_weight", 1e-3)),
+    ("a total kl of 0.3 nats of unknown reduction is no collapse (check: only at the per-dim line)",
+     {"kl_weight": 1.0, "reduce_at": 2, "max_share": None}, flat(12, kl=0.3, recon=50.0), (None, None, None)),
+    ("a heavy penalty at a weight <= tiny_kl_weight: the autoencoder, as check says",
+     {"kl_weight": 1e-7}, flat(10, kl=1e7, recon=1.0), (9, "switch_to_ae", 0.0)),
+    ("an explicit target_kl applies under the generic profile too",
+     {"kl_weight": 1e-3, "target_kl": 1000.0}, flat(12, kl=2000.0, recon=100.0), (9, "set_kl_weight", 1e-4)),
+    ("an explicit target_psnr applies under the generic profile too",
+     {"kl_weight": 1e-3, "target_psnr": 28.0}, flat(35, kl=200.0, recon=50.0, psnr=24.0), (29, "switch_to_ae", 0.0)),
+]
+
+
+@pytest.mark.parametrize("case", GENERIC_CASES, ids=[c[0] for c in GENERIC_CASES])
+def test_ladder_table_generic_profile(case):
+    _, params, seq, expected = case
+    ds = run(LadderPolicy(profile="generic", **params), seq)
+    got = first_change(ds)
+    assert got[:2] == expected[:2], [d.reason for d in ds if d.action != "keep"][:1] or ds[-1].reason
+    if expected[2] is not None:
+        assert got[2] == pytest.approx(expected[2], rel=1e-9)
+    assert all(d.profile == "generic" and d.reason.endswith("[generic profile]") for d in ds)
+
+
+OURS = {"train_npy": "t.npy", "val_npy": "v.npy", "kl_weight": 1e-3, "latent_dim": 512}
+
+
+@pytest.mark.parametrize("profile,config,judged", [
+    ("auto", OURS, "seed"), ("auto", {"lr": 1e-3}, "generic"), ("auto", None, "generic"),
+    ("seed", None, "seed"), ("generic", OURS, "generic"),
+])
+def test_the_ladders_profile_is_decided_as_checks(profile, config, judged):
+    """for_run decides the profile with check's own function; the absolute numbers follow it."""
+    from vaediag.diagnose.profiles import decide_profile
+
+    p = LadderPolicy(kl_weight=1e-3, profile=profile)
+    assert p.for_run(config) == judged == decide_profile(profile, config=config)
+    assert (p.target_kl, p.target_psnr) == ((500.0, 28.0) if judged == "seed" else (None, None))
+    assert p.params()["profile"] == judged
+
+
+def test_a_ladder_told_nothing_about_its_run_judges_it_generic():
+    """A training loop of your own (no run directory, no config): auto is decided as check decides a run without
+    our trainer's config.json. Before, the seed's KL limit cut this weight (kl 2000 > 500, penalty 2 %)."""
+    p = LadderPolicy(kl_weight=1e-3)
+    assert p.profile == "auto" and p.judged_by is None
+    d = p.update(9, {"kl": 2000.0, "recon": 100.0})
+    assert d.action == "keep" and d.profile == "generic" and p.judged_by == "generic"
+    state = json.loads(json.dumps(p.state_dict()))
+    again = LadderPolicy(kl_weight=1e-3)
+    again.load_state_dict(state)
+    assert again.judged_by == "generic"
+
+
+def test_watch_profile_option_reaches_the_ladder():
+    import argparse
+
+    from vaediag.commands import watch
+
+    parser = argparse.ArgumentParser()
+    watch.add_parser(parser.add_subparsers(), name="watch", help="")
+    args = parser.parse_args(["watch", "--profile", "seed", "--", "python", "x.py"])
+    p = watch.policy_from_args(args, ["python", "x.py"])
+    assert p.profile == p.judged_by == "seed"
+    args = parser.parse_args(["watch", "--", "python", "x.py"])
+    assert watch.policy_from_args(args, ["python", "x.py"]).profile == "auto"  # the rules file's default
+
+
 def test_ladder_full_escalation_and_stop():
-    p = LadderPolicy(kl_weight=1e-5, window=5)
+    p = LadderPolicy(kl_weight=1e-5, window=5, profile="seed")
     seq = flat(10, kl=1600.0, recon=0.2) + flat(20, kl=1550.0, recon=0.15) + flat(40, kl=0.0, recon=0.05, ae_mode=1.0)
     ds = run(p, seq)
     changes = [(d.epoch, d.action, d.kl_weight, d.mode) for d in ds if d.action != "keep"]
     assert changes == [(9, "set_kl_weight", pytest.approx(1e-6), "vae"), (29, "switch_to_ae", 0.0, "ae"),
                        (59, "stop", 0.0, "ae")]
-    assert ds[9].reason == "kl = 1600 > 500 after epoch 10: kl_weight 1e-05 -> 1e-06"
+    assert ds[9].reason == "kl = 1600 > 500 after epoch 10: kl_weight 1e-05 -> 1e-06 [seed profile]"
+    assert {d.profile for d in ds} == {"seed"}
     assert "kl = 1550 > 500 still after epoch 30" in ds[29].reason
     assert "converged" in ds[59].reason and "after epoch 60" in ds[59].reason
     assert all(d.action == "keep" for d in ds[60:])
@@ -230,7 +319,7 @@ def test_geco_max_factor_limits_one_step():
 def test_cooldown_blocks_then_allows(name, metrics):
     params = {"kl_weight": 1e-3, "cooldown": 2, "min_kl_weight": 1e-9}
     if name == "ladder":
-        params.update(reduce_at=1, ae_at=50, stop_at=60, factor=10.0)
+        params.update(reduce_at=1, ae_at=50, stop_at=60, factor=10.0, profile="seed")
     p = make_policy(name, **params)
     ds = run(p, [dict(metrics)] * 6)
     assert ds[0].changes
@@ -243,7 +332,7 @@ def test_cooldown_blocks_then_allows(name, metrics):
 
 @pytest.mark.parametrize("name", ["ladder", "controlvae", "geco"])
 def test_one_decision_per_epoch(name):
-    p = make_policy(name, kl_weight=1e-3, reduce_at=1, ae_at=5, stop_at=9) if name == "ladder" else \
+    p = make_policy(name, kl_weight=1e-3, reduce_at=1, ae_at=5, stop_at=9, profile="seed") if name == "ladder" else \
         make_policy(name, kl_weight=1e-3)
     m = {"kl": 5000.0, "psnr": 12.0}
     assert p.update(0, m).changes
@@ -270,7 +359,7 @@ def test_missing_metric_lenient_warns_and_keeps(name):
 def test_ladder_without_any_known_weight_errors():
     with pytest.raises(InputError, match="does not know the current kl_weight"):
         LadderPolicy().update(9, {"kl": 2000.0})
-    p = LadderPolicy(reduce_at=1)
+    p = LadderPolicy(reduce_at=1, profile="seed")
     d = p.update(0, {"kl": 2000.0, "kl_weight": 1e-4})  # the logged weight is enough
     assert d.kl_weight == pytest.approx(1e-5)
 
@@ -364,7 +453,7 @@ def test_decision_rejects_unknown_action():
 def test_not_applied_lets_the_policy_decide_again(name, metrics):
     params = {"kl_weight": 1e-3, "cooldown": 3, "min_kl_weight": 1e-9}
     if name == "ladder":
-        params.update(reduce_at=1, ae_at=50, stop_at=60)
+        params.update(reduce_at=1, ae_at=50, stop_at=60, profile="seed")
     p = make_policy(name, **params)
     before = p.state_dict()
     d0 = p.update(0, dict(metrics))

@@ -80,8 +80,11 @@ def test_control_mode_decision_reaches_the_loop(tmp_path):
     d = changed[0]
     assert (d["epoch"], d["action"], d["kl_weight"], d["applied"], d["via"], d["seq"]) == \
         (0, "set_kl_weight", 1e-3, True, "control", 1)
+    # A script that is not vaediag's trainer is judged by the generic profile; the KL limit it was given
+    # explicitly (--target-kl 20) applies under any profile.
     assert d["reason"] == ("kl = 31.62 > 20; penalty 0.01 x 31.62 = 316.2% of recon 0.1 > 10% after epoch 1: "
-                           "kl_weight 0.01 -> 0.001")
+                           "kl_weight 0.01 -> 0.001 [generic profile]")
+    assert d["profile"] == "generic"
     assert d["metrics"]["kl"] == pytest.approx(31.62, abs=0.01) and d["state"]["rung"] == 1
     ctl = json.loads((run_dir / "control.json").read_text())
     assert (ctl["seq"], ctl["kl_weight"], ctl["mode"]) == (1, 1e-3, "vae")

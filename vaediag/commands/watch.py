@@ -1,6 +1,6 @@
 """`vaediag watch`: run training under a watchdog that adjusts kl_weight while it runs, or follow a run.
 
-    vaediag watch [--policy ladder|controlvae|geco] [--target-kl X] [--target-psnr DB]
+    vaediag watch [--policy ladder|controlvae|geco] [--profile auto|seed|generic] [--target-kl X] [--target-psnr DB]
                   [--min-kl-weight W] [--max-kl-weight W] [--cooldown EPOCHS] [--rules FILE]
                   [--param KEY=VALUE ...]
                   [--restart [--checkpoint PATH] [--ae-flag FLAG]] [--logdir DIR] [--dry-run]
@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vaediag.commands.options import add_profile_option
 from vaediag.errors import UsageError
 from vaediag.sanitize import terminal
 
@@ -87,9 +88,11 @@ def add_parser(sub: argparse._SubParsersAction, *, name: str, help: str) -> argp
                    help="ladder (the seed's escalation; default), controlvae (PI control to a KL set point), "
                         "geco (multiplicative update toward a PSNR target)")
     g.add_argument("--target-kl", type=_num(float, "--target-kl"), metavar="X",
-                   help="ladder: KL above this is too high (default 500); controlvae: the KL set point")
+                   help="ladder: KL above this is too high, under any profile (default: 500 under the seed profile, "
+                        "none under generic); controlvae: the KL set point")
     g.add_argument("--target-psnr", type=_num(float, "--target-psnr"), metavar="DB",
-                   help="geco: the reconstruction target (28 dB = MSE 1.58e-3 on [0, 1]); ladder: below it is blurry")
+                   help="geco: the reconstruction target (28 dB = MSE 1.58e-3 on [0, 1]); ladder: below it is blurry, "
+                        "under any profile (default: 28 dB under the seed profile, none under generic)")
     g.add_argument("--min-kl-weight", type=_num(float, "--min-kl-weight"), metavar="W",
                    help="lowest kl_weight any decision may set (default 1e-8)")
     g.add_argument("--max-kl-weight", type=_num(float, "--max-kl-weight"), metavar="W",
@@ -99,6 +102,8 @@ def add_parser(sub: argparse._SubParsersAction, *, name: str, help: str) -> argp
                         "epoch of logs before the next)")
     g.add_argument("--kl-weight", type=_num(float, "--kl-weight"), metavar="W",
                    help="the run's starting kl_weight when its logs do not say (default: the command's --kl-weight)")
+    add_profile_option(g, what="ladder: which numbers judge the run, decided as `vaediag check --profile` decides "
+                               "it: seed (the seed's absolute KL limit 500 and PSNR floor 28 dB on top)")
     g.add_argument("--rules", metavar="FILE",
                    help="the rules TOML `vaediag check --rules` takes: the policy's milestones, cuts and guards "
                         "default to its values (see vaediag/rules/default.toml [watch])")
@@ -160,13 +165,14 @@ def policy_from_args(args: argparse.Namespace, command: list[str] | None = None)
     applies = POLICIES[name].param_types
     for opt, key in (("--target-kl", "target_kl"), ("--target-psnr", "target_psnr"),
                      ("--min-kl-weight", "min_kl_weight"), ("--max-kl-weight", "max_kl_weight"),
-                     ("--cooldown", "cooldown"), ("--kl-weight", "kl_weight")):
+                     ("--cooldown", "cooldown"), ("--kl-weight", "kl_weight"), ("--profile", "profile")):
         value = getattr(args, key)
         if value is None:
             continue
         if key not in applies:
             hint = {"target_kl": "it steers PSNR; use --target-psnr",
-                    "target_psnr": "it steers KL; use --target-kl"}.get(key, "")
+                    "target_psnr": "it steers KL; use --target-kl",
+                    "profile": "its target is the one you give"}.get(key, "")
             raise UsageError(f"{opt} does not apply to policy {name!r}" + (f" ({hint})" if hint else ""))
         params[key] = value
     if "kl_weight" not in params and command:

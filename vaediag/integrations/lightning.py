@@ -131,6 +131,10 @@ class KLWatchdogCallback(Callback):
         ae_mode_attr: the module's autoencoder flag, set to True on ``switch_to_ae`` (optional on the module).
         tags: tag -> term mappings for names the reader does not know (dict or ``--tags`` TOML file).
         rules: a rules TOML file (as ``--rules``) the policy takes its defaults from.
+        profile: the ladder's profile (``auto``, ``seed``, ``generic``; default: the rules file's, auto), decided
+            for the run as ``vaediag check`` decides it (:mod:`vaediag.diagnose.profiles`): auto is ``seed`` only
+            for vaediag's trainer's runs, so a LightningModule's run is judged by the ``generic`` profile (the
+            scale-free criteria, without the seed's absolute KL limit and PSNR floor) unless ``profile="seed"``.
         run_dir: where to read the logs and write the journal (default: the first TensorBoardLogger or
             CSVLogger's ``log_dir``).
         dry_run: decide and journal only; the module is never changed and training never stopped.
@@ -153,6 +157,7 @@ class KLWatchdogCallback(Callback):
         ae_mode_attr: str = "ae_mode",
         tags: Mapping[str, Any] | str | os.PathLike[str] | TagMap | None = None,
         rules: str | os.PathLike[str] | None = None,
+        profile: str | None = None,
         run_dir: str | os.PathLike[str] | None = None,
         dry_run: bool = False,
         grad_share_every: int = 100,
@@ -169,9 +174,9 @@ class KLWatchdogCallback(Callback):
         if isinstance(grad_share_every, bool) or not isinstance(grad_share_every, int) or grad_share_every < 0:
             raise UsageError(f"grad_share_every must be an int >= 0 (0: off), got {grad_share_every!r}")
         if isinstance(policy, Policy):
-            if params or rules is not None:
-                raise UsageError("pass parameters and rules to the policy, not to KLWatchdogCallback, when giving "
-                                 "a Policy instance")
+            if params or rules is not None or profile is not None:
+                raise UsageError("pass parameters, rules and profile to the policy, not to KLWatchdogCallback, when "
+                                 "giving a Policy instance")
             pol = policy
         else:
             loaded = None
@@ -179,6 +184,8 @@ class KLWatchdogCallback(Callback):
                 from vaediag.diagnose.rulesfile import load_rules
 
                 loaded = load_rules(rules)
+            if profile is not None:
+                params["profile"] = profile  # make_policy says so when the policy has no profiles
             pol = make_policy(policy, rules=loaded, **params)
         self._kl_weight_given = "kl_weight" in params or (isinstance(policy, Policy) and policy.kl_weight is not None)
         self.watchdog = KLWatchdog(pol, via="lightning")
@@ -198,6 +205,7 @@ class KLWatchdogCallback(Callback):
         self._tracker = None
         self._restored = False
         self._warned_no_ae_flag = False
+        self._judged = False
 
     # ---- properties ---------------------------------------------------------------------------------
 
@@ -388,6 +396,7 @@ class KLWatchdogCallback(Callback):
             self._tail = None  # a later fit with this callback reads its own run afresh
             self._tracker = None
             self._restored = False
+            self._judged = False
 
     def state_dict(self) -> dict[str, Any]:
         return {"version": _STATE_VERSION, "watchdog": self.watchdog.state_dict()}
@@ -483,6 +492,9 @@ class KLWatchdogCallback(Callback):
         watchdog does with a backlog."""
         ready = [em for em in self._poll(trainer, final=final)
                  if self.policy.last_epoch is None or em.epoch > self.policy.last_epoch]  # not decided before a resume
+        if ready and not self._judged:
+            self._judged = True
+            self.watchdog.judge(self.run_dir)  # the run's profile, decided as check decides it (journalled)
         current = self._read_weight(pl_module) if self.watchdog.mode == "vae" else 0.0  # what they trained with
         made = []
         for i, em in enumerate(ready):

@@ -45,7 +45,8 @@ def render_panel(s: WatchStatus) -> Panel:
     t.add_row("decisions", f"{s.decisions} ({s.changes} changes)")
     for note in s.notes[-3:]:
         t.add_row("note", Text(_t(note), style="yellow"))
-    title = Text(f"vaediag watch - {_t(s.policy)} ({_t(s.mode_label)})")
+    judged = f", {_t(s.profile)} profile" if s.profile else ""
+    title = Text(f"vaediag watch - {_t(s.policy)}{judged} ({_t(s.mode_label)})")
     return Panel(t, title=title, title_align="left", border_style="cyan")
 
 

@@ -24,6 +24,10 @@ class KLWatchdog:
         run_dir: where to append ``watchdog.jsonl`` (None: no journal).
         via: how decisions reach the training loop, as the journal records it (``in_process``; the Lightning
             callback says ``lightning``).
+        profile: the ladder's profile, ``auto`` (the rules file's default), ``seed`` or ``generic``
+            (:mod:`vaediag.diagnose.profiles`). ``auto`` is decided as ``vaediag check`` decides it, from the
+            config.json in ``run_dir`` (vaediag's trainer's: seed; anything else, or no ``run_dir``: generic, the
+            scale-free criteria without the seed's absolute KL limit and PSNR floor).
         **params: the policy's keyword arguments (``kl_weight``, ``target_kl``, ``target_psnr``,
             ``min_kl_weight``, ``max_kl_weight``, ``cooldown``, ...), validated at once.
 
@@ -67,16 +71,35 @@ class KLWatchdog:
     """
 
     def __init__(self, policy: str | Policy = "ladder", *, run_dir: str | os.PathLike[str] | None = None,
-                 via: str = "in_process", **params: Any) -> None:
+                 via: str = "in_process", profile: str | None = None, **params: Any) -> None:
         if isinstance(policy, Policy):
-            if params:
-                raise TypeError("pass policy parameters to the policy, not to KLWatchdog, when giving an instance")
+            if params or profile is not None:
+                raise TypeError("pass policy parameters (and profile) to the policy, not to KLWatchdog, when giving an "
+                                "instance")
             self.policy = policy
         else:
+            if profile is not None:
+                params["profile"] = profile  # make_policy says so when the policy has no profiles
             self.policy = make_policy(policy, **params)
+        self.run_dir = run_dir
         self.journal = Journal(run_dir) if run_dir is not None else None
         self.via = via
         self.last: Decision | None = None
+        # A policy handed over as an instance and no run directory: whatever its owner told it about its run stands
+        # (one told nothing decides auto as generic at its first update).
+        self._judged = isinstance(policy, Policy) and run_dir is None
+
+    def judge(self, run_dir: str | os.PathLike[str] | None = None) -> str | None:
+        """Decide the policy's profile for the run in ``run_dir`` (default: the watchdog's), as ``vaediag check``
+        decides it (:func:`vaediag.watch.profile.judge_run`), and journal why; :meth:`step` calls it before the
+        first decision. Returns that line, or None for a policy without profiles."""
+        from vaediag.watch.profile import judge_run
+
+        self._judged = True
+        why = judge_run(self.policy, run_dir if run_dir is not None else self.run_dir)
+        if why is not None and self.journal is not None:
+            self.journal.event("profile", profile=self.policy.judged_by, why=why, via=self.via)
+        return why
 
     @property
     def kl_weight(self) -> float:
@@ -97,6 +120,8 @@ class KLWatchdog:
 
         ``apply=False`` (a dry run): the decision is journalled as not applied, with ``note``.
         ``extra``: more fields for the journal line."""
+        if not self._judged:
+            self.judge()
         decision = self.policy.update(epoch, metrics)
         self.last = decision
         if self.journal is not None:

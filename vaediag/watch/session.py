@@ -72,6 +72,7 @@ class WatchSession:
         self.seq = 0
         self.status = WatchStatus(policy=policy.name)
         self.decisions: list[tuple[EpochMetrics, Decision]] = []
+        self._profile_for: Path | None = None  # the run directory the policy's profile was decided for
 
     # ---- attaching to a run directory -------------------------------------------------------------
 
@@ -121,6 +122,8 @@ class WatchSession:
             self.tracker.feed(None)  # one quiet poll: the val points already on disk are whole
         out = []
         ready = self.tracker.ready(final=final)
+        if ready and self._profile_for != self.run_dir:
+            self._judge_run()
         for i, em in enumerate(ready):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", MissingMetricWarning)
@@ -135,6 +138,20 @@ class WatchSession:
                 continue
             out.append((em, d))
         return out
+
+    def _judge_run(self) -> None:
+        """Decide the policy's profile for this run as ``vaediag check`` decides it, once its first epoch is
+        complete (our trainer names its run directory before it writes config.json), and journal why."""
+        from vaediag.watch.profile import judge_run
+
+        self._profile_for = self.run_dir
+        why = judge_run(self.policy, self.run_dir)
+        if why is None:
+            return
+        self.status.profile = self.policy.judged_by
+        if self.journal is not None:
+            self.journal.event("profile", profile=self.policy.judged_by, why=why)
+        self.display.message(f"watch: judged by the {why}")
 
     def record(self, em: EpochMetrics, d: Decision, *, applied: bool, via: str | None = None,
                seq: int | None = None, **extra: Any) -> None:

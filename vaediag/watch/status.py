@@ -28,6 +28,7 @@ class WatchStatus:
     """Everything the panel shows; the supervisor updates it, the renderer only reads it."""
 
     policy: str = ""
+    profile: str | None = None  # the profile that judges the run (seed or generic), once decided
     mode_label: str = "supervise"  # supervise | restart | follow | dry-run ...
     command: str = ""
     pid: int | None = None

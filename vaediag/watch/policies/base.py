@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, Mapping
 
 from vaediag.errors import InputError, UsageError
@@ -65,7 +65,10 @@ def policy_defaults(rules: Any = None) -> dict[str, float | None]:
     * ``factor``/``max_factor`` = ``[recommend] kl_reduce_factor``/``max_reduce_factor``; ``max_share``/``warn_share``
       = ``[penalty] fail_ratio``/``warn_ratio``; ``collapse_kl``/``collapse_kl_per_dim``/``collapse_active_fraction``
       = ``[collapse] kl_total_max``/``kl_per_dim_max``/``active_fraction_min``;
-      ``min_sharpness``/``min_grad_similarity``/``max_sharpness`` = ``[blurry]``; ``min_kl_weight``/``max_kl_weight`` = ``[watch]``.
+      ``min_sharpness``/``min_grad_similarity``/``max_sharpness`` = ``[blurry]``; ``min_kl_weight``/``max_kl_weight`` = ``[watch]``;
+    * ``profile`` = ``[profiles] default`` (auto), decided for the run as ``vaediag check`` decides it
+      (:func:`vaediag.diagnose.profiles.decide_profile`); ``target_kl``/``target_psnr`` are the ``seed``
+      profile's absolute numbers, which the ladder applies under that profile only (or when given).
     """
     if rules is None:
         from vaediag.diagnose.rulesfile import load_rules
@@ -105,6 +108,7 @@ def policy_defaults(rules: Any = None) -> dict[str, float | None]:
         "tiny_kl_weight": float(rec["tiny_kl_weight"]),
         "min_kl_weight": float(rules.section("watch")["min_kl_weight"]),
         "max_kl_weight": float(rules.section("watch")["max_kl_weight"]),
+        "profile": str(rules.section("profiles")["default"]),
     }
 
 
@@ -128,6 +132,8 @@ class Decision:
         reason: one line with the numbers behind it.
         declined: why a guard declined the proposal, or None.
         proposed_action / proposed_kl_weight: the declined proposal, or None.
+        profile: the profile that judged the epoch (``seed`` or ``generic``; see
+            :mod:`vaediag.diagnose.profiles`), for policies whose criteria depend on it (the ladder), else None.
     """
 
     action: str
@@ -138,6 +144,7 @@ class Decision:
     declined: str | None = None
     proposed_action: str | None = None
     proposed_kl_weight: float | None = None
+    profile: str | None = None
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
@@ -277,6 +284,8 @@ class Policy:
         self._observe(epoch, m)
         proposal, pending = self._propose(epoch, m)
         decision = self._guard(proposal)
+        if self.judged_by is not None:
+            decision = replace(decision, profile=self.judged_by)
         self._undo = None
         if decision.declined is None:
             if decision.changes:
@@ -327,6 +336,24 @@ class Policy:
     def params(self) -> dict[str, Any]:
         """The constructor arguments this policy runs with (for the journal and the panel)."""
         return {k: getattr(self, k) for k in self.param_types if hasattr(self, k)}
+
+    #: Whether the policy's criteria depend on the run's profile (the ladder's do; controlvae's and geco's targets
+    #: are the user's set points).
+    has_profiles: ClassVar[bool] = False
+    #: The profile that judges the run (``seed`` or ``generic``) once decided; None for a policy without profiles.
+    judged_by: str | None = None
+
+    def for_run(self, config: Mapping[str, Any] | None) -> str | None:
+        """Tell the policy which run it judges: the run's config.json as ``vaediag check``'s reader reads it (None
+        or {} when there is none). A policy with profiles decides its profile from it as check does
+        (:func:`vaediag.diagnose.profiles.decide_profile`) and returns it; the others return None."""
+        return None
+
+    @classmethod
+    def with_rules_defaults(cls, defaults: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+        """The keyword arguments :func:`~vaediag.watch.policies.make_policy` builds the policy with: ``params``
+        (the caller's) over ``defaults`` (:func:`policy_defaults` of a rules file) for the parameters it has."""
+        return {**{k: v for k, v in defaults.items() if k in cls.param_types}, **params}
 
     # ---- hooks for subclasses -------------------------------------------------------------------
 

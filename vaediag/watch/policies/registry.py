@@ -35,8 +35,7 @@ def make_policy(name: str, *, rules: Any = None, **params: Any) -> Policy:
             f"policy {name!r} has no parameter {unknown[0]!r} (choose {', '.join(sorted(cls.param_types))})"
         )
     if rules is not None:
-        defaults = policy_defaults(rules)
-        params = {**{k: v for k, v in defaults.items() if k in cls.param_types}, **params}
+        params = cls.with_rules_defaults(policy_defaults(rules), params)
     return cls(**params)
 
 
