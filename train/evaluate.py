@@ -4,7 +4,8 @@ merges them in batch order, so the numbers are the single process's."""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -18,7 +19,39 @@ from train.losses import loss_terms
 from train.metrics import ValAccumulator
 from train.model import ConvVAE
 
-__all__ = ["evaluate", "make_grid"]
+__all__ = ["evaluate", "make_grid", "ValFeatureCache"]
+
+# What the val targets' perceptual features may take in memory: the demo's 32 crops of 64 px at relu3_3 need
+# 59 MB; a val set past it keeps what fits and computes the rest every epoch, as without a cache.
+VAL_FEATURE_BUDGET = 256 * 2**20
+
+
+class ValFeatureCache:
+    """The val targets' perceptual trunk features, kept across epochs.
+
+    The val set and the frozen trunk do not change within a process, so the target half of the perceptual
+    term (half its cost) is computed once per val batch instead of every epoch, with the same numbers: the
+    same batches, the same precision and memory format, the same no-grad trunk. Bounded by ``budget``
+    bytes: batches past it are computed every epoch. One cache per run (per process, per rank)."""
+
+    def __init__(self, budget: int = VAL_FEATURE_BUDGET) -> None:
+        self.budget = budget
+        self.nbytes = 0
+        self._kept: dict[int, list[torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def get(self, batch: int, compute: Callable[[], list[torch.Tensor]]) -> list[torch.Tensor]:
+        kept = self._kept.get(batch)
+        if kept is not None:
+            return kept
+        features = compute()
+        size = sum(f.numel() * f.element_size() for f in features)
+        if self.nbytes + size <= self.budget:
+            self._kept[batch] = features
+            self.nbytes += size
+        return features
 
 
 def make_grid(x: torch.Tensor, recon: torch.Tensor, *, pad: int = 2) -> torch.Tensor:
@@ -36,7 +69,8 @@ def make_grid(x: torch.Tensor, recon: torch.Tensor, *, pad: int = 2) -> torch.Te
 def evaluate(model: ConvVAE, data: ImageSet, *, weights: dict[str, float], weight_map: torch.Tensor,
              perceptual: torch.nn.Module | None, device: torch.device, batch_size: int,
              grid_images: int = 8, precision: str = "fp32", channels_last: bool = False,
-             d: Dist | None = None) -> tuple[dict[str, float] | None, torch.Tensor | None, torch.Tensor | None]:
+             d: Dist | None = None, features: ValFeatureCache | None = None,
+             ) -> tuple[dict[str, float] | None, torch.Tensor | None, torch.Tensor | None]:
     """Val scalars keyed by canonical term, the KL per dimension, and the reconstruction grid.
 
     Uses ``z = mu`` (the deterministic reconstruction); loss terms are image-weighted means over the set.
@@ -49,14 +83,17 @@ def evaluate(model: ConvVAE, data: ImageSet, *, weights: dict[str, float], weigh
     in batch order, as the single process does. So every val number is the single process's, exactly, but
     ``recon_spread``, whose float64 per-pixel sums are added per rank first (equal to float64 rounding).
     Ranks other than 0 return ``(None, None, None)``.
+
+    ``features``: the run's :class:`ValFeatureCache`, so the val targets' perceptual features are computed
+    once, not every epoch (the loop passes one; without it every call computes them).
     """
     d = d or Dist()
-    p_fn = in_precision(perceptual, device, precision)
     was_training = model.training
     model.eval()
     try:
-        part = _my_batches(model, data, weight_map=weight_map, perceptual=p_fn, device=device, batch_size=batch_size,
-                           grid_images=grid_images, precision=precision, channels_last=channels_last, d=d)
+        part = _my_batches(model, data, weight_map=weight_map, perceptual=perceptual, device=device,
+                           batch_size=batch_size, grid_images=grid_images, precision=precision,
+                           channels_last=channels_last, d=d, features=features)
     finally:
         model.train(was_training)
     parts = [part]
@@ -75,8 +112,10 @@ _Part = tuple[list[_Batch], torch.Tensor | None, torch.Tensor | None]
 
 
 def _my_batches(model: ConvVAE, data: ImageSet, *, weight_map: torch.Tensor, perceptual: Any, device: torch.device,
-                batch_size: int, grid_images: int, precision: str, channels_last: bool, d: Dist) -> _Part:
+                batch_size: int, grid_images: int, precision: str, channels_last: bool, d: Dist,
+                features: ValFeatureCache | None) -> _Part:
     """This rank's batches (``b % world == rank``) of the val set through the model with ``z = mu``."""
+    p_fn = in_precision(perceptual, device, precision)
     n_total = len(data)
     starts = list(range(0, n_total, batch_size))
     mine: list[_Batch] = []
@@ -88,7 +127,8 @@ def _my_batches(model: ConvVAE, data: ImageSet, *, weight_map: torch.Tensor, per
         with autocast(device, precision):
             recon, mu, logvar = model(x, deterministic=True)
         recon, mu, logvar = recon.float(), mu.float(), logvar.float()
-        raw = loss_terms(recon, x, mu, logvar, weight_map=weight_map, perceptual=perceptual)
+        raw = loss_terms(recon, x, mu, logvar, weight_map=weight_map,
+                         perceptual=_with_target_features(perceptual, p_fn, features, b, x, device, precision))
         values = dict(zip(raw, torch.stack(list(raw.values())).tolist()))
         rec = ValAccumulator.record(recon, x, mu, logvar, data.grey[idx])
         part = rec.pop("spread")
@@ -97,6 +137,20 @@ def _my_batches(model: ConvVAE, data: ImageSet, *, weight_map: torch.Tensor, per
         if b == 0 and grid_images > 0:
             grid = make_grid(x[:grid_images], recon[:grid_images])
     return mine, spread, grid
+
+
+def _with_target_features(perceptual: Any, p_fn: Any, features: ValFeatureCache | None, b: int, x: torch.Tensor,
+                          device: torch.device, precision: str) -> Any:
+    """The perceptual distance for val batch ``b``, given its targets' features from ``features`` (computed
+    the first time, under the same autocast as the distance itself); ``p_fn`` as it is without a cache."""
+    if features is None or perceptual is None or not hasattr(perceptual, "target_features"):
+        return p_fn
+
+    def compute() -> list[torch.Tensor]:
+        with autocast(device, precision):
+            return perceptual.target_features(x)
+
+    return in_precision(functools.partial(perceptual, target_features=features.get(b, compute)), device, precision)
 
 
 def _merge(parts: list[_Part], weights: dict[str, float],

@@ -51,7 +51,7 @@ from train.device import autocast, is_compile_error, make_optimizer, sync_every
 from train.distributed import (Dist, agree, any_rank, elsewhere, failure_code, init_distributed, leave, step_code,
                                step_of, together)
 from train.errors import OutputError, TrainingDiverged, one_line
-from train.evaluate import evaluate, make_grid
+from train.evaluate import ValFeatureCache, evaluate, make_grid
 from train.events import BadStep, StepLogger, quiet_writer_threads, write_val
 from train.losses import center_weight_map
 from train.output import Out, epoch_line, progress_bar
@@ -150,6 +150,7 @@ class _Run:
         self.control: ControlReader | None = None  # rank 0's
         self.lr, self.kl_w = self.cfg.lr, self.state.kl_weight  # in effect at the last step
         self.gradients: TermGradients | None = None  # the last step's gradient measurement (--grad-share-every)
+        self.val_features = ValFeatureCache()  # the val targets' perceptual features, computed once
 
     # --- the loop -----------------------------------------------------------------------------------
     def loop(self) -> TrainResult:
@@ -382,7 +383,8 @@ class _Run:
         val, kl_dims, grid = evaluate(self.model, self.prep.val_set, weights=cfg.loss_weights(kl_w),
                                       weight_map=self.weight_map, perceptual=self.prep.perceptual, device=self.device,
                                       batch_size=cfg.batch_size, grid_images=cfg.grid_images,
-                                      precision=cfg.precision, channels_last=cfg.channels_last, d=self.d)
+                                      precision=cfg.precision, channels_last=cfg.channels_last, d=self.d,
+                                      features=self.val_features)
         if val is None or kl_dims is None:  # not rank 0: it has sent its share
             return {}
         write_val(self.files.events, val, kl_dims, grid, val_step)

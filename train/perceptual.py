@@ -196,14 +196,22 @@ class PerceptualDistance(nn.Module):
     def _unit(f: torch.Tensor) -> torch.Tensor:
         return f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
 
-    def per_image(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Distance per image, shape ``(N,)``. Target features carry no graph (they need no gradient).
+    def target_features(self, target: torch.Tensor) -> list[torch.Tensor]:
+        """The target's trunk features (no graph), as :meth:`per_image` computes them: a caller that meets
+        the same targets again (the val set, every epoch) keeps them and passes them back."""
+        with torch.no_grad():
+            return self._taps(self._prepare(target))
+
+    def per_image(self, recon: torch.Tensor, target: torch.Tensor, *,
+                  target_features: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Distance per image, shape ``(N,)``. Target features carry no graph (they need no gradient);
+        ``target_features`` are :meth:`target_features` of ``target``, computed before (then the trunk runs
+        on the reconstruction alone: the same numbers at half the cost).
 
         The trunk runs in the caller's autocast (``--precision bf16``: its convolutions in bfloat16); the
         unit normalisation, the squared differences and the sums over channels and pixels always run in
         float32 with autocast off (a no-op for float32 features)."""
-        with torch.no_grad():
-            ft = self._taps(self._prepare(target))
+        ft = target_features if target_features is not None else self.target_features(target)
         fr = self._taps(self._prepare(recon))
         with torch.autocast(recon.device.type, enabled=False):
             total = recon.new_zeros(recon.shape[0], dtype=torch.float32)
@@ -212,8 +220,9 @@ class PerceptualDistance(nn.Module):
                 total = total + (diff * getattr(self, f"head{i}")).sum(1).mean((1, 2))
         return total
 
-    def forward(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.per_image(recon, target).mean()
+    def forward(self, recon: torch.Tensor, target: torch.Tensor, *,
+                target_features: list[torch.Tensor] | None = None) -> torch.Tensor:
+        return self.per_image(recon, target, target_features=target_features).mean()
 
 
 def _natural(key: str) -> tuple:

@@ -422,3 +422,33 @@ def test_bench_gpu_runs_on_cpu_and_writes_json(tmp_path, capsys, monkeypatch):
     assert set(res["terms"]["fp32"]) == {"model", "recon", "perceptual", "ssim_loss", "edge", "kl", "adam"}
     shares = [v["share_average_step"] for v in res["terms"]["bf16"].values()]
     assert sum(shares) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("precision, channels_last", [("fp32", False), ("bf16", True)])
+def test_val_targets_perceptual_features_are_computed_once_with_the_same_numbers(npy, precision, channels_last,
+                                                                                monkeypatch):
+    """The loop's ValFeatureCache: from the second validation on, the trunk runs on the reconstructions alone
+    (half the perceptual term's cost every epoch) and every val number is the uncached one, bit for bit; a
+    cache over its budget keeps nothing and changes nothing."""
+    from train.evaluate import ValFeatureCache
+    from train.perceptual import PerceptualDistance
+
+    model, val_set, kw = eval_setup(npy[1])
+    kw.update(precision=precision, channels_last=channels_last, batch_size=3)  # 8 images: batches 0, 1, 2
+    runs = []
+    real = PerceptualDistance._taps
+    monkeypatch.setattr(PerceptualDistance, "_taps", lambda self, x: runs.append(len(x)) or real(self, x))
+    plain = evaluate(model, val_set, **kw)
+    assert sum(runs) == 2 * 8  # targets and reconstructions
+    cache = ValFeatureCache()
+    for epoch in range(3):
+        runs.clear()
+        cached = evaluate(model, val_set, features=cache, **kw)
+        assert sum(runs) == (16 if epoch == 0 else 8)  # the targets' half once, then the reconstructions' only
+        assert cached[0] == plain[0]  # every val scalar, exactly
+        assert torch.equal(cached[1], plain[1]) and torch.equal(cached[2], plain[2])
+    assert len(cache) == 3 and cache.nbytes > 0
+    none_kept = ValFeatureCache(budget=0)
+    runs.clear()
+    assert evaluate(model, val_set, features=none_kept, **kw)[0] == plain[0]
+    assert len(none_kept) == 0 and sum(runs) == 16
