@@ -82,10 +82,10 @@ def _versions(project: Path) -> set[Path]:
 def run(args: argparse.Namespace) -> int:
     if args.epochs < 1:
         raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
-    try:
-        import torch  # noqa: F401 - the demo trains, so it needs the [train] extra
-    except ImportError:
-        raise UsageError("the demo trains a model and needs torch: pip install 'vaediag[train]'") from None
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:  # found, not imported: only the trainer's process needs it
+        raise UsageError("the demo trains a model and needs torch: pip install 'vaediag[train]'")
     from train.data import ensure_demo
     from vaediag.cli import main as cli
     from vaediag.watch.control import RUN_CHECKPOINT_DIR
