@@ -61,7 +61,7 @@ def demo_config(*, data_dir: str = DEMO_DATA, logdir: str = DEMO_LOGDIR, epochs:
     return TrainConfig(train_npy=str(d / "train.npy"), val_npy=str(d / "val.npy"), logdir=logdir, name="demo",
                        epochs=epochs, batch_size=DEMO_BATCH, latent_dim=2048, base_channels=16, lr=1e-3,
                        warmup_steps=5, min_lr=1e-4, grid_images=8, quiet=True, kl_weight=DEMO_START_KL_WEIGHT,
-                       perceptual_layers="relu1_2,relu2_2,relu3_3")
+                       perceptual_layers="relu1_2,relu2_2,relu3_3", channels_last=True)
 
 
 def demo_watch_args(epochs: int) -> list[str]:
