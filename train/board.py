@@ -194,8 +194,8 @@ def decision_text(control: Control, *, kl_before: float, ae_before: bool, step: 
     """
     mode_before = "ae" if ae_before else "vae"
     kl_after = float(control.kl_weight)
-    changes = [f"kl_weight {_num(kl_before)} -> {_num(kl_after)}" if kl_after != kl_before
-               else f"kl_weight {_num(kl_after)} (unchanged)",
+    changes = [f"kl_weight {_fmt_number(kl_before)} -> {_fmt_number(kl_after)}" if kl_after != kl_before
+               else f"kl_weight {_fmt_number(kl_after)} (unchanged)",
                f"mode {mode_before} -> {control.mode}" if control.mode != mode_before
                else f"mode {control.mode} (unchanged)"]
     reason = reason_line(control.reason) if control.reason else "none given"
@@ -204,5 +204,5 @@ def decision_text(control: Control, *, kl_before: float, ae_before: bool, step: 
             f"{', '.join(changes)}; reason: {reason}{issued}")
 
 
-def _num(v: float) -> str:
+def _fmt_number(v: float) -> str:
     return f"{v:.4g}"

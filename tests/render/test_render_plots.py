@@ -22,8 +22,8 @@ def test_plot_functions_return_fig_and_axes_and_deterministic_png():
     }
     styles = plots.run_styles(["a", "b"])
     assert styles["a"].colour != styles["b"].colour
-    decisions = [plots.Decision(run="a", epoch=1, kl_weight=1e-4, number=1),
-                 plots.Decision(run="a", epoch=2, kl_weight=0.0, number=2, applied=False)]
+    decisions = [plots.DecisionMark(run="a", epoch=1, kl_weight=1e-4, number=1),
+                 plots.DecisionMark(run="a", epoch=2, kl_weight=0.0, number=2, applied=False)]
     with plots.plot_style():
         for draw in (lambda: plots.plot_loss_terms(tables, styles), lambda: plots.plot_quality(tables, styles),
                      lambda: plots.plot_penalty_share(tables, styles),

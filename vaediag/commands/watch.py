@@ -45,7 +45,7 @@ with --kl-weight and --resume; every decision is appended to watchdog.jsonl ther
 """
 
 
-def _num(kind: type, name: str):
+def _number_option(kind: type, name: str):
     def conv(text: str):
         try:
             return kind(text)
@@ -87,20 +87,20 @@ def add_parser(sub: argparse._SubParsersAction, *, name: str, help: str) -> argp
     g.add_argument("--policy", default="ladder", metavar="NAME",
                    help="ladder (the seed's escalation; default), controlvae (PI control to a KL set point), "
                         "geco (multiplicative update toward a PSNR target)")
-    g.add_argument("--target-kl", type=_num(float, "--target-kl"), metavar="X",
+    g.add_argument("--target-kl", type=_number_option(float, "--target-kl"), metavar="X",
                    help="ladder: KL above this is too high, under any profile (default: 500 under the seed profile, "
                         "none under generic); controlvae: the KL set point")
-    g.add_argument("--target-psnr", type=_num(float, "--target-psnr"), metavar="DB",
+    g.add_argument("--target-psnr", type=_number_option(float, "--target-psnr"), metavar="DB",
                    help="geco: the reconstruction target (28 dB = MSE 1.58e-3 on [0, 1]); ladder: below it is blurry, "
                         "under any profile (default: 28 dB under the seed profile, none under generic)")
-    g.add_argument("--min-kl-weight", type=_num(float, "--min-kl-weight"), metavar="W",
+    g.add_argument("--min-kl-weight", type=_number_option(float, "--min-kl-weight"), metavar="W",
                    help="lowest kl_weight any decision may set (default 1e-8)")
-    g.add_argument("--max-kl-weight", type=_num(float, "--max-kl-weight"), metavar="W",
+    g.add_argument("--max-kl-weight", type=_number_option(float, "--max-kl-weight"), metavar="W",
                    help="highest kl_weight any decision may set (default 1)")
-    g.add_argument("--cooldown", type=_num(int, "--cooldown"), default=1, metavar="EPOCHS",
+    g.add_argument("--cooldown", type=_number_option(int, "--cooldown"), default=1, metavar="EPOCHS",
                    help="epochs after a change with no further change (default 1: a change shows in a full "
                         "epoch of logs before the next)")
-    g.add_argument("--kl-weight", type=_num(float, "--kl-weight"), metavar="W",
+    g.add_argument("--kl-weight", type=_number_option(float, "--kl-weight"), metavar="W",
                    help="the run's starting kl_weight when its logs do not say (default: the command's --kl-weight)")
     add_profile_option(g, what="ladder: which numbers judge the run, decided as `vaediag check --profile` decides "
                                "it: seed (the seed's absolute KL limit 500 and PSNR floor 28 dB on top)")

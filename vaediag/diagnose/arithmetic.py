@@ -311,7 +311,7 @@ def read_kl_convention(
         kl_weight, latent_dim: the user's ``--kl-weight`` / ``--latent-dim`` (they always win).
         ours: the run was made by vaediag's trainer (its KL is summed over dims, its weight logged).
     """
-    from vaediag.diagnose.penalty import KL_WEIGHT_PARAMS, LATENT_DIM_PARAMS, _num, find_param
+    from vaediag.diagnose.penalty import KL_WEIGHT_PARAMS, LATENT_DIM_PARAMS, _finite_or_none, find_param
 
     params = params or {}
     config = config or {}
@@ -325,7 +325,7 @@ def read_kl_convention(
         conv.latent_dim, conv.latent_dim_source = int(latent_dim), "--latent-dim"
     else:
         hit = find_param(params, *LATENT_DIM_PARAMS)
-        v = _num(hit[1]) if hit else None
+        v = _finite_or_none(hit[1]) if hit else None
         if hit and v is not None and v >= 1 and float(v).is_integer():
             conv.latent_dim, conv.latent_dim_source = int(v), f"parameter {hit[0]}"
 
@@ -348,7 +348,7 @@ def read_kl_convention(
 
     # The weight: the user, the logged weight, the arithmetic, then names.
     param_hit = find_param(params, *KL_WEIGHT_PARAMS)
-    param_w = _num(param_hit[1]) if param_hit else None
+    param_w = _finite_or_none(param_hit[1]) if param_hit else None
     if param_hit and isinstance(param_hit[1], bool):
         param_w = None
     logged_w = _logged_weight(frame)

@@ -28,7 +28,7 @@ from vaediag.diagnose.rulesfile import Criterion, Milestone
 from vaediag.diagnose.tables import value_at
 from vaediag.terms import TERM_INFO
 
-__all__ = ["check_milestones", "check_success", "evaluate"]
+__all__ = ["check_milestones", "check_success", "judge_criterion"]
 
 _SHORT = {"kl": "KL", "psnr": "PSNR", "psnr_grey": "PSNR grey", "psnr_colour": "PSNR colour", "ssim": "SSIM",
           "recon": "recon", "perceptual": "perceptual", "sharpness": "sharpness ratio"}
@@ -58,7 +58,7 @@ def _target(c: Criterion) -> str:
     return ""
 
 
-def evaluate(
+def judge_criterion(
     c: Criterion,
     table: pd.DataFrame,
     *,
@@ -75,25 +75,7 @@ def evaluate(
     ``status`` is pass, fail or n/a (pending is decided by the caller, which knows the epoch count).
     """
     if c.kind == "converged":
-        opts = dict(converged or {"window": 10, "min_delta": 0.01})
-        window = opts.pop("window")
-        min_delta = opts.pop("min_delta")
-        opts.pop("regress_fail", None)
-        p = plateau(table, upto=at, window=window, min_delta=min_delta, **opts)
-        if p is None:
-            return "n/a", None, None, "not enough reconstruction history to judge convergence"
-        t = p["trend"]
-        better = f"improved {fmt_pct(max(p['improvement'], 0.0), 2)} over the last {t.window} epochs"
-        if p["kind"] == "plateau":
-            return "pass", max(p["improvement"], 0.0), min_delta, f"reconstruction {better} (converged)"
-        if p["kind"] == "improving":
-            return ("pending", max(p["improvement"], 0.0), min_delta,
-                    f"reconstruction still improving ({better}): not converged yet, keep training")
-        if p["kind"] == "regressing":
-            return ("fail", max(p["improvement"], 0.0), min_delta,
-                    f"reconstruction is regressing (best {fmt_sig(t.best)} at {human_epoch(t.best_epoch)}, "
-                    f"{fmt_sig(t.last)} at {human_epoch(t.last_epoch)}): not converged")
-        return "n/a", None, min_delta, "reconstruction too noisy to judge convergence"
+        return _judge_converged(table, at, converged)
     term = c.term
     assert term is not None
     got = value_at(table, term, at)
@@ -106,43 +88,82 @@ def evaluate(
         return "n/a", v if c.kind == "bounds" else None, c.threshold, (f"{_name(term)} = {_show(term, v)}; autoencoder mode (z = mu, kl_weight 0) "
                                        f"at {human_epoch(at)}: the KL is not penalised, its band does not apply")
     if c.kind == "bounds":
-        if c.min is not None and c.max is not None:  # a band ("KL 100-300") includes its ends
-            ok = c.min <= v <= c.max
-        else:  # one side ("KL < 500", "PSNR > 28 dB") is strict, as the seed writes it
-            ok = (c.min is None or v > c.min) and (c.max is None or v < c.max)
-        return "pass" if ok else "fail", v, c.threshold, f"{_name(term)} = {_show(term, v)} (target {_target(c)})"
+        return _judge_bounds(c, term, v)
     if c.kind == "stable":
-        s = table[term].loc[:at].dropna() if term in table else pd.Series(dtype=float)
-        s = s[np.isfinite(s)]
-        w = int(c.window or 2)
-        if len(s) < w:
-            return "n/a", None, c.tolerance, f"{_name(term)} logged on {len(s)} epochs: needs {w} to judge stability"
-        last = s.iloc[-w:]
-        mean = float(last.mean())
-        spread = float(last.max() - last.min()) / abs(mean) if mean else math.inf
-        ok = spread <= float(c.tolerance or 0.0)
-        return ("pass" if ok else "fail", spread, c.tolerance,
-                f"{_name(term)} varied {fmt_pct(spread)} over the last {w} epochs "
-                f"({_show(term, float(last.min()))}-{_show(term, float(last.max()))}; at most {fmt_pct(c.tolerance or 0.0)})")
+        return _judge_stable(c, term, table, at)
     if c.kind == "baseline":
-        if baseline is None:
-            return "n/a", v, None, (f"{_name(term)} = {_show(term, v)}; no baseline run to compare with "
-                                    "(pass --baseline RUN)")
-        if baseline_run is not None and baseline is table:
-            return "n/a", v, None, f"{_name(term)} = {_show(term, v)}; this run is the baseline"
-        b = value_at(baseline, term, at)
-        if b is None:
-            return "n/a", v, None, f"{_name(term)} = {_show(term, v)}; the baseline {baseline_run or ''} does not log it"
-        bv, be = b
-        higher = TERM_INFO[term].higher_is_better if term in TERM_INFO else None
-        if higher is None:
-            return "n/a", v, bv, f"{_name(term)} has no better direction to compare"
-        ok = v > bv if higher else v < bv
-        when = human_epoch(be) if be == at else f"its last {human_epoch(be)}"
-        return ("pass" if ok else "fail", v, bv,
-                f"{_name(term)} = {_show(term, v)} vs {_show(term, bv)} in baseline {baseline_run or ''} at {when} "
-                f"({'better' if ok else 'not better'})")
+        return _judge_baseline(term, v, table, at, baseline, baseline_run)
     raise ValueError(f"unknown criterion kind {c.kind!r}")  # pragma: no cover - validated by the loader
+
+
+def _judge_converged(table: pd.DataFrame, at: int, converged: dict | None):
+    """A ``converged`` criterion: the reconstruction's plateau test up to ``at``."""
+    opts = dict(converged or {"window": 10, "min_delta": 0.01})
+    window = opts.pop("window")
+    min_delta = opts.pop("min_delta")
+    opts.pop("regress_fail", None)
+    p = plateau(table, upto=at, window=window, min_delta=min_delta, **opts)
+    if p is None:
+        return "n/a", None, None, "not enough reconstruction history to judge convergence"
+    t = p["trend"]
+    better = f"improved {fmt_pct(max(p['improvement'], 0.0), 2)} over the last {t.window} epochs"
+    if p["kind"] == "plateau":
+        return "pass", max(p["improvement"], 0.0), min_delta, f"reconstruction {better} (converged)"
+    if p["kind"] == "improving":
+        return ("pending", max(p["improvement"], 0.0), min_delta,
+                f"reconstruction still improving ({better}): not converged yet, keep training")
+    if p["kind"] == "regressing":
+        return ("fail", max(p["improvement"], 0.0), min_delta,
+                f"reconstruction is regressing (best {fmt_sig(t.best)} at {human_epoch(t.best_epoch)}, "
+                f"{fmt_sig(t.last)} at {human_epoch(t.last_epoch)}): not converged")
+    return "n/a", None, min_delta, "reconstruction too noisy to judge convergence"
+
+
+def _judge_bounds(c: Criterion, term: str, v: float):
+    """A ``bounds`` criterion: the term's value ``v`` inside its band or past its one side."""
+    if c.min is not None and c.max is not None:  # a band ("KL 100-300") includes its ends
+        ok = c.min <= v <= c.max
+    else:  # one side ("KL < 500", "PSNR > 28 dB") is strict, as the seed writes it
+        ok = (c.min is None or v > c.min) and (c.max is None or v < c.max)
+    return "pass" if ok else "fail", v, c.threshold, f"{_name(term)} = {_show(term, v)} (target {_target(c)})"
+
+
+def _judge_stable(c: Criterion, term: str, table: pd.DataFrame, at: int):
+    """A ``stable`` criterion: the term's relative spread over its last ``window`` epochs up to ``at``."""
+    s = table[term].loc[:at].dropna() if term in table else pd.Series(dtype=float)
+    s = s[np.isfinite(s)]
+    w = int(c.window or 2)
+    if len(s) < w:
+        return "n/a", None, c.tolerance, f"{_name(term)} logged on {len(s)} epochs: needs {w} to judge stability"
+    last = s.iloc[-w:]
+    mean = float(last.mean())
+    spread = float(last.max() - last.min()) / abs(mean) if mean else math.inf
+    ok = spread <= float(c.tolerance or 0.0)
+    return ("pass" if ok else "fail", spread, c.tolerance,
+            f"{_name(term)} varied {fmt_pct(spread)} over the last {w} epochs "
+            f"({_show(term, float(last.min()))}-{_show(term, float(last.max()))}; at most {fmt_pct(c.tolerance or 0.0)})")
+
+
+def _judge_baseline(term: str, v: float, table: pd.DataFrame, at: int, baseline: pd.DataFrame | None,
+                    baseline_run: str | None):
+    """A ``baseline`` criterion: the term's value ``v`` better than the baseline run's at (or before) ``at``."""
+    if baseline is None:
+        return "n/a", v, None, (f"{_name(term)} = {_show(term, v)}; no baseline run to compare with "
+                                "(pass --baseline RUN)")
+    if baseline_run is not None and baseline is table:
+        return "n/a", v, None, f"{_name(term)} = {_show(term, v)}; this run is the baseline"
+    b = value_at(baseline, term, at)
+    if b is None:
+        return "n/a", v, None, f"{_name(term)} = {_show(term, v)}; the baseline {baseline_run or ''} does not log it"
+    bv, be = b
+    higher = TERM_INFO[term].higher_is_better if term in TERM_INFO else None
+    if higher is None:
+        return "n/a", v, bv, f"{_name(term)} has no better direction to compare"
+    ok = v > bv if higher else v < bv
+    when = human_epoch(be) if be == at else f"its last {human_epoch(be)}"
+    return ("pass" if ok else "fail", v, bv,
+            f"{_name(term)} = {_show(term, v)} vs {_show(term, bv)} in baseline {baseline_run or ''} at {when} "
+            f"({'better' if ok else 'not better'})")
 
 
 def _autoencoder_at(table: pd.DataFrame, at: int) -> bool:
@@ -196,8 +217,8 @@ def check_milestones(
                     msg = f"{m.title.lower()}: pending (the run has {epochs} of {m.epoch} epochs)"
                     out.append(_finding(m.rule, c, run, "pending", at, None, c.threshold, msg))
                 continue
-            status, value, threshold, detail = evaluate(c, table, at=at, baseline=baseline,
-                                                        baseline_run=baseline_run, converged=converged)
+            status, value, threshold, detail = judge_criterion(c, table, at=at, baseline=baseline,
+                                                               baseline_run=baseline_run, converged=converged)
             out.append(_finding(m.rule, c, run, status, at, value, threshold,
                                 f"{m.title.lower()}: {detail}: {status}"))
     return out
@@ -223,8 +244,8 @@ def check_success(
         if epochs == 0:
             out.append(_finding("success", c, run, "pending", None, None, c.threshold, "success: no completed epoch yet"))
             continue
-        status, value, threshold, detail = evaluate(c, table, at=at, baseline=baseline, baseline_run=baseline_run,
-                                                    converged=converged)
+        status, value, threshold, detail = judge_criterion(c, table, at=at, baseline=baseline,
+                                                           baseline_run=baseline_run, converged=converged)
         if status == "fail" and epochs < judge_after and not finished:
             status = "pending"
             detail += f"; not met yet, judged from {human_epoch(judge_after - 1)}"

@@ -235,12 +235,12 @@ def run_finished(
     """``(finished, why)``: the run has ended when its planned epoch count is reached, its watchdog journal
     records the training process's exit, or no event was written for ``idle_seconds`` (for a metrics log
     that records no times, its file was not modified for that long)."""
-    from vaediag.diagnose.penalty import _num, find_param
+    from vaediag.diagnose.penalty import _finite_or_none, find_param
 
     if forced is not None:
         return forced, "the training process has exited" if forced else "the training process is running"
     hit = find_param(params, *_EPOCH_PARAMS)
-    planned = _num(hit[1]) if hit else None
+    planned = _finite_or_none(hit[1]) if hit else None
     if planned is not None and planned >= 1 and epochs >= planned:
         return True, f"the run ended at epoch {epochs}: it reached its planned {int(planned)} epochs ({hit[0]})"
     if info is not None and _journal_records_exit(Path(info.path) / "watchdog.jsonl"):

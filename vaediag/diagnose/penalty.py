@@ -82,12 +82,13 @@ LOSS_WEIGHT_PARAMS: dict[str, str] = {
 }
 
 
-def _weight(x: float) -> float:
+def _round_float32(x: float) -> float:
     """A logged weight went through float32 (1e-5 -> 9.99999974738e-06); 6 significant figures are exact."""
     return round_sig(x, 6) if math.isfinite(x) else x
 
 
-def _num(x: Any) -> float | None:
+def _finite_or_none(x: Any) -> float | None:
+    """A config value as a finite float, or None (bools, None, text that is no number, inf and nan)."""
     if isinstance(x, bool) or x is None:
         return None
     try:
@@ -123,7 +124,7 @@ def resolve_latent_dim(params: Mapping[str, Any] | None = None) -> int | None:
     hit = find_param(params, *LATENT_DIM_PARAMS)
     if hit is None:
         return None
-    v = _num(hit[1])
+    v = _finite_or_none(hit[1])
     return int(v) if v is not None and v >= 1 and float(v).is_integer() else None
 
 
@@ -135,7 +136,7 @@ def resolve_loss_weights(params: Mapping[str, Any] | None = None) -> dict[str, f
     out = {}
     for term, key in LOSS_WEIGHT_PARAMS.items():
         hit = find_param(params, key)
-        if hit is not None and _num(hit[1]) is not None:
+        if hit is not None and _finite_or_none(hit[1]) is not None:
             out[term] = float(hit[1])
     return out or None
 
@@ -185,7 +186,7 @@ def penalty_table(
         signal[ok] = _recon_signal(table, name, loss_weights)[ok]
     keep = split.notna()
     if "kl_weight" in table:
-        w = table["kl_weight"].astype(float).map(_weight)
+        w = table["kl_weight"].astype(float).map(_round_float32)
         if kl_weight is not None:
             w = w.fillna(kl_weight)
     else:
@@ -430,19 +431,19 @@ def check_gradient_share(penalty: Penalty, *, run: str, kl_share_warn: float) ->
     g = penalty.gradient
     if not g:
         return []
-    share = g["kl_grad_share"]
+    kl_grad_share = g["kl_grad_share"]
     msg = g["sentence"]
     parts = [f"{t} {fmt_pct(v)}" for t, v in g["shares"].items() if t != "kl"]
     if parts:
         msg += f" (the others: {', '.join(parts)})"
     if g.get("cosine") is not None and math.isfinite(g["cosine"]):
         msg += f"; cosine of the KL's gradient with theirs {g['cosine']:.2f}"
-    if math.isfinite(share) and share > kl_share_warn:
+    if math.isfinite(kl_grad_share) and kl_grad_share > kl_share_warn:
         return [Finding("gradient_share", "warn", run, msg + f"; above {fmt_pct(kl_share_warn)}: the KL's pull on the "
-                        "encoder outweighs the reconstruction terms'", epoch=g["epoch"], term="kl", value=share,
+                        "encoder outweighs the reconstruction terms'", epoch=g["epoch"], term="kl", value=kl_grad_share,
                         threshold=kl_share_warn)]
     return [Finding("gradient_share", "info", run, msg, epoch=g["epoch"], term="kl",
-                    value=share if math.isfinite(share) else None, threshold=kl_share_warn)]
+                    value=kl_grad_share if math.isfinite(kl_grad_share) else None, threshold=kl_share_warn)]
 
 
 def convention_loss_weights(convention: "KLConvention") -> dict[str, float] | None:

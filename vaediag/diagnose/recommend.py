@@ -387,19 +387,19 @@ def recommend(
                                [collapse.id] + ([dead_model.id] if dead_model is not None else []), blurry=blurry))
 
     too_high = ctx.first("kl_too_high", "fail")
-    share = ctx.first("penalty_share", "warn", "fail")
+    penalty_share_finding = ctx.first("penalty_share", "warn", "fail")
     if not ctx.ae and collapse is None:
         # A penalty share over the fail line is the seed's root cause of blur even where the logs cannot
         # show the blur (no sharpness or PSNR logged); over the warn line it needs the blur to be seen.
-        share_fails = share is not None and share.severity == "fail"
-        if too_high is not None or share_fails or (share is not None and blurry):
+        penalty_share_fails = penalty_share_finding is not None and penalty_share_finding.severity == "fail"
+        if too_high is not None or penalty_share_fails or (penalty_share_finding is not None and blurry):
             why_parts, evidence = [], []
             if too_high is not None:
                 why_parts.append(too_high.message)
                 evidence.append(too_high.id)
-            if share is not None:
+            if penalty_share_finding is not None:
                 why_parts.append(f"the {penalty_phrase(d.penalty.latest)}")
-                evidence.append(share.id)
+                evidence.append(penalty_share_finding.id)
             if blurry and too_high is None:
                 why_parts.append("and the run is not sharp: " + ", ".join(quality_reasons))
                 evidence += quality_evidence

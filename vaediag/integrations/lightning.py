@@ -515,8 +515,8 @@ class KLWatchdogCallback(Callback):
             if not latest:
                 self.policy.not_applied(d)  # it never reaches the module: the policy must not believe it did
                 continue
-            share = penalty_ratio(m.get("kl_weight"), m["kl"], m["recon"]) if "kl" in m and "recon" in m else None
-            made.append({"epoch": em.epoch, "decision": d.to_dict(), "share": share,
+            penalty_share = penalty_ratio(m.get("kl_weight"), m["kl"], m["recon"]) if "kl" in m and "recon" in m else None
+            made.append({"epoch": em.epoch, "decision": d.to_dict(), "share": penalty_share,
                          "trained_kl_weight": m.get("kl_weight")})
         return made
 

@@ -34,7 +34,7 @@ def render_panel(s: WatchStatus) -> Panel:
     t.add_row("process", Text(_t(s.child_state) + (f" (pid {s.pid})" if s.pid else "")))
     t.add_row("epoch", "-" if s.epoch is None else f"{s.epoch + 1} completed")
     t.add_row("KL", _value_text(s.kl))
-    share = s.share
+    share = s.penalty_share
     t.add_row("penalty share", "-" if share is None else f"{share:.2%} (kl_weight x KL / recon)")
     t.add_row("PSNR", _value_text(s.psnr, ".2f", " dB"))
     t.add_row("kl_weight", _value_text(s.kl_weight, ".3g") + ("  [bold]AE mode[/bold]" if s.mode == "ae" else ""))
@@ -52,7 +52,7 @@ def render_panel(s: WatchStatus) -> Panel:
 
 def status_line(s: WatchStatus) -> str:
     """One plain line per decision, for logs and non-terminal output."""
-    share = s.share
+    share = s.penalty_share
     parts = [
         f"epoch {s.epoch + 1}" if s.epoch is not None else "epoch -",
         f"kl {_value_text(s.kl)}",

@@ -28,7 +28,7 @@ __all__ = [
     "EPOCH_OFFSET",
     "EPOCH_LABEL",
     "RunStyle",
-    "Decision",
+    "DecisionMark",
     "run_styles",
     "plot_loss_terms",
     "plot_quality",
@@ -76,8 +76,8 @@ class RunStyle:
 
 
 @dataclass(frozen=True)
-class Decision:
-    """A watchdog decision to mark on the kl_weight plot (``number`` matches the report's table)."""
+class DecisionMark:
+    """Where to mark a watchdog decision on the kl_weight plot (``number`` matches the report's table)."""
 
     run: str
     epoch: float  # 0-based epoch index at which the decision was taken
@@ -303,7 +303,7 @@ def plot_kl_weight(
     tables: Mapping[str, pd.DataFrame],
     styles: Mapping[str, RunStyle],
     *,
-    decisions: Sequence[Decision] = (),
+    decisions: Sequence[DecisionMark] = (),
     column: str = "kl_weight",
 ):
     """kl_weight per epoch (log axis), with the watchdog's decisions marked and numbered (D1, D2 ...).

@@ -48,5 +48,5 @@ class WatchStatus:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def share(self) -> float | None:
+    def penalty_share(self) -> float | None:
         return penalty_share(self.kl_weight, self.kl, self.recon)

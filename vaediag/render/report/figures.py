@@ -98,9 +98,9 @@ def render_plots(c: Comparison) -> list[tuple[str, str, str, bytes]]:
         kw = d.record.get("kl_weight")
         ep = d.record.get("epoch")
         if isinstance(ep, (int, float)):
-            decisions.append(plots.Decision(run=d.run, epoch=float(ep),
-                                            kl_weight=float(kw) if isinstance(kw, (int, float)) else None,
-                                            number=d.number, applied=bool(d.record.get("applied"))))
+            decisions.append(plots.DecisionMark(run=d.run, epoch=float(ep),
+                                                kl_weight=float(kw) if isinstance(kw, (int, float)) else None,
+                                                number=d.number, applied=bool(d.record.get("applied"))))
     specs = [
         ("loss_terms.png", "Loss terms per epoch (raw)",
          "Each loss term as logged, per epoch (validation where logged, else the mean over the epoch's "

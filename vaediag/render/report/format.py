@@ -34,7 +34,7 @@ def _unit(term: str) -> str:
     return f" {u}" if u == "dB" else ""
 
 
-def _weight(w: float | None) -> str:
+def _weight_or_missing(w: float | None) -> str:
     from vaediag.diagnose.numbers import fmt_weight
 
     if w is None or (isinstance(w, float) and math.isnan(w)):
@@ -104,9 +104,9 @@ def _judgement(verdict: str) -> str:
 
 def _config(c: RunConfig) -> dict[str, str]:
     """Configuration cells of the run table (kl_weight, latent dim, mode, loss weights)."""
-    w = _weight(c.kl_weight)
+    w = _weight_or_missing(c.kl_weight)
     if c.kl_weight_logged is not None:
-        w = f"{_weight(c.kl_weight_logged[0])} → {_weight(c.kl_weight_logged[1])}"
+        w = f"{_weight_or_missing(c.kl_weight_logged[0])} → {_weight_or_missing(c.kl_weight_logged[1])}"
     weights = c.loss_weights
     return {
         "kl_weight": w,
@@ -131,7 +131,7 @@ def _difference(d: ConfigDifference) -> str:
     """A configuration difference as a short phrase with both values."""
     if d.key == "kl_weight":
         rel = f", {_factor(d.ours, d.theirs)}" if d.ours > 0 and d.theirs > 0 else ""
-        return f"kl_weight {_weight(d.ours)} vs {_weight(d.theirs)}{rel}"
+        return f"kl_weight {_weight_or_missing(d.ours)} vs {_weight_or_missing(d.theirs)}{rel}"
     if d.key == "mode":
         return f"mode {_MODE_LABEL.get(d.ours, 'VAE')} vs {_MODE_LABEL.get(d.theirs, 'VAE')}"
     if d.key == "latent_dim":

@@ -15,7 +15,7 @@ from vaediag.diagnose.compare import LATE_WINDOW, Comparison, RunView
 from vaediag.render.markdown import MISSING, escape, link_path, table
 from vaediag.render.report.format import (_SEVERITY_MARK, _STATUS_MARK, _caveat, _change, _code, _config,
                                           _delta_text, _difference, _epoch_cell, _judgement, _pct, _rule_title,
-                                          _sentence, _unit, _val, _weight)
+                                          _sentence, _unit, _val, _weight_or_missing)
 from vaediag.terms import TERM_INFO
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -374,8 +374,8 @@ def section_watchdog(c: Comparison) -> list[str]:
                     status = f"declined: {escape(rec['declined'])}"
                 kw = rec.get("kl_weight")
                 rows.append([f"D{d.number}", _epoch_cell(rec.get("epoch")), escape(rec.get("action", "?")),
-                             _weight(kw if isinstance(kw, (int, float)) else None), escape(rec.get("mode") or MISSING),
-                             status, escape(rec.get("reason") or "")])
+                             _weight_or_missing(kw if isinstance(kw, (int, float)) else None),
+                             escape(rec.get("mode") or MISSING), status, escape(rec.get("reason") or "")])
             lines += [table(["#", "After epoch", "Action", "kl_weight", "Mode", "Status", "Reason"], rows,
                             align="lrlrlll"), ""]
         lines += [f"{v.keeps} epoch(s) with no change (keep) are not listed.", ""] if v.keeps else []

@@ -258,19 +258,19 @@ class LadderPolicy(Policy):
         total) over its per-pixel reconstruction loss, as ``vaediag check``'s penalty share reads it."""
         return m.get("nll", m.get("recon"))
 
-    def _share(self, m: Mapping[str, float]) -> float | None:
+    def _penalty_share(self, m: Mapping[str, float]) -> float | None:
         """Effective penalty / reconstruction loss (the seed's 13.5 %), where both are known."""
         recon = self._recon(m)
         if recon is None:
             return None
         return penalty_ratio(self.kl_weight, m["kl"], recon)
 
-    def _share_verdict(self, share: float | None) -> str | None:
+    def _penalty_share_verdict(self, penalty_share: float | None) -> str | None:
         """check's penalty_share verdict (fail over ``max_share``, warn over ``warn_share``, pass), None unknown."""
-        return penalty_share_verdict(share, warn_ratio=self.warn_share, fail_ratio=self.max_share)
+        return penalty_share_verdict(penalty_share, warn_ratio=self.warn_share, fail_ratio=self.max_share)
 
-    def _share_text(self, m: Mapping[str, float], share: float) -> str:
-        return f"penalty {_fmt(self.kl_weight)} x {_fmt(m['kl'])} = {share:.1%} of recon {_fmt(self._recon(m))}"
+    def _penalty_share_text(self, m: Mapping[str, float], penalty_share: float) -> str:
+        return f"penalty {_fmt(self.kl_weight)} x {_fmt(m['kl'])} = {penalty_share:.1%} of recon {_fmt(self._recon(m))}"
 
     def _converged(self, epoch: int) -> str | None:
         """A plateau by the engine's trend classifier: a regressing or still improving run is not converged. The
@@ -314,10 +314,11 @@ class LadderPolicy(Policy):
             return Decision("keep", epoch, w, self.mode, f"autoencoder mode after epoch {n}: keep"), {"rung": 2}
         return None
 
-    def _cut_on_collapse(self, epoch: int, n: int, collapsed: str, share: float | None) -> tuple[Decision, dict]:
+    def _cut_on_collapse(self, epoch: int, n: int, collapsed: str,
+                         penalty_share: float | None) -> tuple[Decision, dict]:
         # The same cut as `vaediag check`'s reduce_kl_weight on a collapse, unless collapse_factor is given.
         w = self.kl_weight
-        cut = self.collapse_factor or reduce_factor(share, step=self.factor, warn_ratio=self.warn_share,
+        cut = self.collapse_factor or reduce_factor(penalty_share, step=self.factor, warn_ratio=self.warn_share,
                                                     cap=self.max_factor)
         new = w / cut
         return (Decision("set_kl_weight", epoch, new, "vae",
@@ -325,9 +326,9 @@ class LadderPolicy(Policy):
                          f"kl_weight {_fmt(w)} -> {_fmt(new)} ({cut:g}x)"),
                 {"rung": 1})
 
-    def _cut(self, epoch: int, n: int, why: list[str], share: float | None) -> tuple[Decision, dict]:
+    def _cut(self, epoch: int, n: int, why: list[str], penalty_share: float | None) -> tuple[Decision, dict]:
         w = self.kl_weight
-        cut = reduce_factor(share, step=self.factor, warn_ratio=self.warn_share, cap=self.max_factor)
+        cut = reduce_factor(penalty_share, step=self.factor, warn_ratio=self.warn_share, cap=self.max_factor)
         new = w / cut
         how = f" ({cut:g}x: the penalty to <= {self.warn_share:.0%} of recon)" if cut != self.factor else ""
         return (Decision("set_kl_weight", epoch, new, "vae",
@@ -356,10 +357,10 @@ class LadderPolicy(Policy):
             if over or blur:
                 return self._to_ae(epoch, f"{kl_txt if over else blur} still after epoch {n}")
         collapsed = self._collapsed(m)
-        share = self._share(m)
+        penalty_share = self._penalty_share(m)
         if n >= self.reduce_at and self.rung < 1 and collapsed:
-            return self._cut_on_collapse(epoch, n, collapsed, share)
-        heavy = self._share_verdict(share) == "fail"
+            return self._cut_on_collapse(epoch, n, collapsed, penalty_share)
+        heavy = self._penalty_share_verdict(penalty_share) == "fail"
         tiny = self.tiny_kl_weight is not None and 0 < w <= self.tiny_kl_weight
         if n >= self.reduce_at and self.rung < 1 and over and tiny:
             # `vaediag check`'s rule: at a weight this small a smaller one changes nothing: Option B.
@@ -368,8 +369,8 @@ class LadderPolicy(Policy):
         if n >= self.reduce_at and self.rung < 1 and (over or heavy):
             why = [kl_txt] if over else []
             if heavy:
-                why.append(f"{self._share_text(m, share)} > {self.max_share:.0%}")
-            return self._cut(epoch, n, why, share)
+                why.append(f"{self._penalty_share_text(m, penalty_share)} > {self.max_share:.0%}")
+            return self._cut(epoch, n, why, penalty_share)
         if n >= self.stop_at:
             conv = self._converged(epoch)
             if conv:
@@ -386,34 +387,34 @@ class LadderPolicy(Policy):
         if done is not None:
             return done
         collapsed = self._collapsed(m)
-        share = self._share(m)
-        verdict = self._share_verdict(share)
+        penalty_share = self._penalty_share(m)
+        verdict = self._penalty_share_verdict(penalty_share)
         blur = self._blurry(m)
         if n >= self.reduce_at and self.rung < 1 and collapsed:
-            return self._cut_on_collapse(epoch, n, collapsed, share)
+            return self._cut_on_collapse(epoch, n, collapsed, penalty_share)
         heavy = verdict == "fail"
         heavy_and_blurry = verdict == "warn" and blur is not None
         if n >= self.reduce_at and self.rung < 1 and (over or heavy or heavy_and_blurry):
             why = [kl_txt] if over else []
             if heavy:
-                why.append(f"{self._share_text(m, share)} > {self.max_share:.0%}")
+                why.append(f"{self._penalty_share_text(m, penalty_share)} > {self.max_share:.0%}")
             elif heavy_and_blurry:
-                why.append(f"{self._share_text(m, share)} > {self.warn_share:.0%} and blurry: {blur}")
+                why.append(f"{self._penalty_share_text(m, penalty_share)} > {self.warn_share:.0%} and blurry: {blur}")
             tiny = self.tiny_kl_weight is not None and 0 < w <= self.tiny_kl_weight
             if tiny:  # check's rule: at a weight this small a smaller one changes nothing: Option B
                 return self._to_ae(epoch, f"{'; '.join(why)} at kl_weight {_fmt(w)} <= {_fmt(self.tiny_kl_weight)} "
                                           f"after epoch {n}: a smaller weight changes nothing", sep=", ")
-            return self._cut(epoch, n, why, share)
+            return self._cut(epoch, n, why, penalty_share)
         # Still blurry late with a negligible penalty (check: switch_to_autoencoder); with a penalty that is still
         # a real share check would cut again, which the ladder's one cut has done: keep.
         if n >= self.ae_at and (over or (blur is not None and verdict not in ("warn", "fail"))):
-            return self._to_ae(epoch, f"{kl_txt if over else blur} still after epoch {n}"
-                                      + (f" ({self._share_text(m, share)}: negligible)" if verdict == "pass" else ""))
+            negligible = f" ({self._penalty_share_text(m, penalty_share)}: negligible)" if verdict == "pass" else ""
+            return self._to_ae(epoch, f"{kl_txt if over else blur} still after epoch {n}" + negligible)
         if n >= self.stop_at:
             conv = self._converged(epoch)
             if conv:
                 return Decision("stop", epoch, w, self.mode, f"{conv} after epoch {n}: converged, stop"), {"rung": 3}
-        facts = kl_txt + (f"; {self._share_text(m, share)}" if share is not None else "")
+        facts = kl_txt + (f"; {self._penalty_share_text(m, penalty_share)}" if penalty_share is not None else "")
         return self._keep_until(epoch, n, facts)
 
     def _extra_state(self) -> dict[str, Any]:
