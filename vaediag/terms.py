@@ -1,3 +1,4 @@
+# Over 450 lines on purpose: one job (the tag vocabulary); every tag string the trainer writes and every alias a foreign log may use must live in one file, and the alias table and its resolver are most of it.
 """THE tag vocabulary: canonical terms, the tags the training core writes, aliases for foreign logs.
 
 Every tag string the trainer writes is built here and nowhere else; the reader maps any tag (ours,

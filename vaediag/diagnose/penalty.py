@@ -1,3 +1,4 @@
+# Over 450 lines on purpose: one job (the KL penalty family); the value share and the gradient share answer one question (how much of the signal the KL takes), compute_penalty builds both into one Penalty, and each check words one.
 """The KL penalty family: how much of the training signal the KL term takes (``penalty_share``,
 ``kl_too_high``).
 

@@ -1,3 +1,4 @@
+# Over 450 lines on purpose: one job (findings -> the next step); recommend is the seed's ladder read top to bottom, and its rungs' helpers share one context (_Ctx).
 """Findings -> the next step: the seed's recommendation ladder, with reasons, evidence and commands.
 
 The ladder (thresholds in ``[recommend]`` of the rules file):

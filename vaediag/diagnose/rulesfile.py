@@ -1,3 +1,4 @@
+# Over 450 lines on purpose: one job (the rules file read and validated); the default file is the schema, and a bad value's message quotes its line, so the schema checks and the TOML line locator they report through stay together.
 """Load the rules file (``vaediag/rules/default.toml``, or a user's file merged over it) into :class:`Rules`.
 
 The default file is also the schema: a user file may only use keys the default has, with values of the

@@ -1,3 +1,4 @@
+# Over 450 lines on purpose: one job (the watchdog as one Lightning Callback); its hooks, the weight it reads and writes on the module and the gradient-share measurement share the callback's state.
 """A Lightning callback that steers a LightningModule's KL weight with vaediag's watchdog.
 
     from vaediag.integrations.lightning import KLWatchdogCallback

@@ -1,3 +1,4 @@
+# Over 450 lines on purpose: one job (a trial judged and pruned by the engine's diagnosis); the two pruners (in process, run directory) differ only in how epochs arrive and share _TrialPruning.
 """Optuna: report each epoch of a trial to Optuna and prune the trial when vaediag's diagnosis fails it.
 
 The diagnosis is the engine's (:func:`vaediag.diagnose.engine.diagnose_run`, the rules ``vaediag check``
