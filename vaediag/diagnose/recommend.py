@@ -335,7 +335,6 @@ def recommend(
     if config_path is None and info is not None and config:
         config_path = Path(info.path) / "config.json"
     ctx = _Ctx(diagnosis, rules, config, params, Path(config_path) if config_path is not None else None)
-    d = diagnosis
     out: list[Recommendation] = []
 
     dead = ctx.first("no_scalars")
@@ -368,25 +367,53 @@ def recommend(
 
     quality_reasons, quality_evidence = _quality(ctx)
     blurry = bool(quality_reasons)
+    if collapse is not None and not ctx.ae:
+        out.append(_on_collapse(ctx, collapse, dead_model, blurry=blurry))
+    weight_step = _on_penalty_or_blur(ctx, collapse, quality_reasons, quality_evidence)
+    if weight_step is not None:
+        out.append(weight_step)
+
+    regress = [f for f in ctx.by_rule.get("trend", []) if f.severity in ("warn", "fail") and f.term == "recon"]
+    # Val worse while train still improves is overfitting (val_recon_divergence: stop, keep the best); train
+    # getting worse too is instability, which a lower learning rate treats.
+    train_ok = any(f.key == "train_recon" and f.severity not in ("warn", "fail") for f in ctx.by_rule.get("trend", []))
+    if regress and not train_ok:
+        out.append(_lower_lr(ctx, regress))
+        return out  # a regressing run is not finished: no stop, no "converged"
+
+    stop = _stop(ctx, regress, after_change=bool(out))
+    if stop is not None:
+        out.append(stop)
+    if not out:
+        out.append(_continue(ctx))
+    return out
+
+
+def _on_collapse(ctx: _Ctx, collapse: Finding, dead_model: Finding | None, *, blurry: bool) -> Recommendation:
+    """A collapsed posterior under a KL penalty: raise the weight (``on_collapse = increase_kl_weight``) or cut it."""
+    if ctx.rec.get("on_collapse", "reduce_kl_weight") == "increase_kl_weight" and ctx.w:
+        factor = float(ctx.rec["kl_increase_factor"])
+        new = round_sig(ctx.w * factor, 6)
+        return Recommendation(
+            "increase_kl_weight", f"{collapse.message}: raise kl_weight {factor:g}x, {fmt_weight(ctx.w)} → "
+            f"{fmt_weight(new)}", params={"kl_weight": new, "from": ctx.w, "factor": factor},
+            evidence=(collapse.id,) + ((dead_model.id,) if dead_model is not None else ()),
+            command=ctx.command({"kl_weight": new}))
+    dead_why = ("; the output ignores the input because the decoder gets no information through the "
+                "collapsed latent" if dead_model is not None else "")
+    return _reduce(ctx, f"{collapse.message} (the KL penalty pushes the posterior onto the prior; "
+                   f"annealing the weight from 0 helps too){dead_why}",
+                   [collapse.id] + ([dead_model.id] if dead_model is not None else []), blurry=blurry)
+
+
+def _on_penalty_or_blur(ctx: _Ctx, collapse: Finding | None, quality_reasons: list[str],
+                        quality_evidence: list[str]) -> Recommendation | None:
+    """A KL over its band or a heavy penalty share (cut the weight, or switch once it is tiny); a run still not
+    sharp late (switch the recipe; an autoencoder: a wider latent)."""
+    d = ctx.d
+    blurry = bool(quality_reasons)
     late = d.epochs >= int(ctx.rec["blurry_after"])
     tiny = ctx.w is not None and ctx.w <= float(ctx.rec["tiny_kl_weight"])
-
-    if collapse is not None and not ctx.ae:
-        if ctx.rec.get("on_collapse", "reduce_kl_weight") == "increase_kl_weight" and ctx.w:
-            factor = float(ctx.rec["kl_increase_factor"])
-            new = round_sig(ctx.w * factor, 6)
-            out.append(Recommendation(
-                "increase_kl_weight", f"{collapse.message}: raise kl_weight {factor:g}x, {fmt_weight(ctx.w)} → "
-                f"{fmt_weight(new)}", params={"kl_weight": new, "from": ctx.w, "factor": factor},
-                evidence=(collapse.id,) + ((dead_model.id,) if dead_model is not None else ()),
-                command=ctx.command({"kl_weight": new})))
-        else:
-            dead_why = ("; the output ignores the input because the decoder gets no information through the "
-                        "collapsed latent" if dead_model is not None else "")
-            out.append(_reduce(ctx, f"{collapse.message} (the KL penalty pushes the posterior onto the prior; "
-                               f"annealing the weight from 0 helps too){dead_why}",
-                               [collapse.id] + ([dead_model.id] if dead_model is not None else []), blurry=blurry))
-
     too_high = ctx.first("kl_too_high", "fail")
     penalty_share_finding = ctx.first("penalty_share", "warn", "fail")
     if not ctx.ae and collapse is None:
@@ -406,34 +433,27 @@ def recommend(
                 evidence += quality_evidence
             why = "; ".join(why_parts)
             if tiny:
-                out.append(_switch(ctx, f"{why}; kl_weight {fmt_weight(ctx.w)} is already at or below "
-                                        f"{fmt_weight(float(ctx.rec['tiny_kl_weight']))}, where a smaller weight "
-                                        "changes nothing", evidence))
-            else:
-                out.append(_reduce(ctx, why, evidence, blurry=blurry))
-        elif blurry and late:
+                return _switch(ctx, f"{why}; kl_weight {fmt_weight(ctx.w)} is already at or below "
+                                    f"{fmt_weight(float(ctx.rec['tiny_kl_weight']))}, where a smaller weight "
+                                    "changes nothing", evidence)
+            return _reduce(ctx, why, evidence, blurry=blurry)
+        if blurry and late:
             if ctx.w is None:
-                out.append(_reduce(ctx, f"still not sharp after {human_epoch(d.epochs - 1)}: "
-                                   + ", ".join(quality_reasons), quality_evidence, blurry=True))
-            else:
-                pen = ctx.first("penalty_share", "pass")
-                neg = f" although the {penalty_phrase(d.penalty.latest)}, negligible" if pen is not None else ""
-                out.append(_switch(ctx, f"still not sharp after {human_epoch(d.epochs - 1)}{neg}: "
-                                   + ", ".join(quality_reasons), quality_evidence + ([pen.id] if pen else [])))
+                return _reduce(ctx, f"still not sharp after {human_epoch(d.epochs - 1)}: "
+                               + ", ".join(quality_reasons), quality_evidence, blurry=True)
+            pen = ctx.first("penalty_share", "pass")
+            neg = f" although the {penalty_phrase(d.penalty.latest)}, negligible" if pen is not None else ""
+            return _switch(ctx, f"still not sharp after {human_epoch(d.epochs - 1)}{neg}: "
+                           + ", ".join(quality_reasons), quality_evidence + ([pen.id] if pen else []))
     elif ctx.ae and blurry and late:
-        rec = _latent(ctx, f"autoencoder still not sharp after {human_epoch(d.epochs - 1)}: "
-                      + ", ".join(quality_reasons), quality_evidence)
-        if rec is not None:
-            out.append(rec)
+        return _latent(ctx, f"autoencoder still not sharp after {human_epoch(d.epochs - 1)}: "
+                       + ", ".join(quality_reasons), quality_evidence)
+    return None
 
-    regress = [f for f in ctx.by_rule.get("trend", []) if f.severity in ("warn", "fail") and f.term == "recon"]
-    # Val worse while train still improves is overfitting (val_recon_divergence: stop, keep the best); train
-    # getting worse too is instability, which a lower learning rate treats.
-    train_ok = any(f.key == "train_recon" and f.severity not in ("warn", "fail") for f in ctx.by_rule.get("trend", []))
-    if regress and not train_ok:
-        out.append(_lower_lr(ctx, regress))
-        return out  # a regressing run is not finished: no stop, no "converged"
 
+def _stop(ctx: _Ctx, regress: list[Finding], *, after_change: bool) -> Recommendation | None:
+    """Stop training: converged, a vanished lr, or overfitting (keep the best val epoch's checkpoint); says whether
+    the success criteria are met, or (``after_change``: a step above changes the recipe) to start the next run."""
     stops = [f for f in (ctx.first(r) for r in ("converged", "lr_vanished", "val_recon_divergence")) if f is not None]
     stop_reasons = [f.message for f in stops]
     stop_evidence = [f.id for f in stops]
@@ -445,28 +465,25 @@ def recommend(
     if overfit:
         stop_evidence.append(overfit[0].id)
     best_val = _best_epoch(ctx, overfit[0]) if overfit else None
-    if stop_reasons:
-        success = ctx.by_rule.get("success", [])
-        judged = [f for f in success if f.status in ("pass", "fail")]
-        unjudged = [f for f in success if f.status == "n/a"]
-        if success and all(f.status == "pass" for f in success):
-            tail = "; every success criterion is met: the model is ready"
-        elif judged and all(f.status == "pass" for f in judged):
-            tail = (f"; the {len(judged)} success criteria it logs are met ({len(unjudged)} cannot be judged from "
-                    "these logs)")
-        else:
-            tail = "; start the next run with the change above" if out else ""
-        params = {"why": [e.split(".")[0] for e in stop_evidence]}
-        if best_val is not None:
-            params["best_epoch"] = best_val
-            stop_reasons.append(f"keep the checkpoint of {human_epoch(best_val)} (the best val reconstruction), not "
-                                "the last one")
-        out.append(Recommendation("stop_training", "; ".join(stop_reasons) + tail, params=params,
-                                  evidence=tuple(stop_evidence)))
-
-    if not out:
-        out.append(_continue(ctx))
-    return out
+    if not stop_reasons:
+        return None
+    success = ctx.by_rule.get("success", [])
+    judged = [f for f in success if f.status in ("pass", "fail")]
+    unjudged = [f for f in success if f.status == "n/a"]
+    if success and all(f.status == "pass" for f in success):
+        tail = "; every success criterion is met: the model is ready"
+    elif judged and all(f.status == "pass" for f in judged):
+        tail = (f"; the {len(judged)} success criteria it logs are met ({len(unjudged)} cannot be judged from "
+                "these logs)")
+    else:
+        tail = "; start the next run with the change above" if after_change else ""
+    params = {"why": [e.split(".")[0] for e in stop_evidence]}
+    if best_val is not None:
+        params["best_epoch"] = best_val
+        stop_reasons.append(f"keep the checkpoint of {human_epoch(best_val)} (the best val reconstruction), not "
+                            "the last one")
+    return Recommendation("stop_training", "; ".join(stop_reasons) + tail, params=params,
+                          evidence=tuple(stop_evidence))
 
 
 def _lower_lr(ctx: _Ctx, regress: list[Finding]) -> Recommendation:
