@@ -311,7 +311,7 @@ def read_kl_convention(
         kl_weight, latent_dim: the user's ``--kl-weight`` / ``--latent-dim`` (they always win).
         ours: the run was made by vaediag's trainer (its KL is summed over dims, its weight logged).
     """
-    from vaediag.diagnose.penalty import KL_WEIGHT_PARAMS, LATENT_DIM_PARAMS, _finite_or_none, find_param
+    from vaediag.diagnose.penalty import KL_WEIGHT_PARAMS, find_param
 
     params = params or {}
     config = config or {}
@@ -319,16 +319,7 @@ def read_kl_convention(
     terms = values_present(frame["term"]) if len(frame) else set()
     tags = values_present(frame["tag"]) if len(frame) else set()
     has_kl = bool(terms & {"kl", "kl_weighted"})
-
-    # Latent size: the user, then parameters.
-    if latent_dim is not None:
-        conv.latent_dim, conv.latent_dim_source = int(latent_dim), "--latent-dim"
-    else:
-        hit = find_param(params, *LATENT_DIM_PARAMS)
-        v = _finite_or_none(hit[1]) if hit else None
-        if hit and v is not None and v >= 1 and float(v).is_integer():
-            conv.latent_dim, conv.latent_dim_source = int(v), f"parameter {hit[0]}"
-
+    _read_latent_dim(conv, params, latent_dim)
     if "loss" in terms:  # no logged total, nothing to fit (and no pandas work for an empty run)
         conv.fit = fit_total(frame, "train")
         conv.val_fit = fit_total(frame, "val")
@@ -346,7 +337,31 @@ def read_kl_convention(
             conv.notes.append(f"--kl-weight {fmt_weight(kl_weight)} ignored: the run logs no KL")
         return conv
 
-    # The weight: the user, the logged weight, the arithmetic, then names.
+    _read_kl_weight(conv, frame, params, kl_weight)
+    _read_model(conv, frame, config, params, terms)
+    _read_reduction(conv, tags, params, ours)
+    return conv
+
+
+def _read_latent_dim(conv: KLConvention, params: Mapping[str, Any], latent_dim: int | None) -> None:
+    """The latent size: the user's ``--latent-dim``, then the run's parameters."""
+    from vaediag.diagnose.penalty import LATENT_DIM_PARAMS, _finite_or_none, find_param
+
+    if latent_dim is not None:
+        conv.latent_dim, conv.latent_dim_source = int(latent_dim), "--latent-dim"
+    else:
+        hit = find_param(params, *LATENT_DIM_PARAMS)
+        v = _finite_or_none(hit[1]) if hit else None
+        if hit and v is not None and v >= 1 and float(v).is_integer():
+            conv.latent_dim, conv.latent_dim_source = int(v), f"parameter {hit[0]}"
+
+
+def _read_kl_weight(conv: KLConvention, frame: pd.DataFrame, params: Mapping[str, Any],
+                    kl_weight: float | None) -> None:
+    """The KL weight and whether the logged KL is raw or weighted: the user, the logged weight, the arithmetic of
+    the logged total, then parameter names; every disagreement between them noted."""
+    from vaediag.diagnose.penalty import KL_WEIGHT_PARAMS, _finite_or_none, find_param
+
     param_hit = find_param(params, *KL_WEIGHT_PARAMS)
     param_w = _finite_or_none(param_hit[1]) if param_hit else None
     if param_hit and isinstance(param_hit[1], bool):
@@ -407,6 +422,12 @@ def read_kl_convention(
             conv.disagreements.append(msg)
             conv.notes.append(msg)
 
+
+def _read_model(conv: KLConvention, frame: pd.DataFrame, config: Mapping[str, Any], params: Mapping[str, Any],
+                terms: set) -> None:
+    """An autoencoder (ae in the config, ae_mode logged, or a KL weight of 0) has no KL penalty."""
+    from vaediag.diagnose.penalty import find_param
+
     ae_cfg = config.get("ae") is True or (find_param(params, "ae", "autoencoder") or (None, None))[1] is True
     ae_logged = "ae_mode" in terms and float(frame.loc[frame["term"] == "ae_mode", "value"].iloc[-1]) >= 0.5
     if ae_cfg or ae_logged or conv.kl_weight == 0:
@@ -414,7 +435,9 @@ def read_kl_convention(
         if conv.kl_weight is None:
             conv.kl_weight, conv.kl_weight_source = 0.0, "autoencoder config (ae = true): no KL penalty"
 
-    # Reduction over latent dims.
+
+def _read_reduction(conv: KLConvention, tags: set, params: Mapping[str, Any], ours: bool) -> None:
+    """Whether the KL is summed or averaged over latent dims (vaediag's trainer sums; others by lineage)."""
     if ours:
         conv.reduction, conv.reduction_source = "sum", "vaediag's trainer sums the KL over latent dims"
     else:
@@ -424,7 +447,6 @@ def read_kl_convention(
                           "no KL per dim is derived from it")
     elif not ours:
         conv.notes.append(f"KL reduction: {conv.reduction.replace('_', ' ')} ({conv.reduction_source})")
-    return conv
 
 
 def _logged_weight(frame: pd.DataFrame) -> tuple[float, str] | None:
