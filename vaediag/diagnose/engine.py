@@ -30,6 +30,7 @@ from vaediag.diagnose.tables import (_STATE_SET, _VALUE_SET, _tables, completed_
 from vaediag.errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from vaediag.diagnose.arithmetic import KLConvention
     from vaediag.logs import RunInfo, RunSet
 
 __all__ = ["diagnose", "diagnose_run", "find_run", "run_order", "check_kl_weight", "resolve_profile", "run_finished", "PROFILES"]
@@ -132,15 +133,11 @@ def diagnose_run(
     termed = bool(_terms_present(frame) & _TABLE_TERMS)
     empty = None if termed else _empty_tables()
     table, present = _tables(frame) if empty is None else empty[:2]
-    scale = conv.raw_scale()
-    if scale != 1.0:  # the logged KL already includes the weight: the rules judge the raw KL
-        for col in [c for c in table.columns if c in ("kl", "train_kl", "val_kl")]:
-            table[col] = table[col] * scale
+    _judge_raw_kl(table, conv)
     epochs = completed_epochs(frame) if termed else 0
     metrics = latest_metrics(table, present, epochs=epochs) if termed else {}
     ended = run_finished(frame, info=info, params=params, epochs=epochs, now=now, forced=finished,
                          **rules.section("finished"))
-    ae = conv.model == "ae"
     findings: list[Finding] = []
 
     findings += health.check_no_scalars(frame, run=run, n_scalars=info.n_scalars if info is not None else None)
@@ -168,33 +165,56 @@ def diagnose_run(
     findings += health.check_nonfinite(frame, run=run)
     findings += health.check_too_short(epochs, run=run, **rules.section("too_short"))
     if conv.has_kl:
-        if prof == "seed":
-            findings += penalty.check_kl_too_high(table, run=run, epochs=epochs, autoencoder=ae,
-                                                  **rules.section("kl"))
-        findings += penalty.check_penalty_share(pen, run=run, **rules.section("penalty"))
-        findings += penalty.check_gradient_share(pen, run=run, **rules.section("gradient"))
-        findings += collapse.check_kl_collapse(table, run=run, epochs=epochs, latent_dim=conv.latent_dim,
-                                               per_dim_divisor=0.0 if conv.reduction is None else conv.per_dim_divisor(), autoencoder=ae,
-                                               **rules.section("collapse"))
+        findings += _kl_findings(table, pen, conv, run=run, epochs=epochs, prof=prof, rules=rules)
     findings += health.check_dead_model(table, run=run, epochs=epochs, **rules.section("dead_model"))
     findings += health.check_val_recon_divergence(table, run=run, **rules.section("divergence"))
     findings += health.check_lr_vanished(table, run=run, **rules.section("lr"))
-    conv_rules = rules.section("converged")
-    findings += health.check_trends(table, run=run, epochs=epochs, **conv_rules)
+    findings += health.check_trends(table, run=run, epochs=epochs, **rules.section("converged"))
     findings += health.check_blurry(table, run=run, epochs=epochs, **rules.section("blurry"))
     if prof == "seed":
         if baseline_run is not None and baseline_run == run:
             baseline = table  # the baseline is not compared with itself
-        findings += checklist.check_milestones(table, run=run, epochs=epochs, milestones=rules.milestones,
-                                               baseline=baseline, baseline_run=baseline_run, converged=conv_rules,
-                                               finished=ended[0])
-        findings += checklist.check_success(table, run=run, epochs=epochs, criteria=rules.success,
-                                            judge_after=rules.success_judge_after, baseline=baseline,
-                                            baseline_run=baseline_run, converged=conv_rules, finished=ended[0])
+        findings += _checklist_findings(table, run=run, epochs=epochs, rules=rules, baseline=baseline,
+                                        baseline_run=baseline_run, finished=ended[0])
     d = RunDiagnosis(run=run, epochs=epochs, metrics=metrics, penalty=pen, findings=findings, recommendations=[],
                      table=table, info=info, convention=conv, profile=prof, finished=ended)
     d.recommendations = _recommend(d, rules, config, params)
     return d
+
+
+def _judge_raw_kl(table: pd.DataFrame, conv: "KLConvention") -> None:
+    """Where the logged KL already includes the weight, the rules judge the raw KL: the table's KL columns scaled."""
+    scale = conv.raw_scale()
+    if scale != 1.0:
+        for col in [c for c in table.columns if c in ("kl", "train_kl", "val_kl")]:
+            table[col] = table[col] * scale
+
+
+def _kl_findings(table: pd.DataFrame, pen: Penalty, conv: "KLConvention", *, run: str, epochs: int, prof: str,
+                 rules: Rules) -> list[Finding]:
+    """The KL families, for a run with a KL term: KL band (seed profile), penalty share, gradient share, collapse."""
+    ae = conv.model == "ae"
+    findings: list[Finding] = []
+    if prof == "seed":
+        findings += penalty.check_kl_too_high(table, run=run, epochs=epochs, autoencoder=ae, **rules.section("kl"))
+    findings += penalty.check_penalty_share(pen, run=run, **rules.section("penalty"))
+    findings += penalty.check_gradient_share(pen, run=run, **rules.section("gradient"))
+    findings += collapse.check_kl_collapse(table, run=run, epochs=epochs, latent_dim=conv.latent_dim,
+                                           per_dim_divisor=0.0 if conv.reduction is None else conv.per_dim_divisor(),
+                                           autoencoder=ae, **rules.section("collapse"))
+    return findings
+
+
+def _checklist_findings(table: pd.DataFrame, *, run: str, epochs: int, rules: Rules,
+                        baseline: pd.DataFrame | None, baseline_run: str | None, finished: bool) -> list[Finding]:
+    """The seed profile's checklist: its milestones, then its success criteria."""
+    conv_rules = rules.section("converged")
+    return (checklist.check_milestones(table, run=run, epochs=epochs, milestones=rules.milestones,
+                                       baseline=baseline, baseline_run=baseline_run, converged=conv_rules,
+                                       finished=finished)
+            + checklist.check_success(table, run=run, epochs=epochs, criteria=rules.success,
+                                      judge_after=rules.success_judge_after, baseline=baseline,
+                                      baseline_run=baseline_run, converged=conv_rules, finished=finished))
 
 
 _TABLE_TERMS = _VALUE_SET | _STATE_SET
