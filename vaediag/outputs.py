@@ -180,6 +180,37 @@ def _same_as_fd(st: os.stat_result) -> int | None:
     return None
 
 
+def _stat_through_link(given: str, label: str, *, follow_links: bool) -> tuple[os.stat_result | None, Path]:
+    """What ``given`` is (None: nothing there yet) and the path to write: a link to a regular file is followed
+    (its real path), a dangling, unfollowable or refused link is a :class:`UsageError`."""
+    try:
+        lst = os.lstat(given)
+    except FileNotFoundError:
+        lst = None
+    except NotADirectoryError:
+        lst = None  # a parent is a file: plan_output says so
+    except OSError as exc:
+        raise UsageError(f"cannot write {label}: {exc.strerror or exc}") from None
+    target = Path(given)
+    st = lst
+    if lst is not None and stat.S_ISLNK(lst.st_mode):
+        link = path_text(os.readlink(given))
+        if not follow_links:
+            raise UsageError(f"{label} is a symbolic link (to {link!r}); vaediag replaces only regular files "
+                             f"there: remove the link or choose another place")
+        try:
+            st = os.stat(given)
+        except FileNotFoundError:
+            raise UsageError(f"{label} is a symbolic link to {link!r}, which does not exist; vaediag does not "
+                             f"create files through a dangling link: give the target itself") from None
+        except OSError as exc:
+            raise UsageError(f"{label} is a symbolic link that cannot be followed ({exc.strerror or exc}); "
+                             f"give the file itself") from None
+        if stat.S_ISREG(st.st_mode):
+            target = Path(os.path.realpath(given))
+    return st, target
+
+
 def plan_output(
     path: str | os.PathLike[str],
     *,
@@ -209,31 +240,7 @@ def plan_output(
         if not allow_stream:
             raise UsageError(f"{label}: '-' (standard output) is not possible here; give a file name")
         return Destination(given, Path(given), STREAM, kind="standard output", fd=1)
-    try:
-        lst = os.lstat(given)
-    except FileNotFoundError:
-        lst = None
-    except NotADirectoryError:
-        lst = None  # a parent is a file: said below
-    except OSError as exc:
-        raise UsageError(f"cannot write {label}: {exc.strerror or exc}") from None
-    target = Path(given)
-    st = lst
-    if lst is not None and stat.S_ISLNK(lst.st_mode):
-        link = path_text(os.readlink(given))
-        if not follow_links:
-            raise UsageError(f"{label} is a symbolic link (to {link!r}); vaediag replaces only regular files "
-                             f"there: remove the link or choose another place")
-        try:
-            st = os.stat(given)
-        except FileNotFoundError:
-            raise UsageError(f"{label} is a symbolic link to {link!r}, which does not exist; vaediag does not "
-                             f"create files through a dangling link: give the target itself") from None
-        except OSError as exc:
-            raise UsageError(f"{label} is a symbolic link that cannot be followed ({exc.strerror or exc}); "
-                             f"give the file itself") from None
-        if stat.S_ISREG(st.st_mode):
-            target = Path(os.path.realpath(given))
+    st, target = _stat_through_link(given, label, follow_links=follow_links)
     if st is None:
         for parent in target.parents:
             if os.path.lexists(parent) and not parent.is_dir():
