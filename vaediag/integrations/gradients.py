@@ -162,22 +162,7 @@ def term_gradients(terms: Mapping[str, torch.Tensor], head: torch.Tensor | Seque
     device = heads[0].device
     vectors: dict[str, torch.Tensor | None] = {}  # None: no gradient reaches the head (norm 0)
     for name in names:
-        t = terms[name]
-        if not t.requires_grad:
-            vectors[name] = None
-            continue
-        try:
-            grads = torch.autograd.grad(t.reshape(()), heads, retain_graph=True, allow_unused=True)
-        except RuntimeError as exc:
-            if "second time" in str(exc) or "been freed" in str(exc):
-                raise GradientError(f"the graph of loss term {name!r} was already freed: call term_gradients "
-                                    "after the forward pass and before backward()") from None
-            raise
-        if all(g is None for g in grads):
-            vectors[name] = None
-            continue
-        vectors[name] = torch.cat([(g if g is not None else torch.zeros_like(h)).reshape(-1).to(torch.float64)
-                                   for g, h in zip(grads, heads)])
+        vectors[name] = _gradient_at(name, terms[name], heads)
     zero = torch.zeros((), dtype=torch.float64, device=device)
     stats = [torch.linalg.vector_norm(v) if v is not None else zero for v in vectors.values()]
     with_cos = focus is not None and focus in vectors and len(names) > 1
@@ -190,6 +175,36 @@ def term_gradients(terms: Mapping[str, torch.Tensor], head: torch.Tensor | Seque
         else:
             stats += [torch.dot(g_f, g_r), torch.linalg.vector_norm(g_f), torch.linalg.vector_norm(g_r)]
     values = torch.stack(stats).tolist()  # one transfer to the host
+    norms = _finite_norms(names, values)
+    cosine = None
+    if with_cos:
+        dot, nf, nr = values[len(names):]
+        if not all(math.isfinite(x) for x in (dot, nf, nr)):
+            cosine = math.nan
+        elif nf > 0.0 and nr > 0.0:
+            cosine = max(-1.0, min(1.0, dot / (nf * nr)))
+    return TermGradients(norms=norms, shares=gradient_shares(norms), cosine=cosine, focus=focus)
+
+
+def _gradient_at(name: str, t: torch.Tensor, heads: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """One term's gradient at the head, flattened to one float64 vector (None: no gradient reaches the head)."""
+    if not t.requires_grad:
+        return None
+    try:
+        grads = torch.autograd.grad(t.reshape(()), heads, retain_graph=True, allow_unused=True)
+    except RuntimeError as exc:
+        if "second time" in str(exc) or "been freed" in str(exc):
+            raise GradientError(f"the graph of loss term {name!r} was already freed: call term_gradients "
+                                "after the forward pass and before backward()") from None
+        raise
+    if all(g is None for g in grads):
+        return None
+    return torch.cat([(g if g is not None else torch.zeros_like(h)).reshape(-1).to(torch.float64)
+                      for g, h in zip(grads, heads)])
+
+
+def _finite_norms(names: list[str], values: list[float]) -> dict[str, float]:
+    """The terms' norms by name; a non-finite one is NaN, with one warning naming them."""
     norms = {}
     bad = []
     for name, v in zip(names, values):
@@ -200,14 +215,7 @@ def term_gradients(terms: Mapping[str, torch.Tensor], head: torch.Tensor | Seque
     if bad:
         _log.warning("the gradient of loss term(s) %s at the latent head is not finite (NaN or inf); its norm "
                      "is NaN", ", ".join(bad))
-    cosine = None
-    if with_cos:
-        dot, nf, nr = values[len(names):]
-        if not all(math.isfinite(x) for x in (dot, nf, nr)):
-            cosine = math.nan
-        elif nf > 0.0 and nr > 0.0:
-            cosine = max(-1.0, min(1.0, dot / (nf * nr)))
-    return TermGradients(norms=norms, shares=gradient_shares(norms), cosine=cosine, focus=focus)
+    return norms
 
 
 def _heads(head: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
