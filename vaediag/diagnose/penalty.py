@@ -171,20 +171,7 @@ def penalty_table(
             "recon_to_reg", "kl_per_dim"]
     divisor = per_dim_divisor if per_dim_divisor is not None else latent_dim
     idx = table.index
-    split = pd.Series(None, index=idx, dtype=object)
-    kl = pd.Series(np.nan, index=idx)
-    recon = pd.Series(np.nan, index=idx)
-    signal = pd.Series(np.nan, index=idx)
-    for name in ("val", "train"):  # train last: it wins where both splits have the epoch
-        k = f"{name}_kl"
-        r = _objective_recon(table, name)
-        if k not in table or r is None:
-            continue
-        ok = table[k].notna() & r.notna()
-        split[ok] = name
-        kl[ok] = table.loc[ok, k]
-        recon[ok] = r[ok]
-        signal[ok] = _recon_signal(table, name, loss_weights)[ok]
+    split, kl, recon, signal = _kl_and_recon(table, loss_weights)
     keep = split.notna()
     if "kl_weight" in table:
         w = table["kl_weight"].astype(float).map(_round_float32)
@@ -213,6 +200,28 @@ def penalty_table(
     out = out[keep]
     out.index.name = "epoch"
     return out
+
+
+def _kl_and_recon(table: pd.DataFrame, loss_weights: Mapping[str, float] | None
+                  ) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series]:
+    """Per epoch, the split read (train where both have the epoch, else val; None: neither has KL and recon), its
+    KL, its objective's reconstruction term and its weighted reconstruction signal."""
+    idx = table.index
+    split = pd.Series(None, index=idx, dtype=object)
+    kl = pd.Series(np.nan, index=idx)
+    recon = pd.Series(np.nan, index=idx)
+    signal = pd.Series(np.nan, index=idx)
+    for name in ("val", "train"):  # train last: it wins where both splits have the epoch
+        k = f"{name}_kl"
+        r = _objective_recon(table, name)
+        if k not in table or r is None:
+            continue
+        ok = table[k].notna() & r.notna()
+        split[ok] = name
+        kl[ok] = table.loc[ok, k]
+        recon[ok] = r[ok]
+        signal[ok] = _recon_signal(table, name, loss_weights)[ok]
+    return split, kl, recon, signal
 
 
 def _objective_recon(table: pd.DataFrame, split: str) -> pd.Series | None:
@@ -311,30 +320,10 @@ def compute_penalty(
         )
         return Penalty(kl_weight=w, kl_weight_source=source, latent_dim=latent, table=pt, note=note,
                        gradient=gradient)
-    rows = pt
-    if epochs:
-        done = pt[pt.index < epochs]
-        if len(done):
-            rows = done
-    known = rows[rows["penalty"].notna()]
-    last_epoch = int((known if len(known) else rows).index[-1])
-    r = pt.loc[last_epoch]
-    latest = {"epoch": last_epoch, **{k: (r[k] if k == "split" else float(r[k])) for k in pt.columns}}
+    latest = _latest_row(pt, epochs)
     arithmetic = penalty_arithmetic(latest["kl_weight"] if w is not None else None, latest["kl"], latest["recon"],
                                     autoencoder=ae and (latest["kl_weight"] == 0))
-    if w is not None and math.isfinite(latest["kl_weight"]):
-        context = (
-            f"{human_epoch(last_epoch)}, {latest['split']} split; kl_weight {fmt_weight(latest['kl_weight'])} "
-            f"({source})"
-        )
-    else:
-        context = f"{human_epoch(last_epoch)}, {latest['split']} split; kl_weight unknown"
-    if convention.logged == "weighted":
-        context += "; KL shown raw: the logged KL already included the weight"
-    nll = f"{latest['split']}_nll"
-    if nll in table and pd.notna(table[nll].get(last_epoch)):
-        context += "; reconstruction loss = the logged NLL, the term that enters the total"
-    latest["context"] = context
+    latest["context"] = _latest_context(latest, table, convention)
     latest_w = latest["kl_weight"]
     return Penalty(
         kl_weight=float(latest_w) if w is not None and math.isfinite(latest_w) else w,
@@ -346,6 +335,39 @@ def compute_penalty(
         note=note,
         gradient=gradient,
     )
+
+
+def _latest_row(pt: pd.DataFrame, epochs: int | None) -> dict[str, Any]:
+    """The penalty table's latest row as a dict with its ``epoch``: among completed epochs when there are any,
+    the latest with a known penalty when there is one."""
+    rows = pt
+    if epochs:
+        done = pt[pt.index < epochs]
+        if len(done):
+            rows = done
+    known = rows[rows["penalty"].notna()]
+    last_epoch = int((known if len(known) else rows).index[-1])
+    r = pt.loc[last_epoch]
+    return {"epoch": last_epoch, **{k: (r[k] if k == "split" else float(r[k])) for k in pt.columns}}
+
+
+def _latest_context(latest: Mapping[str, Any], table: pd.DataFrame, convention: "KLConvention") -> str:
+    """Where the latest penalty was read: its epoch and split, the weight and its source, how the KL and the
+    reconstruction loss were taken."""
+    last_epoch = latest["epoch"]
+    if convention.kl_weight is not None and math.isfinite(latest["kl_weight"]):
+        context = (
+            f"{human_epoch(last_epoch)}, {latest['split']} split; kl_weight {fmt_weight(latest['kl_weight'])} "
+            f"({convention.kl_weight_source})"
+        )
+    else:
+        context = f"{human_epoch(last_epoch)}, {latest['split']} split; kl_weight unknown"
+    if convention.logged == "weighted":
+        context += "; KL shown raw: the logged KL already included the weight"
+    nll = f"{latest['split']}_nll"
+    if nll in table and pd.notna(table[nll].get(last_epoch)):
+        context += "; reconstruction loss = the logged NLL, the term that enters the total"
+    return context
 
 
 # Terms whose gradient shares a run may log, in the vocabulary's order (the KL last: it is compared with the rest).
