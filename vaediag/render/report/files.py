@@ -23,6 +23,7 @@ from vaediag.render.report.figures import PLOT_FILES
 if TYPE_CHECKING:  # pragma: no cover
     from vaediag.diagnose.model import RunDiagnosis
     from vaediag.logs import RunSet
+    from vaediag.outputs import Destination
 
 __all__ = ["check_destination", "files_dir_for", "write_report"]
 
@@ -184,39 +185,60 @@ def write_report(
     fdir = files_dir_for(out)
     stale = _linked_plots(out, fdir.name) - set(report.files) if dest.mode != NEW else set()
     if os.path.lexists(fdir):  # (only with --force: check_destination refused it otherwise)
-        from vaediag.outputs import Inputs, plan_output
-
-        for name in sorted(set(report.files) - set(PLOT_FILES)):  # the plots were planned already
-            p = fdir / name
-            plan_output(p, force=True, inputs=inputs if inputs is not None else Inputs(),
-                        allow_stream=False, follow_links=False, owned=_is_own_plot, what="the picture")
-            if os.path.lexists(p) and not _is_own_plot(p):
-                raise UsageError(f"cannot write the picture {str(p)!r}: a file that is not a picture is in the "
-                                 f"way (vaediag replaces only pictures it wrote there); move it or choose another -o")
+        _check_pictures(fdir, report.files, inputs)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot write the report to {str(out)!r}: {exc.strerror or exc}") from None
     if dest.mode == NEW:
-        write_output(dest, data)  # claims the name (or says it was taken meanwhile)
-        made: list[Path] = []
-        try:
-            mine = os.stat(out)
-            _write_plots(fdir, report.files, made=made)
-        except BaseException:
-            # A report without its plots is not left behind, nor a half-filled plots folder (a retry without
-            # --force would be refused by it): only what this call created goes.
-            _remove_made(made)
-            try:
-                now = os.stat(out)
-                if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
-                    out.unlink()
-            except (OSError, UnboundLocalError):
-                pass
-            raise
+        _write_new(dest, data, fdir, report.files)
         return out
     _write_plots(fdir, report.files)
     write_output(dest, data)
+    _remove_stale(fdir, stale)
+    return out
+
+
+def _check_pictures(fdir: Path, files: dict[str, bytes], inputs: Any) -> None:
+    """Before anything is written into an existing plots folder: each picture's name is free or holds a
+    picture vaediag wrote there (the plots were planned by check_destination already)."""
+    from vaediag.outputs import Inputs, plan_output
+
+    for name in sorted(set(files) - set(PLOT_FILES)):
+        p = fdir / name
+        plan_output(p, force=True, inputs=inputs if inputs is not None else Inputs(),
+                    allow_stream=False, follow_links=False, owned=_is_own_plot, what="the picture")
+        if os.path.lexists(p) and not _is_own_plot(p):
+            raise UsageError(f"cannot write the picture {str(p)!r}: a file that is not a picture is in the "
+                             f"way (vaediag replaces only pictures it wrote there); move it or choose another -o")
+
+
+def _write_new(dest: "Destination", data: bytes, fdir: Path, files: dict[str, bytes]) -> None:
+    """A new report: the markdown claims the name (or says it was taken meanwhile), then the plots; if they
+    fail, what this call created goes again."""
+    from vaediag.outputs import write_output
+
+    out = dest.path
+    write_output(dest, data)
+    made: list[Path] = []
+    try:
+        mine = os.stat(out)
+        _write_plots(fdir, files, made=made)
+    except BaseException:
+        # A report without its plots is not left behind, nor a half-filled plots folder (a retry without
+        # --force would be refused by it): only what this call created goes.
+        _remove_made(made)
+        try:
+            now = os.stat(out)
+            if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+                out.unlink()
+        except (OSError, UnboundLocalError):
+            pass
+        raise
+
+
+def _remove_stale(fdir: Path, stale: set[str]) -> None:
+    """After a replaced report: the plots and pictures the old one linked that the new one does not write."""
     for name in sorted(stale):
         p = fdir / name
         if _is_own_plot(p) and not p.is_symlink():
@@ -224,7 +246,6 @@ def write_report(
                 p.unlink()
             except OSError:
                 pass
-    return out
 
 
 def _write_plots(fdir: Path, files: dict[str, bytes], *, made: list[Path] | None = None) -> None:
