@@ -206,7 +206,7 @@ def _current_weights(ctx: _Ctx) -> dict[str, float] | None:
 
 
 def _reduce_factor(ctx: _Ctx) -> tuple[float, str]:
-    """How far to cut (:func:`~vaediag.diagnose.penalty.reduce_factor`) and the words that say why."""
+    """How far to cut (:func:`~vaediag.diagnose.numbers.reduce_factor`) and the words that say why."""
     step = float(ctx.rec["kl_reduce_factor"])
     warn = float(ctx.rules.section("penalty")["warn_ratio"])
     ratio = (ctx.d.penalty.latest or {}).get("ratio")

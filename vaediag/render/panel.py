@@ -1,7 +1,7 @@
 """The live panel of ``vaediag watch``: the rich rendering of a :class:`~vaediag.watch.status.WatchStatus`
 (presentation only; the status is data, in :mod:`vaediag.watch.status`).
 
-The supervisor fills a :class:`WatchStatus`; ``vaediag watch`` renders it with :func:`render_panel` in a
+The watchdog (supervisor or follower) fills a :class:`WatchStatus`; ``vaediag watch`` renders it with :func:`render_panel` in a
 live display, or prints :func:`status_line` once per epoch where the output is not a terminal. Text from
 the run (its directory, the command, reasons, notes) passes :func:`vaediag.sanitize.terminal` and is never
 read as rich markup: an escape sequence or ``[bold]`` in a run name shows as typed.

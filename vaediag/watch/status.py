@@ -25,7 +25,8 @@ def penalty_share(kl_weight: float | None, kl: float | None, recon: float | None
 
 @dataclass
 class WatchStatus:
-    """Everything the panel shows; the supervisor updates it, the renderer only reads it."""
+    """Everything the panel shows; the supervisor or the follower (through their session) updates it, the
+    renderer only reads it."""
 
     policy: str = ""
     profile: str | None = None  # the profile that judges the run (seed or generic), once decided

@@ -1,6 +1,7 @@
 """Turn a stream of tidy rows (from :class:`vaediag.logs.Tail`) into completed epochs and their metrics.
 
-The supervisor feeds each poll's rows to an :class:`EpochTracker` and asks it which epochs are complete.
+The watchdog's session (:mod:`vaediag.watch.session`, for the supervisor and the follower) and the Lightning
+callback feed each poll's rows to an :class:`EpochTracker` and ask it which epochs are complete.
 Epoch ``e`` is complete when
 
 1. any row of a later epoch has arrived (the run has moved on), or
