@@ -346,6 +346,23 @@ def _recommend(d: RunDiagnosis, rules: Rules, config: Mapping[str, Any], params:
     return recommend(d, rules=rules, config=config, params=params)
 
 
+def _baseline(runset: "RunSet", runs: Mapping[str, pd.DataFrame], baseline: "str | RunSet | None"
+              ) -> tuple[pd.DataFrame | None, str | None]:
+    """The given baseline's epoch table and id: a run of ``runset`` by id, or the one run of a separately
+    loaded RunSet (its id prefixed with its directory where it clashes); (None, None) when none is given."""
+    if isinstance(baseline, str):
+        base_run = find_run(runset, baseline)
+        return _tables(runs.get(base_run, runset.frame.iloc[:0]))[0], base_run
+    if baseline is None:
+        return None, None
+    if len(baseline.runs) != 1:
+        ids = ", ".join(list(baseline.runs)[:5])
+        raise UsageError(f"the baseline path holds {len(baseline.runs)} runs ({ids}); give one run directory")
+    (only,) = baseline.runs
+    base_run = f"{Path(str(baseline.root)).name}:{only}" if only in runset.runs else only
+    return _tables(baseline.frame)[0], base_run
+
+
 def diagnose(
     runset: "RunSet",
     *,
@@ -378,18 +395,7 @@ def diagnose(
         rules = load_rules(rules)
     kl_weight = check_kl_weight(kl_weight)
     runs = _split_runs(runset.frame)
-    base_table = None
-    base_run = None
-    if isinstance(baseline, str):
-        base_run = find_run(runset, baseline)
-        base_table = _tables(runs.get(base_run, runset.frame.iloc[:0]))[0]
-    elif baseline is not None:
-        if len(baseline.runs) != 1:
-            ids = ", ".join(list(baseline.runs)[:5])
-            raise UsageError(f"the baseline path holds {len(baseline.runs)} runs ({ids}); give one run directory")
-        (only,) = baseline.runs
-        base_run = f"{Path(str(baseline.root)).name}:{only}" if only in runset.runs else only
-        base_table = _tables(baseline.frame)[0]
+    base_table, base_run = _baseline(runset, runs, baseline)
 
     empty = runset.frame.iloc[:0]
     out: dict[str, RunDiagnosis] = {}

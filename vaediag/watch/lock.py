@@ -83,6 +83,37 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _open_lock_file(path: Path) -> int:
+    """The lock file opened (created if missing), never through a link, never as a terminal; an fd."""
+    flags = (os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+             | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        return os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):
+            raise InputError(f"{_shown(path)} is a symbolic link, not a watchdog lock; move it away to "
+                             f"watch this run") from None
+        if exc.errno in (errno.EISDIR, errno.ENXIO):
+            raise InputError(f"{_shown(path)} is not a regular file, not a watchdog lock; move it away to "
+                             f"watch this run") from None
+        raise InputError(f"cannot create the watchdog lock {_shown(path)}: {exc.strerror or exc}") from None
+
+
+def _flock(fd: int, path: Path) -> None:
+    """An exclusive flock on the open lock file, or RunLockedError naming its holder (without fcntl: nothing
+    here; acquire checks the holder's pid instead)."""
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RunLockedError(
+            f"{_shown(path.parent)} is already watched by another watchdog "
+            f"({holder_text(_read_holder(fd))}); one watchdog per run: stop that one first") from None
+    except OSError as exc:
+        raise InputError(f"cannot lock {_shown(path)}: {exc.strerror or exc}") from None
+
+
 class RunLock:
     """The held lock of one run directory; :meth:`acquire` takes it, :meth:`release` gives it back."""
 
@@ -110,34 +141,15 @@ class RunLock:
             InputError: the lock file cannot be created, or is not a regular file.
         """
         path = Path(run_dir) / LOCK_FILENAME
-        flags = (os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-                 | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
         for _ in range(10):  # a holder that removes the file between our open and our lock: open again
-            try:
-                fd = os.open(path, flags, 0o644)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.EMLINK):
-                    raise InputError(f"{_shown(path)} is a symbolic link, not a watchdog lock; move it away to "
-                                     f"watch this run") from None
-                if exc.errno in (errno.EISDIR, errno.ENXIO):
-                    raise InputError(f"{_shown(path)} is not a regular file, not a watchdog lock; move it away to "
-                                     f"watch this run") from None
-                raise InputError(f"cannot create the watchdog lock {_shown(path)}: {exc.strerror or exc}") from None
+            fd = _open_lock_file(path)
             try:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode):
                     raise InputError(f"{_shown(path)} is {kind_of(st.st_mode)}, not a watchdog lock; move it away "
                                      f"to watch this run")
                 os.set_blocking(fd, True)
-                if fcntl is not None:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    except BlockingIOError:
-                        raise RunLockedError(
-                            f"{_shown(path.parent)} is already watched by another watchdog "
-                            f"({holder_text(_read_holder(fd))}); one watchdog per run: stop that one first") from None
-                    except OSError as exc:
-                        raise InputError(f"cannot lock {_shown(path)}: {exc.strerror or exc}") from None
+                _flock(fd, path)
                 try:
                     now = os.stat(path, follow_symlinks=False)
                 except FileNotFoundError:
