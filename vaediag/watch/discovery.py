@@ -25,7 +25,7 @@ import re
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from vaediag.errors import VaediagError
 from vaediag.logs.discover import _ADD_HPARAMS_DIR, is_event_file
@@ -147,6 +147,34 @@ def read_run_dir_file(path: Path) -> Path | None:
     return None
 
 
+def _child_evidence(tree: set[int], root: Path, new: set[Path], *, proc: bool) -> dict[Path, str]:
+    """Event files that are the child's, each with why: held open by its process tree (with ``/proc``), or new
+    and named after one of its pids."""
+    evidence: dict[Path, str] = {}
+    if proc:
+        evidence.update((f, "held open by the training process") for f in _open_event_files(tree, root))
+    host = socket.gethostname()
+    for f in new:
+        if _name_pid(f.name, host) in tree:
+            evidence.setdefault(f, "named after the training process's pid")
+    return evidence
+
+
+def _owners_by_first_seen(evidence: Mapping[Path, str]) -> list[Path]:
+    """The run directories of the evidence's files, the one whose files were first written first."""
+    def first_seen(d: Path) -> float:
+        times = []
+        for f in evidence:
+            if _owner_dir(f) == d:
+                try:
+                    times.append(f.stat().st_mtime)
+                except OSError:
+                    pass
+        return min(times, default=0.0)
+
+    return sorted({_owner_dir(f) for f in evidence}, key=first_seen)
+
+
 def find_foreign_run_dir(child: "_Child", *, logdir: Path, root: Path,
                          say: Callable[[str], None]) -> tuple[Path, str] | None:
     """The run of a script that does not name it: only event files under ``root`` (the resolved ``logdir``,
@@ -167,25 +195,9 @@ def find_foreign_run_dir(child: "_Child", *, logdir: Path, root: Path,
     new = event_files(root) - c.before
     proc = _proc_available()
     c.tree |= _process_tree(c.proc.pid) if proc else {c.proc.pid}
-    evidence: dict[Path, str] = {}
-    if proc:
-        evidence.update((f, "held open by the training process") for f in _open_event_files(c.tree, root))
-    host = socket.gethostname()
-    for f in new:
-        if _name_pid(f.name, host) in c.tree:
-            evidence.setdefault(f, "named after the training process's pid")
+    evidence = _child_evidence(c.tree, root, new, proc=proc)
     if evidence:
-        def first_seen(d: Path) -> float:
-            times = []
-            for f in evidence:
-                if _owner_dir(f) == d:
-                    try:
-                        times.append(f.stat().st_mtime)
-                    except OSError:
-                        pass
-            return min(times, default=0.0)
-
-        owners = sorted({_owner_dir(f) for f in evidence}, key=first_seen)
+        owners = _owners_by_first_seen(evidence)
         if len(owners) > 1:  # all of them the child's: follow the first
             say(f"watch: the training process writes several runs under {logdir}; following {owners[0]}")
         why = next(evidence[f] for f in sorted(evidence) if _owner_dir(f) == owners[0])
