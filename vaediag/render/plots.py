@@ -334,6 +334,19 @@ def plot_kl_weight(
         ax.yaxis.set_major_formatter(plain)
         # Within one decade only minor ticks fall inside the axis: label them too, plainly.
         ax.yaxis.set_minor_formatter(plain if pos.max() / pos.min() < 10 else NullFormatter())
+    marked = _mark_decisions(ax, decisions, styles)
+    ax.set_ylabel("kl_weight (beta)")
+    if marked:
+        ax.set_title("Triangles: watchdog decisions, numbered as in the report (hollow: not applied; "
+                     "on the axis: autoencoder or stop)", fontsize=9)
+    if not drawn:
+        _no_data(ax, "kl_weight not logged")
+    _finish(fig, axes, styles, [r for r in tables if r in drawn], title="KL weight over time")
+    return fig, axes
+
+
+def _mark_decisions(ax, decisions: Sequence[DecisionMark], styles: Mapping[str, RunStyle]) -> int:
+    """Each decision of a drawn run as a numbered triangle at its epoch (filled: applied); how many were marked."""
     marked = 0
     for d in decisions:
         if d.run not in styles:
@@ -354,14 +367,7 @@ def plot_kl_weight(
                     linestyle="none")
             ax.annotate(f"D{d.number}", (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
         marked += 1
-    ax.set_ylabel("kl_weight (beta)")
-    if marked:
-        ax.set_title("Triangles: watchdog decisions, numbered as in the report (hollow: not applied; "
-                     "on the axis: autoencoder or stop)", fontsize=9)
-    if not drawn:
-        _no_data(ax, "kl_weight not logged")
-    _finish(fig, axes, styles, [r for r in tables if r in drawn], title="KL weight over time")
-    return fig, axes
+    return marked
 
 
 def png_bytes(fig) -> bytes:
