@@ -398,12 +398,7 @@ class Supervisor(WatchSession):
         if code not in (130, 128 + signal.SIGINT, 128 + signal.SIGTERM):
             self.note(f"the training process exited with code {code} while stopping for a restart")
             return not_applied(f"training exited with code {code} while stopping for the restart")
-        deadline = time.time() + 10.0
-        ckpt = None
-        while ckpt is None and time.time() < deadline and not self.signals.user_stop:
-            ckpt = self._find_ckpt(t_stop)
-            if ckpt is None:
-                self.signals.nap(0.2)
+        ckpt = self._wait_for_checkpoint(t_stop)
         if self.signals.user_stop:  # stopped by a signal while the checkpoint was looked for: no relaunch
             return not_applied("training was stopped by a signal during the restart")
         if ckpt is None and earlier.is_file():
@@ -414,16 +409,32 @@ class Supervisor(WatchSession):
                 f"restart: the training process stopped (code {code}) but no checkpoint written after the stop "
                 f"was found ({where}); pass --checkpoint PATH")
             return not_applied(self._fatal.message)
-        cmd = set_option(old.cmd, "--kl-weight", format(float(d.kl_weight or 0.0), ".10g"))
-        cmd = set_option(cmd, "--resume", str(ckpt))
-        if d.mode == "ae" and self.ae_flag:
-            cmd = set_option(cmd, self.ae_flag, None)
+        cmd = self._relaunch_command(old.cmd, d, ckpt)
         self.record(em, d, applied=True, via="restart")
         self.journal.event("restart", old_command=old.cmd, command=cmd, checkpoint=str(ckpt), old_code=code,
                            kl_weight=d.kl_weight, mode=d.mode)
         self.display.message(f"watch: restarting with {' '.join(cmd)}")
         self._start(cmd)
         self._child_run_dir_pending = True  # a resumed run may or may not reuse its directory
+
+    def _wait_for_checkpoint(self, t_stop: float) -> Path | None:
+        """A checkpoint written after ``t_stop``, looked for up to 10 s (a signal to stop ends the wait)."""
+        deadline = time.time() + 10.0
+        ckpt = None
+        while ckpt is None and time.time() < deadline and not self.signals.user_stop:
+            ckpt = self._find_ckpt(t_stop)
+            if ckpt is None:
+                self.signals.nap(0.2)
+        return ckpt
+
+    def _relaunch_command(self, cmd: Sequence[str], d: Decision, ckpt: Path) -> list[str]:
+        """The training command with the decided ``--kl-weight``, ``--resume`` from ``ckpt`` and, for a switch to
+        the autoencoder, the ae flag."""
+        cmd = set_option(cmd, "--kl-weight", format(float(d.kl_weight or 0.0), ".10g"))
+        cmd = set_option(cmd, "--resume", str(ckpt))
+        if d.mode == "ae" and self.ae_flag:
+            cmd = set_option(cmd, self.ae_flag, None)
+        return cmd
 
     def _finish_output(self) -> None:
         """Copy the child's output into the run directory as ``train_output.log`` (a new name, never over an
