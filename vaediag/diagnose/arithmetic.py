@@ -1,3 +1,4 @@
+# Over 450 lines on purpose: one job (the loss's own arithmetic: the fit of the logged total and, from it, the run's KL convention); the convention's order of evidence reads the fit, so the two stay together.
 """The loss's own arithmetic, before any parameter name: what the logged total is made of, and what that says
 about the KL term (its weight, whether the logged KL is already weighted, how it is reduced over dims).
 

@@ -1,3 +1,4 @@
+# Over 450 lines on purpose: one job (the loop of `vaediag watch -- CMD`); child, discovery, argv and session are their own modules already, what is left is the loop and its restart, which share the supervisor's state.
 """Run training under the watchdog (:class:`Supervisor`): the loop that ties the child process, the discovery
 of its run, the session (tail, policy, journal, control file) and restarts together. :class:`Follower`, which
 follows a run started elsewhere, lives in :mod:`~vaediag.watch.follower` and is importable from here.
