@@ -32,17 +32,19 @@ class ValFeatureCache:
     The val set and the frozen trunk do not change within a process, so the target half of the perceptual
     term (half its cost) is computed once per val batch instead of every epoch, with the same numbers: the
     same batches, the same precision and memory format, the same no-grad trunk. Bounded by ``budget``
-    bytes: batches past it are computed every epoch. One cache per run (per process, per rank)."""
+    bytes (held on the val batches' device; 0 keeps nothing): batches past it are computed every epoch. One
+    cache per run (per process, per rank); a batch is kept under its index with the val set, batch size,
+    precision and memory format it was computed for, so a call with other ones never reads it."""
 
     def __init__(self, budget: int = VAL_FEATURE_BUDGET) -> None:
         self.budget = budget
         self.nbytes = 0
-        self._kept: dict[int, list[torch.Tensor]] = {}
+        self._kept: dict[tuple, list[torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self._kept)
 
-    def get(self, batch: int, compute: Callable[[], list[torch.Tensor]]) -> list[torch.Tensor]:
+    def get(self, batch: tuple, compute: Callable[[], list[torch.Tensor]]) -> list[torch.Tensor]:
         kept = self._kept.get(batch)
         if kept is not None:
             return kept
@@ -128,7 +130,9 @@ def _my_batches(model: ConvVAE, data: ImageSet, *, weight_map: torch.Tensor, per
             recon, mu, logvar = model(x, deterministic=True)
         recon, mu, logvar = recon.float(), mu.float(), logvar.float()
         raw = loss_terms(recon, x, mu, logvar, weight_map=weight_map,
-                         perceptual=_with_target_features(perceptual, p_fn, features, b, x, device, precision))
+                         perceptual=_with_target_features(perceptual, p_fn, features,
+                                                          (id(data), batch_size, b, precision, channels_last),
+                                                          x, device, precision))
         values = dict(zip(raw, torch.stack(list(raw.values())).tolist()))
         rec = ValAccumulator.record(recon, x, mu, logvar, data.grey[idx])
         part = rec.pop("spread")
@@ -139,10 +143,11 @@ def _my_batches(model: ConvVAE, data: ImageSet, *, weight_map: torch.Tensor, per
     return mine, spread, grid
 
 
-def _with_target_features(perceptual: Any, p_fn: Any, features: ValFeatureCache | None, b: int, x: torch.Tensor,
+def _with_target_features(perceptual: Any, p_fn: Any, features: ValFeatureCache | None, key: tuple, x: torch.Tensor,
                           device: torch.device, precision: str) -> Any:
-    """The perceptual distance for val batch ``b``, given its targets' features from ``features`` (computed
-    the first time, under the same autocast as the distance itself); ``p_fn`` as it is without a cache."""
+    """The perceptual distance for the val batch ``key`` names (val set, batch size, index, precision, memory
+    format), given its targets' features from ``features`` (computed the first time, under the same autocast
+    as the distance itself); ``p_fn`` as it is without a cache."""
     if features is None or perceptual is None or not hasattr(perceptual, "target_features"):
         return p_fn
 
@@ -150,7 +155,7 @@ def _with_target_features(perceptual: Any, p_fn: Any, features: ValFeatureCache 
         with autocast(device, precision):
             return perceptual.target_features(x)
 
-    return in_precision(functools.partial(perceptual, target_features=features.get(b, compute)), device, precision)
+    return in_precision(functools.partial(perceptual, target_features=features.get(key, compute)), device, precision)
 
 
 def _merge(parts: list[_Part], weights: dict[str, float],

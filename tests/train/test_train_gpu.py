@@ -448,6 +448,8 @@ def test_val_targets_perceptual_features_are_computed_once_with_the_same_numbers
         assert cached[0] == plain[0]  # every val scalar, exactly
         assert torch.equal(cached[1], plain[1]) and torch.equal(cached[2], plain[2])
     assert len(cache) == 3 and cache.nbytes > 0
+    other = {**kw, "batch_size": 4}  # the same cache asked about other batches: never the wrong features
+    assert evaluate(model, val_set, features=cache, **other)[0] == evaluate(model, val_set, **other)[0]
     none_kept = ValFeatureCache(budget=0)
     runs.clear()
     assert evaluate(model, val_set, features=none_kept, **kw)[0] == plain[0]
