@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from corpus import Case, params, run_case
+from corpus import Case, params, run_case, unix_socket
 from tbwrite import epoch_map, epoch_series, write_run
 
 
@@ -81,18 +81,6 @@ def _damaged_length(tmp: Path) -> list[str]:
     data[start : start + 12] = head + struct.pack("<I", (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
     f.write_bytes(bytes(data))
     return ["check", str(d)]
-
-
-def _socket(path: Path) -> Path:
-    """A Unix socket bound at ``path`` (left bound; the socket object is closed, the node stays)."""
-    import socket
-
-    s = socket.socket(socket.AF_UNIX)
-    try:
-        s.bind(str(path))
-    finally:
-        s.close()
-    return path
 
 
 def _rules(tmp: Path, text: str) -> list[str]:
@@ -222,7 +210,7 @@ CASES = [
     Case("check-damaged-length-mid-file", _damaged_length, 0, "",
          stdout=r"(?s)12 completed epochs.*the record at byte [\d,]+ claims 2,147,483,648 bytes, past.*"
                 r"reading resumed at the next valid record"),
-    Case("check-event-file-is-a-socket", _special_event_file(_socket), 2,
+    Case("check-event-file-is-a-socket", _special_event_file(unix_socket), 2,
          r"^Error: cannot read event file .*: not a regular file$", timeout=20),
     Case("check-regular-file-not-an-event-file", lambda t: (t / "notes.txt").write_text("x") and
          ["check", str(t / "notes.txt")], 2, r"^Error: '.*notes\.txt' is not a TensorBoard event file; give its directory"),
@@ -293,7 +281,7 @@ CASES = [
     Case("rules-symlink-loop", _named("--rules", lambda t: (t / "loop.toml").symlink_to(t / "loop.toml") or
                                       t / "loop.toml"), 2,
          r"^Error: cannot read rules file .*loop\.toml': Too many levels of symbolic links$"),
-    Case("rules-socket", _named("--rules", lambda t: _socket(t / "rules.sock")), 2,
+    Case("rules-socket", _named("--rules", lambda t: unix_socket(t / "rules.sock")), 2,
          r"^Error: rules file .* is not a regular file; pass a file$", timeout=20),
     Case("report-rules-fifo", lambda t: ["report", str(_run(t)), "-o", str(t / "r.md"), "--rules",
                                          str(_fifo(t, "rules.toml"))], 2,

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from pathlib import Path
 
 import pytest
 
-from corpus import Case, params, run_case
+from corpus import Case, params, run_case, unix_socket
 from tbwrite import epoch_map, epoch_series, write_run
 
 # A run whose terms the report can plot (KL and reconstruction on train and val).
@@ -117,13 +116,6 @@ def _fifo(tmp: Path) -> Path:
     return tmp / "pipe"
 
 
-def _socket(tmp: Path) -> Path:
-    s = socket.socket(socket.AF_UNIX)
-    s.bind(str(tmp / "sock"))  # the node stays after the socket is closed
-    s.close()
-    return tmp / "sock"
-
-
 def _existing(tmp: Path, name: str = "r.md", text: str = "my notes\n") -> Path:
     (tmp / name).write_text(text)
     return tmp / name
@@ -206,7 +198,7 @@ CASES = [
          r"^Error: '.*pipe' is a FIFO with no reader; start the reader first", timeout=30),
     Case("report-o-fifo-without-reader-force", lambda t: _report(t, _fifo(t), "--force"), 2,
          r"is a FIFO with no reader", timeout=30),
-    Case("report-o-socket", lambda t: _report(t, _socket(t), "--force"), 2,
+    Case("report-o-socket", lambda t: _report(t, unix_socket(t / "sock"), "--force"), 2,
          r"^Error: '.*sock' is a socket; vaediag writes a regular file, or into a character device or FIFO"),
     # Links and files in the way.
     Case("report-o-dangling-link", lambda t: _report(t, _link(t, "r.md", str(t / "nowhere" / "x.md")), "--force"), 2,

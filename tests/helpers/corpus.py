@@ -130,3 +130,23 @@ def run_case(case: Case, tmp: Path) -> subprocess.CompletedProcess:
     new = sorted(k for k in after if k not in before and not any(fnmatch.fnmatch(k, g) for g in case.may_create))
     assert not new, f"{case.id}: created unexpected paths: {new}"
     return proc
+
+
+def unix_socket(path: Path) -> Path:
+    """A Unix socket node at ``path`` (the socket object is closed, the node stays).
+
+    It is bound by its bare name from inside its folder: an AF_UNIX address holds at most 107
+    bytes, and pytest's tmp paths (longer still under xdist's per-worker folders) can pass that.
+    """
+    import socket
+
+    here = os.getcwd()
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        os.chdir(path.parent)
+        s.bind(path.name)
+    finally:
+        os.chdir(here)
+        s.close()
+    return path
+
