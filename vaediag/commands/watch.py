@@ -80,6 +80,7 @@ def _watch_usage_error(parser: argparse.ArgumentParser):
 
 
 def add_parser(sub: argparse._SubParsersAction, *, name: str, help: str) -> argparse.ArgumentParser:
+    # Long on purpose: the option table of `vaediag watch`, one add_argument per option, in --help's order.
     p = sub.add_parser(name, help=help, description=help, epilog=_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.error = _watch_usage_error(p)  # type: ignore[method-assign]

@@ -385,37 +385,51 @@ def _read_kl_weight(conv: KLConvention, frame: pd.DataFrame, params: Mapping[str
         claimed = None
 
     if fit_c is not None:
-        if claimed is not None and not _close(claimed, 1.0) and _close(fit_c, 1.0):
-            conv.logged = "weighted"
-            conv.notes.append(f"the KL enters the total with coefficient 1 while the weight is {fmt_weight(claimed)} "
-                              f"({conv.kl_weight_source}): the logged KL already includes the weight, so the "
-                              f"penalty is the logged value and the raw KL is it / {fmt_weight(claimed)}")
-        elif claimed is not None and not _close(claimed, fit_c):
-            msg = (f"{conv.kl_weight_source} says the KL weight is {fmt_weight(claimed)}, but the logged total uses "
-                   f"{fmt_weight(fit_c)} × KL on every step")
-            conv.disagreements.append(msg)
-            if conv.kl_weight_source == "--kl-weight":
-                conv.notes.append(msg + ": --kl-weight is used, as you asked")
-                conv.logged = "raw"
-            else:
-                conv.notes.append(msg + ": the arithmetic is used")
-                conv.kl_weight, conv.kl_weight_source = fit_c, f"the logged total ({conv.fit.formula})"
-                conv.logged = "raw"
-        else:
-            conv.logged = "raw"
-            if conv.kl_weight is None:
-                conv.kl_weight, conv.kl_weight_source = fit_c, f"the logged total ({conv.fit.formula})"
-                if _close(fit_c, 1.0):
-                    conv.notes.append("the KL enters the total with coefficient 1: a weight of 1, or a KL logged "
-                                      "already weighted (the penalty is the logged KL either way)")
+        _weigh_against_fit(conv, claimed, fit_c)
     elif weighted_tag or logged_w is not None:
         conv.logged = "raw"
     elif param_w is not None and claimed is not None:
         conv.notes.append(f"the KL weight {fmt_weight(claimed)} comes from the parameter's name alone "
                           "(no logged total to check it against)")
         conv.logged = "raw"
-    # A logged kl_weight may differ from the configured start on purpose (annealing, a watchdog's decision):
-    # only the arithmetic of the total contradicts a parameter.
+    _note_param_disagreement(conv, param_hit, param_w)
+
+
+def _weigh_against_fit(conv: KLConvention, claimed: float | None, fit_c: float) -> None:
+    """The claimed weight against the KL's coefficient in the fit of the logged total (``fit_c``): a coefficient
+    of 1 beside a claimed weight means the KL is logged weighted; another coefficient overrides a claim that
+    is not ``--kl-weight``; with no claim the coefficient is the weight."""
+    if claimed is not None and not _close(claimed, 1.0) and _close(fit_c, 1.0):
+        conv.logged = "weighted"
+        conv.notes.append(f"the KL enters the total with coefficient 1 while the weight is {fmt_weight(claimed)} "
+                          f"({conv.kl_weight_source}): the logged KL already includes the weight, so the "
+                          f"penalty is the logged value and the raw KL is it / {fmt_weight(claimed)}")
+    elif claimed is not None and not _close(claimed, fit_c):
+        msg = (f"{conv.kl_weight_source} says the KL weight is {fmt_weight(claimed)}, but the logged total uses "
+               f"{fmt_weight(fit_c)} × KL on every step")
+        conv.disagreements.append(msg)
+        if conv.kl_weight_source == "--kl-weight":
+            conv.notes.append(msg + ": --kl-weight is used, as you asked")
+            conv.logged = "raw"
+        else:
+            conv.notes.append(msg + ": the arithmetic is used")
+            conv.kl_weight, conv.kl_weight_source = fit_c, f"the logged total ({conv.fit.formula})"
+            conv.logged = "raw"
+    else:
+        conv.logged = "raw"
+        if conv.kl_weight is None:
+            conv.kl_weight, conv.kl_weight_source = fit_c, f"the logged total ({conv.fit.formula})"
+            if _close(fit_c, 1.0):
+                conv.notes.append("the KL enters the total with coefficient 1: a weight of 1, or a KL logged "
+                                  "already weighted (the penalty is the logged KL either way)")
+
+
+def _note_param_disagreement(conv: KLConvention, param_hit: tuple[str, Any] | None, param_w: float | None) -> None:
+    """A parameter's weight that the arithmetic of the logged total contradicts, noted once.
+
+    A logged kl_weight may differ from the configured start on purpose (annealing, a watchdog's decision):
+    only the arithmetic of the total contradicts a parameter.
+    """
     if param_w is not None and conv.kl_weight is not None and (conv.kl_weight_source or "").startswith("the logged total") \
             and not _close(param_w, conv.kl_weight) and conv.logged != "weighted":
         msg = f"parameter {param_hit[0]} = {fmt_weight(param_w)} disagrees with the weight used, {fmt_weight(conv.kl_weight)} ({conv.kl_weight_source})"

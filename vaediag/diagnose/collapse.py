@@ -58,12 +58,7 @@ def check_kl_collapse(
         return []
     last = epochs - 1
     kl = value_at(table, "kl", last)
-    per_dim = value_at(table, "kl_dim_mean", last)
-    per_dim_source = "logged KL per dim"
-    divisor = latent_dim if per_dim_divisor is None else per_dim_divisor
-    if per_dim is None and kl is not None and divisor:
-        per_dim = (kl[0] / divisor, kl[1])
-        per_dim_source = f"KL / {int(divisor)} dims" if divisor != 1 else "KL averaged per dim"
+    per_dim, per_dim_source = _kl_per_dim(table, last, kl, latent_dim, per_dim_divisor)
     if per_dim_divisor == 0 and per_dim is None:
         kl_total_max = min(kl_total_max, kl_per_dim_max)  # reduction unknown: what is collapse either way
     active = value_at(table, "active_units", last)
@@ -81,23 +76,44 @@ def check_kl_collapse(
                                active_fraction_min=active_fraction_min)
     fired = {r.kind for r in verdict}
 
+    facts, reasons, (epoch, value, threshold, term) = _collapse_evidence(
+        last=last, per_dim=per_dim if per_dim_known else None, per_dim_source=per_dim_source,
+        kl=kl if kl_known else None, active=active if active_known else None, frac=frac, latent_dim=latent_dim,
+        fired=fired, kl_per_dim_max=kl_per_dim_max, kl_total_max=kl_total_max,
+        active_fraction_min=active_fraction_min, reduction_unknown=per_dim_divisor == 0)
+    if not facts:
+        return []
+    if reasons:
+        msg = f"posterior collapse at {human_epoch(epoch)}: " + "; ".join(reasons) + _kl_fall(table, last, kl)
+        return [Finding("kl_collapse", "fail", run, msg, epoch=epoch, term=term, value=value, threshold=threshold)]
+    return [Finding("kl_collapse", "pass", run, f"no posterior collapse at {human_epoch(epoch)}: " + ", ".join(facts),
+                    epoch=epoch, term=term, value=value, threshold=threshold)]
+
+
+def _collapse_evidence(*, last: int, per_dim: tuple[float, int] | None, per_dim_source: str,
+                       kl: tuple[float, int] | None, active: tuple[float, int] | None, frac: float | None,
+                       latent_dim: int | None, fired: set[str], kl_per_dim_max: float, kl_total_max: float,
+                       active_fraction_min: float, reduction_unknown: bool,
+                       ) -> tuple[list[str], list[str], tuple[int, float | None, float | None, str]]:
+    """The finite readings worded: ``(facts, reasons, (epoch, value, threshold, term))``.
+
+    The facts are what the run shows; the reasons, which of them is collapse (``fired``: the verdict's kinds);
+    the strongest reading gives the finding its epoch, value, threshold and term.
+    """
     reasons, facts = [], []
-    epoch = last
-    value: float | None = None
-    threshold: float | None = None
-    term = "kl"
-    if per_dim_known:
+    epoch, value, threshold, term = last, None, None, "kl"
+    if per_dim is not None:
         facts.append(f"KL per dim {fmt_sig(per_dim[0], 2)} nats ({per_dim_source})")
         epoch, value, threshold, term = per_dim[1], per_dim[0], kl_per_dim_max, "kl_dim_mean"
         if "kl_per_dim" in fired:
             reasons.append(f"KL per dim {fmt_sig(per_dim[0], 2)} <= {fmt_sig(kl_per_dim_max, 2)} nats")
-    elif kl_known:
-        facts.append(f"KL {fmt_kl(kl[0])} nats (" + ("reduction over dims unknown" if per_dim_divisor == 0
+    elif kl is not None:
+        facts.append(f"KL {fmt_kl(kl[0])} nats (" + ("reduction over dims unknown" if reduction_unknown
                                                    else "latent size unknown") + ")")
         epoch, value, threshold = kl[1], kl[0], kl_total_max
         if "kl_total" in fired:
             reasons.append(f"total KL {fmt_kl(kl[0])} <= {fmt_sig(kl_total_max, 2)} nats")
-    if active_known:
+    if active is not None:
         if latent_dim:
             facts.append(f"{active[0]:.0f}/{latent_dim} active units ({fmt_pct(frac)})")
             if "active_fraction" in fired:
@@ -110,15 +126,26 @@ def check_kl_collapse(
             if "no_active" in fired:
                 reasons.append("no active latent unit")
                 epoch, value, threshold, term = active[1], 0.0, active_fraction_min, "active_units"
-    if not facts:
-        return []
-    if reasons:
-        peak = ""
-        if "kl" in table:
-            s = table["kl"].loc[: last].dropna()
-            if len(s) and kl is not None and float(s.max()) > 10 * max(kl[0], 1e-12):
-                peak = f"; the KL fell from {fmt_kl(float(s.max()))} at {human_epoch(int(s.idxmax()))}"
-        msg = f"posterior collapse at {human_epoch(epoch)}: " + "; ".join(reasons) + peak
-        return [Finding("kl_collapse", "fail", run, msg, epoch=epoch, term=term, value=value, threshold=threshold)]
-    return [Finding("kl_collapse", "pass", run, f"no posterior collapse at {human_epoch(epoch)}: " + ", ".join(facts),
-                    epoch=epoch, term=term, value=value, threshold=threshold)]
+    return facts, reasons, (epoch, value, threshold, term)
+
+
+def _kl_per_dim(table: pd.DataFrame, last: int, kl: tuple[float, int] | None, latent_dim: int | None,
+                per_dim_divisor: float | None) -> tuple[tuple[float, int] | None, str]:
+    """The KL per dimension at ``last`` (value, epoch) and where it comes from: logged, or the KL over a divisor."""
+    per_dim = value_at(table, "kl_dim_mean", last)
+    source = "logged KL per dim"
+    divisor = latent_dim if per_dim_divisor is None else per_dim_divisor
+    if per_dim is None and kl is not None and divisor:
+        per_dim = (kl[0] / divisor, kl[1])
+        source = f"KL / {int(divisor)} dims" if divisor != 1 else "KL averaged per dim"
+    return per_dim, source
+
+
+def _kl_fall(table: pd.DataFrame, last: int, kl: tuple[float, int] | None) -> str:
+    """The clause "; the KL fell from P at epoch E" when the KL once stood over 10x its latest value, else ""."""
+    if "kl" not in table or kl is None:
+        return ""
+    s = table["kl"].loc[: last].dropna()
+    if len(s) and float(s.max()) > 10 * max(kl[0], 1e-12):
+        return f"; the KL fell from {fmt_kl(float(s.max()))} at {human_epoch(int(s.idxmax()))}"
+    return ""

@@ -81,6 +81,37 @@ def _split_runs(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {str(run): rf for run, rf in frame.groupby("run", observed=True, sort=False)}
 
 
+def _run_findings(frame: pd.DataFrame, table: pd.DataFrame, info: "RunInfo | None", conv: "KLConvention",
+                  pen: Penalty, *, run: str, epochs: int, ended: tuple[bool, str], prof: str, rules: Rules,
+                  baseline: pd.DataFrame | None, baseline_run: str | None) -> list[Finding]:
+    """Every rule's findings for a run with scalars, in the order check prints them."""
+    findings: list[Finding] = []
+    findings += health.check_unmapped(info, run=run)
+    findings += health.check_pictures(info, frame, run=run)
+    findings += _arithmetic_findings(conv, run=run)
+    if ended[0]:
+        findings.append(Finding("run_finished", "info", run, ended[1], epoch=epochs - 1 if epochs else None))
+    if conv.has_kl:
+        findings += health.check_missing_terms(table, run=run, frame=frame)
+    else:
+        findings += health.check_missing_terms(table, run=run, frame=frame, required=("recon",))
+    findings += health.check_nonfinite(frame, run=run)
+    findings += health.check_too_short(epochs, run=run, **rules.section("too_short"))
+    if conv.has_kl:
+        findings += _kl_findings(table, pen, conv, run=run, epochs=epochs, prof=prof, rules=rules)
+    findings += health.check_dead_model(table, run=run, epochs=epochs, **rules.section("dead_model"))
+    findings += health.check_val_recon_divergence(table, run=run, **rules.section("divergence"))
+    findings += health.check_lr_vanished(table, run=run, **rules.section("lr"))
+    findings += health.check_trends(table, run=run, epochs=epochs, **rules.section("converged"))
+    findings += health.check_blurry(table, run=run, epochs=epochs, **rules.section("blurry"))
+    if prof == "seed":
+        if baseline_run is not None and baseline_run == run:
+            baseline = table  # the baseline is not compared with itself
+        findings += _checklist_findings(table, run=run, epochs=epochs, rules=rules, baseline=baseline,
+                                        baseline_run=baseline_run, finished=ended[0])
+    return findings
+
+
 def diagnose_run(
     frame: pd.DataFrame,
     *,
@@ -147,35 +178,10 @@ def diagnose_run(
         pen = Penalty(kl_weight=None, kl_weight_source=None, latent_dim=conv.latent_dim,
                       table=penalty.penalty_table(table) if empty is None else empty[2],
                       note="no scalars: nothing to compute")
-        d = RunDiagnosis(run=run, epochs=epochs, metrics=metrics, penalty=pen, findings=findings,
-                         recommendations=[], table=table, info=info, convention=conv, profile=prof, finished=ended)
-        d.recommendations = _recommend(d, rules, config, params)
-        return d
-
-    pen = penalty.compute_penalty(table, convention=conv, params=params, epochs=epochs)
-    findings += health.check_unmapped(info, run=run)
-    findings += health.check_pictures(info, frame, run=run)
-    findings += _arithmetic_findings(conv, run=run)
-    if ended[0]:
-        findings.append(Finding("run_finished", "info", run, ended[1], epoch=epochs - 1 if epochs else None))
-    if conv.has_kl:
-        findings += health.check_missing_terms(table, run=run, frame=frame)
     else:
-        findings += health.check_missing_terms(table, run=run, frame=frame, required=("recon",))
-    findings += health.check_nonfinite(frame, run=run)
-    findings += health.check_too_short(epochs, run=run, **rules.section("too_short"))
-    if conv.has_kl:
-        findings += _kl_findings(table, pen, conv, run=run, epochs=epochs, prof=prof, rules=rules)
-    findings += health.check_dead_model(table, run=run, epochs=epochs, **rules.section("dead_model"))
-    findings += health.check_val_recon_divergence(table, run=run, **rules.section("divergence"))
-    findings += health.check_lr_vanished(table, run=run, **rules.section("lr"))
-    findings += health.check_trends(table, run=run, epochs=epochs, **rules.section("converged"))
-    findings += health.check_blurry(table, run=run, epochs=epochs, **rules.section("blurry"))
-    if prof == "seed":
-        if baseline_run is not None and baseline_run == run:
-            baseline = table  # the baseline is not compared with itself
-        findings += _checklist_findings(table, run=run, epochs=epochs, rules=rules, baseline=baseline,
-                                        baseline_run=baseline_run, finished=ended[0])
+        pen = penalty.compute_penalty(table, convention=conv, params=params, epochs=epochs)
+        findings += _run_findings(frame, table, info, conv, pen, run=run, epochs=epochs, ended=ended, prof=prof,
+                                  rules=rules, baseline=baseline, baseline_run=baseline_run)
     d = RunDiagnosis(run=run, epochs=epochs, metrics=metrics, penalty=pen, findings=findings, recommendations=[],
                      table=table, info=info, convention=conv, profile=prof, finished=ended)
     d.recommendations = _recommend(d, rules, config, params)

@@ -327,14 +327,7 @@ def recommend(
         params: the run's flattened parameters (default: ``diagnosis.info.params``).
         config_path: where the config.json lives, for the command (default: beside the run's event files).
     """
-    info = diagnosis.info
-    if config is None and info is not None:
-        config = info.config
-    if params is None and info is not None:
-        params = info.params
-    if config_path is None and info is not None and config:
-        config_path = Path(info.path) / "config.json"
-    ctx = _Ctx(diagnosis, rules, config, params, Path(config_path) if config_path is not None else None)
+    ctx = _context(diagnosis, rules, config, params, config_path)
     out: list[Recommendation] = []
 
     dead = ctx.first("no_scalars")
@@ -348,21 +341,9 @@ def recommend(
 
     dead_model = ctx.first("dead_model", "fail")
     collapse = ctx.first("kl_collapse", "fail")
-    # A posterior that collapsed under a KL penalty explains a dead output: the decoder gets nothing from z. The
-    # KL weight is then the fix (the collapse branch below, with the dead model as evidence), not the model.
-    collapsed_by_penalty = collapse is not None and not ctx.ae and bool(ctx.w)
-    if dead_model is not None and not collapsed_by_penalty:
-        out.append(Recommendation(
-            "fix_model", f"{dead_model.message}: no KL weight fixes a model whose output ignores its input; check the "
-            "architecture (a bottleneck the decoder can bypass or a too-narrow one), the learning rate and that "
-            "training steps were taken, then look at the reconstruction grid", evidence=(dead_model.id,)))
-        return out
-
-    bad = ctx.by_rule.get("nonfinite", [])
-    if bad:
-        first = bad[0]
-        out.append(Recommendation("stop_training", f"{first.message}; it will not recover",
-                                  params={"why": "nonfinite"}, evidence=tuple(f.id for f in bad)))
+    broken = _broken_model(ctx, dead_model, collapse) or _nonfinite(ctx)
+    if broken is not None:  # no KL weight helps: the model or its numbers come first
+        out.append(broken)
         return out
 
     quality_reasons, quality_evidence = _quality(ctx)
@@ -387,6 +368,43 @@ def recommend(
     if not out:
         out.append(_continue(ctx))
     return out
+
+
+def _context(diagnosis: "RunDiagnosis", rules: "Rules", config: Mapping[str, Any] | None,
+             params: Mapping[str, Any] | None, config_path: str | Path | None) -> _Ctx:
+    """The ladder's context, each of config, params and config path defaulting to the run's metadata."""
+    info = diagnosis.info
+    if config is None and info is not None:
+        config = info.config
+    if params is None and info is not None:
+        params = info.params
+    if config_path is None and info is not None and config:
+        config_path = Path(info.path) / "config.json"
+    return _Ctx(diagnosis, rules, config, params, Path(config_path) if config_path is not None else None)
+
+
+def _broken_model(ctx: _Ctx, dead_model: Finding | None, collapse: Finding | None) -> Recommendation | None:
+    """A model whose output ignores its input, unless a posterior collapse under the KL penalty explains it.
+
+    A posterior that collapsed under a KL penalty explains a dead output: the decoder gets nothing from z. The
+    KL weight is then the fix (the collapse step, with the dead model as evidence), not the model.
+    """
+    collapsed_by_penalty = collapse is not None and not ctx.ae and bool(ctx.w)
+    if dead_model is None or collapsed_by_penalty:
+        return None
+    return Recommendation(
+        "fix_model", f"{dead_model.message}: no KL weight fixes a model whose output ignores its input; check the "
+        "architecture (a bottleneck the decoder can bypass or a too-narrow one), the learning rate and that "
+        "training steps were taken, then look at the reconstruction grid", evidence=(dead_model.id,))
+
+
+def _nonfinite(ctx: _Ctx) -> Recommendation | None:
+    """A loss or metric that went NaN or infinite: stop, it will not recover."""
+    bad = ctx.by_rule.get("nonfinite", [])
+    if not bad:
+        return None
+    return Recommendation("stop_training", f"{bad[0].message}; it will not recover",
+                          params={"why": "nonfinite"}, evidence=tuple(f.id for f in bad))
 
 
 def _on_collapse(ctx: _Ctx, collapse: Finding, dead_model: Finding | None, *, blurry: bool) -> Recommendation:

@@ -357,37 +357,7 @@ class _Checker:
         hi = float(self.number(path + ("max",), c["max"])) if "max" in c else None
         if lo is not None and hi is not None and lo >= hi:
             raise self.fail(path + ("max",), f"must be above min ({lo}), got {hi}")
-        if "check" in c:
-            if c["check"] != "converged":
-                raise self.fail(path + ("check",), f"unknown check {_value(c['check'])} (choose converged)")
-            if len(set(c) - {"check", "id", "label"}):
-                extra = sorted(set(c) - {"check", "id", "label"})[0]
-                raise self.fail(path + (extra,), "does not go with check = \"converged\"")
-            kind, default_id, default_label = "converged", "converged", "Converged"
-        elif term is None:
-            raise self.fail(path, "needs a term (or check = \"converged\")")
-        elif "better_than_baseline" in c:
-            if c["better_than_baseline"] is not True:
-                raise self.fail(path + ("better_than_baseline",), "must be true")
-            if lo is not None or hi is not None or "stable" in c:
-                raise self.fail(path + ("better_than_baseline",), "does not go with min, max or stable")
-            kind, default_id = "baseline", f"{term}_vs_baseline"
-            default_label = f"{term} better than baseline"
-        elif "stable" in c:
-            window = self.number(path + ("stable",), c["stable"], integer=True)
-            if window < 2:
-                raise self.fail(path + ("stable",), f"must be at least 2 epochs, got {window}")
-            if "tolerance" not in c:
-                raise self.fail(path + ("stable",), "needs a tolerance (relative spread, e.g. 0.2)")
-            if lo is not None or hi is not None:
-                raise self.fail(path + ("stable",), "does not go with min or max (use two criteria)")
-            kind, default_id = "stable", f"{term}_stable"
-            default_label = f"{term} stable over {window} epochs"
-        else:
-            if lo is None and hi is None:
-                raise self.fail(path, f"needs min, max, better_than_baseline or stable for term {term!r}")
-            kind, default_id = "bounds", term
-            default_label = _bounds_label(term, lo, hi)
+        kind, default_id, default_label = self.criterion_kind(path, c, term, lo, hi)
         if "tolerance" in c and kind != "stable":
             raise self.fail(path + ("tolerance",), "only goes with stable")
         tol = float(self.number(path + ("tolerance",), c["tolerance"])) if "tolerance" in c else None
@@ -407,6 +377,37 @@ class _Checker:
             window=int(c["stable"]) if kind == "stable" else None,
             tolerance=tol,
         )
+
+    def criterion_kind(self, path: tuple[Any, ...], c: dict, term: str | None, lo: float | None,
+                       hi: float | None) -> tuple[str, str, str]:
+        """A criterion's kind (converged, baseline, stable or bounds), its default id and its default label."""
+        if "check" in c:
+            if c["check"] != "converged":
+                raise self.fail(path + ("check",), f"unknown check {_value(c['check'])} (choose converged)")
+            if len(set(c) - {"check", "id", "label"}):
+                extra = sorted(set(c) - {"check", "id", "label"})[0]
+                raise self.fail(path + (extra,), "does not go with check = \"converged\"")
+            return "converged", "converged", "Converged"
+        if term is None:
+            raise self.fail(path, "needs a term (or check = \"converged\")")
+        if "better_than_baseline" in c:
+            if c["better_than_baseline"] is not True:
+                raise self.fail(path + ("better_than_baseline",), "must be true")
+            if lo is not None or hi is not None or "stable" in c:
+                raise self.fail(path + ("better_than_baseline",), "does not go with min, max or stable")
+            return "baseline", f"{term}_vs_baseline", f"{term} better than baseline"
+        if "stable" in c:
+            window = self.number(path + ("stable",), c["stable"], integer=True)
+            if window < 2:
+                raise self.fail(path + ("stable",), f"must be at least 2 epochs, got {window}")
+            if "tolerance" not in c:
+                raise self.fail(path + ("stable",), "needs a tolerance (relative spread, e.g. 0.2)")
+            if lo is not None or hi is not None:
+                raise self.fail(path + ("stable",), "does not go with min or max (use two criteria)")
+            return "stable", f"{term}_stable", f"{term} stable over {window} epochs"
+        if lo is None and hi is None:
+            raise self.fail(path, f"needs min, max, better_than_baseline or stable for term {term!r}")
+        return "bounds", term, _bounds_label(term, lo, hi)
 
     def criteria(self, path: tuple[Any, ...], items: Any) -> tuple[Criterion, ...]:
         if not isinstance(items, list) or not items:

@@ -136,13 +136,7 @@ def _tables(rf: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         add("train_", g.mean().unstack("term"), g.size().unstack("term"))
     val = d[is_value & (split == "val")]
     if len(val):
-        # Last value per (epoch, term) in step order; drop_duplicates keeps NaN (a NaN val point is news).
-        last = val.sort_values(["term", "epoch", "step"], kind="stable")
-        at_last = last["step"].to_numpy() == last.groupby(["term", "epoch"])["step"].transform("max").to_numpy()
-        last = last[at_last]
-        if last.duplicated(["term", "epoch"]).any():  # group tags logged together: their mean
-            last = last.groupby(["term", "epoch"], as_index=False, sort=False).agg(
-                value=("value", lambda v: v.mean() if v.notna().any() else np.nan), step=("step", "max"))
+        last = _val_last(val)
         wide = last.pivot(index="epoch", columns="term", values="value")
         add("val_", wide, last.assign(n=1).pivot(index="epoch", columns="term", values="n"))
     state = d[is_state]
@@ -163,6 +157,27 @@ def _tables(rf: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         index=table.index,
     )
 
+    _merge_splits(table, present)
+    return table, present
+
+
+def _val_last(val: pd.DataFrame) -> pd.DataFrame:
+    """Each val (term, epoch)'s rows at its last step; group tags logged together at that step are averaged.
+
+    Last value per (epoch, term) in step order; a NaN val point is kept (it is news), and averages to NaN only
+    when every tag in its group is NaN.
+    """
+    last = val.sort_values(["term", "epoch", "step"], kind="stable")
+    at_last = last["step"].to_numpy() == last.groupby(["term", "epoch"])["step"].transform("max").to_numpy()
+    last = last[at_last]
+    if last.duplicated(["term", "epoch"]).any():  # group tags logged together: their mean
+        last = last.groupby(["term", "epoch"], as_index=False, sort=False).agg(
+            value=("value", lambda v: v.mean() if v.notna().any() else np.nan), step=("step", "max"))
+    return last
+
+
+def _merge_splits(table: pd.DataFrame, present: pd.DataFrame) -> None:
+    """In place: each value term's bare column (val where logged, else train); state terms carried forward."""
     for term in VALUE_TERMS:
         v, t = f"val_{term}", f"train_{term}"
         if v in table and t in table:
@@ -178,7 +193,6 @@ def _tables(rf: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         if term in table:
             present[term] = present[term].cummax()  # carried forward from its first value on
             table[term] = table[term].ffill()
-    return table, present
 
 
 def epoch_table(frame: pd.DataFrame) -> pd.DataFrame:

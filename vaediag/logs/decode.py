@@ -372,6 +372,9 @@ def decode_buffer(
     """Decode records ``buf[starts[i] : starts[i] + lengths[i]]`` (framed, data CRC not yet checked).
 
     ``buf`` must have 16 readable bytes after the last record (see ``scanner.PAD``).
+
+    Long on purpose: one vectorised pass over every record at once (lengths, wire tags, tag lookup, values);
+    its arrays flow from step to step, and naming each step a function would pass a dozen arrays around.
     """
     from vaediag.logs.scanner import views
 

@@ -30,23 +30,34 @@ _METRIC_COLUMNS = (("kl", "KL"), ("perceptual", "Perceptual"), ("psnr", "PSNR (d
 
 
 def section_summary(c: Comparison) -> list[str]:
-    from vaediag.diagnose.numbers import fmt_value
-
+    """The best run and its result, why it stands apart, and what to do next."""
     lines = ["## Summary", ""]
     comparable = c.comparable
     if not comparable:
         lines += ["No run has a completed epoch with loss terms or metrics, so there is nothing to compare. "
                   "See the notes at the end for what each run holds.", ""]
         return lines
-    rk = c.ranking
-    if rk is None:
+    if c.ranking is None:
         lines += [f"No run logs PSNR or a reconstruction loss, so no run can be ranked. "
                   f"{len(comparable)} run(s) have completed epochs; their findings are below.", ""]
         return lines
+    lines += [_summary_headline(c), ""]
+    why = _summary_why(c)
+    if why:
+        lines += [" ".join(why), ""]
+    lines += _summary_next(c)
+    return lines
+
+
+def _summary_headline(c: Comparison) -> str:
+    """The best run, its result, and how far it is from the runner-up and the baseline."""
+    from vaediag.diagnose.numbers import fmt_value
+
+    rk = c.ranking
     best, column, term = rk.best, rk.column, rk.term
     value = best.final(column)
     result = f"**{fmt_value(value, term)}{_unit(term)}** after {best.epochs} epoch{'s' if best.epochs != 1 else ''}"
-    if len(comparable) == 1:
+    if len(c.comparable) == 1:
         s = f"**One run: {best.label}** ({escape(best.run)}), {rk.label} {result}"
     else:
         s = (f"**Best run: {best.label}** ({escape(best.run)}), ranked by {rk.label} (the first of PSNR, "
@@ -67,10 +78,15 @@ def section_summary(c: Comparison) -> list[str]:
         s += f" {len(rk.silent)} run(s) do not log this and are not ranked: {', '.join(v.label for v in rk.silent)}."
     if term == "recon":
         s += " (Reconstruction losses compare only between runs with the same loss and data.)"
-    lines += [s, ""]
+    return s
 
-    # Why: what differs from the runner-up (or the baseline), and where the KL penalty stands. This is
-    # what the logs can show; it is a difference in settings, not a proof of cause.
+
+def _summary_why(c: Comparison) -> list[str]:
+    """What differs from the runner-up (or the baseline), and where the KL penalty stands.
+
+    This is what the logs can show; it is a difference in settings, not a proof of cause.
+    """
+    best = c.ranking.best
     other = c.contrast.other if c.contrast is not None else None
     why = []
     if c.contrast is not None:
@@ -93,14 +109,16 @@ def section_summary(c: Comparison) -> list[str]:
         missed = [r.target.label for r in best.targets if r.judged and r.verdict != "met"]
         why.append(f"It meets {best.targets_met} of the {best.targets_judged} targets its logs can be judged on"
                    + (f" (missed: {', '.join(escape(m) for m in missed)})." if missed else "."))
-    if why:
-        lines += [" ".join(why), ""]
+    return why
 
-    # What next: the best run's most urgent recommendation (the same ladder as `vaediag check`).
+
+def _summary_next(c: Comparison) -> list[str]:
+    """The best run's most urgent recommendation (the same ladder as `vaediag check`), and the failing runs."""
+    best = c.ranking.best
+    lines: list[str] = []
     if best.diag.recommendations:
         r = best.diag.recommendations[0]
-        nxt = f"**Next:** `{r.action}` for {best.label}: {_sentence(escape(r.reason))}"
-        lines += [nxt, ""]
+        lines += [f"**Next:** `{r.action}` for {best.label}: {_sentence(escape(r.reason))}", ""]
         if r.command:
             lines += _code(r.command, "bash") + [""]
     if c.failing:

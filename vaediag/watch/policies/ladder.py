@@ -112,6 +112,7 @@ class LadderPolicy(Policy):
         seed_targets: Mapping[str, float | None] | None = None,
         **common: Any,
     ) -> None:
+        # Long on purpose: one validated line per parameter (each bad value is one UsageError naming it).
         super().__init__(**common)
         if profile not in PROFILES:
             raise UsageError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
