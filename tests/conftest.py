@@ -14,6 +14,13 @@ import seedruns
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 
+# One thread per process under pytest-xdist (make test runs one worker per core): torch's OpenMP pool, one
+# thread per core in every worker and in every trainer a test starts, spins against the other workers'.
+# Measured on 2 cores: a validation test that takes 0.8 CPU-s alone took 13 CPU-s beside a second worker.
+# Set before any test module imports torch; child processes inherit it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
 # A copy of ../shared/realworld (real logs from public VAE projects) is committed under
 # tests/fixtures/realworld so a clean clone tests against them; VAEDIAG_REALWORLD overrides.
 REALWORLD = Path(os.environ.get("VAEDIAG_REALWORLD", TESTS / "fixtures" / "realworld"))
@@ -39,3 +46,18 @@ def seed_diags(seed_root):
     from vaediag.diagnose import diagnose
 
     return {d.run: d for d in diagnose(vaediag.load(seed_root), baseline="run2")}
+
+
+_SLOW_MODULE = "pytestmark = pytest.mark.slow\n"
+
+
+def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
+    """Under ``-m "not slow"`` (make test-fast), a module marked slow as a whole is not imported at all: none of
+    its tests would be selected, and importing it costs each worker its imports (Lightning's: about 5 s)."""
+    if config.getoption("markexpr", "") != "not slow" or collection_path.suffix != ".py":
+        return None
+    try:
+        text = collection_path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return True if _SLOW_MODULE in text.replace("\r\n", "\n") else None
