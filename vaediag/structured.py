@@ -18,8 +18,13 @@ from __future__ import annotations
 
 import json
 import reprlib
-import tomllib
+import sys
 from typing import Any, Type
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: tomli is tomllib's source, installed there by the package's dependencies
+    import tomli as tomllib
 
 from vaediag.errors import VaediagError
 
