@@ -8,19 +8,23 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from vaediag.diagnose.criteria import penalty_ratio
+
 __all__ = ["WatchStatus", "penalty_share"]
 
 
 def penalty_share(kl_weight: float | None, kl: float | None, recon: float | None) -> float | None:
-    """Effective KL penalty over the reconstruction loss: ``kl_weight * KL / recon`` (the seed's 13.5 %).
+    """Effective KL penalty over the reconstruction loss, as check and the ladder compute it
+    (:func:`~vaediag.diagnose.criteria.penalty_ratio`: the seed's 13.5 %); None where a number is missing or the
+    share is not finite.
 
     >>> round(penalty_share(1e-5, 1500.0, 0.111), 3)
     0.135
     """
-    if kl_weight is None or kl is None or recon is None or recon <= 0:
+    if kl is None or recon is None:
         return None
-    v = kl_weight * kl / recon
-    return v if math.isfinite(v) else None
+    v = penalty_ratio(kl_weight, kl, recon)
+    return v if v is not None and math.isfinite(v) else None
 
 
 @dataclass
