@@ -127,3 +127,17 @@ def test_check_on_the_examples(capsys):
     assert watched["epochs"] == 16 and watched["model"] == "ae"
     assert watched["metrics"]["psnr"] == pytest.approx(22.3029, abs=1e-3)
     assert [r["action"] for r in watched["recommendations"]] == ["continue"]
+
+
+def test_following_a_shipped_run_is_refused_and_the_copy_is_followed(capsys, tmp_path):
+    before = _tree(EXAMPLES_DIR)
+    for run in ("fixed_kl/version_0", "watched"):  # a run, or a folder above one
+        rc, out, err = _cli(capsys, "watch", "--follow", str(EXAMPLES_DIR / run), "--idle", "1", "--no-live")
+        assert rc == 2 and err.count("\n") == 1, err
+        assert "one of the example runs vaediag ships" in err and "vaediag examples --copy" in err
+    assert _tree(EXAMPLES_DIR) == before  # no journal, no control file written into the installation
+    ex.copy_examples(tmp_path / "mine")
+    rc, out, err = _cli(capsys, "watch", "--follow", str(tmp_path / "mine" / "fixed_kl" / "version_0"), "--idle", "1",
+                        "--poll", "0.1", "--no-live")
+    assert rc == 0, err
+    assert (tmp_path / "mine" / "fixed_kl" / "version_0" / "watchdog.jsonl").is_file()

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from vaediag.commands.options import add_profile_option
-from vaediag.errors import UsageError
-from vaediag.sanitize import terminal
+from vaediag.errors import UsageError, VaediagError
+from vaediag.sanitize import path_text, terminal
 
 __all__ = ["add_parser", "run", "policy_from_args"]
 
@@ -240,6 +240,22 @@ class _RichDisplay:
         sys.stdout.flush()
 
 
+def _refuse_packaged_example(run_dir: str) -> None:
+    """A followed run gets its journal (and with --apply a control file) written into it: never into the example
+    runs vaediag ships, which every later `vaediag check` of them would then read."""
+    from vaediag.commands.examples import examples_dir
+
+    try:
+        shipped = examples_dir()
+        inside = Path(run_dir).resolve().is_relative_to(shipped)
+    except (VaediagError, OSError, RuntimeError, ValueError):
+        return  # no examples here, or a path the follower itself will report
+    if inside:
+        raise UsageError(f"{path_text(run_dir)} is one of the example runs vaediag ships: following it would write "
+                         "a watchdog journal into the installation; copy them first (vaediag examples --copy "
+                         "my-examples) and follow the copy")
+
+
 def run(args: argparse.Namespace) -> int:
     from vaediag.watch.supervisor import Follower, Supervisor
 
@@ -258,6 +274,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--logdir is for a started command; --follow takes the run directory itself")
     if args.grace is not None and args.follow:
         raise UsageError("--grace is for a started command; --follow stops no process")
+    if args.follow:
+        _refuse_packaged_example(args.follow)
     policy = policy_from_args(args, cmd)
 
     with _RichDisplay(live=not args.no_live) as display:
