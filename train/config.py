@@ -127,6 +127,10 @@ class TrainConfig:
     sync_every: int = _f(0, "steps between the checks that move the logged losses to the host and let every "
                             "process agree to stop (signal, non-finite loss, failed write); also at each epoch "
                             "end; 0 = 1 on CPU, 20 on CUDA")
+    val_feature_cache_mb: int = _f(256, "MiB of the val images' perceptual (VGG) features kept on the val device "
+                                        "from the first validation on, so later ones compute them once instead "
+                                        "of every epoch (the same numbers); batches past it are computed every "
+                                        "epoch; 0 = off, for a run at the edge of its device memory")
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -228,6 +232,8 @@ def _validate(cfg: TrainConfig) -> None:
         need(getattr(cfg, name) >= 0, f"{name} must be >= 0, got {getattr(cfg, name)}")
     need(cfg.log_every >= 1, f"log_every must be >= 1, got {cfg.log_every}")
     need(cfg.grad_share_every >= 0, f"grad_share_every must be >= 0 (0 = off), got {cfg.grad_share_every}")
+    need(0 <= cfg.val_feature_cache_mb <= 2**20,
+         f"val_feature_cache_mb must be in 0..1048576 (0 = off), got {cfg.val_feature_cache_mb}")
     need(cfg.lr_schedule in _SCHEDULES,
          f"lr_schedule {cfg.lr_schedule!r} is unknown (choose {', '.join(_SCHEDULES)})")
     need(cfg.device in _DEVICES, f"device {cfg.device!r} is unknown (choose {', '.join(_DEVICES)})")

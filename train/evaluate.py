@@ -5,6 +5,7 @@ merges them in batch order, so the numbers are the single process's."""
 from __future__ import annotations
 
 import functools
+from dataclasses import fields
 from typing import Any, Callable
 
 import torch
@@ -12,6 +13,7 @@ import torch.distributed as dist
 
 from vaediag import terms
 
+from train.config import TrainConfig
 from train.data import ImageSet
 from train.device import autocast, in_precision
 from train.distributed import Dist
@@ -21,9 +23,10 @@ from train.model import ConvVAE
 
 __all__ = ["evaluate", "make_grid", "ValFeatureCache"]
 
-# What the val targets' perceptual features may take in memory: the demo's 32 crops of 64 px at relu3_3 need
-# 59 MB; a val set past it keeps what fits and computes the rest every epoch, as without a cache.
-VAL_FEATURE_BUDGET = 256 * 2**20
+# What the val targets' perceptual features may take in memory by default (TrainConfig.val_feature_cache_mb,
+# --val-feature-cache-mb): the demo's 32 crops of 64 px at relu3_3 need 59 MB; a val set past it keeps what fits
+# and computes the rest every epoch, as without a cache.
+VAL_FEATURE_BUDGET = next(f.default for f in fields(TrainConfig) if f.name == "val_feature_cache_mb") * 2**20
 
 
 class ValFeatureCache:

@@ -150,7 +150,8 @@ class _Run:
         self.control: ControlReader | None = None  # rank 0's
         self.lr, self.kl_w = self.cfg.lr, self.state.kl_weight  # in effect at the last step
         self.gradients: TermGradients | None = None  # the last step's gradient measurement (--grad-share-every)
-        self.val_features = ValFeatureCache()  # the val targets' perceptual features, computed once
+        # The val targets' perceptual features, computed once (up to --val-feature-cache-mb).
+        self.val_features = ValFeatureCache(budget=self.cfg.val_feature_cache_mb * 2**20)
 
     # --- the loop -----------------------------------------------------------------------------------
     def loop(self) -> TrainResult:

@@ -27,7 +27,7 @@ __all__ = ["Prepared", "prepare"]
 
 # Fields a resume may change without it counting as an override of the run: they are about where and how
 # fast, not what (the resume line lists those that changed).
-_HOW_FIELDS = ("precision", "channels_last", "compile", "sync_every")
+_HOW_FIELDS = ("precision", "channels_last", "compile", "sync_every", "val_feature_cache_mb")
 _RUNTIME_FIELDS = ("resume", "quiet", "device", *_HOW_FIELDS)
 
 

@@ -347,6 +347,33 @@ def eval_setup(val_npy):
 
 
 @pytest.mark.slow
+def test_the_runs_val_feature_cache_is_as_big_as_its_flag_and_0_keeps_nothing(tmp_path, npy, monkeypatch):
+    """--val-feature-cache-mb sets the loop's cache (0 = off, for a run at the edge of its device memory); the
+    val numbers are the same either way, and a resume may change it (how the steps run, not what)."""
+    import train.loop as loop
+    from train.__main__ import main as train_main
+    from trainhelp import run_of
+
+    made = []
+
+    class Recorded(loop.ValFeatureCache):
+        def __init__(self, budget: int) -> None:
+            super().__init__(budget)
+            made.append(self)
+
+    monkeypatch.setattr(loop, "ValFeatureCache", Recorded)
+    vals = []
+    for version, mb in enumerate((0, 256)):
+        assert train_main(tiny_argv(tmp_path, npy, epochs=2, val_feature_cache_mb=mb)) == 0
+        assert made[-1].budget == mb * 2**20 and (len(made[-1]) == 0) == (mb == 0)
+        vals.append({t: [v for _, v, _ in rows] for t, rows in read_events(run_of(tmp_path, version))["scalars"].items()
+                     if t.startswith("val/")})
+    assert vals[0] == vals[1] and vals[0]["val/perceptual"]
+    assert train_main(["--resume", str(ckpt_of(tmp_path, 1)), "--epochs", "3", "--val-feature-cache-mb", "0"]) == 0
+    assert made[-1].budget == 0
+
+
+@pytest.mark.slow
 def test_validation_sharded_over_two_ranks_equals_the_single_process(tmp_path, npy):
     # 8 val images: batches of 3 (rank 0 takes batches 0 and 2, rank 1 batch 1), of 8 (rank 1 has none), of 2.
     proc = _torchrun(_EVAL_SCRIPT, [str(npy[1]), str(tmp_path / "ddp.pt")], tmp_path)
