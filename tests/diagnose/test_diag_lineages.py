@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 import vaediag
-from lineages import (write_hf_trainer, write_latent_diffusion, write_lightning, write_pl_bolts, write_plain_loop,
-                      write_vqvae)
+from lineages import (write_antixk, write_hf_trainer, write_latent_diffusion, write_lightning, write_pl_bolts,
+                      write_plain_loop, write_vqvae)
 from vaediag.diagnose import diagnose
 
 
@@ -227,3 +227,22 @@ def test_check_lists_the_tags_it_could_not_map(tmp_path, capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "unmapped_tags: 6 tags not mapped to any term, ignored: aeloss_epoch, aeloss_step" in out
     assert "(map them with --tags FILE)" in out
+
+
+def test_lr_vanished_fires_on_the_vq_fixture(tmp_path):
+    # configs/vq_vae.yaml's scheduler_gamma 0.0: lr-Adam 0.005 for epoch 0, then 0. LearningRateMonitor writes each
+    # epoch's lr at its first step, one step after the previous epoch's validation: read as the previous epoch's,
+    # epoch 0 took epoch 1's lr (0) and the rule saw a first value of 0 and stayed silent.
+    write_vqvae(tmp_path / "vq")
+    f = _one(tmp_path).finding("lr_vanished")
+    assert f is not None and f.severity == "warn" and f.value == 0.0 and f.epoch == 5
+    assert "of its first value 0.005 " in f.message
+
+
+def test_lr_vanished_names_the_lr_each_epoch_trained_with(tmp_path):
+    # AntixK with a fast-decaying ExponentialLR: the first value is epoch 0's lr (0.005), not epoch 1's (0.00025),
+    # and the last is the lr of the last epoch, 0.005 * 0.05**7
+    write_antixk(tmp_path / "ax", epochs=8, scheduler_gamma=0.05)
+    f = _one(tmp_path).finding("lr_vanished")
+    assert f is not None and f.epoch == 7 and f.value == pytest.approx(0.005 * 0.05 ** 7, rel=1e-5)
+    assert "of its first value 0.005 " in f.message

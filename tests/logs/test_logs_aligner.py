@@ -71,3 +71,57 @@ def test_every_note_the_reader_shows_is_a_fact(tmp_path):
             (info,) = vaediag.load(root, engine=engine).runs.values()
             assert [f.kind for f in info.facts] == [kind]
             assert info.notes == [f.message for f in info.facts]
+
+
+def test_a_row_after_its_epochs_validation_belongs_to_the_next_epoch(tmp_path):
+    # LearningRateMonitor writes lr-Adam at on_train_epoch_start, at step _batches_that_stepped = e*N with no
+    # epoch key: one step after epoch e-1's validation (step e*N-1, epoch e-1) and before epoch e's first
+    # epoch-tagged row (step e*N+49). It is the lr epoch e trains with (tests/fixtures/realworld: lr-Adam at
+    # 782 after val_loss at 781).
+    from lineages import write_antixk
+
+    write_antixk(tmp_path, epochs=3, steps_per_epoch=120, scheduler_gamma=0.5)
+    f = vaediag.load(tmp_path).frame
+    lr = f[f["tag"] == "lr-Adam"].sort_values("step")
+    assert lr["step"].tolist() == [0, 120, 240]
+    assert lr["epoch"].tolist() == [0.0, 1.0, 2.0]
+    assert lr["value"].tolist() == pytest.approx([0.005, 0.0025, 0.00125])
+    # the rows that carry their own epoch keep it: the validation closing epoch e is epoch e's
+    val = f[f["tag"] == "val_loss"].sort_values("step")
+    assert val["step"].tolist() == [119, 239, 359] and val["epoch"].tolist() == [0.0, 1.0, 2.0]
+    hp = f[f["tag"] == "hp_metric"]
+    assert hp["epoch"].tolist() == [0.0]
+
+
+def _boundary_rows(val_steps, epoch_points):
+    """A val tag and an untagged tag (rows at steps 0, 120, 240) with the given epoch points (step, value), walls
+    in step order (a row written after the points at lower steps)."""
+    seg = TagSegments(["val_loss", "lr-Adam"], ["total", "lr"], ["val", "train"], [True, False],
+                      np.array([0, len(val_steps), len(val_steps) + 3]))
+    steps = np.array(list(val_steps) + [0, 120, 240], dtype=np.int64)
+    walls = steps.astype(np.float64) + 0.5
+    ps, pv = (np.array(x, dtype=np.int64 if i == 0 else np.float64) for i, x in enumerate(zip(*epoch_points)))
+    from vaediag.logs.aligner import EpochPoints
+
+    return seg, steps, walls, np.ones(len(steps)), np.empty(len(steps)), EpochPoints(ps, ps + 0.25, pv)
+
+
+def test_only_a_validation_that_ends_its_epoch_closes_it():
+    # end-of-epoch validation at 119 and 239: the rows at 120 and 240 are the next epochs'
+    seg, steps, walls, values, epochs, pts = _boundary_rows(
+        [119, 239], [(49, 0), (99, 0), (119, 0), (169, 1), (219, 1), (239, 1), (289, 2)])
+    EpochAligner().place(seg, steps, walls, values, epochs, epoch_points=pts)
+    assert epochs[2:].tolist() == [0.0, 1.0, 2.0]
+    # a mid-epoch validation (val_check_interval 0.5) at 59 and 119 of a 240-step epoch: the points after 119
+    # still say epoch 0, so the row at 120 stays in epoch 0; the one at 240 follows the validation at 239
+    seg, steps, walls, values, epochs, pts = _boundary_rows(
+        [59, 119, 179, 239], [(49, 0), (59, 0), (99, 0), (119, 0), (169, 0), (179, 0), (239, 0), (289, 1)])
+    EpochAligner().place(seg, steps, walls, values, epochs, epoch_points=pts)
+    assert epochs[4:].tolist() == [0.0, 0.0, 1.0]
+    # no validation at all: nothing proves where an epoch ended, the rows keep the last point's epoch
+    seg = TagSegments(["lr-Adam"], ["lr"], ["train"], [False], np.array([0, 3]))
+    steps = np.array([0, 120, 240], dtype=np.int64)
+    epochs = np.empty(3)
+    _, _, _, _, _, pts = _boundary_rows([], [(119, 0), (169, 1), (239, 1), (289, 2)])
+    EpochAligner().place(seg, steps, steps + 0.5, np.ones(3), epochs, epoch_points=pts)
+    assert epochs.tolist() == [0.0, 0.0, 1.0]

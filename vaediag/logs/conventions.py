@@ -16,6 +16,16 @@ Epoch alignment, in order:
    ``on_advance_end``), the very step where the next epoch's first ``*_step`` metrics log
    ``epoch = e+1``; ``LoggerConnector.log_metrics`` appends ``epoch`` after the metrics of each call, so
    the wall times tell the two apart.
+   *A validation closes its epoch*: a row at a step holding no epoch point, after the step where a val
+   row closed epoch ``e`` (that step's point says ``e``; no later point known says ``e`` again) and
+   written after that point, is the next epoch's: ``e + 1``. Lightning validates epoch ``e`` in its last
+   batch's ``on_advance_end``, before ``_batches_that_stepped`` is incremented
+   (``loops/training_epoch_loop.py``), so the val rows sit at the epoch's last step; the next step is
+   epoch ``e + 1``'s first batch, where a callback that writes with
+   ``logger.log_metrics(..., step=_batches_that_stepped)`` and no ``epoch`` key (``LearningRateMonitor``
+   at ``on_train_epoch_start``: the lr epoch ``e + 1`` trains with, after the epoch's scheduler step)
+   lands before any row of that epoch carries ``epoch = e + 1``. Without a val row at the closing step
+   nothing proves the epoch ended there, and such a row keeps the last point's epoch.
 2. Fractional epoch series (HF Trainer: ``Trainer.log`` adds ``logs["epoch"] = self.state.epoch``, a
    float that reaches ``k + 1.0`` at the last step of epoch ``k``, to train and eval logs alike; the
    TensorBoard callback writes it as ``train/epoch``): a value ``e`` counts completed epochs, so the row
@@ -79,6 +89,7 @@ class RunHistory:
     epoch_values: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     fractional: bool = False
     val_seen: dict[str, int] = field(default_factory=dict)  # val points per tag (rank alignment)
+    closing_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # steps of resolved val rows
     val_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # marked val tags
     train_counts: dict[str, int] = field(default_factory=dict)
     candidates: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # steps, epochs
@@ -137,12 +148,25 @@ def _merge_epoch_points(h: RunHistory, steps, walls, values) -> None:
     h.fractional = h.fractional or _is_fractional(v)
 
 
+def _note_closing_steps(h: RunHistory, segments: "TagSegments", seg: list[tuple[int, int]],
+                        steps: np.ndarray) -> None:
+    """Record the steps of the batch's val rows (``resolve``'s split): where a validation may close an epoch."""
+    val = [steps[a:c] for i, (a, c) in enumerate(seg) if segments.splits[i] == "val" and c > a]
+    if not val:
+        return
+    new = np.unique(np.concatenate(val))
+    new = new[new >= 0]
+    h.closing_steps = new if len(h.closing_steps) == 0 else np.union1d(h.closing_steps, new)
+
+
 def _align_to_points(h: RunHistory, steps: np.ndarray, walls: np.ndarray, out: np.ndarray) -> None:
     ps, pw = h.epoch_steps, h.epoch_walls
     pv = epoch_indices(h.epoch_values, h.fractional)
     last = np.r_[ps[1:] != ps[:-1], True]  # latest wall_time per step
-    us, uv = ps[last], pv[last]
-    np.take(uv, _last_at_or_before(us, steps), out=out)
+    us, uv, uw = ps[last], pv[last], pw[last]
+    j = _last_at_or_before(us, steps)
+    np.take(uv, j, out=out)
+    _after_closing_validation(h, us, uv, uw, j, steps, walls, out)
     # Steps holding several epoch values: each row takes the one logged with it (module docstring).
     differs = (ps[1:] == ps[:-1]) & (pv[1:] != pv[:-1])
     if not differs.any():
@@ -159,6 +183,23 @@ def _align_to_points(h: RunHistory, steps: np.ndarray, walls: np.ndarray, out: n
         k = np.searchsorted(pw[a:b], walls[r], side="left")
         np.minimum(k, b - a - 1, out=k)
         out[r] = pv[a:b][k]
+
+
+def _after_closing_validation(h: RunHistory, us: np.ndarray, uv: np.ndarray, uw: np.ndarray, j: np.ndarray,
+                              steps: np.ndarray, walls: np.ndarray, out: np.ndarray) -> None:
+    """Rule 1, *a validation closes its epoch*: rows at a step without an epoch point, after a closing val step
+    (in step and wall time), take the epoch after it. ``us``/``uv``/``uw``: the points per step (latest);
+    ``j``: each row's point at or before it."""
+    if len(h.closing_steps) == 0:
+        return
+    closing = np.isin(us, h.closing_steps)
+    # A later point that still says the closing point's epoch: the validation was mid-epoch (val_check_interval).
+    if len(us) > 1:
+        closing[:-1] &= uv[1:] != uv[:-1]
+    c = us[j]
+    rows = closing[j] & (steps > c) & (walls > uw[j])
+    if rows.any():
+        out[rows] = uv[j[rows]] + 1
 
 
 @dataclass(frozen=True)
@@ -213,6 +254,7 @@ def apply_conventions(
     # 1-2. Epoch points, fractional series.
     if epoch_points is not None:
         _merge_epoch_points(h, *epoch_points)
+    _note_closing_steps(h, segments, seg, steps)
     has_points = len(h.epoch_steps) > 0
     if has_points:
         _align_to_points(h, steps, walls, epochs_out)
