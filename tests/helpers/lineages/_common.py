@@ -177,6 +177,13 @@ class LightningSim:
       ``epoch_progress.increment_completed()``, so after fit ``current_epoch == max_epochs``.
     - trainer/trainer.py ``_run`` calls ``_log_hyperparams`` for fit, validate and test alike; the TensorBoard
       logger's ``log_hyperparams`` writes ``hp_metric = -1`` at step 0 each time.
+    - callbacks/lr_monitor.py ``LearningRateMonitor.on_train_epoch_start`` (``fit_loop.on_advance_start``, after
+      the previous epoch's ``update_lr_schedulers("epoch")``) and ``on_train_batch_start`` call each
+      ``logger.log_metrics(latest_stat, step=trainer.fit_loop.epoch_loop._batches_that_stepped)`` directly, not
+      the connector's: no ``epoch`` key. At epoch e's start that step is e*N, one past epoch e-1's val rows
+      (``epoch_start``); the step variant logs when ``should_update_logs`` (``_batches_that_stepped + 1`` a
+      multiple of ``log_every_n_steps``), at the step of that batch's on_step metrics (``batch_start``).
+      tests/fixtures/realworld has the epoch layout: ``lr-Adam`` at 782 after ``val_loss`` at 781.
     """
 
     def __init__(self, log: EventLog, steps_per_epoch: int, log_every_n_steps: int = 50, hp_metric: bool = True):
