@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 import vaediag
+from vaediag.diagnose.numbers import fmt_weight
 from lineages import (write_antixk, write_hf_trainer, write_latent_diffusion, write_lightning, write_pl_bolts,
                       write_plain_loop, write_vqvae)
 from vaediag.diagnose import diagnose
@@ -131,6 +132,16 @@ def test_hf_fractional_epochs_count_right(tmp_path):
     t = write_hf_trainer(tmp_path / "hf", epochs=12)
     d = _one(tmp_path)
     assert d.epochs == t.epochs == 12
+
+
+@pytest.mark.parametrize("beta", [0.5, 0.4999, 0.00025])
+def test_the_fitted_weight_is_the_one_people_wrote_where_the_logs_cannot_tell_it_apart(tmp_path, beta):
+    # HF rounds its logged loss to 4 decimals: the least-squares fit reads 0.499998 x kl + 1.00002 x recon. The
+    # logs hold 0.5 and 1 just as exactly, and that is what was written; a weight they pin (0.4999) stays.
+    write_hf_trainer(tmp_path / "hf", beta=beta)
+    conv = _one(tmp_path).convention
+    assert conv.kl_weight == beta and conv.kl_weight_source.startswith("the logged total")
+    assert conv.fit.formula == f"train/loss = {fmt_weight(beta)} × train/kl + train/recon"
 
 
 def test_lightning_post_fit_validate_is_not_an_epoch(tmp_path):

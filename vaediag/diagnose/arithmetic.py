@@ -268,7 +268,33 @@ def _search(split: str, total: str, y: np.ndarray, cols: dict[str, np.ndarray], 
                                    key=lambda r: (sum(not _round(c) for c in r[3]), r[1], r[0]))
     if any(abs(c) < 1e-12 for c in coef):
         return None
+    coef, resid = _snap(np.column_stack([cols[c] for c in combo]), y, coef, resid)
     return LossFit(split, total, {c: float(v) for c, v in zip(combo, coef)}, {c: col_terms[c] for c in combo}, n, resid)
+
+
+def _snap(X: np.ndarray, y: np.ndarray, coef: np.ndarray, resid: float) -> tuple[np.ndarray, float]:
+    """Each coefficient at the fewest significant figures that keep the identity as exact (the residual at most
+    twice the fit's, or float32 noise) and move it by at most 1 % of itself: the logged numbers cannot tell
+    0.499998 from 0.5 (a trainer that rounds its logged loss to 4 decimals, float32 sums), and people write
+    0.5. A coefficient the numbers pin to more digits keeps them (0.4999 stays); the 1 % bounds the guess where
+    a term is too small in the total to pin its coefficient (0.00025085 -> 0.00025, never 0.0003)."""
+    ok = np.isfinite(X).all(axis=1) & np.isfinite(y)
+    Xs, ys = X[ok], y[ok]
+    scale = float(np.abs(ys).max()) or 1.0
+    limit = max(2 * resid, 1e-6)
+    out = coef.copy()
+    for i, c in enumerate(coef):
+        for sig in range(1, 6):
+            short = round_sig(float(c), sig)
+            if short == 0 or abs(short - c) > 1e-2 * abs(c):
+                continue
+            trial = out.copy()
+            trial[i] = short
+            r = float(np.abs(ys - Xs @ trial).max()) / scale
+            if r <= limit:
+                out = trial
+                break
+    return out, float(np.abs(ys - Xs @ out).max()) / scale
 
 
 def _round(c: float) -> bool:
