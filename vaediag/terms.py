@@ -48,6 +48,7 @@ from vaediag.safeio import read_text
 from vaediag.structured import loads_toml, short_repr
 
 __all__ = [
+    "STATE_TERMS",
     "SPLITS",
     "LOSS_TERMS",
     "WEIGHTED_TERMS",
@@ -120,6 +121,8 @@ METRIC_TERMS = (
 
 # Terms that describe the optimisation rather than the model's quality.
 BOOKKEEPING_TERMS = ("kl_weight", "lr", "epoch", "control_seq", "ae_mode", "hp_metric", "penalty_share")
+# The bookkeeping terms carried as state (held until changed) rather than measured per epoch.
+STATE_TERMS = ("kl_weight", "lr", "control_seq", "ae_mode")
 
 # Loss parts of foreign lineages that are none of ours (see the module docstring): each keeps its own
 # term so that, e.g., LDM's nll_loss (which contains rec_loss) is never read as a second recon series.

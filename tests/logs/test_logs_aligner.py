@@ -93,6 +93,36 @@ def test_a_row_after_its_epochs_validation_belongs_to_the_next_epoch(tmp_path):
     assert hp["epoch"].tolist() == [0.0]
 
 
+def test_a_metric_written_one_step_after_its_validation_stays_in_that_epoch(tmp_path):
+    # A callback's val metric at trainer.global_step (one past _batches_that_stepped during validation) and no
+    # epoch key sits where LearningRateMonitor's next-epoch lr would: only state terms take the next epoch; a
+    # loss or metric is its validation's (moved, the last one read as a trainer.validate() after fit).
+    from lineages._common import EventLog, LightningSim
+
+    n, log = 100, EventLog()
+    sim = LightningSim(log, n, 50)
+    sim.start()
+    for e in range(3):
+        sim.current_epoch = e
+        for b in range(n):
+            if (sim.batches_that_stepped + 1) % 50 == 0:
+                sim.log_metrics({"train_loss": 1.0 / (e + 1), "train_kl": 5.0})
+            if b == n - 1:
+                sim.log_metrics({"val_loss": 1.0 / (e + 1), "val_kl": 5.0 + e})
+                sim._emit({"val/psnr": 20.0 + e}, sim.batches_that_stepped + 1)
+            sim.batches_that_stepped += 1
+    log.write(tmp_path / "run")
+    rs = vaediag.load(tmp_path)
+    psnr = rs.frame[rs.frame["tag"] == "val/psnr"].sort_values("step")
+    assert psnr["step"].tolist() == [100, 200, 300] and psnr["epoch"].tolist() == [0.0, 1.0, 2.0]
+    (info,) = rs.runs.values()
+    assert info.notes == []
+    from vaediag.diagnose import diagnose
+
+    (d,) = diagnose(rs)
+    assert d.epochs == 3 and d.metrics["psnr"] == 22.0
+
+
 def _boundary_rows(val_steps, epoch_points):
     """A val tag and an untagged tag (rows at steps 0, 120, 240) with the given epoch points (step, value), walls
     in step order (a row written after the points at lower steps)."""

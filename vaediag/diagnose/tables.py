@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from vaediag.terms import BOOKKEEPING_TERMS, CANONICAL_TERMS, tag_aggregation, tag_group
+from vaediag.terms import BOOKKEEPING_TERMS, CANONICAL_TERMS, STATE_TERMS, tag_aggregation, tag_group
 
 __all__ = [
     "VALUE_TERMS",
@@ -40,8 +40,6 @@ __all__ = [
     "values_present",
 ]
 
-# Terms carried as state (held until changed) rather than measured per epoch.
-STATE_TERMS: tuple[str, ...] = ("kl_weight", "lr", "control_seq", "ae_mode")
 # Loss and metric terms: measured per epoch, on train and/or val.
 VALUE_TERMS: tuple[str, ...] = tuple(t for t in CANONICAL_TERMS if t not in BOOKKEEPING_TERMS)
 

@@ -24,8 +24,13 @@ Epoch alignment, in order:
    epoch ``e + 1``'s first batch, where a callback that writes with
    ``logger.log_metrics(..., step=_batches_that_stepped)`` and no ``epoch`` key (``LearningRateMonitor``
    at ``on_train_epoch_start``: the lr epoch ``e + 1`` trains with, after the epoch's scheduler step)
-   lands before any row of that epoch carries ``epoch = e + 1``. Without a val row at the closing step
-   nothing proves the epoch ended there, and such a row keeps the last point's epoch.
+   lands before any row of that epoch carries ``epoch = e + 1``. Only state terms (lr, kl_weight, ...: a
+   value in effect for the epoch that starts) move so; a loss or metric row keeps the last point's epoch (a
+   callback's val metric written at ``global_step``, one step past its validation, is that validation's).
+   Without a val row at the closing step nothing proves the epoch ended there, and such a row keeps the
+   last point's epoch. A tail decides on the points it has seen: a state row polled between a mid-epoch
+   validation and the next point of the same epoch takes the next epoch there, where a whole-run read
+   keeps it in the epoch (rare: ``val_check_interval`` < 1 with a per-step LearningRateMonitor).
 2. Fractional epoch series (HF Trainer: ``Trainer.log`` adds ``logs["epoch"] = self.state.epoch``, a
    float that reaches ``k + 1.0`` at the last step of epoch ``k``, to train and eval logs alike; the
    TensorBoard callback writes it as ``train/epoch``): a value ``e`` counts completed epochs, so the row
@@ -64,6 +69,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vaediag.logs.notes import Note
+from vaediag.terms import STATE_TERMS
 
 __all__ = [
     "RunHistory",
@@ -159,14 +165,16 @@ def _note_closing_steps(h: RunHistory, segments: "TagSegments", seg: list[tuple[
     h.closing_steps = new if len(h.closing_steps) == 0 else np.union1d(h.closing_steps, new)
 
 
-def _align_to_points(h: RunHistory, steps: np.ndarray, walls: np.ndarray, out: np.ndarray) -> None:
+def _align_to_points(h: RunHistory, steps: np.ndarray, walls: np.ndarray, out: np.ndarray,
+                     state: np.ndarray) -> None:
+    """Rule 1, with its *validation closes its epoch* case for the ``state`` rows (state terms: lr ...)."""
     ps, pw = h.epoch_steps, h.epoch_walls
     pv = epoch_indices(h.epoch_values, h.fractional)
     last = np.r_[ps[1:] != ps[:-1], True]  # latest wall_time per step
     us, uv, uw = ps[last], pv[last], pw[last]
     j = _last_at_or_before(us, steps)
     np.take(uv, j, out=out)
-    _after_closing_validation(h, us, uv, uw, j, steps, walls, out)
+    _after_closing_validation(h, us, uv, uw, j, steps, walls, out, state)
     # Steps holding several epoch values: each row takes the one logged with it (module docstring).
     differs = (ps[1:] == ps[:-1]) & (pv[1:] != pv[:-1])
     if not differs.any():
@@ -186,9 +194,11 @@ def _align_to_points(h: RunHistory, steps: np.ndarray, walls: np.ndarray, out: n
 
 
 def _after_closing_validation(h: RunHistory, us: np.ndarray, uv: np.ndarray, uw: np.ndarray, j: np.ndarray,
-                              steps: np.ndarray, walls: np.ndarray, out: np.ndarray) -> None:
-    """Rule 1, *a validation closes its epoch*: rows at a step without an epoch point, after a closing val step
-    (in step and wall time), take the epoch after it. ``us``/``uv``/``uw``: the points per step (latest);
+                              steps: np.ndarray, walls: np.ndarray, out: np.ndarray, state: np.ndarray) -> None:
+    """Rule 1, *a validation closes its epoch*: state rows (``state``: lr, kl_weight ...) at a step without an
+    epoch point, after a closing val step (in step and wall time), take the epoch after it: the value in effect
+    for that epoch. Loss and metric rows never move: a callback's val metric logged at ``global_step`` (one past
+    the validation's step) is still that validation's. ``us``/``uv``/``uw``: the points per step (latest);
     ``j``: each row's point at or before it."""
     if len(h.closing_steps) == 0:
         return
@@ -197,7 +207,7 @@ def _after_closing_validation(h: RunHistory, us: np.ndarray, uv: np.ndarray, uw:
     if len(us) > 1:
         closing[:-1] &= uv[1:] != uv[:-1]
     c = us[j]
-    rows = closing[j] & (steps > c) & (walls > uw[j])
+    rows = state & closing[j] & (steps > c) & (walls > uw[j])
     if rows.any():
         out[rows] = uv[j[rows]] + 1
 
@@ -257,7 +267,9 @@ def apply_conventions(
     _note_closing_steps(h, segments, seg, steps)
     has_points = len(h.epoch_steps) > 0
     if has_points:
-        _align_to_points(h, steps, walls, epochs_out)
+        state = np.repeat(np.asarray([t in STATE_TERMS for t in segments.terms], dtype=bool),
+                          np.diff(np.asarray(segments.bounds, dtype=np.int64)))
+        _align_to_points(h, steps, walls, epochs_out, state)
     else:
         epochs_out[:] = np.nan
     split_of = list(segments.splits)
