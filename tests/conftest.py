@@ -5,21 +5,24 @@ files with tests/helpers/tbwrite.py (tests/helpers is on pytest's pythonpath).""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-
-import pytest
-
-import seedruns
-
-TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
 
 # One thread per process under pytest-xdist (make test runs one worker per core): torch's OpenMP pool, one
 # thread per core in every worker and in every trainer a test starts, spins against the other workers'.
 # Measured on 2 cores: a validation test that takes 0.8 CPU-s alone took 13 CPU-s beside a second worker.
-# Set before any test module imports torch; child processes inherit it.
+# Set before numpy or torch is imported (the thread pools are sized then); child processes inherit it.
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_var] = "1"
+
+import pytest  # noqa: E402
+
+import seedruns  # noqa: E402
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+
 
 # A copy of ../shared/realworld (real logs from public VAE projects) is committed under
 # tests/fixtures/realworld so a clean clone tests against them; VAEDIAG_REALWORLD overrides.
@@ -48,7 +51,7 @@ def seed_diags(seed_root):
     return {d.run: d for d in diagnose(vaediag.load(seed_root), baseline="run2")}
 
 
-_SLOW_MODULE = "pytestmark = pytest.mark.slow\n"
+_SLOW_MODULE = re.compile(r"^pytestmark = pytest\.mark\.slow\s*$", re.M)  # at the top level only
 
 
 def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
@@ -60,4 +63,4 @@ def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
         text = collection_path.read_text(encoding="utf-8")
     except OSError:
         return None
-    return True if _SLOW_MODULE in text.replace("\r\n", "\n") else None
+    return True if _SLOW_MODULE.search(text) else None

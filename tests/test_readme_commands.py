@@ -139,12 +139,18 @@ def after_demo(tmp_path_factory) -> Path:
     from filelock import FileLock
 
     shared = tmp_path_factory.getbasetemp().parent  # one folder per session, above each worker's own
-    d = shared / "after-demo"
+    d, failed = shared / "after-demo", shared / "after-demo.failed"
     with FileLock(str(shared / "after-demo.lock")):
+        if failed.is_file():  # another worker's build failed: its error, at once, not a second build
+            pytest.fail(failed.read_text(encoding="utf-8"), pytrace=False)
         if not (d / ".built").is_file():
-            shutil.rmtree(d, ignore_errors=True)  # a half-built one (a worker that failed): build it again
+            shutil.rmtree(d, ignore_errors=True)  # a half-built one (a worker that was killed): build it again
             d.mkdir()
-            _build_after_demo(d)
+            try:
+                _build_after_demo(d)
+            except BaseException as exc:
+                failed.write_text(f"the demo before the README's commands failed: {exc}"[:20000], encoding="utf-8")
+                raise
             (d / ".built").touch()
     return d
 
