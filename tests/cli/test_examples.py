@@ -131,7 +131,7 @@ def test_check_on_the_examples(capsys):
 
 def test_following_a_shipped_run_is_refused_and_the_copy_is_followed(capsys, tmp_path):
     before = _tree(EXAMPLES_DIR)
-    for run in ("fixed_kl/version_0", "watched"):  # a run, or a folder above one
+    for run in ("fixed_kl/version_0", "watched", ".."):  # a run, a folder above one, the package above them all
         rc, out, err = _cli(capsys, "watch", "--follow", str(EXAMPLES_DIR / run), "--idle", "1", "--no-live")
         assert rc == 2 and err.count("\n") == 1, err
         assert "one of the example runs vaediag ships" in err and "vaediag examples --copy" in err

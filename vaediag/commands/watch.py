@@ -246,8 +246,8 @@ def _refuse_packaged_example(run_dir: str) -> None:
     from vaediag.commands.examples import examples_dir
 
     try:
-        shipped = examples_dir()
-        inside = Path(run_dir).resolve().is_relative_to(shipped)
+        shipped, target = examples_dir(), Path(run_dir).resolve()
+        inside = target.is_relative_to(shipped) or shipped.is_relative_to(target)  # a run of them, or above them
     except (VaediagError, OSError, RuntimeError, ValueError):
         return  # no examples here, or a path the follower itself will report
     if inside:
