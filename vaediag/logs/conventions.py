@@ -166,15 +166,18 @@ def _note_closing_steps(h: RunHistory, segments: "TagSegments", seg: list[tuple[
 
 
 def _align_to_points(h: RunHistory, steps: np.ndarray, walls: np.ndarray, out: np.ndarray,
-                     state: np.ndarray) -> None:
-    """Rule 1, with its *validation closes its epoch* case for the ``state`` rows (state terms: lr ...)."""
+                     segments: "TagSegments") -> None:
+    """Rule 1, with its *validation closes its epoch* case for the rows of state terms (lr ...)."""
     ps, pw = h.epoch_steps, h.epoch_walls
     pv = epoch_indices(h.epoch_values, h.fractional)
     last = np.r_[ps[1:] != ps[:-1], True]  # latest wall_time per step
     us, uv, uw = ps[last], pv[last], pw[last]
     j = _last_at_or_before(us, steps)
     np.take(uv, j, out=out)
-    _after_closing_validation(h, us, uv, uw, j, steps, walls, out, state)
+    if len(h.closing_steps):  # (the state-row mask costs a pass over every tag: only where it can matter)
+        state = np.repeat(np.asarray([t in STATE_TERMS for t in segments.terms], dtype=bool),
+                          np.diff(np.asarray(segments.bounds, dtype=np.int64)))
+        _after_closing_validation(h, us, uv, uw, j, steps, walls, out, state)
     # Steps holding several epoch values: each row takes the one logged with it (module docstring).
     differs = (ps[1:] == ps[:-1]) & (pv[1:] != pv[:-1])
     if not differs.any():
@@ -200,8 +203,6 @@ def _after_closing_validation(h: RunHistory, us: np.ndarray, uv: np.ndarray, uw:
     for that epoch. Loss and metric rows never move: a callback's val metric logged at ``global_step`` (one past
     the validation's step) is still that validation's. ``us``/``uv``/``uw``: the points per step (latest);
     ``j``: each row's point at or before it."""
-    if len(h.closing_steps) == 0:
-        return
     closing = np.isin(us, h.closing_steps)
     # A later point that still says the closing point's epoch: the validation was mid-epoch (val_check_interval).
     if len(us) > 1:
@@ -267,9 +268,7 @@ def apply_conventions(
     _note_closing_steps(h, segments, seg, steps)
     has_points = len(h.epoch_steps) > 0
     if has_points:
-        state = np.repeat(np.asarray([t in STATE_TERMS for t in segments.terms], dtype=bool),
-                          np.diff(np.asarray(segments.bounds, dtype=np.int64)))
-        _align_to_points(h, steps, walls, epochs_out, state)
+        _align_to_points(h, steps, walls, epochs_out, segments)
     else:
         epochs_out[:] = np.nan
     split_of = list(segments.splits)
